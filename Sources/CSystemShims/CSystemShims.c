@@ -1,0 +1,76 @@
+#define _GNU_SOURCE 1
+#include "CSystemShims.h"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+size_t cs_CMSG_SPACE(size_t length) { return CMSG_SPACE(length); }
+size_t cs_CMSG_LEN(size_t length) { return CMSG_LEN(length); }
+struct cmsghdr *cs_CMSG_FIRSTHDR(const struct msghdr *message) { return CMSG_FIRSTHDR(message); }
+struct cmsghdr *cs_CMSG_NXTHDR(const struct msghdr *message, const struct cmsghdr *header) {
+    return CMSG_NXTHDR((struct msghdr *)message, (struct cmsghdr *)header);
+}
+unsigned char *cs_CMSG_DATA(const struct cmsghdr *header) { return CMSG_DATA(header); }
+
+int cs_accept4(int socket, struct sockaddr *address, socklen_t *length, int flags) {
+    return accept4(socket, address, length, flags);
+}
+int cs_pidfd_open(pid_t pid, unsigned int flags) { return (int)syscall(SYS_pidfd_open, pid, flags); }
+int cs_pidfd_send_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+}
+int cs_prctl_set_pdeathsig(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
+int cs_prctl_set_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
+int cs_prctl_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0, 0, 0); }
+int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = {.flags = flags, .mode = mode, .resolve = resolve};
+    return (int)syscall(SYS_openat2, directory, path, &how, sizeof(how));
+}
+int cs_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+int cs_close_range(unsigned int first, unsigned int last, unsigned int flags) {
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flags) {
+    return posix_spawnattr_setflags(attributes, (short)(flags | POSIX_SPAWN_SETSID));
+}
+int cs_signalfd(int fd, const sigset_t *mask, int flags) { return signalfd(fd, mask, flags); }
+int cs_sigprocmask_block_all(sigset_t *previous) {
+    sigset_t all;
+    sigfillset(&all);
+    return sigprocmask(SIG_BLOCK, &all, previous);
+}
+int cs_sigprocmask_unblock_all(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+const uint64_t cs_RESOLVE_BENEATH = RESOLVE_BENEATH;
+const uint64_t cs_RESOLVE_NO_MAGICLINKS = RESOLVE_NO_MAGICLINKS;
+const uint64_t cs_RESOLVE_NO_SYMLINKS = RESOLVE_NO_SYMLINKS;
+const int cs_O_PATH = O_PATH;
+const int cs_O_NOFOLLOW = O_NOFOLLOW;
+const int cs_O_DIRECTORY = O_DIRECTORY;
+const int cs_O_CLOEXEC = O_CLOEXEC;
+const int cs_O_NONBLOCK = O_NONBLOCK;
+const int cs_SOCK_NONBLOCK = SOCK_NONBLOCK;
+const int cs_SOCK_CLOEXEC = SOCK_CLOEXEC;
+const int cs_SFD_NONBLOCK = SFD_NONBLOCK;
+const int cs_SFD_CLOEXEC = SFD_CLOEXEC;
+const int cs_MFD_CLOEXEC = MFD_CLOEXEC;
+const int cs_MSG_CMSG_CLOEXEC = MSG_CMSG_CLOEXEC;
+const int cs_SCM_RIGHTS = SCM_RIGHTS;
+const int cs_SO_REUSEPORT = SO_REUSEPORT;
+const int cs_TCP_DEFER_ACCEPT = TCP_DEFER_ACCEPT;
+const int cs_MSG_MORE = MSG_MORE;
+const int cs_MSG_NOSIGNAL = MSG_NOSIGNAL;
+
+uint32_t cs_signalfd_siginfo_signo(const void *info) { return ((const struct signalfd_siginfo *)info)->ssi_signo; }
+size_t cs_signalfd_siginfo_size(void) { return sizeof(struct signalfd_siginfo); }

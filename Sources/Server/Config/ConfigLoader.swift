@@ -1,0 +1,425 @@
+import Foundation
+import Glibc
+import Yams
+
+/// One problem found in a configuration, with where it is: file, line, column and the key's full name.
+public struct ConfigIssue: Error, CustomStringConvertible, Sendable, Equatable {
+    public var file: String
+    public var line: Int
+    public var column: Int
+    public var key: String
+    public var message: String
+
+    public var description: String {
+        let place = line > 0 ? "\(file):\(line):\(column)" : file
+        return key.isEmpty ? "\(place): \(message)" : "\(place): \(key): \(message)"
+    }
+}
+
+/// Every problem found in one configuration; `check` prints them all, `serve` refuses to start.
+public struct ConfigErrors: Error, CustomStringConvertible, Sendable {
+    public var issues: [ConfigIssue]
+    public var description: String { issues.map(\.description).joined(separator: "\n") }
+}
+
+/// Values from the command line that replace the file's value for the same key.
+public struct ConfigOverrides: Sendable {
+    public var root: String?
+    public var listen: [String] = []
+    public var workers: String?
+    public var pidFile: String?
+    public var accessLog: String?
+    public var errorLog: String?
+    public var logLevel: String?
+
+    public init() {}
+}
+
+/// Reads `webserver.yaml` into a `ServerConfig`, checking every key, type and value.
+///
+/// Relative paths in a file are taken relative to the file's directory (so a config works from any
+/// working directory); relative paths given as flags are taken relative to the working directory.
+public enum ConfigLoader {
+    /// Loads `path` (nil: no file, defaults only) and applies `overrides`. Throws `ConfigErrors`.
+    public static func load(path: String?, overrides: ConfigOverrides = ConfigOverrides()) throws(ConfigErrors) -> ServerConfig {
+        var config = ServerConfig()
+        var issues: [ConfigIssue] = []
+        var rootMark: (Int, Int)? = nil
+        var rootFromFile = false
+        if let path {
+            let reader = DocumentReader(file: path)
+            if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+                reader.read(text, into: &config)
+                rootMark = reader.rootMark
+                rootFromFile = reader.rootMark != nil
+            } else {
+                reader.issue(line: 0, column: 0, key: "", "cannot read the file: \(String(cString: strerror(errno)))")
+            }
+            issues += reader.issues
+        }
+        let file = path ?? "command line"
+        let cwd = FileManager.default.currentDirectoryPath
+        let base = path.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: cwd)).deletingLastPathComponent().path } ?? cwd
+
+        func flagIssue(_ flag: String, _ message: String) {
+            issues.append(ConfigIssue(file: "command line", line: 0, column: 0, key: flag, message: message))
+        }
+        if let root = overrides.root { config.root = absolute(root, base: cwd); rootFromFile = false }
+        if !overrides.listen.isEmpty {
+            config.listen = overrides.listen
+            for value in overrides.listen where SocketAddress(parsing: value) == nil {
+                flagIssue("--listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+            }
+        }
+        if let workers = overrides.workers {
+            if let pair = parseWorkers(workers) {
+                (config.workers.min, config.workers.max) = pair
+            } else {
+                flagIssue("--workers", "'\(workers)' is not N or MIN:MAX with 1 <= MIN <= MAX <= 1024")
+            }
+        }
+        if let pid = overrides.pidFile { config.pidFile = absolute(pid, base: cwd) }
+        if let log = overrides.accessLog { config.accessLog = log == "off" ? nil : absolute(log, base: cwd) }
+        if let log = overrides.errorLog { config.errorLog = log == "stderr" ? nil : absolute(log, base: cwd) }
+        if let level = overrides.logLevel {
+            if logLevels.contains(level) { config.logLevel = level } else {
+                flagIssue("--log-level", "'\(level)' is not one of \(logLevels.joined(separator: ", "))")
+            }
+        }
+
+        // Checks that need the final values.
+        if config.root.isEmpty {
+            issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "root",
+                                      message: "no root directory: set 'root' in the config or pass --root DIR"))
+        } else {
+            var info = stat()
+            let place = rootFromFile ? (file, rootMark?.0 ?? 0, rootMark?.1 ?? 0, "root") : ("command line", 0, 0, "--root")
+            if stat(config.root, &info) != 0 {
+                issues.append(ConfigIssue(file: place.0, line: place.1, column: place.2, key: place.3,
+                                          message: "'\(config.root)' does not exist"))
+            } else if info.st_mode & S_IFMT != S_IFDIR {
+                issues.append(ConfigIssue(file: place.0, line: place.1, column: place.2, key: place.3,
+                                          message: "'\(config.root)' is not a directory"))
+            } else if let real = realpath(config.root, nil) {
+                config.root = String(cString: real)
+                free(real)
+            }
+        }
+        for (flag, value) in [("--pid-file", overrides.pidFile), ("--access-log", overrides.accessLog == "off" ? nil : overrides.accessLog)] {
+            if let value, !parentExists(absolute(value, base: cwd)) {
+                flagIssue(flag, "the directory of '\(value)' does not exist")
+            }
+        }
+        if !issues.isEmpty { throw ConfigErrors(issues: issues) }
+        _ = base
+        return config
+    }
+
+    static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    static func parseWorkers(_ text: String) -> (Int, Int)? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 2 else { return nil }
+        guard let low = Int(parts[0]), let high = Int(parts.count == 2 ? parts[1] : parts[0]) else { return nil }
+        guard low >= 1, low <= high, high <= 1024 else { return nil }
+        return (low, high)
+    }
+
+    static func absolute(_ path: String, base: String) -> String {
+        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: base, isDirectory: true))
+        return url.standardizedFileURL.path
+    }
+
+    static func parentExists(_ path: String) -> Bool {
+        var info = stat()
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return stat(parent, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
+    }
+}
+
+/// Walks one YAML document, filling a `ServerConfig` and collecting issues with their marks.
+final class DocumentReader {
+    let file: String
+    let base: String
+    var issues: [ConfigIssue] = []
+    var rootMark: (Int, Int)?
+
+    init(file: String) {
+        self.file = file
+        let cwd = FileManager.default.currentDirectoryPath
+        base = URL(fileURLWithPath: file, relativeTo: URL(fileURLWithPath: cwd, isDirectory: true))
+            .deletingLastPathComponent().standardizedFileURL.path
+    }
+
+    func issue(line: Int, column: Int, key: String, _ message: String) {
+        issues.append(ConfigIssue(file: file, line: line, column: column, key: key, message: message))
+    }
+
+    func issue(_ node: Node, key: String, _ message: String) {
+        issue(line: node.mark?.line ?? 0, column: node.mark?.column ?? 0, key: key, message)
+    }
+
+    func read(_ text: String, into config: inout ServerConfig) {
+        let document: Node?
+        do {
+            document = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            if case .scanner(_, let problem, let mark, _) = error {
+                issue(line: mark.line, column: mark.column, key: "", "YAML syntax: \(problem)")
+            } else if case .parser(_, let problem, let mark, _) = error {
+                issue(line: mark.line, column: mark.column, key: "", "YAML syntax: \(problem)")
+            } else {
+                issue(line: 0, column: 0, key: "", "YAML: \(error)")
+            }
+            return
+        } catch {
+            issue(line: 0, column: 0, key: "", "YAML: \(error)")
+            return
+        }
+        guard let document else { return }  // An empty file is all defaults.
+        guard let top = Section(document, path: "", reader: self) else { return }
+
+        if let node = top.take("listen") {
+            switch node {
+            case .sequence(let items):
+                var seen = Set<SocketAddress>()
+                var values: [String] = []
+                for item in items {
+                    guard let value = item.scalar?.string else {
+                        issue(item, key: "listen", "each entry must be ADDRESS:PORT")
+                        continue
+                    }
+                    if let address = SocketAddress(parsing: value) {
+                        if !seen.insert(address).inserted { issue(item, key: "listen", "'\(value)' is listed twice") }
+                        values.append(value)
+                    } else {
+                        issue(item, key: "listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+                    }
+                }
+                if items.isEmpty { issue(node, key: "listen", "needs at least one address") }
+                config.listen = values
+            case .scalar(let scalar):
+                if SocketAddress(parsing: scalar.string) != nil { config.listen = [scalar.string] } else {
+                    issue(node, key: "listen", "'\(scalar.string)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+                }
+            default:
+                issue(node, key: "listen", "expected a list of ADDRESS:PORT")
+            }
+        }
+        if let (value, node) = top.string("root") {
+            config.root = ConfigLoader.absolute(value, base: base)
+            rootMark = (node.mark?.line ?? 0, node.mark?.column ?? 0)
+        }
+        if let (value, node) = top.string("index") {
+            if value.isEmpty || value.contains("/") || value.hasPrefix(".") {
+                issue(node, key: "index", "must be a plain file name, got '\(value)'")
+            } else { config.index = value }
+        }
+        if let (value, node) = top.string("user") {
+            if getpwnam(value) == nil { issue(node, key: "user", "no such user '\(value)'") } else { config.user = value }
+        }
+        if let (value, node) = top.string("pid_file") {
+            config.pidFile = path(value, node, key: "pid_file")
+        }
+        if let (value, node) = top.string("access_log") {
+            config.accessLog = value == "off" || value == "false" ? nil : path(value, node, key: "access_log")
+        }
+        if let (value, node) = top.string("error_log") {
+            config.errorLog = value == "stderr" ? nil : path(value, node, key: "error_log")
+        }
+        if let (value, node) = top.string("log_level") {
+            if ConfigLoader.logLevels.contains(value) { config.logLevel = value } else {
+                issue(node, key: "log_level", "'\(value)' is not one of \(ConfigLoader.logLevels.joined(separator: ", "))")
+            }
+        }
+        if let value = top.integer("max_connections", in: 1...10_000_000) { config.maxConnections = value }
+        if let value = top.integer("backlog", in: 1...65535) { config.backlog = value }
+
+        if let section = top.section("workers") {
+            let minimum = section.integer("min", in: 1...1024)
+            var maximum: Int? = nil
+            if let node = section.peek("max"), node.scalar?.string == "auto" {
+                _ = section.take("max")
+                maximum = ServerConfig.processorCount
+            } else {
+                maximum = section.integer("max", in: 1...1024)
+            }
+            if let minimum { config.workers.min = minimum }
+            if let maximum { config.workers.max = maximum }
+            if config.workers.min > config.workers.max {
+                issue(section.node, key: "workers", "min (\(config.workers.min)) is above max (\(config.workers.max))")
+            }
+            if let value = section.integer("connections_per_worker", in: 1...1_000_000) { config.workers.connectionsPerWorker = value }
+            if let value = section.duration("idle_timeout") { config.workers.idleMilliseconds = value }
+            if let value = section.integer("recycle_after", in: 0...Int(Int32.max)) { config.workers.recycleAfter = value }
+            section.finish()
+        }
+        if let section = top.section("keepalive") {
+            if let value = section.duration("timeout") { config.keepalive.timeoutMilliseconds = value }
+            if let value = section.integer("requests", in: 1...10_000_000) { config.keepalive.requests = value }
+            section.finish()
+        }
+        if let section = top.section("timeouts") {
+            if let value = section.duration("header") { config.timeouts.headerMilliseconds = value }
+            if let value = section.duration("send") { config.timeouts.sendMilliseconds = value }
+            if let value = section.duration("shutdown") { config.timeouts.shutdownMilliseconds = value }
+            section.finish()
+        }
+        if let section = top.section("limits") {
+            if let value = section.size("request_line", in: 64...1_048_576) { config.limits.requestLine = value }
+            if let value = section.size("header_bytes", in: 256...1_048_576) { config.limits.headerBytes = value }
+            if let value = section.integer("header_count", in: 1...10_000) { config.limits.headerCount = value }
+            if config.limits.requestLine > config.limits.headerBytes {
+                issue(section.node, key: "limits", "request_line (\(config.limits.requestLine)) is above header_bytes (\(config.limits.headerBytes))")
+            }
+            section.finish()
+        }
+        if let section = top.section("supervisor") {
+            if let value = section.duration("heartbeat_interval") { config.supervisor.heartbeatIntervalMilliseconds = value }
+            if let value = section.duration("heartbeat_timeout") { config.supervisor.heartbeatTimeoutMilliseconds = value }
+            if let value = section.duration("kill_grace") { config.supervisor.killGraceMilliseconds = value }
+            if let value = section.duration("restart_delay") { config.supervisor.restartDelayMilliseconds = value }
+            if let value = section.duration("restart_delay_max") { config.supervisor.restartDelayMaxMilliseconds = value }
+            if let value = section.integer("restart_intensity", in: 1...1000) { config.supervisor.restartIntensity = value }
+            if let value = section.duration("restart_period") { config.supervisor.restartPeriodMilliseconds = value }
+            let s = config.supervisor
+            if s.heartbeatIntervalMilliseconds < 10 {
+                issue(section.node, key: "supervisor.heartbeat_interval", "must be at least 10ms")
+            }
+            if s.heartbeatTimeoutMilliseconds <= s.heartbeatIntervalMilliseconds {
+                issue(section.node, key: "supervisor.heartbeat_timeout",
+                      "(\(s.heartbeatTimeoutMilliseconds)ms) must be longer than heartbeat_interval (\(s.heartbeatIntervalMilliseconds)ms)")
+            }
+            if s.restartDelayMaxMilliseconds < s.restartDelayMilliseconds {
+                issue(section.node, key: "supervisor.restart_delay_max", "is below restart_delay")
+            }
+            section.finish()
+        }
+        top.finish()
+    }
+
+    private func path(_ value: String, _ node: Node, key: String) -> String? {
+        let full = ConfigLoader.absolute(value, base: base)
+        if !ConfigLoader.parentExists(full) {
+            issue(node, key: key, "the directory of '\(value)' does not exist")
+            return nil
+        }
+        return full
+    }
+}
+
+/// One YAML mapping being read: hands out its keys once each and reports the ones nobody took.
+final class Section {
+    let node: Node
+    let path: String
+    unowned let reader: DocumentReader
+    private var entries: [(key: String, keyNode: Node, value: Node)] = []
+    private var taken = Set<String>()
+
+    init?(_ node: Node, path: String, reader: DocumentReader) {
+        self.node = node
+        self.path = path
+        self.reader = reader
+        guard case .mapping(let mapping) = node else {
+            reader.issue(node, key: path, "expected a mapping of keys to values")
+            return nil
+        }
+        var seen = Set<String>()
+        for (key, value) in mapping {
+            guard let name = key.scalar?.string else {
+                reader.issue(key, key: path, "keys must be plain names")
+                continue
+            }
+            if !seen.insert(name).inserted {
+                reader.issue(key, key: full(name), "is set twice")
+                continue
+            }
+            entries.append((name, key, value))
+        }
+    }
+
+    func full(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+
+    func peek(_ key: String) -> Node? { entries.first { $0.key == key }?.value }
+
+    func take(_ key: String) -> Node? {
+        guard let entry = entries.first(where: { $0.key == key }) else { return nil }
+        taken.insert(key)
+        return entry.value
+    }
+
+    func string(_ key: String) -> (String, Node)? {
+        guard let node = take(key) else { return nil }
+        guard let scalar = node.scalar else {
+            reader.issue(node, key: full(key), "expected a single value")
+            return nil
+        }
+        if scalar.tag == Tag(.null) || (scalar.string.isEmpty && scalar.style == .plain) {
+            reader.issue(node, key: full(key), "needs a value")
+            return nil
+        }
+        return (scalar.string, node)
+    }
+
+    func integer(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let (text, node) = string(key) else { return nil }
+        guard let value = Int(text) else {
+            reader.issue(node, key: full(key), "expected a whole number, got '\(text)'")
+            return nil
+        }
+        guard range.contains(value) else {
+            reader.issue(node, key: full(key), "\(value) is out of range \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    /// A duration in milliseconds: `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
+    func duration(_ key: String) -> Int? {
+        guard let (text, node) = string(key) else { return nil }
+        guard let value = Section.parseDuration(text), value >= 1, value <= 86_400_000 else {
+            reader.issue(node, key: full(key), "expected a duration between 1ms and 24h such as 500ms, 30s, 5m; got '\(text)'")
+            return nil
+        }
+        return value
+    }
+
+    static func parseDuration(_ text: String) -> Int? {
+        let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
+        for (suffix, scale) in units where text.hasSuffix(suffix) {
+            guard let number = Int(text.dropLast(suffix.count)), number >= 0, number <= 86_400_000 else { return nil }
+            return number * scale
+        }
+        guard let seconds = Int(text), seconds >= 0, seconds <= 86_400 else { return nil }
+        return seconds * 1000
+    }
+
+    /// A byte size: `8k`, `1m`, or a bare number of bytes.
+    func size(_ key: String, in range: ClosedRange<Int>) -> Int? {
+        guard let (text, node) = string(key) else { return nil }
+        var number = text.lowercased()
+        var scale = 1
+        if number.hasSuffix("k") { scale = 1024; number.removeLast() } else if number.hasSuffix("m") { scale = 1_048_576; number.removeLast() }
+        guard let value = Int(number), value >= 0, value <= 1 << 30 else {
+            reader.issue(node, key: full(key), "expected a size such as 8k or 16384, got '\(text)'")
+            return nil
+        }
+        guard range.contains(value * scale) else {
+            reader.issue(node, key: full(key), "\(value * scale) bytes is out of range \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return value * scale
+    }
+
+    func section(_ key: String) -> Section? {
+        guard let node = take(key) else { return nil }
+        return Section(node, path: full(key), reader: reader)
+    }
+
+    /// Reports every key nobody read: unknown keys are errors, never silently ignored.
+    func finish() {
+        for entry in entries where !taken.contains(entry.key) {
+            reader.issue(entry.keyNode, key: full(entry.key), "unknown key")
+        }
+    }
+}

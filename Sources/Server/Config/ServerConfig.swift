@@ -1,0 +1,91 @@
+import Glibc
+
+/// The whole effective configuration: the file's values with the command line's flags applied.
+///
+/// The supervisor validates it once and passes it to every child as JSON in a memfd, so children never
+/// re-read the file and always run with exactly what the supervisor checked.
+public struct ServerConfig: Codable, Sendable, Equatable {
+    /// Addresses to listen on, as written (`127.0.0.1:8080`, `[::1]:8080`, `*:80`).
+    public var listen: [String] = ["127.0.0.1:8080"]
+    /// Absolute path of the directory served.
+    public var root: String = ""
+    /// File served for a request to a directory.
+    public var index: String = "index.html"
+    /// User to switch to after binding, when started as root.
+    public var user: String? = nil
+    /// Where the supervisor writes its pid, or nil for the default location.
+    public var pidFile: String? = nil
+    /// Access log path, or nil when access logging is off.
+    public var accessLog: String? = nil
+    /// Error log path, or nil for standard error.
+    public var errorLog: String? = nil
+    /// Lowest level written to the error log: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String = "info"
+    /// Most connections open at once across the server; the listener stops accepting at this number.
+    public var maxConnections: Int = 10_000
+    /// Listen backlog for each socket.
+    public var backlog: Int = 511
+    public var workers = Workers()
+    public var keepalive = Keepalive()
+    public var timeouts = Timeouts()
+    public var limits = Limits()
+    public var supervisor = Supervision()
+
+    /// The worker pool's bounds and scaling thresholds.
+    public struct Workers: Codable, Sendable, Equatable {
+        public var min: Int = 1
+        public var max: Int = ServerConfig.processorCount
+        /// Connections per worker at which the pool grows.
+        public var connectionsPerWorker: Int = 512
+        /// How long the pool must be under-used before a worker is retired, in milliseconds.
+        public var idleMilliseconds: Int = 30_000
+        /// Connections after which a worker is replaced by a fresh one; 0 never.
+        public var recycleAfter: Int = 0
+    }
+
+    public struct Keepalive: Codable, Sendable, Equatable {
+        /// How long an idle keep-alive connection stays open, in milliseconds.
+        public var timeoutMilliseconds: Int = 75_000
+        /// Requests served on one connection before it is closed.
+        public var requests: Int = 1000
+    }
+
+    public struct Timeouts: Codable, Sendable, Equatable {
+        /// Time for a client to send a whole request head once it has started, in milliseconds (408 after).
+        public var headerMilliseconds: Int = 30_000
+        /// Time a response may wait for a client that stopped reading, in milliseconds.
+        public var sendMilliseconds: Int = 60_000
+        /// Time a graceful shutdown or reload gives connections in flight, in milliseconds.
+        public var shutdownMilliseconds: Int = 30_000
+    }
+
+    public struct Limits: Codable, Sendable, Equatable {
+        /// Longest request line accepted (414 beyond).
+        public var requestLine: Int = 8192
+        /// Largest request head, request line included (431 beyond).
+        public var headerBytes: Int = 16_384
+        /// Most header fields in a request (431 beyond).
+        public var headerCount: Int = 100
+    }
+
+    public struct Supervision: Codable, Sendable, Equatable {
+        public var heartbeatIntervalMilliseconds: Int = 1000
+        public var heartbeatTimeoutMilliseconds: Int = 5000
+        /// Time between SIGTERM and SIGKILL for a child that stopped answering or must stop.
+        public var killGraceMilliseconds: Int = 3000
+        /// First restart delay; doubles with each crash in a row, with jitter.
+        public var restartDelayMilliseconds: Int = 100
+        public var restartDelayMaxMilliseconds: Int = 30_000
+        /// Restarts allowed within `restartPeriodMilliseconds` before respawning stops.
+        public var restartIntensity: Int = 5
+        public var restartPeriodMilliseconds: Int = 60_000
+    }
+
+    public init() {}
+
+    /// Online processors, the default upper bound of the worker pool.
+    public static var processorCount: Int { Swift.max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// The listen addresses, parsed; every one was validated when the configuration was loaded.
+    public var listenAddresses: [SocketAddress] { listen.compactMap(SocketAddress.init(parsing:)) }
+}

@@ -1,0 +1,119 @@
+import CSystemShims
+import Glibc
+
+/// One end of a SOCK_SEQPACKET socketpair between two processes: messages with fds beside them.
+///
+/// Owns its fd and its buffers (allocated once). The corresponding C functions are `sendmsg` and
+/// `recvmsg` with SCM_RIGHTS control messages.
+public final class Channel {
+    /// The socket; owned by this channel until `close()`.
+    public private(set) var fd: Int32
+    private let buffer: UnsafeMutableRawBufferPointer
+    private let control: UnsafeMutableRawBufferPointer
+
+    /// What a receive produced.
+    public enum Received {
+        /// A well-formed message and the fds that came with it (now owned by the caller).
+        case message(Message, [Int32])
+        /// Nothing to read now.
+        case wouldBlock
+        /// The peer closed its end (or died).
+        case closed
+    }
+
+    /// Takes ownership of `fd`.
+    public init(fd: Int32) {
+        self.fd = fd
+        buffer = .allocate(byteCount: Message.maxSize + 64, alignment: 8)
+        control = .allocate(byteCount: cs_CMSG_SPACE(MemoryLayout<Int32>.size * Message.maxBatch), alignment: 8)
+    }
+
+    deinit {
+        if fd >= 0 { closeDescriptor(fd) }
+        buffer.deallocate()
+        control.deallocate()
+    }
+
+    /// Closes the socket; the peer sees end-of-file.
+    public func close() {
+        if fd >= 0 { closeDescriptor(fd) }
+        fd = -1
+    }
+
+    /// Sends `message` with `fds` (which stay owned by the caller; the kernel duplicates them in flight).
+    ///
+    /// Returns false when the peer's queue is full (EAGAIN). Throws for a dead peer (EPIPE, ECONNRESET).
+    @discardableResult
+    public func send(_ message: Message, fds: UnsafeBufferPointer<Int32> = .init(start: nil, count: 0)) throws(SystemError) -> Bool {
+        precondition(message.fdCount.contains(fds.count), "fd count does not match message kind")
+        let length = message.encode(into: buffer)
+        return try sendEncoded(length: length, fds: fds)
+    }
+
+    /// Sends `length` bytes already encoded in `encodingBuffer` with `fds`.
+    func sendEncoded(length: Int, fds: UnsafeBufferPointer<Int32>) throws(SystemError) -> Bool {
+        var vector = iovec(iov_base: buffer.baseAddress, iov_len: length)
+        var header = msghdr()
+        return try withUnsafeMutablePointer(to: &vector) { (vectorPointer) throws(SystemError) -> Bool in
+            header.msg_iov = vectorPointer
+            header.msg_iovlen = 1
+            if fds.count > 0 {
+                let space = cs_CMSG_SPACE(MemoryLayout<Int32>.size * fds.count)
+                header.msg_control = control.baseAddress
+                header.msg_controllen = space
+                let cmsg = cs_CMSG_FIRSTHDR(&header)!
+                cmsg.pointee.cmsg_level = SOL_SOCKET
+                cmsg.pointee.cmsg_type = cs_SCM_RIGHTS
+                cmsg.pointee.cmsg_len = cs_CMSG_LEN(MemoryLayout<Int32>.size * fds.count)
+                let data = UnsafeMutableRawPointer(cs_CMSG_DATA(cmsg)!)
+                for (index, descriptor) in fds.enumerated() {
+                    data.storeBytes(of: descriptor, toByteOffset: index * 4, as: Int32.self)
+                }
+            }
+            let result = try nonBlockingSyscall("sendmsg") { sendmsg(fd, &header, cs_MSG_NOSIGNAL) }
+            if case .processed = result { return true }
+            return false
+        }
+    }
+
+    /// The buffer a caller may encode into before `sendEncoded` (for batches built in place).
+    var encodingBuffer: UnsafeMutableRawBufferPointer { buffer }
+
+    /// Receives one message. A malformed one has its fds closed and throws `MessageError`.
+    public func receive() throws -> Received {
+        var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        var header = msghdr()
+        return try withUnsafeMutablePointer(to: &vector) { vectorPointer -> Received in
+            header.msg_iov = vectorPointer
+            header.msg_iovlen = 1
+            header.msg_control = control.baseAddress
+            header.msg_controllen = control.count
+            let result = try nonBlockingSyscall("recvmsg") { recvmsg(fd, &header, cs_MSG_CMSG_CLOEXEC) }
+            guard case .processed(let count) = result else { return .wouldBlock }
+            var fds: [Int32] = []
+            var cmsg = cs_CMSG_FIRSTHDR(&header)
+            while let current = cmsg {
+                if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == cs_SCM_RIGHTS {
+                    let dataLength = Int(current.pointee.cmsg_len) - cs_CMSG_LEN(0)
+                    let data = UnsafeRawPointer(cs_CMSG_DATA(current)!)
+                    for index in 0..<(dataLength / 4) {
+                        fds.append(data.loadUnaligned(fromByteOffset: index * 4, as: Int32.self))
+                    }
+                }
+                cmsg = cs_CMSG_NXTHDR(&header, current)
+            }
+            if count == 0 && fds.isEmpty { return .closed }
+            if header.msg_flags & (Int32(MSG_TRUNC) | Int32(MSG_CTRUNC)) != 0 {
+                for descriptor in fds { closeDescriptor(descriptor) }
+                throw MessageError.truncated
+            }
+            do {
+                let message = try Message.decode(UnsafeRawBufferPointer(rebasing: buffer[0..<count]), fdCount: fds.count)
+                return .message(message, fds)
+            } catch {
+                for descriptor in fds { closeDescriptor(descriptor) }
+                throw error
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+/// The records that processes exchange over their SOCK_SEQPACKET channels.
+///
+/// Layout (little-endian): a 4-byte header `version u8, kind u8, count u16`, then a payload fixed by the
+/// kind. One message is one packet; fds travel beside it as SCM_RIGHTS and their number must match what
+/// the kind says. Anything else is malformed and rejected whole (see `MessageError`).
+public enum Message: Equatable, Sendable {
+    /// Child to parent, every heartbeat interval: the figures the parent scales and reports on.
+    case heartbeat(Heartbeat)
+    /// Listener to manager and manager to worker: accepted connections, one fd per entry.
+    case connections([ConnectionInfo])
+    /// Worker to listener: this many connections have closed.
+    case released(count: UInt32)
+    /// Parent to child: stop taking work, finish within `deadlineMilliseconds`, exit.
+    case shutdown(deadlineMilliseconds: UInt32)
+    /// Supervisor to listener and manager: a new configuration (one fd: a sealed memfd of JSON).
+    case reload
+    /// Parent to child: reopen logs; carries the new access-log fd when access logging is on.
+    case reopenLogs
+
+    public static let version: UInt8 = 1
+    static let headerSize = 4
+    static let heartbeatPayload = 32
+    static let connectionEntrySize = 24
+    /// Most connections in one `connections` message (and so fds in one sendmsg).
+    public static let maxBatch = 64
+    /// Largest encoded message.
+    static let maxSize = headerSize + maxBatch * connectionEntrySize
+
+    enum Kind: UInt8 {
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs
+    }
+
+    /// How many fds must travel with this message (`reopenLogs` takes 0 or 1).
+    var fdCount: ClosedRange<Int> {
+        switch self {
+        case .connections(let entries): return entries.count...entries.count
+        case .reload: return 1...1
+        case .reopenLogs: return 0...1
+        default: return 0...0
+        }
+    }
+}
+
+/// What a heartbeat reports. Every role fills the fields it has and leaves the rest zero.
+public struct Heartbeat: Equatable, Sendable {
+    /// Connections open now (worker: its own; manager: the pool's; listener: admitted and not released).
+    public var liveConnections: UInt32 = 0
+    /// Connections waiting for a worker (manager) or held back by a full channel (listener).
+    public var queueDepth: UInt32 = 0
+    /// Workers running (manager only).
+    public var workers: UInt32 = 0
+    /// Connections accepted so far (listener) or taken (worker).
+    public var acceptedTotal: UInt32 = 0
+    /// Requests answered so far.
+    public var requestsTotal: UInt64 = 0
+    /// Connections closed so far.
+    public var closedTotal: UInt64 = 0
+
+    public init(
+        liveConnections: UInt32 = 0, queueDepth: UInt32 = 0, workers: UInt32 = 0, acceptedTotal: UInt32 = 0,
+        requestsTotal: UInt64 = 0, closedTotal: UInt64 = 0
+    ) {
+        self.liveConnections = liveConnections
+        self.queueDepth = queueDepth
+        self.workers = workers
+        self.acceptedTotal = acceptedTotal
+        self.requestsTotal = requestsTotal
+        self.closedTotal = closedTotal
+    }
+}
+
+/// One accepted connection as it travels between processes; the fd travels beside it.
+public struct ConnectionInfo: Equatable, Sendable {
+    /// Index of the listening socket in the configuration's `listen` list.
+    public var listenerID: UInt16
+    /// The client's address.
+    public var peer: SocketAddress
+
+    public init(listenerID: UInt16, peer: SocketAddress) {
+        self.listenerID = listenerID
+        self.peer = peer
+    }
+}
+
+/// Why a received packet was not accepted as a message.
+public enum MessageError: Error, Equatable, CustomStringConvertible {
+    case tooShort(Int)
+    case badVersion(UInt8)
+    case unknownKind(UInt8)
+    case badLength(kind: UInt8, length: Int)
+    case badFDCount(kind: UInt8, fds: Int)
+    case badField(String)
+    case truncated
+
+    public var description: String {
+        switch self {
+        case .tooShort(let n): return "message of \(n) bytes is shorter than its header"
+        case .badVersion(let v): return "message version \(v), expected \(Message.version)"
+        case .unknownKind(let k): return "unknown message kind \(k)"
+        case .badLength(let k, let n): return "message kind \(k) with wrong length \(n)"
+        case .badFDCount(let k, let n): return "message kind \(k) arrived with \(n) file descriptors"
+        case .badField(let f): return "message field out of range: \(f)"
+        case .truncated: return "message or its file descriptors were truncated"
+        }
+    }
+}
+
+extension Message {
+    /// Encodes into `buffer` (at least `maxSize` bytes); returns the byte count.
+    func encode(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        func header(_ kind: Kind, _ count: Int) {
+            buffer[0] = Message.version
+            buffer[1] = kind.rawValue
+            buffer.storeBytes(of: UInt16(count).littleEndian, toByteOffset: 2, as: UInt16.self)
+        }
+        switch self {
+        case .heartbeat(let beat):
+            header(.heartbeat, 0)
+            buffer.storeBytes(of: beat.liveConnections.littleEndian, toByteOffset: 4, as: UInt32.self)
+            buffer.storeBytes(of: beat.queueDepth.littleEndian, toByteOffset: 8, as: UInt32.self)
+            buffer.storeBytes(of: beat.workers.littleEndian, toByteOffset: 12, as: UInt32.self)
+            buffer.storeBytes(of: beat.acceptedTotal.littleEndian, toByteOffset: 16, as: UInt32.self)
+            buffer.storeBytes(of: beat.requestsTotal.littleEndian, toByteOffset: 20, as: UInt64.self)
+            buffer.storeBytes(of: beat.closedTotal.littleEndian, toByteOffset: 28, as: UInt64.self)
+            return Message.headerSize + Message.heartbeatPayload
+        case .connections(let entries):
+            precondition(entries.count <= Message.maxBatch)
+            header(.connections, entries.count)
+            var offset = Message.headerSize
+            for entry in entries {
+                Message.encode(entry, into: buffer, at: offset)
+                offset += Message.connectionEntrySize
+            }
+            return offset
+        case .released(let count):
+            header(.released, 0)
+            buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
+        case .shutdown(let deadline):
+            header(.shutdown, 0)
+            buffer.storeBytes(of: deadline.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
+        case .reload:
+            header(.reload, 0)
+            return Message.headerSize
+        case .reopenLogs:
+            header(.reopenLogs, 0)
+            return Message.headerSize
+        }
+    }
+
+    /// Writes one connection entry at `offset`; used for batches built in place without an array.
+    static func encode(_ entry: ConnectionInfo, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) {
+        buffer.storeBytes(of: entry.listenerID.littleEndian, toByteOffset: offset, as: UInt16.self)
+        buffer[offset + 2] = entry.peer.family
+        buffer[offset + 3] = 0
+        buffer.storeBytes(of: entry.peer.port.littleEndian, toByteOffset: offset + 4, as: UInt16.self)
+        buffer.storeBytes(of: UInt16(0), toByteOffset: offset + 6, as: UInt16.self)
+        buffer.storeBytes(of: entry.peer.bytes.0, toByteOffset: offset + 8, as: UInt64.self)
+        buffer.storeBytes(of: entry.peer.bytes.1, toByteOffset: offset + 16, as: UInt64.self)
+    }
+
+    /// Writes the header of a `connections` message holding `count` entries.
+    static func encodeConnectionsHeader(count: Int, into buffer: UnsafeMutableRawBufferPointer) {
+        buffer[0] = Message.version
+        buffer[1] = Kind.connections.rawValue
+        buffer.storeBytes(of: UInt16(count).littleEndian, toByteOffset: 2, as: UInt16.self)
+    }
+
+    /// Reads one connection entry at `offset` of a validated `connections` message.
+    static func decodeEntry(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(MessageError) -> ConnectionInfo {
+        let family = bytes[offset + 2]
+        guard family == 2 || family == 10 else { throw .badField("address family \(family)") }
+        guard bytes[offset + 3] == 0, bytes.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0 else {
+            throw .badField("reserved bytes")
+        }
+        let listener = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+        let port = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self))
+        let high = bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
+        let low = bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
+        return ConnectionInfo(listenerID: listener, peer: SocketAddress(family: family, port: port, bytes: (high, low)))
+    }
+
+    /// Decodes and validates a packet that arrived with `fdCount` descriptors.
+    public static func decode(_ bytes: UnsafeRawBufferPointer, fdCount: Int) throws(MessageError) -> Message {
+        guard bytes.count >= headerSize else { throw .tooShort(bytes.count) }
+        guard bytes[0] == version else { throw .badVersion(bytes[0]) }
+        guard let kind = Kind(rawValue: bytes[1]) else { throw .unknownKind(bytes[1]) }
+        let count = Int(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))
+        func expect(length: Int, fds: ClosedRange<Int> = 0...0) throws(MessageError) {
+            guard bytes.count == length else { throw .badLength(kind: kind.rawValue, length: bytes.count) }
+            guard fds.contains(fdCount) else { throw .badFDCount(kind: kind.rawValue, fds: fdCount) }
+            if kind != .connections && count != 0 { throw .badField("count \(count) on kind \(kind.rawValue)") }
+        }
+        switch kind {
+        case .heartbeat:
+            try expect(length: headerSize + heartbeatPayload)
+            func u32(_ at: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
+            func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+            return .heartbeat(Heartbeat(
+                liveConnections: u32(4), queueDepth: u32(8), workers: u32(12), acceptedTotal: u32(16),
+                requestsTotal: u64(20), closedTotal: u64(28)))
+        case .connections:
+            guard count >= 1, count <= maxBatch else { throw .badField("connection count \(count)") }
+            try expect(length: headerSize + count * connectionEntrySize, fds: count...count)
+            var entries: [ConnectionInfo] = []
+            entries.reserveCapacity(count)
+            for index in 0..<count {
+                entries.append(try decodeEntry(bytes, at: headerSize + index * connectionEntrySize))
+            }
+            return .connections(entries)
+        case .released:
+            try expect(length: 8)
+            return .released(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        case .shutdown:
+            try expect(length: 8)
+            return .shutdown(deadlineMilliseconds: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        case .reload:
+            try expect(length: headerSize, fds: 1...1)
+            return .reload
+        case .reopenLogs:
+            try expect(length: headerSize, fds: 0...1)
+            return .reopenLogs
+        }
+    }
+}

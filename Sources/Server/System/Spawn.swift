@@ -1,0 +1,118 @@
+import CSystemShims
+import Glibc
+
+/// A started child process: its pid and a pidfd that becomes readable when it exits.
+///
+/// Owns the pidfd. Signals go through the pidfd, so a recycled pid is never signalled by mistake.
+public final class ChildProcess {
+    public let pid: Int32
+    /// The pidfd; owned by this object.
+    public private(set) var pidfd: Int32
+
+    init(pid: Int32, pidfd: Int32) {
+        self.pid = pid
+        self.pidfd = pidfd
+    }
+
+    deinit { if pidfd >= 0 { closeDescriptor(pidfd) } }
+
+    /// Sends `signal` through the pidfd. The corresponding C function is `pidfd_send_signal`.
+    public func signal(_ signal: Int32) {
+        if pidfd >= 0 { _ = cs_pidfd_send_signal(pidfd, signal) } else { _ = kill(pid, signal) }
+    }
+
+    /// Releases the pidfd once the child is reaped.
+    func closePidfd() {
+        if pidfd >= 0 { closeDescriptor(pidfd) }
+        pidfd = -1
+    }
+}
+
+/// Starts the roles of the server as new processes of this same executable.
+///
+/// posix_spawn of /proc/self/exe, never fork: fork without exec is unsafe once Swift has threads. The
+/// child gets `fds` at slots 3, 4, 5, ... (everything else is close-on-exec), an empty signal mask with
+/// default dispositions, and argv `[displayName, "--role=ROLE", arguments...]` so `ps` shows its role.
+public enum Spawner {
+    /// The first fd slot a child receives.
+    public static let firstSlot: Int32 = 3
+
+    public static func spawn(
+        role: String, displayName: String, arguments: [String] = [], fds: [Int32],
+        newSession: Bool = false, standardStreams: (Int32, Int32, Int32)? = nil
+    ) throws(SystemError) -> ChildProcess {
+        var temporaries: [Int32] = []
+        defer { for fd in temporaries { closeDescriptor(fd) } }
+        var sources: [(Int32, Int32)] = []
+        if let (input, output, error) = standardStreams {
+            for (fd, slot) in [(input, Int32(0)), (output, 1), (error, 2)] {
+                let copy = try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 100) }
+                temporaries.append(copy)
+                sources.append((copy, slot))
+            }
+        }
+        for (index, fd) in fds.enumerated() {
+            let copy = try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, 100) }
+            temporaries.append(copy)
+            sources.append((copy, firstSlot + Int32(index)))
+        }
+
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        for (source, slot) in sources { posix_spawn_file_actions_adddup2(&actions, source, slot) }
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        let flags = Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        if newSession {
+            _ = cs_posix_spawnattr_setflags_setsid(&attributes, flags)
+        } else {
+            posix_spawnattr_setflags(&attributes, flags)
+        }
+
+        let argv = [displayName, "--role=\(role)"] + arguments
+        var environment: [String] = []
+        var index = 0
+        while let entry = environ[index] {
+            let text = String(cString: entry)
+            if !text.hasPrefix("SWIFT_BACKTRACE=") { environment.append(text) }
+            index += 1
+        }
+        environment.append("SWIFT_BACKTRACE=enable=no")
+
+        var pid: pid_t = 0
+        let result = withCStrings(argv) { argvPointer in
+            withCStrings(environment) { environmentPointer in
+                posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argvPointer, environmentPointer)
+            }
+        }
+        if result != 0 { throw SystemError(call: "posix_spawn(\(role))", errno: result) }
+        let pidfd = cs_pidfd_open(pid, 0)
+        if pidfd >= 0 { _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC) }
+        return ChildProcess(pid: pid, pidfd: pidfd)
+    }
+
+    private static func withCStrings<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+        var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
+        pointers.append(nil)
+        defer { for pointer in pointers { free(pointer) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    /// Called first in a child: names the process, asks for SIGTERM when the parent dies, closes every fd
+    /// above the inherited slots. Returns false when the parent is already gone.
+    public static func prepareChild(name: String, slots: Int32, parent: Int32) -> Bool {
+        _ = cs_prctl_set_name(name)
+        _ = cs_prctl_set_pdeathsig(SIGTERM)
+        _ = cs_close_range(UInt32(firstSlot + slots), UInt32.max, 0)
+        return getppid() == parent
+    }
+}

@@ -1,0 +1,69 @@
+import CSystemShims
+import Glibc
+
+/// An error from a system call: the call's name and the errno it left.
+///
+/// Every syscall wrapper in the server throws this one type, so logs always say which call failed.
+public struct SystemError: Error, CustomStringConvertible, Equatable {
+    /// The C function that failed, such as `accept4`.
+    public let call: String
+    /// The value of `errno` right after the call.
+    public let errno: Int32
+
+    public init(call: String, errno: Int32) {
+        self.call = call
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(call): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// What a non-blocking call did: it processed a value, or the kernel said it would block.
+public enum IOResult<Value> {
+    case processed(Value)
+    case wouldBlock
+}
+
+/// Runs a syscall that returns -1 on failure, retrying on EINTR.
+///
+/// EBADF and EFAULT are programmer errors and trap: they mean an fd or buffer was mismanaged.
+@inline(never)
+@discardableResult
+func syscall<T: FixedWidthInteger>(_ name: String, _ body: () -> T) throws(SystemError) -> T {
+    while true {
+        let result = body()
+        if result != -1 { return result }
+        let code = Glibc.errno
+        if code == EINTR { continue }
+        precondition(code != EBADF && code != EFAULT, "\(name) failed with \(code == EBADF ? "EBADF" : "EFAULT")")
+        throw SystemError(call: name, errno: code)
+    }
+}
+
+/// Like `syscall`, but EAGAIN/EWOULDBLOCK becomes `.wouldBlock` instead of an error.
+@inline(never)
+func nonBlockingSyscall<T: FixedWidthInteger>(
+    _ name: String, _ body: () -> T
+) throws(SystemError) -> IOResult<T> {
+    while true {
+        let result = body()
+        if result != -1 { return .processed(result) }
+        let code = Glibc.errno
+        if code == EINTR { continue }
+        if code == EAGAIN || code == EWOULDBLOCK { return .wouldBlock }
+        precondition(code != EBADF && code != EFAULT, "\(name) failed with \(code == EBADF ? "EBADF" : "EFAULT")")
+        throw SystemError(call: name, errno: code)
+    }
+}
+
+/// Closes a descriptor. Never retried on EINTR: Linux has already released the fd by then.
+@inline(never)
+func closeDescriptor(_ fd: Int32) {
+    let result = Glibc.close(fd)
+    if result == -1 {
+        let code = Glibc.errno
+        precondition(code != EBADF, "close(\(fd)) failed with EBADF: closed twice")
+    }
+}
