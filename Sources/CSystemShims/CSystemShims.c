@@ -74,3 +74,4 @@ const int cs_MSG_NOSIGNAL = MSG_NOSIGNAL;
 
 uint32_t cs_signalfd_siginfo_signo(const void *info) { return ((const struct signalfd_siginfo *)info)->ssi_signo; }
 size_t cs_signalfd_siginfo_size(void) { return sizeof(struct signalfd_siginfo); }
+int cs_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }

@@ -37,6 +37,7 @@ int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flag
 int cs_signalfd(int fd, const sigset_t *mask, int flags);
 int cs_sigprocmask_block_all(sigset_t *previous);
 int cs_sigprocmask_unblock_all(void);
+int cs_pipe2(int fds[2], int flags);
 
 extern const uint64_t cs_RESOLVE_BENEATH;
 extern const uint64_t cs_RESOLVE_NO_MAGICLINKS;

@@ -14,8 +14,9 @@ public enum Message: Equatable, Sendable {
     case shutdown(deadlineMilliseconds: UInt32)
     /// Supervisor to listener and manager: a new configuration (one fd: a sealed memfd of JSON).
     case reload
-    /// Parent to child: reopen logs; carries the new access-log fd when access logging is on.
-    case reopenLogs
+    /// Parent to child: reopen logs. The new access-log fd travels first when `accessLog`, then the
+    /// error-log fd when `errorLog` (the header's count field holds the two flags as bits 0 and 1).
+    case reopenLogs(accessLog: Bool, errorLog: Bool)
 
     public static let version: UInt8 = 1
     static let headerSize = 4
@@ -30,12 +31,14 @@ public enum Message: Equatable, Sendable {
         case heartbeat = 1, connections, released, shutdown, reload, reopenLogs
     }
 
-    /// How many fds must travel with this message (`reopenLogs` takes 0 or 1).
+    /// How many fds must travel with this message.
     var fdCount: ClosedRange<Int> {
         switch self {
         case .connections(let entries): return entries.count...entries.count
         case .reload: return 1...1
-        case .reopenLogs: return 0...1
+        case .reopenLogs(let access, let error):
+            let count = (access ? 1 : 0) + (error ? 1 : 0)
+            return count...count
         default: return 0...0
         }
     }
@@ -143,8 +146,8 @@ extension Message {
         case .reload:
             header(.reload, 0)
             return Message.headerSize
-        case .reopenLogs:
-            header(.reopenLogs, 0)
+        case .reopenLogs(let access, let error):
+            header(.reopenLogs, (access ? 1 : 0) | (error ? 2 : 0))
             return Message.headerSize
         }
     }
@@ -190,7 +193,9 @@ extension Message {
         func expect(length: Int, fds: ClosedRange<Int> = 0...0) throws(MessageError) {
             guard bytes.count == length else { throw .badLength(kind: kind.rawValue, length: bytes.count) }
             guard fds.contains(fdCount) else { throw .badFDCount(kind: kind.rawValue, fds: fdCount) }
-            if kind != .connections && count != 0 { throw .badField("count \(count) on kind \(kind.rawValue)") }
+            if kind != .connections && kind != .reopenLogs && count != 0 {
+                throw .badField("count \(count) on kind \(kind.rawValue)")
+            }
         }
         switch kind {
         case .heartbeat:
@@ -219,8 +224,10 @@ extension Message {
             try expect(length: headerSize, fds: 1...1)
             return .reload
         case .reopenLogs:
-            try expect(length: headerSize, fds: 0...1)
-            return .reopenLogs
+            guard count <= 3 else { throw .badField("reopen flags \(count)") }
+            let expected = (count & 1) + (count >> 1)
+            try expect(length: headerSize, fds: expected...expected)
+            return .reopenLogs(accessLog: count & 1 != 0, errorLog: count & 2 != 0)
         }
     }
 }

@@ -38,7 +38,8 @@ public enum Spawner {
     public static let firstSlot: Int32 = 3
 
     public static func spawn(
-        role: String, displayName: String, arguments: [String] = [], fds: [Int32],
+        role: String?, displayName: String, arguments: [String] = [], fds: [Int32],
+        extraEnvironment: [String] = [],
         newSession: Bool = false, standardStreams: (Int32, Int32, Int32)? = nil
     ) throws(SystemError) -> ChildProcess {
         var temporaries: [Int32] = []
@@ -78,7 +79,7 @@ public enum Spawner {
             posix_spawnattr_setflags(&attributes, flags)
         }
 
-        let argv = [displayName, "--role=\(role)"] + arguments
+        let argv = [displayName] + (role.map { ["--role=\($0)"] } ?? []) + arguments
         var environment: [String] = []
         var index = 0
         while let entry = environ[index] {
@@ -87,6 +88,7 @@ public enum Spawner {
             index += 1
         }
         environment.append("SWIFT_BACKTRACE=enable=no")
+        environment += extraEnvironment
 
         var pid: pid_t = 0
         let result = withCStrings(argv) { argvPointer in
@@ -94,7 +96,7 @@ public enum Spawner {
                 posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argvPointer, environmentPointer)
             }
         }
-        if result != 0 { throw SystemError(call: "posix_spawn(\(role))", errno: result) }
+        if result != 0 { throw SystemError(call: "posix_spawn(\(role ?? displayName))", errno: result) }
         let pidfd = cs_pidfd_open(pid, 0)
         if pidfd >= 0 { _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC) }
         return ChildProcess(pid: pid, pidfd: pidfd)

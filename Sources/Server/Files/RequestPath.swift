@@ -1,0 +1,146 @@
+/// Turns a request-target into a path relative to the site root, or a rejection.
+///
+/// Percent-decodes once; a decoded NUL is 400; `%2F` becomes a separator (as nginx does); `.` and `..`
+/// segments are resolved and `..` above the root is 400; empty segments (`//`) collapse. After
+/// normalizing, a segment starting with `.` is 403 unless it is a first segment `.well-known`.
+/// Absolute-form targets (`http://host/path`) use their path. The query is not part of the path.
+enum RequestPath {
+    enum Outcome: Equatable {
+        /// `length` bytes of relative path were written (no leading slash; NUL-terminated; `.` for the root).
+        /// `directory` when the target named a directory (trailing slash). `pathEnd` is the offset in the
+        /// target where the path ends (at `?` or the end), for redirects.
+        case path(length: Int, directory: Bool, pathStart: Int, pathEnd: Int)
+        case rejected(HTTPStatus)
+    }
+
+    /// Writes the normalized path into `output` (at least target length + 2 bytes).
+    static func normalize(_ bytes: UnsafeRawBufferPointer, target: ByteSpan, into output: UnsafeMutablePointer<UInt8>) -> Outcome {
+        var index = target.start
+        let end = target.end
+        if bytes[index] != 47 {
+            // absolute-form: scheme "://" authority path
+            guard let afterScheme = schemeEnd(bytes, index, end) else { return .rejected(.badRequest) }
+            index = afterScheme
+            while index < end, bytes[index] != 47, bytes[index] != 63 { index += 1 }
+            if index == end || bytes[index] == 63 {
+                output[0] = 46
+                output[1] = 0
+                return .path(length: 1, directory: true, pathStart: index, pathEnd: index)
+            }
+        }
+        let pathStart = index
+        var count = 0
+        var segmentStart = 0
+        var directory = false
+        var pathEnd = end
+
+        // Finishes the segment output[segmentStart..<count]; false when `..` climbs above the root.
+        func finishSegment() -> Bool {
+            let length = count - segmentStart
+            directory = false
+            if length == 0 {
+                return true
+            }
+            if length == 1 && output[segmentStart] == 46 {
+                count = segmentStart
+                directory = true
+                return true
+            }
+            if length == 2 && output[segmentStart] == 46 && output[segmentStart + 1] == 46 {
+                directory = true
+                if segmentStart == 0 { return false }
+                var back = segmentStart - 1  // the '/' before this segment
+                while back > 0 && output[back - 1] != 47 { back -= 1 }
+                count = back
+                segmentStart = back
+                return true
+            }
+            output[count] = 47
+            count += 1
+            segmentStart = count
+            return true
+        }
+
+        index += 1  // skip the leading '/'
+        while index < end {
+            var byte = bytes[index]
+            if byte == 63 {
+                pathEnd = index
+                break
+            }
+            if byte == 35 { return .rejected(.badRequest) }
+            if byte == 37 {
+                guard index + 2 < end, let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2]) else {
+                    return .rejected(.badRequest)
+                }
+                byte = high << 4 | low
+                if byte == 0 { return .rejected(.badRequest) }
+                index += 2
+            }
+            index += 1
+            if byte == 47 {
+                if !finishSegment() { return .rejected(.badRequest) }
+                directory = true
+            } else {
+                output[count] = byte
+                count += 1
+            }
+        }
+        if count > segmentStart {
+            if !finishSegment() { return .rejected(.badRequest) }
+            if count > 0 && output[count - 1] == 47 && !directory { count -= 1 }
+        }
+        if count > 0 && output[count - 1] == 47 { count -= 1 }
+        // Dotfiles: any segment starting with '.', except a first segment ".well-known".
+        var position = 0
+        var first = true
+        while position < count {
+            if output[position] == 46 {
+                let allowed = first && isWellKnown(output, position, count)
+                if !allowed { return .rejected(.forbidden) }
+            }
+            while position < count && output[position] != 47 { position += 1 }
+            position += 1
+            first = false
+        }
+        if count == 0 {
+            output[0] = 46
+            output[1] = 0
+            return .path(length: 1, directory: true, pathStart: pathStart, pathEnd: pathEnd)
+        }
+        output[count] = 0
+        return .path(length: count, directory: directory, pathStart: pathStart, pathEnd: pathEnd)
+    }
+
+    private static func isWellKnown(_ output: UnsafeMutablePointer<UInt8>, _ start: Int, _ count: Int) -> Bool {
+        let name: StaticString = ".well-known"
+        let length = name.utf8CodeUnitCount
+        guard count - start >= length else { return false }
+        for offset in 0..<length where output[start + offset] != name.utf8Start[offset] { return false }
+        return count - start == length || output[start + length] == 47
+    }
+
+    private static func schemeEnd(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Int? {
+        for scheme in ["http://", "https://"] as [StaticString] {
+            let length = scheme.utf8CodeUnitCount
+            guard end - start > length else { continue }
+            var matches = true
+            for offset in 0..<length where bytes[start + offset] | (offset < length - 3 ? 0x20 : 0) != scheme.utf8Start[offset] {
+                matches = false
+                break
+            }
+            if matches { return start + length }
+        }
+        return nil
+    }
+
+    @inline(__always)
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case 48...57: return byte - 48
+        case 65...70: return byte - 55
+        case 97...102: return byte - 87
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,60 @@
+/// The response statuses the server sends, with their reason phrases (RFC 9110 section 15).
+public enum HTTPStatus: UInt16, Sendable {
+    case ok = 200
+    case noContent = 204
+    case movedPermanently = 301
+    case notModified = 304
+    case badRequest = 400
+    case forbidden = 403
+    case notFound = 404
+    case methodNotAllowed = 405
+    case requestTimeout = 408
+    case contentTooLarge = 413
+    case uriTooLong = 414
+    case headerFieldsTooLarge = 431
+    case internalServerError = 500
+    case notImplemented = 501
+    case serviceUnavailable = 503
+    case versionNotSupported = 505
+
+    /// The status line, from "HTTP/1.1" to the CRLF.
+    var statusLine: StaticString {
+        switch self {
+        case .ok: return "HTTP/1.1 200 OK\r\n"
+        case .noContent: return "HTTP/1.1 204 No Content\r\n"
+        case .movedPermanently: return "HTTP/1.1 301 Moved Permanently\r\n"
+        case .notModified: return "HTTP/1.1 304 Not Modified\r\n"
+        case .badRequest: return "HTTP/1.1 400 Bad Request\r\n"
+        case .forbidden: return "HTTP/1.1 403 Forbidden\r\n"
+        case .notFound: return "HTTP/1.1 404 Not Found\r\n"
+        case .methodNotAllowed: return "HTTP/1.1 405 Method Not Allowed\r\n"
+        case .requestTimeout: return "HTTP/1.1 408 Request Timeout\r\n"
+        case .contentTooLarge: return "HTTP/1.1 413 Content Too Large\r\n"
+        case .uriTooLong: return "HTTP/1.1 414 URI Too Long\r\n"
+        case .headerFieldsTooLarge: return "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+        case .internalServerError: return "HTTP/1.1 500 Internal Server Error\r\n"
+        case .notImplemented: return "HTTP/1.1 501 Not Implemented\r\n"
+        case .serviceUnavailable: return "HTTP/1.1 503 Service Unavailable\r\n"
+        case .versionNotSupported: return "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+        }
+    }
+
+    /// A short HTML body for error responses.
+    var errorBody: StaticString {
+        switch self {
+        case .badRequest: return "<html><body><h1>400 Bad Request</h1></body></html>\n"
+        case .forbidden: return "<html><body><h1>403 Forbidden</h1></body></html>\n"
+        case .notFound: return "<html><body><h1>404 Not Found</h1></body></html>\n"
+        case .methodNotAllowed: return "<html><body><h1>405 Method Not Allowed</h1></body></html>\n"
+        case .requestTimeout: return "<html><body><h1>408 Request Timeout</h1></body></html>\n"
+        case .contentTooLarge: return "<html><body><h1>413 Content Too Large</h1></body></html>\n"
+        case .uriTooLong: return "<html><body><h1>414 URI Too Long</h1></body></html>\n"
+        case .headerFieldsTooLarge: return "<html><body><h1>431 Request Header Fields Too Large</h1></body></html>\n"
+        case .internalServerError: return "<html><body><h1>500 Internal Server Error</h1></body></html>\n"
+        case .notImplemented: return "<html><body><h1>501 Not Implemented</h1></body></html>\n"
+        case .serviceUnavailable: return "<html><body><h1>503 Service Unavailable</h1></body></html>\n"
+        case .versionNotSupported: return "<html><body><h1>505 HTTP Version Not Supported</h1></body></html>\n"
+        case .ok, .noContent, .movedPermanently, .notModified: return ""
+        }
+    }
+}

@@ -1,0 +1,236 @@
+import CSystemShims
+import Glibc
+
+/// The listener process: accepts on the sockets the supervisor bound, in batches, and sends each batch
+/// of fds with peer addresses to the manager in one sendmsg. Enforces `max_connections` from the
+/// release notices workers send back.
+///
+/// Fd slots: 3 channel to the supervisor, 4 listener end of the manager channel, 5 listener end of the
+/// release channel, 6 config memfd, 7... the listening sockets in `listen` order. The listening sockets
+/// stay the supervisor's too, so a listener that dies loses nothing: the backlog waits for the next one.
+public final class Listener {
+    var config: ServerConfig
+    let poller: Poller
+    let ticker: Ticker
+    let signals: SignalReader
+    let supervisor: Channel
+    let manager: Channel
+    let releases: Channel
+    let sockets: [Int32]
+
+    /// Admitted and not yet released.
+    var live: Int
+    var acceptedTotal: UInt32 = 0
+    /// Accepted connections not yet taken by the manager's channel; owned here.
+    var pendingFDs: [Int32] = []
+    var pendingInfo: [ConnectionInfo] = []
+    var accepting = true
+    var waitingForManager = false
+    /// After EMFILE/ENFILE, accepting resumes at this time instead of spinning.
+    var pausedUntil: Int64 = 0
+    var draining = false
+    var drainDeadline: Int64 = .max
+    var lastHeartbeat: Int64 = 0
+    var now: Int64
+    var peer = sockaddr_storage()
+
+    public init(config: ServerConfig, socketCount: Int, initialLive: Int) throws {
+        self.config = config
+        poller = try Poller()
+        ticker = try Ticker(intervalMilliseconds: 100)
+        signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
+        supervisor = Channel(fd: 3)
+        manager = Channel(fd: 4)
+        releases = Channel(fd: 5)
+        sockets = (0..<socketCount).map { Int32(7 + $0) }
+        live = initialLive
+        now = monotonicMilliseconds()
+        for fd in [3, 4, 5, 6] + sockets {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            if fd != 6 { Socket.setNonBlocking(fd) }
+        }
+        try poller.add(supervisor.fd, events: Poller.readable)
+        try poller.add(releases.fd, events: Poller.readable)
+        try poller.add(manager.fd, events: 0)
+        try poller.add(ticker.fd, events: Poller.readable)
+        try poller.add(signals.fd, events: Poller.readable)
+        for socket in sockets { try poller.add(socket, events: Poller.readable) }
+    }
+
+    public func run() -> Int32 {
+        sendHeartbeat()
+        updateAccepting()
+        while true {
+            poller.wait(timeoutMilliseconds: 1000) { fd, events in
+                if fd == releases.fd {
+                    receiveReleases()
+                } else if fd == manager.fd {
+                    flush()
+                } else if fd == supervisor.fd {
+                    handleSupervisor()
+                } else if fd == ticker.fd {
+                    ticker.drain()
+                    tick()
+                } else if fd == signals.fd {
+                    for signal in signals.pending() where signal == SIGTERM { beginDrain(reason: "SIGTERM") }
+                } else if let index = sockets.firstIndex(of: fd) {
+                    acceptBatch(from: fd, listenerID: UInt16(index))
+                }
+            }
+            flush()
+            updateAccepting()
+            if draining && (pendingFDs.isEmpty || monotonicMilliseconds() >= drainDeadline) { break }
+        }
+        for fd in pendingFDs { closeDescriptor(fd) }
+        return 0
+    }
+
+    /// Accepts until the backlog is empty, the batch is full, or the limit is reached.
+    func acceptBatch(from socket: Int32, listenerID: UInt16) {
+        while accepting && pendingFDs.count < Message.maxBatch && live < config.maxConnections {
+            let result: IOResult<Int32>
+            do {
+                result = try Socket.accept(socket, peer: &peer)
+            } catch {
+                switch error.errno {
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    log.error("accept: \(error); pausing accepts for 100ms")
+                    pausedUntil = monotonicMilliseconds() + 100
+                    updateAccepting()
+                case ECONNABORTED, EPROTO, EPERM:
+                    continue
+                default:
+                    log.error("accept: \(error)")
+                }
+                return
+            }
+            guard case .processed(let fd) = result else { return }
+            guard let address = SocketAddress(storage: peer) else {
+                closeDescriptor(fd)
+                continue
+            }
+            pendingFDs.append(fd)
+            pendingInfo.append(ConnectionInfo(listenerID: listenerID, peer: address))
+            live += 1
+            acceptedTotal &+= 1
+        }
+    }
+
+    /// Sends the pending batch to the manager; on a full channel, waits for it to drain.
+    func flush() {
+        guard !pendingFDs.isEmpty else {
+            if waitingForManager {
+                waitingForManager = false
+                try? poller.modify(manager.fd, events: 0)
+            }
+            return
+        }
+        let buffer = manager.encodingBuffer
+        Message.encodeConnectionsHeader(count: pendingFDs.count, into: buffer)
+        for (index, info) in pendingInfo.enumerated() {
+            Message.encode(info, into: buffer, at: Message.headerSize + index * Message.connectionEntrySize)
+        }
+        let length = Message.headerSize + pendingFDs.count * Message.connectionEntrySize
+        let sent: Bool
+        do {
+            sent = try pendingFDs.withUnsafeBufferPointer { try manager.sendEncoded(length: length, fds: $0) }
+        } catch {
+            log.error("cannot pass connections to the manager: \(error)")
+            sent = false
+        }
+        if sent {
+            for fd in pendingFDs { closeDescriptor(fd) }
+            pendingFDs.removeAll(keepingCapacity: true)
+            pendingInfo.removeAll(keepingCapacity: true)
+            if waitingForManager {
+                waitingForManager = false
+                try? poller.modify(manager.fd, events: 0)
+            }
+        } else if !waitingForManager {
+            // The manager is slow or being restarted: hold this batch, stop accepting, let the backlog wait.
+            waitingForManager = true
+            try? poller.modify(manager.fd, events: Poller.writable)
+        }
+    }
+
+    /// Watches the listening sockets only while a new connection could be admitted.
+    func updateAccepting() {
+        let should = !draining && !waitingForManager && live < config.maxConnections
+            && monotonicMilliseconds() >= pausedUntil
+        guard should != accepting else { return }
+        accepting = should
+        for socket in sockets { try? poller.modify(socket, events: should ? Poller.readable : 0) }
+        if !should && live >= config.maxConnections {
+            log.notice("max_connections (\(config.maxConnections)) reached: accepting paused")
+        }
+    }
+
+    func receiveReleases() {
+        while true {
+            let result: Channel.Received
+            do {
+                result = try releases.receive()
+            } catch {
+                log.error("malformed release notice: \(error)")
+                continue
+            }
+            guard case .message(let message, let fds) = result else { return }
+            for fd in fds { closeDescriptor(fd) }
+            if case .released(let count) = message {
+                live = max(0, live - Int(count))
+            } else {
+                log.error("unexpected message on the release channel: \(message)")
+            }
+        }
+    }
+
+    func handleSupervisor() {
+        while true {
+            let result: Channel.Received
+            do {
+                result = try supervisor.receive()
+            } catch {
+                log.error("malformed message from the supervisor: \(error)")
+                continue
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .closed:
+                poller.remove(supervisor.fd)
+                beginDrain(reason: "supervisor is gone")
+                return
+            case .message(let message, let fds):
+                switch message {
+                case .shutdown(let deadline):
+                    drainDeadline = monotonicMilliseconds() + Int64(deadline)
+                    beginDrain(reason: "shutdown requested")
+                case .reload:
+                    if let newConfig = try? ConfigTransport.read(from: fds[0]) { config = newConfig }
+                    closeDescriptor(fds[0])
+                default:
+                    for fd in fds { closeDescriptor(fd) }
+                }
+            }
+        }
+    }
+
+    func beginDrain(reason: String) {
+        guard !draining else { return }
+        draining = true
+        if drainDeadline == .max { drainDeadline = monotonicMilliseconds() + Int64(config.supervisor.killGraceMilliseconds) }
+        log.info("listener stopping: \(reason)")
+        updateAccepting()
+    }
+
+    func tick() {
+        now = monotonicMilliseconds()
+        if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
+    }
+
+    func sendHeartbeat() {
+        lastHeartbeat = now
+        let beat = Heartbeat(liveConnections: UInt32(live), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal)
+        _ = try? supervisor.send(.heartbeat(beat))
+    }
+}

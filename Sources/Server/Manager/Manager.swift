@@ -1,0 +1,420 @@
+import CSystemShims
+import Glibc
+
+/// The manager process: a wait queue of accepted connections, a pool of workers it grows and shrinks,
+/// least-loaded hand-off, reaping and replacing dead or silent workers.
+///
+/// Fd slots: 3 channel to the supervisor, 4 manager end of the listener channel, 5 the release
+/// channel's worker end (passed on to every worker, never read here), 6 config memfd, 7 access log
+/// (with `--access-log`). Owns the connections in its wait queue until a worker's channel takes them.
+public final class Manager {
+    var config: ServerConfig
+    let poller: Poller
+    let ticker: Ticker
+    let signals: SignalReader
+    let supervisor: Channel
+    let listener: Channel
+    let releaseFD: Int32 = 5
+    var configFD: Int32 = 6
+    var accessLogFD: Int32
+    var errorLogFD: Int32 = -1
+
+    var workers: [WorkerHandle] = []
+    var workersByFD: [Int32: WorkerHandle] = [:]
+    var nextWorkerID = 1
+    var policy: ScalingPolicy
+    /// Accepted connections waiting for a worker, oldest first; the fds are owned here.
+    var queue: [(fd: Int32, info: ConnectionInfo)] = []
+    var queueHead = 0
+    /// Requests answered by workers that have exited, so the total never goes backwards.
+    var requestsOfExited: UInt64 = 0
+    var draining = false
+    var drainDeadline: Int64 = .max
+    var lastTick: Int64 = 0
+    var lastHeartbeat: Int64 = 0
+    var now: Int64
+    var spawnFailures = 0
+
+    public init(config: ServerConfig, hasAccessLog: Bool) throws {
+        self.config = config
+        poller = try Poller()
+        ticker = try Ticker(intervalMilliseconds: 100)
+        signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
+        supervisor = Channel(fd: 3)
+        listener = Channel(fd: 4)
+        accessLogFD = hasAccessLog ? 7 : -1
+        policy = Manager.policy(for: config)
+        now = monotonicMilliseconds()
+        for fd: Int32 in [3, 4, 5, 6] + (hasAccessLog ? [7] : []) { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        Socket.setNonBlocking(3)
+        Socket.setNonBlocking(4)
+        try poller.add(supervisor.fd, events: Poller.readable)
+        try poller.add(listener.fd, events: Poller.readable)
+        try poller.add(ticker.fd, events: Poller.readable)
+        try poller.add(signals.fd, events: Poller.readable)
+    }
+
+    static func policy(for config: ServerConfig) -> ScalingPolicy {
+        ScalingPolicy(
+            minimum: config.workers.min, maximum: config.workers.max,
+            connectionsPerWorker: config.workers.connectionsPerWorker,
+            idleTicks: max(1, config.workers.idleMilliseconds / config.supervisor.heartbeatIntervalMilliseconds))
+    }
+
+    public func run() -> Int32 {
+        for _ in 0..<config.workers.min { spawnWorker() }
+        sendHeartbeat()
+        while true {
+            poller.wait(timeoutMilliseconds: 1000) { fd, events in
+                if fd == listener.fd {
+                    receiveConnections()
+                } else if fd == supervisor.fd {
+                    handleSupervisor()
+                } else if fd == ticker.fd {
+                    ticker.drain()
+                    tick()
+                } else if fd == signals.fd {
+                    for signal in signals.pending() {
+                        if signal == SIGTERM { beginDrain(deadline: config.timeouts.shutdownMilliseconds, reason: "SIGTERM") }
+                        if signal == SIGCHLD { reap() }
+                    }
+                } else if let worker = workersByFD[fd] {
+                    if fd == worker.child.pidfd { reap() } else { handleWorker(worker, events: events) }
+                }
+            }
+            now = monotonicMilliseconds()
+            if draining && workers.isEmpty { break }
+            if draining && now >= drainDeadline + Int64(config.supervisor.killGraceMilliseconds) {
+                for worker in workers { worker.child.signal(SIGKILL) }
+                reap()
+                if now >= drainDeadline + 2 * Int64(config.supervisor.killGraceMilliseconds) { break }
+            }
+        }
+        for index in queueHead..<queue.count { closeDescriptor(queue[index].fd) }
+        log.info("manager stopped")
+        return 0
+    }
+
+    // MARK: Listener and supervisor channels
+
+    func receiveConnections() {
+        var received = 0
+        while received < 16 {
+            let result: Channel.Received
+            do {
+                result = try listener.receive()
+            } catch {
+                log.error("malformed message from the listener: \(error)")
+                continue
+            }
+            guard case .message(let message, let fds) = result else { break }
+            received += 1
+            guard case .connections(let entries) = message else {
+                log.error("unexpected message from the listener: \(message)")
+                for fd in fds { closeDescriptor(fd) }
+                continue
+            }
+            for (entry, fd) in zip(entries, fds) { queue.append((fd, entry)) }
+            dispatch()
+        }
+    }
+
+    /// Hands queued connections to the least-loaded workers, one sendmsg per worker per round.
+    func dispatch() {
+        while queueHead < queue.count {
+            let active = workers.filter { !$0.retiring }
+            guard !active.isEmpty else { break }
+            var loads = active.map(\.load)
+            var batches = [[Int]](repeating: [], count: active.count)
+            var index = queueHead
+            while index < queue.count {
+                var best = 0
+                for candidate in 1..<max(1, loads.count) where loads[candidate] < loads[best] { best = candidate }
+                if batches[best].count == Message.maxBatch { break }
+                batches[best].append(index)
+                loads[best] += 1
+                index += 1
+            }
+            var stalled: [Int] = []
+            for (workerIndex, batch) in batches.enumerated() where !batch.isEmpty {
+                let worker = active[workerIndex]
+                let sent = send(batch, to: worker)
+                if !sent { stalled.append(contentsOf: batch) }
+            }
+            // Keep what could not be sent, in order, at the front of the queue.
+            let rest = Array(queue[index..<queue.count])
+            let kept = stalled.sorted().map { queue[$0] }
+            queue = kept + rest
+            queueHead = 0
+            if !stalled.isEmpty { break }
+        }
+        if queueHead > 0 && queueHead == queue.count {
+            queue.removeAll(keepingCapacity: true)
+            queueHead = 0
+        }
+    }
+
+    func send(_ batch: [Int], to worker: WorkerHandle) -> Bool {
+        let buffer = worker.channel.encodingBuffer
+        Message.encodeConnectionsHeader(count: batch.count, into: buffer)
+        var fds: [Int32] = []
+        fds.reserveCapacity(batch.count)
+        for (position, queueIndex) in batch.enumerated() {
+            Message.encode(queue[queueIndex].info, into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
+            fds.append(queue[queueIndex].fd)
+        }
+        let length = Message.headerSize + batch.count * Message.connectionEntrySize
+        do {
+            let sent = try fds.withUnsafeBufferPointer { try worker.channel.sendEncoded(length: length, fds: $0) }
+            guard sent else { return false }
+        } catch {
+            log.warning("worker \(worker.id) channel failed: \(error)")
+            retire(worker, reason: "channel failed")
+            return false
+        }
+        for fd in fds { closeDescriptor(fd) }
+        worker.assigned += UInt64(batch.count)
+        return true
+    }
+
+    func handleSupervisor() {
+        while true {
+            let result: Channel.Received
+            do {
+                result = try supervisor.receive()
+            } catch {
+                log.error("malformed message from the supervisor: \(error)")
+                continue
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .closed:
+                poller.remove(supervisor.fd)
+                beginDrain(deadline: config.timeouts.shutdownMilliseconds, reason: "supervisor is gone")
+                return
+            case .message(let message, let fds):
+                switch message {
+                case .shutdown(let deadline):
+                    beginDrain(deadline: Int(deadline), reason: "shutdown requested")
+                case .reload:
+                    reload(from: fds[0])
+                case .reopenLogs(let access, let error):
+                    reopenLogs(fds: fds, access: access, error: error)
+                default:
+                    log.error("unexpected message from the supervisor: \(message)")
+                    for fd in fds { closeDescriptor(fd) }
+                }
+            }
+        }
+    }
+
+    func reload(from fd: Int32) {
+        do {
+            let newConfig = try ConfigTransport.read(from: fd)
+            closeDescriptor(configFD)
+            configFD = fd
+            config = newConfig
+            policy = Manager.policy(for: newConfig)
+            let old = workers.filter { !$0.retiring }
+            for _ in 0..<newConfig.workers.min { spawnWorker() }
+            for worker in old { retire(worker, reason: "reload") }
+            log.info("reloaded: \(newConfig.workers.min) new workers, \(old.count) draining")
+        } catch {
+            closeDescriptor(fd)
+            log.error("reload: cannot read the new configuration: \(error)")
+        }
+    }
+
+    func reopenLogs(fds: [Int32], access: Bool, error: Bool) {
+        var index = 0
+        if access {
+            if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
+            accessLogFD = fds[index]
+            index += 1
+        }
+        if error {
+            _ = dup2(fds[index], 2)
+        }
+        for worker in workers {
+            _ = try? fds.withUnsafeBufferPointer {
+                try worker.channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0)
+            }
+        }
+        if error { closeDescriptor(fds[index]) }
+    }
+
+    // MARK: Workers
+
+    func spawnWorker() {
+        let pair: (Int32, Int32)
+        do {
+            pair = try Socket.seqpacketPair()
+        } catch {
+            log.error("cannot create a worker channel: \(error)")
+            return
+        }
+        let id = nextWorkerID
+        nextWorkerID += 1
+        var fds = [pair.1, releaseFD, configFD]
+        if accessLogFD >= 0 { fds.append(accessLogFD) }
+        var arguments = ["--id", "\(id)", "--parent", "\(getpid())"]
+        if accessLogFD >= 0 { arguments.append("--access-log") }
+        do {
+            let child = try Spawner.spawn(role: "worker", displayName: "webserver: worker", arguments: arguments, fds: fds)
+            closeDescriptor(pair.1)
+            let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now)
+            try poller.add(pair.0, events: Poller.readable)
+            if child.pidfd >= 0 { try poller.add(child.pidfd, events: Poller.readable) }
+            workers.append(worker)
+            workersByFD[pair.0] = worker
+            if child.pidfd >= 0 { workersByFD[child.pidfd] = worker }
+            log.info("worker \(id) started", metadata: ["pid": "\(child.pid)"])
+            spawnFailures = 0
+        } catch {
+            closeDescriptor(pair.0)
+            closeDescriptor(pair.1)
+            spawnFailures += 1
+            log.error("cannot start worker \(id): \(error)")
+        }
+    }
+
+    func handleWorker(_ worker: WorkerHandle, events: UInt32) {
+        while true {
+            let result: Channel.Received
+            do {
+                result = try worker.channel.receive()
+            } catch {
+                log.error("malformed message from worker \(worker.id): \(error); stopping it")
+                retire(worker, reason: "malformed message")
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .closed:
+                poller.remove(worker.channel.fd)
+                workersByFD[worker.channel.fd] = nil
+                if !worker.retiring { retire(worker, reason: "channel closed") }
+                return
+            case .message(.heartbeat(let beat), _):
+                worker.lastBeat = beat
+                worker.lastHeartbeatAt = now
+            case .message(let message, let fds):
+                log.error("unexpected message from worker \(worker.id): \(message)")
+                for fd in fds { closeDescriptor(fd) }
+            }
+        }
+    }
+
+    /// Stops giving `worker` connections and asks it to drain; it gets SIGKILL if it outstays the deadline.
+    func retire(_ worker: WorkerHandle, reason: String) {
+        guard !worker.retiring else { return }
+        worker.retiring = true
+        worker.killAt = now + Int64(config.timeouts.shutdownMilliseconds + config.supervisor.killGraceMilliseconds)
+        if (try? worker.channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))) != true {
+            worker.child.signal(SIGTERM)
+            worker.sentTerm = true
+        }
+        log.info("worker \(worker.id) retiring: \(reason)")
+    }
+
+    /// Collects every exited child; a worker that exits without being retired is logged as a crash.
+    func reap() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            guard let index = workers.firstIndex(where: { $0.child.pid == pid }) else { continue }
+            let worker = workers.remove(at: index)
+            requestsOfExited += worker.lastBeat.requestsTotal
+            if workersByFD[worker.channel.fd] === worker {
+                poller.remove(worker.channel.fd)
+                workersByFD[worker.channel.fd] = nil
+            }
+            if worker.child.pidfd >= 0 {
+                poller.remove(worker.child.pidfd)
+                workersByFD[worker.child.pidfd] = nil
+            }
+            worker.channel.close()
+            worker.child.closePidfd()
+            let description = ExitStatus(status).description
+            if worker.retiring {
+                log.info("worker \(worker.id) exited: \(description)")
+            } else {
+                log.warning("worker \(worker.id) died: \(description); its connections are lost, the pool replaces it")
+            }
+        }
+        if !draining { dispatch() }
+    }
+
+    func beginDrain(deadline: Int, reason: String) {
+        guard !draining else { return }
+        draining = true
+        drainDeadline = now + Int64(deadline)
+        log.info("draining: \(reason)")
+        // Take what the listener already sent, hand it out, then tell every worker to finish.
+        receiveConnections()
+        dispatch()
+        for worker in workers { retire(worker, reason: "shutdown") }
+    }
+
+    func tick() {
+        now = monotonicMilliseconds()
+        let interval = Int64(config.supervisor.heartbeatIntervalMilliseconds)
+        if now - lastHeartbeat >= interval { sendHeartbeat() }
+        for worker in workers {
+            if !worker.retiring && now - worker.lastHeartbeatAt > Int64(config.supervisor.heartbeatTimeoutMilliseconds) {
+                log.warning("worker \(worker.id) missed its heartbeats; stopping it")
+                worker.child.signal(SIGTERM)
+                worker.sentTerm = true
+                retire(worker, reason: "silent")
+                worker.killAt = now + Int64(config.supervisor.killGraceMilliseconds)
+            }
+            if worker.retiring && now >= worker.killAt {
+                log.warning("worker \(worker.id) did not exit in time; SIGKILL")
+                worker.child.signal(SIGKILL)
+                worker.killAt = .max
+            }
+            if config.workers.recycleAfter > 0 && !worker.retiring && worker.assigned >= UInt64(config.workers.recycleAfter) {
+                retire(worker, reason: "recycled after \(worker.assigned) connections")
+            }
+        }
+        if queueHead < queue.count { dispatch() }
+        guard !draining, now - lastTick >= interval else { return }
+        lastTick = now
+        let active = workers.filter { !$0.retiring }
+        let load = active.reduce(0) { $0 + $1.load }
+        switch policy.decide(workers: active.count, load: load, queued: queue.count - queueHead) {
+        case .hold:
+            break
+        case .spawn(let count):
+            // A worker that cannot start (spawn failing) is retried once per tick, not in a spin.
+            for _ in 0..<(spawnFailures > 0 ? 1 : count) { spawnWorker() }
+            dispatch()
+        case .retire:
+            if let idle = active.min(by: { $0.load < $1.load }) { retire(idle, reason: "pool is idle") }
+        }
+    }
+
+    func sendHeartbeat() {
+        lastHeartbeat = now
+        var beat = Heartbeat()
+        beat.workers = UInt32(workers.filter { !$0.retiring }.count)
+        beat.queueDepth = UInt32(queue.count - queueHead)
+        beat.liveConnections = UInt32(workers.reduce(0) { $0 + $1.load })
+        beat.requestsTotal = requestsOfExited + workers.reduce(0) { $0 + $1.lastBeat.requestsTotal }
+        beat.closedTotal = workers.reduce(0) { $0 + $1.lastBeat.closedTotal }
+        _ = try? supervisor.send(.heartbeat(beat))
+    }
+}
+
+/// A wait status, described for logs.
+struct ExitStatus: CustomStringConvertible {
+    let raw: Int32
+    init(_ raw: Int32) { self.raw = raw }
+    var exited: Bool { raw & 0x7f == 0 }
+    var code: Int32 { (raw >> 8) & 0xff }
+    var signal: Int32 { raw & 0x7f }
+    var description: String { exited ? "exit code \(code)" : "killed by signal \(signal)" }
+}

@@ -1,0 +1,85 @@
+/// One worker as the manager sees it. Owns the manager's end of the worker's channel and its pidfd.
+final class WorkerHandle {
+    let id: Int
+    let child: ChildProcess
+    let channel: Channel
+    let startedAt: Int64
+    /// Connections handed to this worker so far.
+    var assigned: UInt64 = 0
+    /// The worker's last heartbeat.
+    var lastBeat = Heartbeat()
+    var lastHeartbeatAt: Int64
+    /// Told to drain (retired, reloaded, recycled, or silent); gets no new connections.
+    var retiring = false
+    /// When a retiring worker is sent SIGKILL if it has not exited.
+    var killAt: Int64 = .max
+    var sentTerm = false
+
+    init(id: Int, child: ChildProcess, channel: Channel, now: Int64) {
+        self.id = id
+        self.child = child
+        self.channel = channel
+        startedAt = now
+        lastHeartbeatAt = now
+    }
+
+    /// Open connections: handed over minus closed as of the last heartbeat (an over-estimate between beats).
+    var load: Int { Int(assigned) - Int(min(lastBeat.closedTotal, assigned)) }
+}
+
+/// The pool's scaling policy, apart from processes so it can be tested alone.
+///
+/// Apache prefork's spare-server idea, adapted to event-loop workers that each hold many connections:
+/// grow when the wait queue is not empty or utilization (open connections over `connectionsPerWorker`
+/// times workers) is above 75% for two ticks in a row, by a burst that doubles each such tick up to 8
+/// (Apache's 1, 2, 4, ... 32 per second); shrink by one worker when utilization has stayed under 25% for
+/// the idle time, one retirement per idle period.
+struct ScalingPolicy {
+    var minimum: Int
+    var maximum: Int
+    var connectionsPerWorker: Int
+    var idleTicks: Int
+
+    private(set) var busyTicks = 0
+    private(set) var quietTicks = 0
+    private(set) var burst = 1
+
+    enum Decision: Equatable {
+        case hold
+        case spawn(Int)
+        case retire
+    }
+
+    /// One decision per tick from the active worker count, open connections and the wait queue's depth.
+    mutating func decide(workers: Int, load: Int, queued: Int) -> Decision {
+        if workers < minimum {
+            busyTicks = 0
+            quietTicks = 0
+            return .spawn(minimum - workers)
+        }
+        let capacity = max(1, workers * connectionsPerWorker)
+        let utilization = Double(load + queued) / Double(capacity)
+        if queued > 0 || utilization > 0.75 {
+            quietTicks = 0
+            busyTicks += 1
+            if busyTicks >= 2 && workers < maximum {
+                let count = min(burst, maximum - workers)
+                burst = min(burst * 2, 8)
+                return .spawn(count)
+            }
+            return .hold
+        }
+        busyTicks = 0
+        burst = 1
+        if utilization < 0.25 && workers > minimum {
+            quietTicks += 1
+            if quietTicks >= idleTicks {
+                quietTicks = 0
+                return .retire
+            }
+        } else {
+            quietTicks = 0
+        }
+        return .hold
+    }
+}

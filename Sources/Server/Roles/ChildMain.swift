@@ -1,0 +1,77 @@
+import Glibc
+
+/// Entry point of a child process: `argv = [display name, "--role=ROLE", options...]`.
+///
+/// Names the process, arms PR_SET_PDEATHSIG, closes stray fds, reads the configuration from its memfd
+/// slot and runs the role's loop. Exits 78 when the configuration cannot be read (never restarted).
+public enum ChildMain {
+    public static func run(arguments: [String]) -> Never {
+        blockAllSignals()
+        guard arguments.count >= 2, arguments[1].hasPrefix("--role=") else { exit(2) }
+        let role = String(arguments[1].dropFirst("--role=".count))
+        var options: [String: String] = [:]
+        var flags = Set<String>()
+        var index = 2
+        while index < arguments.count {
+            let key = arguments[index]
+            if index + 1 < arguments.count && !arguments[index + 1].hasPrefix("--") {
+                options[key] = arguments[index + 1]
+                index += 2
+            } else {
+                flags.insert(key)
+                index += 1
+            }
+        }
+        let parent = Int32(options["--parent"] ?? "") ?? 0
+        let hasAccessLog = flags.contains("--access-log")
+        let configSlot: Int32
+        let slots: Int32
+        let name: String
+        switch role {
+        case "worker":
+            configSlot = 5
+            slots = hasAccessLog ? 4 : 3
+            name = "ws-worker"
+        case "listener":
+            configSlot = 6
+            slots = 4 + (Int32(options["--sockets"] ?? "") ?? 0)
+            name = "ws-listener"
+        case "manager":
+            configSlot = 6
+            slots = hasAccessLog ? 5 : 4
+            name = "ws-manager"
+        default:
+            exit(2)
+        }
+        let parentAlive = Spawner.prepareChild(name: name, slots: slots, parent: parent)
+        let config: ServerConfig
+        do {
+            config = try ConfigTransport.read(from: configSlot)
+        } catch {
+            ErrorLogHandler.bootstrap(role: role, level: "info")
+            log.critical("cannot read the configuration passed by the parent: \(error)")
+            exit(Supervisor.configErrorExit)
+        }
+        let id = Int(options["--id"] ?? "") ?? 0
+        ErrorLogHandler.bootstrap(role: role == "worker" ? "worker \(id)" : role, level: config.logLevel)
+        if !parentAlive {
+            log.warning("parent \(parent) exited before this \(role) started; exiting")
+            exit(0)
+        }
+        do {
+            switch role {
+            case "worker":
+                exit(try Worker(id: id, config: config, hasAccessLog: hasAccessLog).run())
+            case "listener":
+                let sockets = Int(options["--sockets"] ?? "") ?? 0
+                let initialLive = Int(options["--initial-live"] ?? "") ?? 0
+                exit(try Listener(config: config, socketCount: sockets, initialLive: initialLive).run())
+            default:
+                exit(try Manager(config: config, hasAccessLog: hasAccessLog).run())
+            }
+        } catch {
+            log.critical("\(role) failed: \(error)")
+            exit(1)
+        }
+    }
+}

@@ -1,0 +1,493 @@
+import CSystemShims
+import Foundation
+import Glibc
+
+/// The supervisor: binds the listening sockets, writes the pid file, starts the listener and the
+/// manager, watches both by heartbeat and pidfd, restarts them with backoff, and orchestrates reload,
+/// log reopening and graceful shutdown. The process a user starts; it never serves a request itself.
+///
+/// Owns: the listening sockets, both ends of the listener-manager channel and of the release channel
+/// (so a restarted listener or manager finds queued fds and notices waiting), the config memfd, the
+/// access-log fd, the pid file and its lock, and its own end of each child's channel.
+public final class Supervisor {
+    var config: ServerConfig
+    let configPath: String?
+    let overrides: ConfigOverrides
+    let poller: Poller
+    let ticker: Ticker
+    let signals: SignalReader
+    var sockets: [Int32] = []
+    var configFD: Int32 = -1
+    var accessLogFD: Int32 = -1
+    var pidFileFD: Int32 = -1
+    let pidFilePath: String
+    var listenerManager: (listenerEnd: Int32, managerEnd: Int32) = (-1, -1)
+    var release: (listenerEnd: Int32, workerEnd: Int32) = (-1, -1)
+    let listener = ChildSlot(role: "listener")
+    let manager = ChildSlot(role: "manager")
+    var restartPolicy: RestartPolicy
+    var shuttingDown = false
+    var shutdownPhase = 0
+    var hardDeadline: Int64 = .max
+    var exitCode: Int32 = 0
+    var now: Int64
+    /// Written once everything is started (the `--daemon` parent waits for it); -1 when not daemonized.
+    var readyFD: Int32
+
+    /// Exit status of a child that found its configuration unusable: never restarted.
+    public static let configErrorExit: Int32 = 78
+
+    public init(config: ServerConfig, configPath: String?, overrides: ConfigOverrides, readyFD: Int32 = -1) throws {
+        self.config = config
+        self.configPath = configPath
+        self.overrides = overrides
+        self.readyFD = readyFD
+        pidFilePath = Supervisor.pidFilePath(for: config)
+        poller = try Poller()
+        ticker = try Ticker(intervalMilliseconds: 100)
+        signals = try SignalReader([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
+        restartPolicy = Supervisor.restartPolicy(for: config)
+        now = monotonicMilliseconds()
+    }
+
+    static func restartPolicy(for config: ServerConfig) -> RestartPolicy {
+        RestartPolicy(
+            baseDelay: config.supervisor.restartDelayMilliseconds, maxDelay: config.supervisor.restartDelayMaxMilliseconds,
+            intensity: config.supervisor.restartIntensity, period: config.supervisor.restartPeriodMilliseconds)
+    }
+
+    /// The pid file: the configured one, else /run/webserver.pid for root, else one per user in
+    /// $XDG_RUNTIME_DIR or /tmp.
+    public static func pidFilePath(for config: ServerConfig) -> String {
+        if let path = config.pidFile { return path }
+        if getuid() == 0 { return "/run/webserver.pid" }
+        let directory = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"] ?? "/tmp"
+        return "\(directory)/webserver-\(getuid()).pid"
+    }
+
+    /// Everything that must happen before children start; any failure here is reported and fatal.
+    func start() throws {
+        _ = cs_prctl_set_child_subreaper()
+        _ = cs_prctl_set_name("ws-supervisor")
+        try lockPidFile()
+        for text in config.listen {
+            guard let address = SocketAddress(parsing: text) else { continue }
+            let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+            Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
+            sockets.append(fd)
+            if let bound = try Socket.localAddress(of: fd) {
+                log.notice("listening on http://\(bound)")
+            }
+        }
+        try openLogs()
+        try dropPrivileges()
+        configFD = try ConfigTransport.makeDescriptor(config)
+        listenerManager = try Socket.seqpacketPair()
+        release = try Socket.seqpacketPair()
+        try poller.add(ticker.fd, events: Poller.readable)
+        try poller.add(signals.fd, events: Poller.readable)
+    }
+
+    func lockPidFile() throws {
+        let fd = try syscall("open(\(pidFilePath))") { open(pidFilePath, O_RDWR | O_CREAT | cs_O_CLOEXEC, 0o644) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            var buffer = [UInt8](repeating: 0, count: 32)
+            let count = pread(fd, &buffer, 31, 0)
+            closeDescriptor(fd)
+            let pid = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw StartupError("another webserver is running (pid \(pid), pid file \(pidFilePath))")
+        }
+        let text = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
+        pidFileFD = fd
+    }
+
+    func openLogs() throws {
+        if let path = config.accessLog {
+            accessLogFD = try syscall("open(\(path))") { open(path, O_WRONLY | O_APPEND | O_CREAT | cs_O_CLOEXEC, 0o644) }
+        }
+        if let path = config.errorLog {
+            let fd = try syscall("open(\(path))") { open(path, O_WRONLY | O_APPEND | O_CREAT | cs_O_CLOEXEC, 0o644) }
+            _ = dup2(fd, 2)
+            closeDescriptor(fd)
+        }
+    }
+
+    func dropPrivileges() throws {
+        guard getuid() == 0 || geteuid() == 0 else { return }
+        guard let name = config.user else {
+            log.warning("running as root: set 'user' in the config to drop privileges after binding")
+            return
+        }
+        guard let entry = getpwnam(name) else { throw StartupError("user '\(name)' does not exist") }
+        let uid = entry.pointee.pw_uid
+        let gid = entry.pointee.pw_gid
+        if accessLogFD >= 0 { _ = fchown(accessLogFD, uid, gid) }
+        try syscall("setgroups") { setgroups(1, [gid]) }
+        try syscall("setgid") { setgid(gid) }
+        try syscall("setuid") { setuid(uid) }
+        log.info("running as user \(name)")
+    }
+
+    /// Starts the children and runs until shutdown; returns the exit status.
+    public func run() -> Int32 {
+        do {
+            try start()
+        } catch {
+            log.critical("cannot start: \(error)")
+            reportReady("error: \(error)")
+            cleanup()
+            return 1
+        }
+        startChild(listener)
+        startChild(manager)
+        reportReady("ready")
+        log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)"])
+        while true {
+            poller.wait(timeoutMilliseconds: 500) { fd, _ in
+                if fd == signals.fd {
+                    for signal in signals.pending() { handleSignal(signal) }
+                } else if fd == ticker.fd {
+                    ticker.drain()
+                } else if let slot = slot(forChannel: fd) {
+                    handleMessages(from: slot)
+                } else {
+                    reap()  // a pidfd became readable
+                }
+            }
+            now = monotonicMilliseconds()
+            reap()
+            tick()
+            if shuttingDown && advanceShutdown() { break }
+        }
+        cleanup()
+        log.notice("webserver stopped")
+        return exitCode
+    }
+
+    func reportReady(_ message: String) {
+        guard readyFD >= 0 else { return }
+        _ = message.withCString { write(readyFD, $0, strlen($0)) }
+        closeDescriptor(readyFD)
+        readyFD = -1
+    }
+
+    func slot(forChannel fd: Int32) -> ChildSlot? {
+        if listener.channel?.fd == fd { return listener }
+        if manager.channel?.fd == fd { return manager }
+        return nil
+    }
+
+    // MARK: Children
+
+    func startChild(_ slot: ChildSlot) {
+        do {
+            let (mine, theirs) = try Socket.seqpacketPair()
+            defer { closeDescriptor(theirs) }
+            let process: ChildProcess
+            if slot === listener {
+                let initialLive = Int(manager.lastBeat.liveConnections + manager.lastBeat.queueDepth)
+                process = try Spawner.spawn(
+                    role: "listener", displayName: "webserver: listener",
+                    arguments: ["--parent", "\(getpid())", "--sockets", "\(sockets.count)", "--initial-live", "\(initialLive)"],
+                    fds: [theirs, listenerManager.listenerEnd, release.listenerEnd, configFD] + sockets)
+            } else {
+                var fds = [theirs, listenerManager.managerEnd, release.workerEnd, configFD]
+                var arguments = ["--parent", "\(getpid())"]
+                if accessLogFD >= 0 {
+                    fds.append(accessLogFD)
+                    arguments.append("--access-log")
+                }
+                process = try Spawner.spawn(role: "manager", displayName: "webserver: manager", arguments: arguments, fds: fds)
+            }
+            let channel = Channel(fd: mine)
+            try poller.add(mine, events: Poller.readable)
+            if process.pidfd >= 0 { try poller.add(process.pidfd, events: Poller.readable) }
+            slot.process = process
+            slot.channel = channel
+            slot.state = .running
+            slot.startedAt = now
+            slot.lastHeartbeatAt = now
+            log.info("\(slot.role) started", metadata: ["pid": "\(process.pid)"])
+        } catch {
+            log.error("cannot start the \(slot.role): \(error)")
+            scheduleRestart(slot)
+        }
+    }
+
+    func scheduleRestart(_ slot: ChildSlot) {
+        guard !shuttingDown else {
+            slot.state = .stopped
+            return
+        }
+        if let delay = restartPolicy.nextDelay(now: now, history: &slot.restarts, random: Double.random(in: 0...1)) {
+            slot.state = .waiting(until: now + Int64(delay))
+            slot.restartTotal += 1
+            log.warning("restarting the \(slot.role) in \(delay)ms")
+        } else {
+            slot.state = .failed
+            log.critical(
+                "the \(slot.role) crashed \(slot.restarts.count) times within \(config.supervisor.restartPeriodMilliseconds)ms: crash loop, not restarting it; fix the cause and restart webserver")
+        }
+    }
+
+    func handleMessages(from slot: ChildSlot) {
+        guard let channel = slot.channel else { return }
+        while true {
+            let result: Channel.Received
+            do {
+                result = try channel.receive()
+            } catch {
+                log.error("malformed message from the \(slot.role): \(error); restarting it")
+                stop(slot, reason: "malformed message")
+                return
+            }
+            switch result {
+            case .wouldBlock:
+                return
+            case .closed:
+                poller.remove(channel.fd)
+                channel.close()
+                return
+            case .message(.heartbeat(let beat), _):
+                slot.lastBeat = beat
+                slot.lastHeartbeatAt = now
+            case .message(let message, let fds):
+                log.error("unexpected message from the \(slot.role): \(message)")
+                for fd in fds { closeDescriptor(fd) }
+            }
+        }
+    }
+
+    /// SIGTERM now, SIGKILL after the grace period if it has not exited.
+    func stop(_ slot: ChildSlot, reason: String) {
+        guard let process = slot.process, slot.state == .running else { return }
+        log.warning("stopping the \(slot.role) (pid \(process.pid)): \(reason)")
+        process.signal(SIGTERM)
+        slot.state = .stopping(killAt: now + Int64(config.supervisor.killGraceMilliseconds))
+    }
+
+    /// Collects exited children: ours are restarted (or not), orphaned workers are just reaped.
+    func reap() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            let exit = ExitStatus(status)
+            guard let slot = [listener, manager].first(where: { $0.process?.pid == pid }) else {
+                log.debug("reaped orphan \(pid): \(exit)")
+                continue
+            }
+            if let channel = slot.channel {
+                poller.remove(channel.fd)
+                channel.close()
+            }
+            if let process = slot.process, process.pidfd >= 0 { poller.remove(process.pidfd) }
+            slot.process?.closePidfd()
+            slot.process = nil
+            slot.channel = nil
+            if shuttingDown {
+                slot.state = .stopped
+                log.info("\(slot.role) exited: \(exit)")
+            } else if exit.exited && exit.code == Supervisor.configErrorExit {
+                slot.state = .failed
+                log.critical("the \(slot.role) rejected its configuration (exit 78); not restarting; shutting down")
+                exitCode = 1
+                beginShutdown(reason: "configuration error in the \(slot.role)")
+            } else {
+                log.error("the \(slot.role) (pid \(pid)) exited unexpectedly: \(exit)")
+                scheduleRestart(slot)
+            }
+        }
+    }
+
+    func tick() {
+        for slot in [listener, manager] {
+            switch slot.state {
+            case .waiting(let until) where now >= until && !shuttingDown:
+                startChild(slot)
+            case .running:
+                if now - slot.lastHeartbeatAt > Int64(config.supervisor.heartbeatTimeoutMilliseconds) {
+                    stop(slot, reason: "no heartbeat for \(now - slot.lastHeartbeatAt)ms")
+                }
+            case .stopping(let killAt) where now >= killAt:
+                log.error("the \(slot.role) did not stop in time: SIGKILL")
+                slot.process?.signal(SIGKILL)
+                slot.state = .stopping(killAt: .max)
+            default:
+                break
+            }
+        }
+    }
+
+    // MARK: Signals
+
+    func handleSignal(_ signal: Int32) {
+        switch signal {
+        case SIGTERM, SIGINT, SIGQUIT:
+            if shuttingDown && signal == SIGINT {
+                log.warning("second interrupt: stopping now")
+                hardDeadline = now
+            }
+            beginShutdown(reason: signal == SIGINT ? "SIGINT" : signal == SIGQUIT ? "SIGQUIT" : "SIGTERM")
+        case SIGHUP:
+            reload()
+        case SIGUSR1:
+            reopenLogs()
+        case SIGCHLD:
+            reap()
+        default:
+            break
+        }
+    }
+
+    func beginShutdown(reason: String) {
+        guard !shuttingDown else { return }
+        shuttingDown = true
+        shutdownPhase = 0
+        hardDeadline = now + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)
+        log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
+        for slot in [listener, manager] where slot.process == nil { slot.state = .stopped }
+    }
+
+    /// Shutdown in order: the listener stops and hands over what it accepted, then the manager drains
+    /// the workers; the supervisor leaves when no child is left. Returns true when done.
+    func advanceShutdown() -> Bool {
+        if shutdownPhase == 0 {
+            if let channel = listener.channel, listener.process != nil {
+                _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.supervisor.killGraceMilliseconds)))
+                listener.state = .stopping(killAt: now + 2 * Int64(config.supervisor.killGraceMilliseconds))
+            }
+            shutdownPhase = 1
+        }
+        if shutdownPhase == 1 && listener.process == nil {
+            // Nothing accepts any more: close the sockets so clients get refused rather than stuck in a backlog.
+            for fd in sockets { closeDescriptor(fd) }
+            sockets = []
+            if let channel = manager.channel, manager.process != nil {
+                _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))
+                manager.state = .stopping(killAt: now + Int64(config.timeouts.shutdownMilliseconds + config.supervisor.killGraceMilliseconds))
+            }
+            shutdownPhase = 2
+        }
+        if now >= hardDeadline {
+            // Past the deadline: end every process below us, including workers orphaned to us.
+            for slot in [listener, manager] { slot.process?.signal(SIGKILL) }
+            for pid in Supervisor.descendants(of: getpid()) { kill(pid, SIGKILL) }
+            if now >= hardDeadline + 2000 { return true }
+        }
+        if shutdownPhase == 2 && listener.process == nil && manager.process == nil {
+            // Wait for orphaned workers (reparented to us as subreaper) too.
+            var status: Int32 = 0
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid == -1 && errno == ECHILD { return true }
+            return false
+        }
+        return false
+    }
+
+    // MARK: Reload and logs
+
+    func reload() {
+        guard !shuttingDown else { return }
+        log.notice("SIGHUP: reloading \(configPath ?? "the command-line configuration")")
+        let newConfig: ServerConfig
+        do {
+            newConfig = try ConfigLoader.load(path: configPath, overrides: overrides)
+        } catch {
+            for issue in error.issues { log.error("reload: \(issue)") }
+            log.error("reload failed: still serving with the previous configuration")
+            return
+        }
+        if newConfig.listen != config.listen || newConfig.user != config.user || newConfig.backlog != config.backlog {
+            log.error("reload failed: 'listen', 'user' and 'backlog' change only with a restart; still serving with the previous configuration")
+            return
+        }
+        let fd: Int32
+        do {
+            fd = try ConfigTransport.makeDescriptor(newConfig)
+        } catch {
+            log.error("reload failed: \(error)")
+            return
+        }
+        let accessChanged = newConfig.accessLog != config.accessLog
+        config = newConfig
+        restartPolicy = Supervisor.restartPolicy(for: newConfig)
+        closeDescriptor(configFD)
+        configFD = fd
+        if accessChanged { reopenLogs() }
+        for slot in [listener, manager] {
+            guard let channel = slot.channel else { continue }
+            var descriptor = fd
+            _ = try? channel.send(.reload, fds: UnsafeBufferPointer(start: &descriptor, count: 1))
+        }
+        log.notice("reloaded: new workers start with the new configuration, old ones drain")
+    }
+
+    func reopenLogs() {
+        var fds: [Int32] = []
+        var access = false
+        var error = false
+        if let path = config.accessLog {
+            let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | cs_O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
+                accessLogFD = fd
+                fds.append(fd)
+                access = true
+            } else {
+                log.error("cannot reopen \(path): \(SystemError(call: "open", errno: errno))")
+            }
+        } else if accessLogFD >= 0 {
+            closeDescriptor(accessLogFD)
+            accessLogFD = -1
+        }
+        if let path = config.errorLog {
+            let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | cs_O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                _ = dup2(fd, 2)
+                fds.append(fd)
+                error = true
+            }
+        }
+        if let channel = manager.channel, access || error {
+            _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
+        }
+        if error, let last = fds.last { closeDescriptor(last) }
+        log.notice("logs reopened")
+    }
+
+    /// Every process below `pid`, from /proc/PID/task/TID/children.
+    static func descendants(of pid: Int32) -> [Int32] {
+        var result: [Int32] = []
+        var pending = [pid]
+        while let current = pending.popLast() {
+            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(current)/task")) ?? []
+            for task in tasks {
+                let text = (try? String(contentsOfFile: "/proc/\(current)/task/\(task)/children", encoding: .utf8)) ?? ""
+                for child in text.split(separator: " ").compactMap({ Int32($0) }) {
+                    result.append(child)
+                    pending.append(child)
+                }
+            }
+        }
+        return result
+    }
+
+    func cleanup() {
+        for fd in sockets { closeDescriptor(fd) }
+        sockets = []
+        if pidFileFD >= 0 {
+            unlink(pidFilePath)
+            closeDescriptor(pidFileFD)
+            pidFileFD = -1
+        }
+    }
+}
+
+/// A startup failure explained in words.
+public struct StartupError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

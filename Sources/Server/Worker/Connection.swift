@@ -1,0 +1,42 @@
+/// One client connection inside a worker. Owns its socket and, while a body is being sent, the file.
+final class Connection {
+    enum Phase {
+        /// Between requests; the keep-alive deadline runs.
+        case idle
+        /// Part of a request head has arrived; the header deadline runs.
+        case readingHead
+        /// A response is waiting for the socket to drain; the send deadline runs.
+        case writing
+    }
+
+    /// The socket; the worker closes it through `Worker.close(_:)` only.
+    let fd: Int32
+    let peer: SocketAddress
+    let listenerID: UInt16
+    var phase = Phase.idle
+    /// Monotonic milliseconds at which the current phase times out.
+    var deadline: Int64
+    /// Requests answered on this connection.
+    var requests = 0
+    /// Close once the response in flight is sent.
+    var closeAfterResponse = false
+    /// Bytes received but not yet parsed (a partial head, or pipelined requests behind a blocked response).
+    var stash: [UInt8] = []
+    /// Response head bytes the socket did not take yet.
+    var pendingOutput: [UInt8] = []
+    var pendingOffset = 0
+    /// The file whose bytes are being sent, owned while sending; -1 when none.
+    var fileFD: Int32 = -1
+    var fileOffset: Int64 = 0
+    var fileEnd: Int64 = 0
+
+    init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
+        self.fd = fd
+        self.peer = peer
+        self.listenerID = listenerID
+        self.deadline = deadline
+    }
+
+    /// Whether output is still waiting for the socket.
+    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || fileFD >= 0 }
+}

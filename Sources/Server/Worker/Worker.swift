@@ -1,0 +1,364 @@
+import CSystemShims
+import Glibc
+
+/// A worker process: one epoll loop serving many connections, HTTP/1.1 with keep-alive and pipelining,
+/// static files with sendfile, an access log.
+///
+/// Fd slots: 3 channel to the manager, 4 release channel to the listener, 5 config memfd, 6 access log
+/// (only when `--access-log` is given). The worker owns every connection the manager hands it.
+public final class Worker {
+    let id: Int
+    let config: ServerConfig
+    let limits: ParserLimits
+    let poller: Poller
+    let ticker: Ticker
+    let signals: SignalReader
+    let channel: Channel
+    let releaseChannel: Channel
+    var accessLogFD: Int32
+    let rootFD: Int32
+
+    var connections: [Connection?] = []
+    var live = 0
+    var requestsTotal: UInt64 = 0
+    var closedTotal: UInt64 = 0
+    var acceptedTotal: UInt32 = 0
+    var releasedPending: UInt32 = 0
+    var draining = false
+    var drainDeadline: Int64 = 0
+    var lastHeartbeat: Int64 = 0
+    var now: Int64
+    /// HTTP minor version of the request being answered (1.0 clients need `Connection: keep-alive`).
+    var currentMinorVersion: UInt8 = 1
+
+    let readBuffer: UnsafeMutableRawBufferPointer
+    let headBuffer: UnsafeMutablePointer<UInt8>
+    static let headCapacity = 4096
+    let pathBuffer: UnsafeMutablePointer<UInt8>
+    let pathCapacity: Int
+    let logBuffer: UnsafeMutablePointer<UInt8>
+    static let logCapacity = 128 * 1024
+    static let logFlushAt = 64 * 1024
+    var logCount = 0
+    /// `Date:` header value and the access log's time, rebuilt when the second changes.
+    var dateSecond: Int64 = -1
+    let dateBytes: UnsafeMutablePointer<UInt8>
+    let logTimeBytes: UnsafeMutablePointer<UInt8>
+    static let logTimeLength = 26
+
+    public init(id: Int, config: ServerConfig, hasAccessLog: Bool) throws {
+        self.id = id
+        self.config = config
+        limits = ParserLimits(
+            requestLine: config.limits.requestLine, headerBytes: config.limits.headerBytes,
+            headerCount: config.limits.headerCount)
+        poller = try Poller()
+        ticker = try Ticker(intervalMilliseconds: 250)
+        signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
+        channel = Channel(fd: 3)
+        releaseChannel = Channel(fd: 4)
+        accessLogFD = hasAccessLog ? 6 : -1
+        rootFD = try syscall("open(root)") { open(config.root, cs_O_PATH | cs_O_DIRECTORY | cs_O_CLOEXEC) }
+        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        headBuffer = .allocate(capacity: Worker.headCapacity)
+        pathCapacity = config.limits.requestLine + config.index.utf8.count + 8
+        pathBuffer = .allocate(capacity: pathCapacity)
+        logBuffer = .allocate(capacity: Worker.logCapacity)
+        dateBytes = .allocate(capacity: HTTPDate.length)
+        logTimeBytes = .allocate(capacity: Worker.logTimeLength)
+        now = monotonicMilliseconds()
+        Socket.setNonBlocking(3)
+        Socket.setNonBlocking(4)
+        for fd in [3, 4] { _ = fcntl(Int32(fd), F_SETFD, FD_CLOEXEC) }
+        if accessLogFD >= 0 { _ = fcntl(accessLogFD, F_SETFD, FD_CLOEXEC) }
+        try poller.add(channel.fd, events: Poller.readable)
+        try poller.add(ticker.fd, events: Poller.readable)
+        try poller.add(signals.fd, events: Poller.readable)
+        refreshDate()
+    }
+
+    /// Runs until the worker has drained; returns the process exit status.
+    public func run() -> Int32 {
+        log.debug("worker started", metadata: ["id": "\(id)"])
+        sendHeartbeat()
+        while true {
+            poller.wait(timeoutMilliseconds: 1000) { fd, events in
+                if fd == channel.fd {
+                    handleChannel()
+                } else if fd == ticker.fd {
+                    ticker.drain()
+                    tick()
+                } else if fd == signals.fd {
+                    for signal in signals.pending() where signal == SIGTERM {
+                        log.info("SIGTERM: draining")
+                        startDrain(deadline: config.timeouts.shutdownMilliseconds)
+                    }
+                } else if let connection = connection(for: fd) {
+                    if events & Poller.writable != 0 || connection.phase == .writing {
+                        if events & (Poller.writable | Poller.hangup) != 0 { onWritable(connection) }
+                    } else {
+                        onReadable(connection)
+                    }
+                }
+            }
+            endOfIteration()
+            if draining && (live == 0 || now >= drainDeadline) { break }
+        }
+        for case let connection? in connections { close(connection) }
+        endOfIteration()
+        log.debug("worker exiting", metadata: ["id": "\(id)", "requests": "\(requestsTotal)"])
+        return 0
+    }
+
+    @inline(__always)
+    func connection(for fd: Int32) -> Connection? {
+        Int(fd) < connections.count ? connections[Int(fd)] : nil
+    }
+
+    // MARK: Manager channel
+
+    func handleChannel() {
+        while true {
+            let received: Channel.Received
+            do {
+                received = try channel.receive()
+            } catch {
+                log.error("malformed message from the manager: \(error)")
+                continue
+            }
+            switch received {
+            case .wouldBlock:
+                return
+            case .closed:
+                poller.remove(channel.fd)
+                if !draining {
+                    log.warning("manager is gone: draining")
+                    startDrain(deadline: config.timeouts.shutdownMilliseconds)
+                }
+                return
+            case .message(let message, let fds):
+                switch message {
+                case .connections(let entries):
+                    for (entry, fd) in zip(entries, fds) { adopt(fd: fd, info: entry) }
+                case .shutdown(let deadline):
+                    startDrain(deadline: Int(deadline))
+                case .reopenLogs(let access, let error):
+                    var index = 0
+                    if access {
+                        if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
+                        accessLogFD = fds[index]
+                        index += 1
+                    }
+                    if error {
+                        _ = dup2(fds[index], 2)
+                        closeDescriptor(fds[index])
+                    }
+                default:
+                    log.error("unexpected message from the manager: \(message)")
+                    for fd in fds { closeDescriptor(fd) }
+                }
+            }
+        }
+    }
+
+    func adopt(fd: Int32, info: ConnectionInfo) {
+        acceptedTotal &+= 1
+        let connection = Connection(
+            fd: fd, peer: info.peer, listenerID: info.listenerID,
+            deadline: now + Int64(config.keepalive.timeoutMilliseconds))
+        if draining { connection.closeAfterResponse = true }
+        do {
+            try poller.add(fd, events: Poller.readable)
+        } catch {
+            log.error("cannot watch a connection: \(error)")
+            closeDescriptor(fd)
+            releasedPending += 1
+            closedTotal += 1
+            return
+        }
+        if Int(fd) >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
+        }
+        connections[Int(fd)] = connection
+        live += 1
+        // The client usually sent its request before the hand-off: read it now, skip one epoll_wait.
+        onReadable(connection)
+    }
+
+    func startDrain(deadline: Int) {
+        if draining { return }
+        draining = true
+        drainDeadline = now + Int64(deadline)
+        for case let connection? in connections {
+            if connection.phase == .idle {
+                close(connection)
+            } else {
+                connection.closeAfterResponse = true
+            }
+        }
+    }
+
+    // MARK: Timers, heartbeats, batching
+
+    func refreshDate() {
+        var clock = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &clock)
+        let second = Int64(clock.tv_sec)
+        if second == dateSecond { return }
+        dateSecond = second
+        var writer = ByteWriter(base: dateBytes, capacity: HTTPDate.length)
+        HTTPDate.write(second, into: &writer)
+        var logWriter = ByteWriter(base: logTimeBytes, capacity: Worker.logTimeLength)
+        HTTPDate.writeLogTime(second, into: &logWriter)
+    }
+
+    func tick() {
+        now = monotonicMilliseconds()
+        refreshDate()
+        if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
+        for case let connection? in connections where connection.deadline <= now {
+            switch connection.phase {
+            case .idle:
+                close(connection)
+            case .readingHead:
+                connection.stash = []
+                if !draining {
+                    sendError(connection, .requestTimeout)
+                }
+                if !connection.hasPendingOutput { close(connection) }
+            case .writing:
+                close(connection)
+            }
+        }
+    }
+
+    func sendHeartbeat() {
+        lastHeartbeat = now
+        let beat = Heartbeat(
+            liveConnections: UInt32(live), acceptedTotal: acceptedTotal, requestsTotal: requestsTotal,
+            closedTotal: closedTotal)
+        _ = try? channel.send(.heartbeat(beat))
+    }
+
+    func endOfIteration() {
+        if releasedPending > 0 {
+            if (try? releaseChannel.send(.released(count: releasedPending))) == true { releasedPending = 0 }
+        }
+        flushLog()
+    }
+
+    func flushLog() {
+        guard logCount > 0 else { return }
+        if accessLogFD >= 0 {
+            // Whole lines in one write to an O_APPEND file: lines from all workers never tear.
+            var offset = 0
+            while offset < logCount {
+                let written = write(accessLogFD, logBuffer + offset, logCount - offset)
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { break }
+                offset += written
+            }
+        }
+        logCount = 0
+    }
+
+    // MARK: Connections
+
+    /// Closes a connection once; later calls for the same connection do nothing.
+    func close(_ connection: Connection) {
+        guard connections[Int(connection.fd)] === connection else { return }
+        poller.remove(connection.fd)
+        closeDescriptor(connection.fd)
+        if connection.fileFD >= 0 { closeDescriptor(connection.fileFD) }
+        connection.fileFD = -1
+        connections[Int(connection.fd)] = nil
+        live -= 1
+        closedTotal += 1
+        releasedPending += 1
+    }
+
+    func onReadable(_ connection: Connection) {
+        var length = 0
+        if !connection.stash.isEmpty {
+            length = connection.stash.count
+            connection.stash.withUnsafeBytes { readBuffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+            connection.stash = []
+        }
+        if length < readBuffer.count {
+            let count = Glibc.read(connection.fd, readBuffer.baseAddress! + length, readBuffer.count - length)
+            if count > 0 {
+                length += count
+            } else if count == 0 {
+                close(connection)
+                return
+            } else if errno != EAGAIN && errno != EINTR {
+                close(connection)
+                return
+            } else if length == 0 {
+                return
+            }
+        }
+        process(connection, length: length)
+    }
+
+    /// Parses and answers the requests in `readBuffer[0..<length]`, in order.
+    func process(_ connection: Connection, length: Int) {
+        var offset = 0
+        while offset < length {
+            let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length])
+            switch RequestParser.parse(bytes, limits: limits) {
+            case .incomplete:
+                connection.stash = Array(bytes)
+                if connection.phase != .readingHead {
+                    connection.phase = .readingHead
+                    connection.deadline = now + Int64(config.timeouts.headerMilliseconds)
+                }
+                return
+            case .invalid(let status):
+                requestsTotal += 1
+                currentMinorVersion = 1
+                logRequest(connection, bytes: bytes, head: nil, status: status, bodyBytes: Int64(status.errorBody.utf8CodeUnitCount))
+                sendError(connection, status)
+                if !connection.hasPendingOutput { close(connection) }
+                return
+            case .complete(let head):
+                offset += head.headLength
+                respond(connection, head, bytes)
+                if connections[Int(connection.fd)] !== connection { return }  // closed while answering
+                if connection.hasPendingOutput {
+                    if !connection.closeAfterResponse && offset < length {
+                        connection.stash = Array(UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length]))
+                    }
+                    return
+                }
+                if connection.closeAfterResponse {
+                    close(connection)
+                    return
+                }
+            }
+        }
+        connection.phase = .idle
+        connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+    }
+
+    func onWritable(_ connection: Connection) {
+        guard continueSending(connection) else { return }
+        if connection.hasPendingOutput {
+            connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
+            return
+        }
+        if connection.closeAfterResponse {
+            close(connection)
+            return
+        }
+        try? poller.modify(connection.fd, events: Poller.readable)
+        connection.phase = .idle
+        connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+        if !connection.stash.isEmpty {
+            let length = connection.stash.count
+            connection.stash.withUnsafeBytes { readBuffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+            connection.stash = []
+            process(connection, length: length)
+        }
+    }
+}

@@ -1,0 +1,212 @@
+import ArgumentParser
+import Foundation
+import Glibc
+import Server
+
+struct WebServerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "webserver",
+        abstract: "A multi-process HTTP/1.1 static-file server for Linux.",
+        discussion: """
+            Without a subcommand, runs `serve`. Without --config, reads config/webserver.yaml when it exists.
+
+            Signals to the running server: SIGTERM or SIGINT stop it gracefully, SIGHUP reloads the \
+            configuration, SIGUSR1 reopens the log files.
+            """,
+        subcommands: [Serve.self, Check.self, Stop.self, Reload.self, ReopenLogs.self],
+        defaultSubcommand: Serve.self
+    )
+}
+
+/// The options that locate and adjust a configuration, shared by every subcommand.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Configuration file (default: config/webserver.yaml when it exists).", valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Pid file of the server (default: the config's pid_file, else /run/webserver.pid for root, else $XDG_RUNTIME_DIR or /tmp/webserver-UID.pid).", valueName: "path"))
+    var pidFile: String?
+
+    /// The config file to read: the flag's, else the default file when it exists.
+    var resolvedPath: String? {
+        if let config { return config }
+        return FileManager.default.fileExists(atPath: "config/webserver.yaml") ? "config/webserver.yaml" : nil
+    }
+}
+
+/// Prints every configuration issue to standard error.
+func report(_ errors: ConfigErrors) {
+    for issue in errors.issues { FileHandle.standardError.write(Data("webserver: \(issue)\n".utf8)) }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve files (the default subcommand).",
+        discussion: "A flag replaces what the configuration file says for its key; --listen replaces all of the file's listen addresses.")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(help: ArgumentHelp("Directory to serve.", valueName: "dir"))
+    var root: String?
+
+    @Option(help: ArgumentHelp("Address to listen on: 127.0.0.1:8080, [::1]:8080, *:8080. Repeatable.", valueName: "addr:port"))
+    var listen: [String] = []
+
+    @Option(help: ArgumentHelp("Worker processes: a count, or MIN:MAX for a pool that scales with load.", valueName: "n|min:max"))
+    var workers: String?
+
+    @Option(help: ArgumentHelp("Access log file, or 'off'.", valueName: "path|off"))
+    var accessLog: String?
+
+    @Option(help: ArgumentHelp("Error log file, or 'stderr'.", valueName: "path|stderr"))
+    var errorLog: String?
+
+    @Option(help: ArgumentHelp("Lowest level logged: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: String?
+
+    @Flag(help: "Detach from the terminal and run in the background once started.")
+    var daemon = false
+
+    func run() throws {
+        var overrides = ConfigOverrides()
+        overrides.root = root
+        overrides.listen = listen
+        overrides.workers = workers
+        overrides.pidFile = options.pidFile
+        overrides.accessLog = accessLog
+        overrides.errorLog = errorLog
+        overrides.logLevel = logLevel
+        let path = options.resolvedPath
+        let config: ServerConfig
+        do {
+            config = try ConfigLoader.load(path: path, overrides: overrides)
+        } catch {
+            report(error)
+            throw ExitCode(78)
+        }
+        if daemon {
+            throw ExitCode(Daemon.start(arguments: Array(CommandLine.arguments.dropFirst())))
+        }
+        var readyFD: Int32 = -1
+        if let text = ProcessInfo.processInfo.environment["WEBSERVER_READY_FD"], let fd = Int32(text) {
+            readyFD = fd
+            unsetenv("WEBSERVER_READY_FD")
+        }
+        ErrorLogHandler.bootstrap(role: "supervisor", level: config.logLevel)
+        let supervisor = try Supervisor(config: config, configPath: path, overrides: overrides, readyFD: readyFD)
+        let status = supervisor.run()
+        if status != 0 { throw ExitCode(status) }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a configuration and exit: 0 when valid, 1 with every error found.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws {
+        guard let path = options.resolvedPath else {
+            FileHandle.standardError.write(Data("webserver: no configuration file: pass --config FILE\n".utf8))
+            throw ExitCode(1)
+        }
+        do {
+            _ = try ConfigLoader.load(path: path)
+            print("webserver: the configuration file \(path) is valid")
+        } catch {
+            report(error)
+            FileHandle.standardError.write(Data("webserver: the configuration file \(path) has \(error.issues.count) error\(error.issues.count == 1 ? "" : "s")\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
+
+/// Finds the running server through its pid file and signals it.
+enum Control {
+    static func pid(_ options: ConfigOptions) throws -> Int32 {
+        let path: String
+        if let pidFile = options.pidFile {
+            path = pidFile
+        } else {
+            var config = ServerConfig()
+            if let file = options.resolvedPath {
+                do {
+                    config = try ConfigLoader.load(path: file)
+                } catch {
+                    report(error)
+                    throw ExitCode(1)
+                }
+            }
+            path = Supervisor.pidFilePath(for: config)
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            FileHandle.standardError.write(Data("webserver: no server is running (no pid file \(path))\n".utf8))
+            throw ExitCode(1)
+        }
+        defer { close(fd) }
+        // The running server holds an exclusive lock on its pid file: if we can take it, nobody is running.
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 {
+            FileHandle.standardError.write(Data("webserver: no server is running (stale pid file \(path))\n".utf8))
+            throw ExitCode(1)
+        }
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = read(fd, &buffer, 31)
+        let text = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let pid = Int32(text), pid > 0 else {
+            FileHandle.standardError.write(Data("webserver: pid file \(path) does not hold a pid\n".utf8))
+            throw ExitCode(1)
+        }
+        return pid
+    }
+
+    static func signal(_ options: ConfigOptions, _ number: Int32, _ what: String) throws -> Int32 {
+        let pid = try pid(options)
+        guard kill(pid, number) == 0 else {
+            FileHandle.standardError.write(Data("webserver: cannot signal pid \(pid): \(String(cString: strerror(errno)))\n".utf8))
+            throw ExitCode(1)
+        }
+        print("webserver: \(what) (pid \(pid))")
+        return pid
+    }
+}
+
+struct Stop: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop the running server gracefully (SIGTERM) and wait until it has exited.")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(help: ArgumentHelp("Seconds to wait for the server to exit.", valueName: "seconds"))
+    var wait: Int = 60
+
+    func run() throws {
+        let pid = try Control.signal(options, SIGTERM, "stopping")
+        let deadline = Date().addingTimeInterval(TimeInterval(wait))
+        while kill(pid, 0) == 0 {
+            if Date() > deadline {
+                FileHandle.standardError.write(Data("webserver: pid \(pid) is still running after \(wait)s\n".utf8))
+                throw ExitCode(1)
+            }
+            usleep(50_000)
+        }
+        print("webserver: stopped")
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reload the running server's configuration (SIGHUP); a bad configuration leaves the old one serving.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws { _ = try Control.signal(options, SIGHUP, "reloading") }
+}
+
+struct ReopenLogs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reopen-logs", abstract: "Make the running server reopen its log files (SIGUSR1), after rotating them.")
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() throws { _ = try Control.signal(options, SIGUSR1, "reopening logs") }
+}
