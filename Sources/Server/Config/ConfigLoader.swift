@@ -52,6 +52,7 @@ public enum ConfigLoader {
                 reader.read(text, into: &config)
                 rootMark = reader.rootMark
                 rootFromFile = reader.rootMark != nil
+                if !reader.parsed { throw ConfigErrors(issues: reader.issues) }
             } else {
                 reader.issue(line: 0, column: 0, key: "", "cannot read the file: \(String(cString: strerror(errno)))")
             }
@@ -143,6 +144,8 @@ final class DocumentReader {
     let base: String
     var issues: [ConfigIssue] = []
     var rootMark: (Int, Int)?
+    /// Whether the YAML parsed; when not, checks of the resulting values would only add noise.
+    var parsed = false
 
     init(file: String) {
         self.file = file
@@ -168,6 +171,12 @@ final class DocumentReader {
                 issue(line: mark.line, column: mark.column, key: "", "YAML syntax: \(problem)")
             } else if case .parser(_, let problem, let mark, _) = error {
                 issue(line: mark.line, column: mark.column, key: "", "YAML syntax: \(problem)")
+            } else if case .composer(_, let problem, let mark, _) = error {
+                issue(line: mark.line, column: mark.column, key: "", "YAML: \(problem)")
+            } else if case .duplicatedKeysInMapping(let duplicates, let context) = error {
+                for key in duplicates {
+                    issue(line: context.mark.line, column: context.mark.column, key: key, "is set twice")
+                }
             } else {
                 issue(line: 0, column: 0, key: "", "YAML: \(error)")
             }
@@ -176,6 +185,7 @@ final class DocumentReader {
             issue(line: 0, column: 0, key: "", "YAML: \(error)")
             return
         }
+        parsed = true
         guard let document else { return }  // An empty file is all defaults.
         guard let top = Section(document, path: "", reader: self) else { return }
 
@@ -247,7 +257,7 @@ final class DocumentReader {
             if let minimum { config.workers.min = minimum }
             if let maximum { config.workers.max = maximum }
             if config.workers.min > config.workers.max {
-                issue(section.node, key: "workers", "min (\(config.workers.min)) is above max (\(config.workers.max))")
+                issue(section.anchor, key: "workers", "min (\(config.workers.min)) is above max (\(config.workers.max))")
             }
             if let value = section.integer("connections_per_worker", in: 1...1_000_000) { config.workers.connectionsPerWorker = value }
             if let value = section.duration("idle_timeout") { config.workers.idleMilliseconds = value }
@@ -270,7 +280,7 @@ final class DocumentReader {
             if let value = section.size("header_bytes", in: 256...1_048_576) { config.limits.headerBytes = value }
             if let value = section.integer("header_count", in: 1...10_000) { config.limits.headerCount = value }
             if config.limits.requestLine > config.limits.headerBytes {
-                issue(section.node, key: "limits", "request_line (\(config.limits.requestLine)) is above header_bytes (\(config.limits.headerBytes))")
+                issue(section.anchor, key: "limits", "request_line (\(config.limits.requestLine)) is above header_bytes (\(config.limits.headerBytes))")
             }
             section.finish()
         }
@@ -284,14 +294,14 @@ final class DocumentReader {
             if let value = section.duration("restart_period") { config.supervisor.restartPeriodMilliseconds = value }
             let s = config.supervisor
             if s.heartbeatIntervalMilliseconds < 10 {
-                issue(section.node, key: "supervisor.heartbeat_interval", "must be at least 10ms")
+                issue(section.anchor, key: "supervisor.heartbeat_interval", "must be at least 10ms")
             }
             if s.heartbeatTimeoutMilliseconds <= s.heartbeatIntervalMilliseconds {
-                issue(section.node, key: "supervisor.heartbeat_timeout",
+                issue(section.anchor, key: "supervisor.heartbeat_timeout",
                       "(\(s.heartbeatTimeoutMilliseconds)ms) must be longer than heartbeat_interval (\(s.heartbeatIntervalMilliseconds)ms)")
             }
             if s.restartDelayMaxMilliseconds < s.restartDelayMilliseconds {
-                issue(section.node, key: "supervisor.restart_delay_max", "is below restart_delay")
+                issue(section.anchor, key: "supervisor.restart_delay_max", "is below restart_delay")
             }
             section.finish()
         }
@@ -311,13 +321,16 @@ final class DocumentReader {
 /// One YAML mapping being read: hands out its keys once each and reports the ones nobody took.
 final class Section {
     let node: Node
+    /// Where section-wide issues point: the section's key in its parent, else the mapping itself.
+    let anchor: Node
     let path: String
     unowned let reader: DocumentReader
     private var entries: [(key: String, keyNode: Node, value: Node)] = []
     private var taken = Set<String>()
 
-    init?(_ node: Node, path: String, reader: DocumentReader) {
+    init?(_ node: Node, path: String, reader: DocumentReader, keyNode: Node? = nil) {
         self.node = node
+        anchor = keyNode ?? node
         self.path = path
         self.reader = reader
         guard case .mapping(let mapping) = node else {
@@ -412,8 +425,9 @@ final class Section {
     }
 
     func section(_ key: String) -> Section? {
-        guard let node = take(key) else { return nil }
-        return Section(node, path: full(key), reader: reader)
+        guard let entry = entries.first(where: { $0.key == key }) else { return nil }
+        taken.insert(key)
+        return Section(entry.value, path: full(key), reader: reader, keyNode: entry.keyNode)
     }
 
     /// Reports every key nobody read: unknown keys are errors, never silently ignored.

@@ -1,0 +1,147 @@
+import Foundation
+import Testing
+
+@testable import Server
+
+/// Writes `yaml` into a fresh directory beside a `site/` folder and loads it.
+func loadConfig(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) throws(ConfigErrors) -> ServerConfig {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-config-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: directory.appendingPathComponent("site"), withIntermediateDirectories: true)
+    let file = directory.appendingPathComponent("webserver.yaml")
+    try? yaml.write(to: file, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    return try ConfigLoader.load(path: file.path, overrides: overrides)
+}
+
+/// The issues a configuration produces, as "line key: message" strings.
+func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [ConfigIssue] {
+    do {
+        _ = try loadConfig(yaml, overrides: overrides)
+        return []
+    } catch {
+        return error.issues
+    }
+}
+
+@Suite struct ConfigTests {
+    @Test func theShippedReferenceConfigIsValid() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let config = try ConfigLoader.load(path: root.appendingPathComponent("config/webserver.yaml").path)
+        #expect(config.root == root.appendingPathComponent("public").path)
+        #expect(config.listen == ["127.0.0.1:8080"])
+        #expect(config.accessLog == nil)
+    }
+
+    @Test func valuesAreRead() throws {
+        let config = try loadConfig("""
+            listen: ["127.0.0.1:0", "[::1]:9000"]
+            root: site
+            workers: {min: 2, max: 4}
+            keepalive: {timeout: 500ms, requests: 7}
+            timeouts: {header: 2m, send: 1h, shutdown: 3}
+            limits: {request_line: 4k, header_bytes: 1m, header_count: 9}
+            access_log: logs-access.log
+            """)
+        #expect(config.listen == ["127.0.0.1:0", "[::1]:9000"])
+        #expect(config.root.hasSuffix("/site"))
+        #expect(config.workers.min == 2 && config.workers.max == 4)
+        #expect(config.keepalive.timeoutMilliseconds == 500 && config.keepalive.requests == 7)
+        #expect(config.timeouts.headerMilliseconds == 120_000)
+        #expect(config.timeouts.sendMilliseconds == 3_600_000)
+        #expect(config.timeouts.shutdownMilliseconds == 3000)
+        #expect(config.limits.requestLine == 4096 && config.limits.headerBytes == 1_048_576)
+        #expect(config.accessLog?.hasSuffix("/logs-access.log") == true)
+    }
+
+    @Test func unknownKeysNameTheKeyAndLine() {
+        let found = issues("root: site\nworkers:\n  min: 1\n  maximum: 3\nlisten_on: x\n")
+        #expect(found.map(\.key) == ["workers.maximum", "listen_on"])
+        #expect(found.map(\.line) == [4, 5])
+        #expect(found.allSatisfy { $0.message == "unknown key" && $0.file.hasSuffix("webserver.yaml") })
+    }
+
+    @Test func wrongTypesAndImpossibleValuesAreAllReported() {
+        let found = issues("""
+            root: site
+            listen: ["127.0.0.1:70000", "nonsense"]
+            workers:
+              min: 5
+              max: 2
+            keepalive:
+              timeout: soon
+              requests: many
+            max_connections: 0
+            """)
+        let described = found.map { "\($0.line) \($0.key): \($0.message)" }
+        #expect(described.contains { $0.hasPrefix("2 listen: '127.0.0.1:70000' is not ADDRESS:PORT") })
+        #expect(described.contains { $0.hasPrefix("2 listen: 'nonsense'") })
+        #expect(described.contains("3 workers: min (5) is above max (2)"))
+        #expect(described.contains { $0.hasPrefix("7 keepalive.timeout: expected a duration") })
+        #expect(described.contains("8 keepalive.requests: expected a whole number, got 'many'"))
+        #expect(described.contains("9 max_connections: 0 is out of range 1...10000000"))
+        #expect(found.count == 6)
+    }
+
+    @Test func aMissingRootIsAnError() {
+        let found = issues("root: does-not-exist\n")
+        #expect(found.count == 1)
+        #expect(found.first?.key == "root")
+        #expect(found.first?.line == 1)
+        #expect(found.first?.message.hasSuffix("does-not-exist' does not exist") == true)
+    }
+
+    @Test func yamlSyntaxErrorsHaveALine() {
+        let found = issues("root: site\nworkers: [1, 2\nlisten: x\n")
+        #expect(found.count == 1)
+        #expect(found.first?.message.hasPrefix("YAML syntax") == true)
+        #expect((found.first?.line ?? 0) >= 2)
+    }
+
+    @Test func duplicateKeysAreErrors() {
+        let found = issues("root: site\nroot: site\n")
+        #expect(found.map(\.key) == ["root"])
+        #expect(found.first?.message == "is set twice")
+    }
+
+    @Test func flagsReplaceTheFilesValues() throws {
+        var overrides = ConfigOverrides()
+        overrides.listen = ["127.0.0.1:1234"]
+        overrides.workers = "2:6"
+        overrides.accessLog = "off"
+        overrides.logLevel = "debug"
+        let config = try loadConfig("root: site\nlisten: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\naccess_log: a.log\n", overrides: overrides)
+        #expect(config.listen == ["127.0.0.1:1234"])
+        #expect(config.workers.min == 2 && config.workers.max == 6)
+        #expect(config.accessLog == nil)
+        #expect(config.logLevel == "debug")
+    }
+
+    @Test func badFlagsNameTheFlag() {
+        var overrides = ConfigOverrides()
+        overrides.workers = "5:2"
+        overrides.listen = ["127.0.0.1"]
+        overrides.root = "/definitely/not/here"
+        let found = issues("root: site\n", overrides: overrides)
+        #expect(Set(found.map(\.key)) == ["--workers", "--listen", "--root"])
+        #expect(found.allSatisfy { $0.file == "command line" })
+    }
+
+    @Test func withoutAFileARootIsNeeded() {
+        do {
+            _ = try ConfigLoader.load(path: nil)
+            Issue.record("loaded without a root")
+        } catch {
+            #expect(error.issues.first?.message.contains("--root") == true)
+        }
+    }
+
+    @Test func durations() {
+        #expect(Section.parseDuration("250ms") == 250)
+        #expect(Section.parseDuration("30s") == 30_000)
+        #expect(Section.parseDuration("5m") == 300_000)
+        #expect(Section.parseDuration("1h") == 3_600_000)
+        #expect(Section.parseDuration("12") == 12_000)
+        #expect(Section.parseDuration("1.5s") == nil)
+        #expect(Section.parseDuration("-1s") == nil)
+    }
+}

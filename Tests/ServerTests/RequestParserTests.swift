@@ -1,0 +1,118 @@
+import Testing
+
+@testable import Server
+
+/// One row a rule, each with the RFC section it comes from.
+struct ParserCase: CustomTestStringConvertible, Sendable {
+    let section: String
+    let request: String
+    let expected: Expected
+    enum Expected: Equatable, Sendable {
+        case complete
+        case incomplete
+        case invalid(HTTPStatus)
+    }
+    init(_ section: String, _ request: String, _ expected: Expected) {
+        self.section = section
+        self.request = request
+        self.expected = expected
+    }
+    var testDescription: String { "\(section): \(request.debugDescription.prefix(60))" }
+}
+
+func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult {
+    var bytes = Array(text.utf8)
+    return bytes.withUnsafeMutableBytes { RequestParser.parse(UnsafeRawBufferPointer($0), limits: limits) }
+}
+
+@Suite struct RequestParserTests {
+    static let cases: [ParserCase] = [
+        ParserCase("RFC 9112 3", "GET / HTTP/1.1\r\nHost: a\r\n\r\n", .complete),
+        ParserCase("RFC 9112 3", "GET / HTTP/1.0\r\n\r\n", .complete),
+        ParserCase("RFC 9112 2.2 empty lines before request", "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", .complete),
+        ParserCase("RFC 9112 3.2 missing Host in 1.1", "GET / HTTP/1.1\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3.2 two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 2.2 bare LF ends a line", "GET / HTTP/1.1\nHost: a\n\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 2.2 bare LF in a field", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 2.2 bare CR", "GET / HTTP/1.1\r\nHost: a\rX: y\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 5.2 obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 5.1 whitespace before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 5.1 invalid token in name", "GET / HTTP/1.1\r\nHo(st: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 5.5 control byte in value", "GET / HTTP/1.1\r\nHost: a\u{01}b\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 5.5 tab in value is fine", "GET / HTTP/1.1\r\nHost: a\r\nX: a\tb\r\n\r\n", .complete),
+        ParserCase("RFC 9112 6.3 CL with TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 differing Content-Lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 Content-Length not digits", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 same Content-Length twice", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", .complete),
+        ParserCase("RFC 9112 6.1 unknown transfer coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9112 6.1 TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 9.1 unknown method", "BREW / HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9110 9.1 methods are case-sensitive", "get / HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9112 2.3 HTTP/2.0 request line", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", .invalid(.versionNotSupported)),
+        ParserCase("RFC 9112 2.3 HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", .invalid(.versionNotSupported)),
+        ParserCase("RFC 9112 2.3 malformed version", "GET / HTTX/1.1\r\nHost: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3 two spaces", "GET  / HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3.2 space in target", "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3.2 non-ASCII in target", "GET /\u{e9} HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3 incomplete line", "GET / HTTP/1.1\r\nHo", .incomplete),
+        ParserCase("RFC 9112 3 no blank line yet", "GET / HTTP/1.1\r\nHost: a\r\n", .incomplete),
+        ParserCase("RFC 9112 3 garbage rejected early", "\u{16}\u{03}\u{01}\u{02}", .invalid(.badRequest)),
+    ]
+
+    @Test(arguments: cases)
+    func rule(_ row: ParserCase) {
+        switch (parse(row.request), row.expected) {
+        case (.complete, .complete), (.incomplete, .incomplete): break
+        case (.invalid(let got), .invalid(let want)): #expect(got == want)
+        case (let got, _): Issue.record("got \(got), expected \(row.expected)")
+        }
+    }
+
+    @Test func fieldsAreFound() throws {
+        let text = "GET /x?y HTTP/1.1\r\nHost: example\r\nUser-Agent: curl/8 \r\nReferer: http://r/\r\nConnection: close\r\n\r\nGET"
+        var bytes = Array(text.utf8)
+        let result = bytes.withUnsafeMutableBytes { RequestParser.parse(UnsafeRawBufferPointer($0), limits: ParserLimits()) }
+        guard case .complete(let head) = result else { Issue.record("not complete: \(result)"); return }
+        func string(_ span: ByteSpan) -> String { String(decoding: bytes[span.start..<span.end], as: UTF8.self) }
+        #expect(head.method == .get)
+        #expect(string(head.target) == "/x?y")
+        #expect(string(head.userAgent) == "curl/8")
+        #expect(string(head.referer) == "http://r/")
+        #expect(string(head.requestLine) == "GET /x?y HTTP/1.1")
+        #expect(head.keepAlive == false)
+        #expect(head.headLength == text.utf8.count - 3)
+    }
+
+    @Test func keepAliveByVersion() {
+        guard case .complete(let h10) = parse("GET / HTTP/1.0\r\n\r\n") else { Issue.record("1.0"); return }
+        #expect(h10.keepAlive == false)
+        guard case .complete(let h10k) = parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n") else { Issue.record("1.0 ka"); return }
+        #expect(h10k.keepAlive == true)
+        guard case .complete(let h11) = parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n") else { Issue.record("1.1"); return }
+        #expect(h11.keepAlive == false)
+    }
+
+    @Test func limitsHaveTheirOwnStatus() {
+        let limits = ParserLimits(requestLine: 64, headerBytes: 256, headerCount: 3)
+        let longTarget = "GET /" + String(repeating: "a", count: 100) + " HTTP/1.1\r\nHost: a\r\n\r\n"
+        #expect(parse(longTarget, limits: limits) == .invalid(.uriTooLong))
+        // Too long even before the line ends: rejected without waiting for more bytes.
+        #expect(parse("GET /" + String(repeating: "a", count: 100), limits: limits) == .invalid(.uriTooLong))
+        let bigField = "GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "b", count: 300) + "\r\n\r\n"
+        #expect(parse(bigField, limits: limits) == .invalid(.headerFieldsTooLarge))
+        let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"
+        #expect(parse(many, limits: limits) == .invalid(.headerFieldsTooLarge))
+    }
+
+    /// Every prefix of a valid request is incomplete; the parser never decides early.
+    @Test func byteByByte() {
+        let text = "GET /index.html HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"
+        let bytes = Array(text.utf8)
+        for length in 0..<bytes.count {
+            let result = Array(bytes[0..<length]).withUnsafeBytes { RequestParser.parse($0, limits: ParserLimits()) }
+            #expect(result == .incomplete, "prefix of \(length) bytes")
+        }
+        let full = bytes.withUnsafeBytes { RequestParser.parse($0, limits: ParserLimits()) }
+        guard case .complete = full else { Issue.record("full request: \(full)"); return }
+    }
+}

@@ -1,0 +1,85 @@
+import Testing
+
+@testable import Server
+
+@Suite struct HTTPDateTests {
+    func format(_ seconds: Int64) -> String {
+        let buffer = UnsafeMutablePointer<UInt8>.allocate(capacity: 64)
+        defer { buffer.deallocate() }
+        var writer = ByteWriter(base: buffer, capacity: 64)
+        HTTPDate.write(seconds, into: &writer)
+        return String(decoding: UnsafeBufferPointer(start: buffer, count: writer.count), as: UTF8.self)
+    }
+
+    @Test func imfFixdate() {
+        #expect(format(784_111_777) == "Sun, 06 Nov 1994 08:49:37 GMT")  // RFC 9110 5.6.7's example
+        #expect(format(0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(format(951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(format(4_102_444_799) == "Thu, 31 Dec 2099 23:59:59 GMT")
+    }
+}
+
+@Suite struct MediaTypeTests {
+    @Test(arguments: [
+        ("index.html", "text/html; charset=utf-8"), ("app.mjs", "text/javascript; charset=utf-8"),
+        ("m.wasm", "application/wasm"), ("p.webp", "image/webp"), ("p.AVIF", "image/avif"),
+        ("f.woff2", "font/woff2"), ("noextension", "application/octet-stream"), ("dir.d/file", "application/octet-stream"),
+    ])
+    func byExtension(_ name: String, _ type: String) {
+        let bytes = Array(name.utf8)
+        let found = bytes.withUnsafeBufferPointer { MediaTypes.forPath($0.baseAddress!, length: $0.count) }
+        #expect(found.description == type)
+    }
+}
+
+@Suite struct ScalingPolicyTests {
+    @Test func growsAfterTwoBusyTicksWithDoublingBursts() {
+        var policy = ScalingPolicy(minimum: 1, maximum: 16, connectionsPerWorker: 100, idleTicks: 3)
+        #expect(policy.decide(workers: 1, load: 90, queued: 0) == .hold)
+        #expect(policy.decide(workers: 1, load: 90, queued: 0) == .spawn(1))
+        #expect(policy.decide(workers: 2, load: 190, queued: 0) == .spawn(2))
+        #expect(policy.decide(workers: 4, load: 390, queued: 0) == .spawn(4))
+        #expect(policy.decide(workers: 8, load: 790, queued: 0) == .spawn(8))
+        #expect(policy.decide(workers: 16, load: 1590, queued: 0) == .hold)  // at the maximum
+    }
+
+    @Test func aQueueMeansBusy() {
+        var policy = ScalingPolicy(minimum: 1, maximum: 4, connectionsPerWorker: 1000, idleTicks: 3)
+        _ = policy.decide(workers: 1, load: 0, queued: 5)
+        #expect(policy.decide(workers: 1, load: 0, queued: 5) == .spawn(1))
+    }
+
+    @Test func shrinksOneAtATimeAfterTheIdlePeriod() {
+        var policy = ScalingPolicy(minimum: 1, maximum: 4, connectionsPerWorker: 100, idleTicks: 3)
+        #expect(policy.decide(workers: 3, load: 10, queued: 0) == .hold)
+        #expect(policy.decide(workers: 3, load: 10, queued: 0) == .hold)
+        #expect(policy.decide(workers: 3, load: 10, queued: 0) == .retire)
+        #expect(policy.decide(workers: 2, load: 10, queued: 0) == .hold)
+        #expect(policy.decide(workers: 1, load: 0, queued: 0) == .hold)  // never below the minimum
+    }
+
+    @Test func refillsToTheMinimumAtOnce() {
+        var policy = ScalingPolicy(minimum: 3, maximum: 4, connectionsPerWorker: 100, idleTicks: 3)
+        #expect(policy.decide(workers: 1, load: 0, queued: 0) == .spawn(2))
+    }
+}
+
+@Suite struct RestartPolicyTests {
+    @Test func backoffDoublesWithJitterAndStopsAtTheIntensity() {
+        let policy = RestartPolicy(baseDelay: 100, maxDelay: 1000, intensity: 4, period: 60_000)
+        var history: [Int64] = []
+        #expect(policy.nextDelay(now: 0, history: &history, random: 1) == 100)
+        #expect(policy.nextDelay(now: 10, history: &history, random: 0) == 100)  // ceiling 200, jitter floor
+        #expect(policy.nextDelay(now: 20, history: &history, random: 1) == 400)
+        #expect(policy.nextDelay(now: 30, history: &history, random: 1) == 800)
+        #expect(policy.nextDelay(now: 40, history: &history, random: 1) == nil)  // fifth within the period
+    }
+
+    @Test func oldRestartsLeaveTheWindow() {
+        let policy = RestartPolicy(baseDelay: 100, maxDelay: 1000, intensity: 2, period: 1000)
+        var history: [Int64] = []
+        _ = policy.nextDelay(now: 0, history: &history, random: 1)
+        _ = policy.nextDelay(now: 100, history: &history, random: 1)
+        #expect(policy.nextDelay(now: 5000, history: &history, random: 1) == 100)
+    }
+}
