@@ -1,0 +1,112 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Connection handling over raw sockets: keep-alive, pipelining, HTTP/1.0, limits, timeouts, the access log.
+@Suite(.serialized) struct ConnectionTests {
+    @Test func keepAliveReusesOneConnection() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let counts = try curl(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects} ",
+                               server.url + "/", server.url + "/style.css", server.url + "/app.mjs"])
+        #expect(counts == "1 0 0 ")
+    }
+
+    @Test func pipelinedRequestsAreAnsweredInOrder() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let request = "GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nGET /missing HTTP/1.1\r\nHost: a\r\n\r\n"
+            + "HEAD /app.mjs HTTP/1.1\r\nHost: a\r\n\r\nGET /docs/ HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        let reply = try exchange(port: server.port, request)
+        #expect(statusCodes(reply) == [200, 404, 200, 200])
+        let css = reply.range(of: "body{}")
+        let docs = reply.range(of: "<p>docs</p>")
+        #expect(css != nil && docs != nil && css!.lowerBound < docs!.lowerBound)
+        #expect(!reply.contains("export const"))  // HEAD has no body
+    }
+
+    @Test func pipelinedRequestsBehindABlockedResponse() throws {
+        // The first response (5 MiB) cannot fit in the socket buffers while the client is not reading,
+        // so the worker must hold the requests behind it and answer them once it drains.
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let request = "GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\nGET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        let reply = try exchange(port: server.port, Array(request.utf8), timeout: 10)
+        let text = String(decoding: reply, as: UTF8.self)
+        #expect(statusCodes(text).first == 200)
+        #expect(text.hasSuffix("body{}\n"))
+        #expect(reply.count > 5 * 1024 * 1024)
+    }
+
+    @Test func http10ClosesUnlessAskedToKeepAlive() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let plain = try exchange(port: server.port, "GET /style.css HTTP/1.0\r\n\r\n")
+        #expect(statusCodes(plain) == [200])
+        #expect(plain.contains("Connection: close\r\n"))
+        let kept = try exchange(port: server.port, "GET /style.css HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /style.css HTTP/1.0\r\n\r\n")
+        #expect(statusCodes(kept) == [200, 200])
+        #expect(kept.contains("Connection: keep-alive\r\n"))
+    }
+
+    @Test func keepAliveLimitsAndIdleTimeout() throws {
+        let server = try TestServer(config: "keepalive: {requests: 2, timeout: 300ms}\n", site: richSite).start()
+        defer { server.stop() }
+        let three = "GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n"
+        let reply = try exchange(port: server.port, three + three + three)
+        #expect(statusCodes(reply) == [200, 200])  // closed after the second
+        #expect(reply.components(separatedBy: "Connection: close").count == 2)
+        // An idle connection is closed after the keep-alive timeout: the read ends well before 5s.
+        let start = Date()
+        let idle = try exchange(port: server.port, three, timeout: 5)
+        #expect(statusCodes(idle) == [200])
+        #expect(Date().timeIntervalSince(start) < 3)
+    }
+
+    @Test func slowHeadersGet408() throws {
+        let server = try TestServer(config: "timeouts: {header: 400ms}\n", site: richSite).start()
+        defer { server.stop() }
+        let start = Date()
+        let reply = try exchange(port: server.port, "GET / HTTP/1.1\r\nHost: a\r\n", timeout: 5)
+        #expect(statusCodes(reply) == [408])
+        #expect(reply.contains("Connection: close"))
+        #expect(Date().timeIntervalSince(start) < 3)
+    }
+
+    @Test func malformedRequestsGet400AndClose() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let cases: [(String, Int)] = [
+            ("GET / HTTP/1.1\r\n\r\n", 400),  // no Host
+            ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("GET / HTTP/1.1\nHost: a\n\n", 400),
+            ("GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+            ("GET /" + String(repeating: "a", count: 9000) + " HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "b", count: 17000) + "\r\n\r\n", 431),
+            ("PURGE / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+        ]
+        for (request, code) in cases {
+            // A valid request follows: it must not be answered, because the connection closes.
+            let reply = try exchange(port: server.port, request + "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            #expect(statusCodes(reply) == [code], "\(request.prefix(40).debugDescription)")
+            #expect(reply.contains("Connection: close"))
+        }
+    }
+
+    @Test func accessLogHasOneWholeLinePerRequest() throws {
+        let server = try TestServer(config: "workers: {min: 2, max: 2}\n", site: richSite).start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        _ = try curl(["-o", "/dev/null", "-A", "test \"agent\"", "-e", "http://ref/", server.url + "/style.css"])
+        let load = try LoadRun(port: server.port, clients: 8, seconds: 2, mode: "new", path: "/style.css", expectedLength: 7)
+        let result = try load.finish()
+        #expect(result.failed == 0)
+        #expect(waitUntil(seconds: 5) {
+            ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").split(separator: "\n").count == result.ok + 1
+        })
+        let lines = try String(contentsOf: server.accessLog, encoding: .utf8).split(separator: "\n")
+        let pattern = try Regex(#"^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /style\.css HTTP/1\.1" 200 7 "[^"]*" "[^"]*"$"#)
+        #expect(lines.allSatisfy { $0.wholeMatch(of: pattern) != nil })
+        #expect(lines.first?.hasSuffix("\"http://ref/\" \"test \\x22agent\\x22\"") == true)
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Parses `curl -si` output into a status, lowercase header names and a body.
+struct Response {
+    let status: Int
+    let headers: [String: String]
+    let body: String
+
+    init(_ raw: String) {
+        let parts = raw.components(separatedBy: "\r\n\r\n")
+        let lines = parts[0].components(separatedBy: "\r\n")
+        status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? -1
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        self.headers = headers
+        body = parts.dropFirst().joined(separator: "\r\n\r\n")
+    }
+}
+
+func fetch(_ url: String, _ extra: [String] = []) throws -> Response {
+    Response(try curl(["-i"] + extra + [url]))
+}
+
+/// A site with the files the request-path rules need.
+func richSite(_ site: URL) throws {
+    let files: [(String, String)] = [
+        ("index.html", "<!doctype html><p>home</p>\n"),
+        ("docs/index.html", "<p>docs</p>\n"),
+        ("empty/.keep", ""),
+        ("app.mjs", "export const x = 1;\n"),
+        ("module.wasm", "\0asm"),
+        ("photo.webp", "RIFF"),
+        ("photo.avif", "avif"),
+        ("font.woff2", "wOF2"),
+        ("style.css", "body{}\n"),
+        ("zero.txt", ""),
+        (".env", "SECRET=1\n"),
+        (".git/config", "[core]\n"),
+        (".well-known/security.txt", "Contact: mailto:x@example.invalid\n"),
+        ("a b.txt", "space\n"),
+        ("secret.txt", "locked\n"),
+    ]
+    for (name, content) in files {
+        let url = site.appendingPathComponent(name)
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try content.write(to: url, atomically: true, encoding: .utf8)
+    }
+    chmod(site.appendingPathComponent("secret.txt").path, 0)
+    symlink("/etc/hostname", site.appendingPathComponent("escape").path)
+    symlink("index.html", site.appendingPathComponent("inside-link.html").path)
+    mkfifo(site.appendingPathComponent("fifo").path, 0o644)
+    var big = [UInt8](repeating: 0, count: 5 * 1024 * 1024 + 17)
+    for index in big.indices { big[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+    FileManager.default.createFile(atPath: site.appendingPathComponent("big.bin").path, contents: Data(big))
+}
+
+/// GET and HEAD semantics against a real server, with curl.
+@Suite(.serialized) struct FileServingTests {
+    @Test func getServesTheFileWithItsHeaders() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let response = try fetch(server.url + "/")
+        #expect(response.status == 200)
+        #expect(response.body == "<!doctype html><p>home</p>\n")
+        #expect(response.headers["content-type"] == "text/html; charset=utf-8")
+        #expect(response.headers["content-length"] == "27")
+        #expect(response.headers["etag"]?.hasPrefix("\"") == true)
+        let info = try FileManager.default.attributesOfItem(atPath: server.site.appendingPathComponent("index.html").path)
+        let modified = try #require(info[.modificationDate] as? Date)
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
+        #expect(response.headers["last-modified"] == formatter.string(from: modified))
+        let date = try #require(response.headers["date"].flatMap { formatter.date(from: $0) })
+        #expect(abs(date.timeIntervalSinceNow) < 5)
+        // HEAD: the same headers, no body.
+        let head = try fetch(server.url + "/", ["-I"])
+        #expect(head.status == 200)
+        #expect(head.body.isEmpty)
+        #expect(head.headers["content-length"] == "27")
+        #expect(head.headers["etag"] == response.headers["etag"])
+    }
+
+    @Test func mediaTypes() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let expected = [
+            "/app.mjs": "text/javascript; charset=utf-8", "/module.wasm": "application/wasm", "/photo.webp": "image/webp",
+            "/photo.avif": "image/avif", "/font.woff2": "font/woff2", "/style.css": "text/css; charset=utf-8",
+        ]
+        for (path, type) in expected {
+            #expect(try fetch(server.url + path).headers["content-type"] == type, "\(path)")
+        }
+        let zero = try fetch(server.url + "/zero.txt")
+        #expect(zero.status == 200 && zero.headers["content-length"] == "0" && zero.body.isEmpty)
+        #expect(try fetch(server.url + "/a%20b.txt").body == "space\n")
+    }
+
+    @Test func directoriesRedirectAndServeTheirIndex() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let redirect = try fetch(server.url + "/docs?x=1")
+        #expect(redirect.status == 301)
+        #expect(redirect.headers["location"] == "/docs/?x=1")
+        let index = try fetch(server.url + "/docs/")
+        #expect(index.status == 200 && index.body == "<p>docs</p>\n")
+        #expect(index.headers["content-type"] == "text/html; charset=utf-8")
+        #expect(try status(server.url + "/empty/") == 404)  // no index, and listings are off
+        #expect(try status(server.url + "/missing.html") == 404)
+        #expect(try status(server.url + "/index.html/x") == 404)
+    }
+
+    @Test func nothingEscapesTheRoot() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        #expect(try status(server.url + "/../../etc/hostname", ["--path-as-is"]) == 400)
+        #expect(try status(server.url + "/%2e%2e/%2e%2e/etc/hostname") == 400)
+        #expect(try status(server.url + "/docs/..%2F..%2Fetc/hostname") == 400)
+        #expect(try status(server.url + "/index.html%00.txt") == 400)
+        #expect(try status(server.url + "/escape") == 403)  // a symlink out of the root
+        #expect(try fetch(server.url + "/inside-link.html").body == "<!doctype html><p>home</p>\n")
+        #expect(try status(server.url + "/fifo", ["--max-time", "5"]) == 403)
+        #expect(try status(server.url + "/.env") == 403)
+        #expect(try status(server.url + "/.git/config") == 403)
+        #expect(try status(server.url + "/docs/../.git/config", ["--path-as-is"]) == 403)
+        #expect(try fetch(server.url + "/.well-known/security.txt").status == 200)
+    }
+
+    @Test func unreadableFilesAre403() throws {
+        // As root the server drops to nobody, for whom the file is unreadable, as for any other user.
+        let server = try TestServer(config: getuid() == 0 ? "user: nobody\n" : "", site: richSite).start()
+        defer { server.stop() }
+        #expect(try status(server.url + "/secret.txt") == 403)
+        #expect(try status(server.url + "/index.html") == 200)
+        if getuid() == 0 {
+            let worker = try #require(server.pids(of: "worker").first)
+            let status = try String(contentsOfFile: "/proc/\(worker)/status", encoding: .utf8)
+            let uid = status.components(separatedBy: "\n").first { $0.hasPrefix("Uid:") } ?? ""
+            #expect(uid.split(separator: "\t").dropFirst().first == "65534")
+        }
+    }
+
+    @Test func methods() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let post = try fetch(server.url + "/", ["-X", "POST", "-d", "x=1"])
+        #expect(post.status == 405)
+        #expect(post.headers["allow"] == "GET, HEAD, OPTIONS")
+        #expect(post.headers["connection"] == "close")  // the body was not read, so the connection cannot go on
+        #expect(try fetch(server.url + "/", ["-X", "DELETE"]).status == 405)
+        let options = try fetch(server.url + "/", ["-X", "OPTIONS"])
+        #expect(options.status == 204 && options.headers["allow"] == "GET, HEAD, OPTIONS")
+        #expect(try fetch(server.url + "/", ["-X", "BREW"]).status == 501)
+    }
+
+    @Test func largeFilesArriveWhole() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let output = server.directory.appendingPathComponent("download.bin")
+        let code = try curl(["-o", output.path, "-w", "%{http_code}", server.url + "/big.bin"])
+        #expect(code == "200")
+        let original = try Data(contentsOf: server.site.appendingPathComponent("big.bin"))
+        #expect(try Data(contentsOf: output) == original)
+        // A client that reads slowly still gets every byte (the send path waits for EPOLLOUT).
+        let slow = try curl(["--limit-rate", "2M", "-o", output.path, "-w", "%{http_code} %{size_download}", server.url + "/big.bin"])
+        #expect(slow == "200 \(original.count)")
+    }
+}
