@@ -122,7 +122,7 @@ public final class Manager {
     /// Hands queued connections to the least-loaded workers, one sendmsg per worker per round.
     func dispatch() {
         while queueHead < queue.count {
-            let active = workers.filter { !$0.retiring }
+            let active = workers.filter(\.isActive)
             guard !active.isEmpty else { break }
             var loads = active.map(\.load)
             var batches = [[Int]](repeating: [], count: active.count)
@@ -216,7 +216,7 @@ public final class Manager {
             configFD = fd
             config = newConfig
             policy = Manager.policy(for: newConfig)
-            let old = workers.filter { !$0.retiring }
+            let old = workers.filter(\.isActive)
             for _ in 0..<newConfig.workers.min { spawnWorker() }
             for worker in old { retire(worker, reason: "reload") }
             log.info("reloaded: \(newConfig.workers.min) new workers, \(old.count) draining")
@@ -295,7 +295,7 @@ public final class Manager {
             case .closed:
                 poller.remove(worker.channel.fd)
                 workersByFD[worker.channel.fd] = nil
-                if !worker.retiring { retire(worker, reason: "channel closed") }
+                worker.channelOpen = false  // it is exiting; reap() says how
                 return
             case .message(.heartbeat(let beat), _):
                 worker.lastBeat = beat
@@ -383,7 +383,7 @@ public final class Manager {
         if queueHead < queue.count { dispatch() }
         guard !draining, now - lastTick >= interval else { return }
         lastTick = now
-        let active = workers.filter { !$0.retiring }
+        let active = workers.filter(\.isActive)
         let load = active.reduce(0) { $0 + $1.load }
         switch policy.decide(workers: active.count, load: load, queued: queue.count - queueHead) {
         case .hold:
@@ -400,7 +400,7 @@ public final class Manager {
     func sendHeartbeat() {
         lastHeartbeat = now
         var beat = Heartbeat()
-        beat.workers = UInt32(workers.filter { !$0.retiring }.count)
+        beat.workers = UInt32(workers.filter(\.isActive).count)
         beat.queueDepth = UInt32(queue.count - queueHead)
         beat.liveConnections = UInt32(workers.reduce(0) { $0 + $1.load })
         beat.requestsTotal = requestsOfExited + workers.reduce(0) { $0 + $1.lastBeat.requestsTotal }

@@ -14,6 +14,11 @@ final class WorkerHandle {
     /// When a retiring worker is sent SIGKILL if it has not exited.
     var killAt: Int64 = .max
     var sentTerm = false
+    /// False once the worker's end of the channel is gone (it exited or crashed).
+    var channelOpen = true
+
+    /// Can take new connections.
+    var isActive: Bool { !retiring && channelOpen }
 
     init(id: Int, child: ChildProcess, channel: Channel, now: Int64) {
         self.id = id

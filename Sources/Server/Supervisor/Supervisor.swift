@@ -75,11 +75,11 @@ public final class Supervisor {
             let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
             Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
             sockets.append(fd)
-            if let bound = try Socket.localAddress(of: fd) {
-                log.notice("listening on http://\(bound)")
-            }
         }
         try openLogs()
+        for fd in sockets {
+            if let bound = try Socket.localAddress(of: fd) { log.notice("listening on http://\(bound)") }
+        }
         try dropPrivileges()
         configFD = try ConfigTransport.makeDescriptor(config)
         listenerManager = try Socket.seqpacketPair()

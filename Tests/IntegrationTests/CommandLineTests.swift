@@ -1,0 +1,166 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The command line: check, serve's errors, help, and stop/reload/reopen-logs against a running server.
+@Suite(.serialized) struct CommandLineTests {
+    func temporaryDirectory() throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-cli-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("site"), withIntermediateDirectories: true)
+        return directory
+    }
+
+    @Test func checkReportsEveryErrorWithFileAndLine() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("bad.yaml")
+        try "root: site\nlisten: [\"127.0.0.1:99999\"]\nworkers: {min: 4, max: 2}\ncolour: blue\n".write(to: file, atomically: true, encoding: .utf8)
+        let result = try run(webserverBinary, ["check", "--config", file.path])
+        #expect(result.status == 1)
+        #expect(result.error.contains("\(file.path):2:10: listen: '127.0.0.1:99999' is not ADDRESS:PORT"))
+        #expect(result.error.contains("\(file.path):3:1: workers: min (4) is above max (2)"))
+        #expect(result.error.contains("\(file.path):4:1: colour: unknown key"))
+        #expect(result.error.contains("has 3 errors"))
+
+        let good = directory.appendingPathComponent("good.yaml")
+        try "root: site\n".write(to: good, atomically: true, encoding: .utf8)
+        let ok = try run(webserverBinary, ["check", "--config", good.path])
+        #expect(ok.status == 0)
+        #expect(ok.output.contains("is valid"))
+    }
+
+    @Test func serveRefusesABadConfigWithTheConfigErrorCode() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("bad.yaml")
+        try "root: nowhere\n".write(to: file, atomically: true, encoding: .utf8)
+        let result = try run(webserverBinary, ["serve", "--config", file.path])
+        #expect(result.status == 78)
+        #expect(result.error.contains("\(file.path):1:7: root: '\(directory.path)/nowhere' does not exist"))
+        let flags = try run(webserverBinary, ["serve", "--root", directory.appendingPathComponent("site").path, "--listen", "nope", "--workers", "0"])
+        #expect(flags.status == 78)
+        #expect(flags.error.contains("command line: --listen: 'nope' is not ADDRESS:PORT"))
+        #expect(flags.error.contains("command line: --workers: '0' is not N or MIN:MAX"))
+    }
+
+    @Test func helpListsEveryFlagAndCommand() throws {
+        let top = try run(webserverBinary, ["--help"])
+        for word in ["serve", "check", "stop", "reload", "reopen-logs", "SIGHUP", "SIGUSR1"] {
+            #expect(top.output.contains(word), "\(word)")
+        }
+        let serve = try run(webserverBinary, ["serve", "--help"])
+        for flag in ["--config", "--root", "--listen", "--workers", "--pid-file", "--access-log", "--error-log", "--log-level", "--daemon"] {
+            #expect(serve.output.contains(flag), "\(flag)")
+        }
+    }
+
+    @Test func reloadAppliesAGoodConfigAndKeepsServingOnABadOne() throws {
+        let server = try TestServer { site in
+            try TestServer.defaultSite(site)
+            try "<p>home two</p>\n".write(to: site.appendingPathComponent("home.html"), atomically: true, encoding: .utf8)
+        }.start()
+        defer { server.stop() }
+        let original = try String(contentsOf: server.configFile, encoding: .utf8)
+        // A bad edit: the reload fails, names the line, and the old configuration keeps serving.
+        try (original + "index: [oops]\n").write(to: server.configFile, atomically: true, encoding: .utf8)
+        let bad = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path])
+        #expect(bad.status == 0)
+        #expect(server.waitForLog("reload failed: still serving with the previous configuration"))
+        #expect(server.log().contains("webserver.yaml:5:8: index: expected a single value"))
+        #expect(try curl([server.url + "/"]).contains("hello"))
+        // A good edit: new workers start with it, old ones drain.
+        try (original + "index: home.html\n").write(to: server.configFile, atomically: true, encoding: .utf8)
+        _ = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path])
+        #expect(server.waitForLog("reloaded: new workers start"))
+        #expect(waitUntil(seconds: 10) { ((try? curl([server.url + "/"])) ?? "").contains("home two") })
+        #expect(server.waitForLog("worker 1 exited"))
+    }
+
+    @Test func reopenLogsAfterRotation() throws {
+        let server = try TestServer().start()
+        defer { server.stop() }
+        #expect(try status(server.url + "/") == 200)
+        #expect(waitUntil(seconds: 5) { ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").contains("GET / ") })
+        let rotated = server.directory.appendingPathComponent("access.log.1")
+        try FileManager.default.moveItem(at: server.accessLog, to: rotated)
+        let result = try run(webserverBinary, ["reopen-logs", "--pid-file", server.pidFile.path])
+        #expect(result.status == 0)
+        #expect(server.waitForLog("logs reopened"))
+        usleep(200_000)
+        #expect(try status(server.url + "/index.html") == 200)
+        #expect(waitUntil(seconds: 5) { ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").contains("GET /index.html ") })
+        #expect(try !String(contentsOf: rotated, encoding: .utf8).contains("GET /index.html "))
+    }
+
+    @Test func stopAndThePidFileLock() throws {
+        let server = try TestServer().start()
+        // A second server with the same pid file refuses to start and says who is running.
+        let second = try run(webserverBinary, ["serve", "--config", server.configFile.path, "--listen", "127.0.0.1:0"], directory: server.directory)
+        #expect(second.status == 1)
+        #expect(second.error.contains("another webserver is running (pid \(server.pid)"))
+        let stop = try run(webserverBinary, ["stop", "--pid-file", server.pidFile.path])
+        #expect(stop.status == 0)
+        #expect(stop.output.contains("webserver: stopped"))
+        #expect(!server.process.isRunning || waitUntil(seconds: 5) { !server.process.isRunning })
+        let again = try run(webserverBinary, ["stop", "--pid-file", server.pidFile.path])
+        #expect(again.status == 1)
+        #expect(again.error.contains("no server is running"))
+    }
+
+    @Test func daemonDetachesAndStops() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "daemon\n".write(to: directory.appendingPathComponent("site/index.html"), atomically: true, encoding: .utf8)
+        let pidFile = directory.appendingPathComponent("d.pid").path
+        let errorLog = directory.appendingPathComponent("error.log").path
+        // Through a shell with output to a file: the detached server must not hold the caller's pipes.
+        let output = directory.appendingPathComponent("out.txt").path
+        let command = "exec '\(webserverBinary)' serve --daemon --root site --listen 127.0.0.1:0 --pid-file d.pid"
+            + " --error-log error.log --access-log off >'\(output)' 2>&1 </dev/null"
+        #expect(shell(command, directory: directory) == 0)
+        #expect(try String(contentsOfFile: output, encoding: .utf8).contains("started in the background"))
+        let log = try String(contentsOfFile: errorLog, encoding: .utf8)
+        let port = try #require(TestServer.port(in: log))
+        let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(getsid(pid) == pid)  // its own session, no terminal
+        #expect(try curl(["http://127.0.0.1:\(port)/"]) == "daemon\n")
+        let stop = try run(webserverBinary, ["stop", "--pid-file", pidFile])
+        #expect(stop.status == 0)
+        // A daemon that cannot start says why, and the command fails.
+        let blocker = try openListener()
+        defer { close(blocker.fd) }
+        let busyCommand = "exec '\(webserverBinary)' serve --daemon --root site --listen 127.0.0.1:\(blocker.port)"
+            + " --pid-file busy.pid >'\(output)' 2>&1 </dev/null"
+        #expect(shell(busyCommand, directory: directory) == 1)
+        #expect(try String(contentsOfFile: output, encoding: .utf8).contains("failed to start: error: bind(127.0.0.1:\(blocker.port))"))
+    }
+}
+
+/// Runs `command` with /bin/sh through posix_spawn and waitpid; returns its exit code.
+///
+/// Used for `serve --daemon`, whose process exits while its detached child keeps running: Foundation's
+/// Process did not see that exit here, so this waits for the pid itself.
+func shell(_ command: String, directory: URL) -> Int32 {
+    var pid: pid_t = 0
+    let arguments = ["/bin/sh", "-c", "cd '\(directory.path)' && \(command)"]
+    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+    defer { for pointer in argv { free(pointer) } }
+    guard posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ) == 0 else { return -1 }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+    return (status >> 8) & 0xff
+}
+
+/// A socket listening on a free loopback port, to make a port busy.
+func openListener() throws -> (fd: Int32, port: Int) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard bound else { throw TestFailure("cannot listen") }
+    return (fd, Int(UInt16(bigEndian: address.sin_port)))
+}

@@ -1,0 +1,222 @@
+import Foundation
+import Glibc
+import Testing
+
+/// Counts a worker's client connections: its sockets minus its two channels (manager and release).
+func clientSockets(of pid: Int32) -> Int {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+    let sockets = entries.filter {
+        ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("socket:")
+    }
+    return sockets.count - 2
+}
+
+let fastSupervision = """
+    supervisor:
+      heartbeat_interval: 100ms
+      heartbeat_timeout: 1s
+      kill_grace: 500ms
+      restart_delay: 50ms
+      restart_delay_max: 1s
+
+    """
+
+/// The process tree: names, recovery after kill -9 under load, heartbeats, crash loops, scaling, shutdown.
+@Suite(.serialized) struct ProcessTests {
+    @Test func everyProcessIsNamedForItsRole() throws {
+        let server = try TestServer(config: "workers: {min: 2, max: 2}\n").start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        #expect(server.pids(of: "listener").count == 1)
+        #expect(server.pids(of: "manager").count == 1)
+        func names() -> [String] {
+            descendants(of: server.pid).compactMap {
+                try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            }.sorted()
+        }
+        #expect(waitUntil(seconds: 5) { names() == ["ws-listener", "ws-manager", "ws-worker", "ws-worker"] }, "\(names())")
+    }
+
+    @Test func killedListenerLosesNoRequest() throws {
+        let server = try TestServer(config: fastSupervision).start()
+        defer { server.stop() }
+        let load = try LoadRun(port: server.port, clients: 4, seconds: 3, mode: "new", path: "/", expectedLength: 47)
+        usleep(1_000_000)
+        let old = try #require(server.pids(of: "listener").first)
+        kill(old, SIGKILL)
+        let result = try load.finish()
+        #expect(result.failed == 0, "\(result.errors)")
+        #expect(result.ok > 50)
+        #expect(server.pids(of: "listener").count == 1 && server.pids(of: "listener").first != old)
+        #expect(server.log().contains("the listener (pid \(old)) exited unexpectedly: killed by signal 9"))
+    }
+
+    @Test func killedManagerLosesAtMostWhatItHeld() throws {
+        let server = try TestServer(config: fastSupervision + "workers: {min: 2, max: 2}\n").start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        let clients = 4
+        let load = try LoadRun(port: server.port, clients: clients, seconds: 3, mode: "new", path: "/", expectedLength: 47)
+        usleep(1_000_000)
+        let old = try #require(server.pids(of: "manager").first)
+        let oldWorkers = server.pids(of: "worker")
+        kill(old, SIGKILL)
+        let result = try load.finish()
+        // The manager alone holds its wait queue: at most one connection per client can be in it.
+        #expect(result.failed <= clients, "\(result.errors)")
+        #expect(result.ok > 50)
+        let newManager = server.pids(of: "manager")
+        #expect(newManager.count == 1 && newManager.first != old)
+        // The orphaned workers drained and exited; the new manager runs its own.
+        #expect(waitUntil(seconds: 10) { oldWorkers.allSatisfy { kill($0, 0) != 0 } })
+        #expect(try status(server.url + "/") == 200)
+    }
+
+    @Test func killedWorkerLosesOnlyItsOwnConnections() throws {
+        let server = try TestServer(config: fastSupervision + "workers: {min: 2, max: 2}\n").start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        let clients = 6
+        let load = try LoadRun(port: server.port, clients: clients, seconds: 3, mode: "keepalive", path: "/", expectedLength: 47)
+        usleep(1_000_000)
+        let victim = try #require(server.pids(of: "worker").first)
+        let held = clientSockets(of: victim)
+        kill(victim, SIGKILL)
+        let result = try load.finish()
+        #expect(held >= 1)
+        // Each connection the victim held fails once; no other connection fails.
+        #expect(result.failed <= held, "held \(held), failed \(result.failed): \(result.errors)")
+        #expect(result.perClient.allSatisfy { $0 <= 1 })
+        #expect(result.perClient.filter { $0 == 0 }.count >= clients - held)
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 && !server.pids(of: "worker").contains(victim) })
+        #expect(server.log().contains("died: killed by signal 9"))
+    }
+
+    @Test func aSilentChildIsStoppedAndRestarted() throws {
+        let server = try TestServer(config: fastSupervision).start()
+        defer { server.stop() }
+        let old = try #require(server.pids(of: "listener").first)
+        kill(old, SIGSTOP)  // alive but silent: only the heartbeat can tell
+        #expect(server.waitForLog("stopping the listener (pid \(old)): no heartbeat", seconds: 10))
+        #expect(waitUntil(seconds: 10) { server.pids(of: "listener").count == 1 && server.pids(of: "listener").first != old })
+        #expect(try status(server.url + "/") == 200)
+    }
+
+    @Test func aCrashLoopStopsRespawning() throws {
+        let server = try TestServer(config: fastSupervision.replacingOccurrences(of: "restart_delay_max: 1s", with: "restart_delay_max: 1s\n  restart_intensity: 2\n  restart_period: 1m")).start()
+        defer { server.stop() }
+        for round in 1...3 {
+            guard let pid = waitForOne({ server.pids(of: "listener").first }) else {
+                Issue.record("no listener in round \(round)")
+                return
+            }
+            kill(pid, SIGKILL)
+            #expect(server.waitForLog("the listener (pid \(pid)) exited unexpectedly"))
+        }
+        #expect(server.waitForLog("crash loop, not restarting it"))
+        usleep(1_500_000)
+        #expect(server.pids(of: "listener").isEmpty)
+        #expect(server.pids(of: "manager").count == 1)  // the rest of the tree is untouched
+    }
+
+    @Test func thePoolGrowsUnderLoadAndShrinksWhenIdle() throws {
+        let server = try TestServer(config: fastSupervision + "workers: {min: 1, max: 3, connections_per_worker: 4, idle_timeout: 500ms}\n").start()
+        defer { server.stop() }
+        #expect(server.pids(of: "worker").count == 1)
+        // 20 open keep-alive connections against a capacity of 4 per worker.
+        var sockets: [Int32] = []
+        for _ in 0..<20 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = UInt16(server.port).bigEndian
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            sockets.append(fd)
+        }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 3 })
+        for fd in sockets { close(fd) }
+        #expect(waitUntil(seconds: 15) { server.pids(of: "worker").count == 1 })
+        #expect(server.log().contains("retiring: pool is idle"))
+    }
+
+    @Test func maxConnectionsHoldsNewOnesInTheBacklog() throws {
+        let server = try TestServer(config: "max_connections: 2\n").start()
+        defer { server.stop() }
+        let first = try openConnection(server.port)
+        let second = try openConnection(server.port)
+        usleep(300_000)
+        // A third connection is not accepted while two are open: its request waits in the backlog...
+        let started = Date()
+        let third = try LoadRun(port: server.port, clients: 1, seconds: 0.1, mode: "new", path: "/", expectedLength: 47)
+        usleep(1_000_000)
+        #expect(third.process.isRunning)
+        // ...and is answered once one of the others closes.
+        close(first)
+        let result = try third.finish()
+        #expect(result.ok == 1 && result.failed == 0)
+        #expect(Date().timeIntervalSince(started) >= 1)
+        close(second)
+    }
+
+    @Test func gracefulShutdownFinishesRequestsInFlight() throws {
+        // 40 MiB at 8 MB/s: far more than loopback's socket buffers hold, so the transfer is really in flight.
+        let server = try TestServer { site in
+            try TestServer.defaultSite(site)
+            FileManager.default.createFile(atPath: site.appendingPathComponent("huge.bin").path, contents: nil)
+            truncate(site.appendingPathComponent("huge.bin").path, 40 << 20)
+        }.start()
+        let output = server.directory.appendingPathComponent("download.bin")
+        let download = Process()
+        download.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        download.arguments = ["curl", "-s", "--limit-rate", "8M", "-o", output.path, "-w", "%{http_code} %{size_download}", server.url + "/huge.bin"]
+        let pipe = Pipe()
+        download.standardOutput = pipe
+        try download.run()
+        usleep(1_000_000)
+        let idle = try openConnection(server.port)
+        usleep(200_000)
+        #expect(download.isRunning)
+        kill(server.pid, SIGTERM)
+        #expect(server.waitForLog("shutting down (SIGTERM)"))
+        // New connections are refused once the listener is gone...
+        #expect(waitUntil(seconds: 5) { (try? status(server.url + "/")) == 0 })
+        // ...the idle keep-alive connection is closed...
+        var byte: UInt8 = 0
+        #expect(recv(idle, &byte, 1, 0) == 0)
+        close(idle)
+        // ...and the download in flight completes whole.
+        let result = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        download.waitUntilExit()
+        #expect(result == "200 \(40 << 20)")
+        #expect(download.terminationStatus == 0)
+        #expect(server.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: server.pidFile.path))
+        #expect(server.log().contains("webserver stopped"))
+    }
+}
+
+func waitForOne(_ body: () -> Int32?) -> Int32? {
+    var found: Int32?
+    waitUntil(seconds: 10) {
+        found = body()
+        return found != nil
+    }
+    return found
+}
+
+/// An open TCP connection to the server on loopback; the caller closes it.
+func openConnection(_ port: Int) throws -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard result == 0 else { throw TestFailure("connect: errno \(errno)") }
+    return fd
+}
