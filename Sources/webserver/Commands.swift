@@ -13,6 +13,7 @@ struct WebServerCommand: ParsableCommand {
             Signals to the running server: SIGTERM or SIGINT stop it gracefully, SIGHUP reloads the \
             configuration, SIGUSR1 reopens the log files.
             """,
+        version: Libraries.versionLine,
         subcommands: [Serve.self, Check.self, Stop.self, Reload.self, ReopenLogs.self],
         defaultSubcommand: Serve.self
     )

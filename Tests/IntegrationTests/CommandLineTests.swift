@@ -43,6 +43,14 @@ import Testing
         #expect(flags.error.contains("command line: --workers: '0' is not N or MIN:MAX"))
     }
 
+    @Test func versionNamesTheLinkedLibraries() throws {
+        let result = try run(webserverBinary, ["--version"])
+        #expect(result.status == 0)
+        // The versions come from the linked libssl and libz, so this fails if either is not linked.
+        #expect(result.output.contains("OpenSSL 3."))
+        #expect(result.output.contains("zlib 1."))
+    }
+
     @Test func helpListsEveryFlagAndCommand() throws {
         let top = try run(webserverBinary, ["--help"])
         for word in ["serve", "check", "stop", "reload", "reopen-logs", "SIGHUP", "SIGUSR1"] {
