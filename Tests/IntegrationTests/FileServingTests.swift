@@ -146,6 +146,18 @@ func richSite(_ site: URL) throws {
         }
     }
 
+    @Test func ipv6AndSeveralListeners() throws {
+        let server = try TestServer(flags: ["--listen", "127.0.0.1:0", "--listen", "[::1]:0"], site: richSite).start()
+        defer { server.stop() }
+        let pattern = try Regex(#"listening on http://\[::1\]:(\d+)"#)
+        let match = try #require(server.log().firstMatch(of: pattern))
+        let port = try #require(match.output[1].substring)
+        #expect(try fetch("http://[::1]:\(port)/style.css").body == "body{}\n")
+        #expect(try fetch(server.url + "/style.css").body == "body{}\n")
+        // The access log shows the IPv6 client.
+        #expect(waitUntil(seconds: 5) { ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").contains("::1 - - [") })
+    }
+
     @Test func methods() throws {
         let server = try TestServer(site: richSite).start()
         defer { server.stop() }

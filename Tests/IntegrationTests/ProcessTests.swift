@@ -102,6 +102,17 @@ let fastSupervision = """
         #expect(try status(server.url + "/") == 200)
     }
 
+    @Test func aSilentWorkerIsReplaced() throws {
+        let server = try TestServer(config: fastSupervision).start()
+        defer { server.stop() }
+        let old = try #require(server.pids(of: "worker").first)
+        kill(old, SIGSTOP)
+        #expect(server.waitForLog("missed its heartbeats; stopping it", seconds: 10))
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 1 && server.pids(of: "worker").first != old })
+        #expect(try status(server.url + "/") == 200)
+        kill(old, SIGCONT)  // let a stopped process receive the SIGKILL it was sent, if it is still there
+    }
+
     @Test func aCrashLoopStopsRespawning() throws {
         let server = try TestServer(config: fastSupervision.replacingOccurrences(of: "restart_delay_max: 1s", with: "restart_delay_max: 1s\n  restart_intensity: 2\n  restart_period: 1m")).start()
         defer { server.stop() }

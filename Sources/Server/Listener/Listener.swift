@@ -208,6 +208,10 @@ public final class Listener {
                 case .reload:
                     if let newConfig = try? ConfigTransport.read(from: fds[0]) { config = newConfig }
                     closeDescriptor(fds[0])
+                case .reopenLogs(let access, let error):
+                    // The listener writes no access log; it only points its error log at the new file.
+                    if error { _ = dup2(fds[access ? 1 : 0], 2) }
+                    for fd in fds { closeDescriptor(fd) }
                 default:
                     for fd in fds { closeDescriptor(fd) }
                 }

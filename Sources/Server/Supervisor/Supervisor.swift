@@ -70,6 +70,7 @@ public final class Supervisor {
         _ = cs_prctl_set_child_subreaper()
         _ = cs_prctl_set_name("ws-supervisor")
         try lockPidFile()
+        raiseDescriptorLimit()
         for text in config.listen {
             guard let address = SocketAddress(parsing: text) else { continue }
             let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
@@ -86,6 +87,22 @@ public final class Supervisor {
         release = try Socket.seqpacketPair()
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
+    }
+
+    /// Raises the soft RLIMIT_NOFILE to the hard limit (children inherit it), and warns when
+    /// `max_connections` cannot fit: a worker at its fd limit would lose connections passed to it.
+    func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        // Each connection costs its worker one fd (a second one only while a file is being sent).
+        let needed = UInt64(config.maxConnections) + 256
+        if UInt64(limit.rlim_cur) < needed {
+            log.warning("the open-file limit (\(limit.rlim_cur)) is low for max_connections \(config.maxConnections): raise LimitNOFILE/ulimit -n to \(needed) or lower max_connections")
+        }
     }
 
     func lockPidFile() throws {
@@ -453,6 +470,10 @@ public final class Supervisor {
         }
         if let channel = manager.channel, access || error {
             _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
+        }
+        if let channel = listener.channel, error, let errorFD = fds.last {
+            var descriptor = errorFD
+            _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fds: UnsafeBufferPointer(start: &descriptor, count: 1))
         }
         if error, let last = fds.last { closeDescriptor(last) }
         log.notice("logs reopened")
