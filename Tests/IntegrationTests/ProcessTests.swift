@@ -37,15 +37,36 @@ let fastSupervision = """
         #expect(waitUntil(seconds: 5) { names() == ["ws-listener", "ws-manager", "ws-worker", "ws-worker"] }, "\(names())")
     }
 
-    @Test func killedListenerLosesNoRequest() throws {
+    @Test func whileTheListenerIsDownTheBacklogHoldsEveryConnection() throws {
+        // The restart takes 0.4 to 0.8s: every connection made meanwhile waits in the kernel's backlog
+        // on the socket the supervisor keeps, and is served by the next listener.
+        let slowRestart = fastSupervision.replacingOccurrences(of: "restart_delay: 50ms", with: "restart_delay: 800ms")
+        let server = try TestServer(config: slowRestart).start()
+        defer { server.stop() }
+        let old = try #require(server.pids(of: "listener").first)
+        kill(old, SIGKILL)
+        #expect(server.waitForLog("restarting the listener in"))
+        let load = try LoadRun(port: server.port, clients: 8, seconds: 2, mode: "new", path: "/", expectedLength: 47)
+        let result = try load.finish()
+        print("recovery: listener down, backlog: \(result.ok) ok, \(result.failed) failed")
+        #expect(result.failed == 0, "\(result.errors)")
+        #expect(result.ok > 50)
+        #expect(server.pids(of: "listener").count == 1 && server.pids(of: "listener").first != old)
+    }
+
+    @Test func killedListenerUnderLoadLosesAtMostWhatItHeld() throws {
         let server = try TestServer(config: fastSupervision).start()
         defer { server.stop() }
-        let load = try LoadRun(port: server.port, clients: 4, seconds: 3, mode: "new", path: "/", expectedLength: 47)
+        let clients = 4
+        let load = try LoadRun(port: server.port, clients: clients, seconds: 3, mode: "new", path: "/", expectedLength: 47)
         usleep(1_000_000)
         let old = try #require(server.pids(of: "listener").first)
         kill(old, SIGKILL)
         let result = try load.finish()
-        #expect(result.failed == 0, "\(result.errors)")
+        print("recovery: listener killed under load: \(result.ok) ok, \(result.failed) failed")
+        // Only a connection accepted and not yet passed on (at most one per client here) can be lost;
+        // almost always none is.
+        #expect(result.failed <= clients, "\(result.errors)")
         #expect(result.ok > 50)
         #expect(server.pids(of: "listener").count == 1 && server.pids(of: "listener").first != old)
         #expect(server.log().contains("the listener (pid \(old)) exited unexpectedly: killed by signal 9"))
@@ -62,6 +83,7 @@ let fastSupervision = """
         let oldWorkers = server.pids(of: "worker")
         kill(old, SIGKILL)
         let result = try load.finish()
+        print("recovery: manager killed under load: \(result.ok) ok, \(result.failed) failed")
         // The manager alone holds its wait queue: at most one connection per client can be in it.
         #expect(result.failed <= clients, "\(result.errors)")
         #expect(result.ok > 50)
@@ -83,6 +105,7 @@ let fastSupervision = """
         let held = clientSockets(of: victim)
         kill(victim, SIGKILL)
         let result = try load.finish()
+        print("recovery: worker killed under load: \(result.ok) ok, \(result.failed) failed, it held \(held) of \(clients)")
         #expect(held >= 1)
         // Each connection the victim held fails once; no other connection fails.
         #expect(result.failed <= held, "held \(held), failed \(result.failed): \(result.errors)")
@@ -135,18 +158,7 @@ let fastSupervision = """
         defer { server.stop() }
         #expect(server.pids(of: "worker").count == 1)
         // 20 open keep-alive connections against a capacity of 4 per worker.
-        var sockets: [Int32] = []
-        for _ in 0..<20 {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = UInt16(server.port).bigEndian
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-            }
-            sockets.append(fd)
-        }
+        let sockets = try (0..<20).map { _ in try openConnection(server.port) }
         #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 3 })
         for fd in sockets { close(fd) }
         #expect(waitUntil(seconds: 15) { server.pids(of: "worker").count == 1 })
@@ -221,6 +233,7 @@ func waitForOne(_ body: () -> Int32?) -> Int32? {
 /// An open TCP connection to the server on loopback; the caller closes it.
 func openConnection(_ port: Int) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Server
 import Testing
 
 /// The built `webserver` binary, next to the test bundle in the build folder.
@@ -137,21 +138,7 @@ func commandLine(of pid: Int32) -> String {
 }
 
 /// Every process below `pid`.
-func descendants(of pid: Int32) -> [Int32] {
-    var result: [Int32] = []
-    var pending = [pid]
-    while let current = pending.popLast() {
-        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(current)/task")) ?? []
-        for task in tasks {
-            let text = (try? String(contentsOfFile: "/proc/\(current)/task/\(task)/children", encoding: .utf8)) ?? ""
-            for child in text.split(separator: " ").compactMap({ Int32($0) }) {
-                result.append(child)
-                pending.append(child)
-            }
-        }
-    }
-    return result
-}
+func descendants(of pid: Int32) -> [Int32] { Supervisor.descendants(of: pid) }
 
 /// Runs a program to completion; returns its exit status and standard output and error.
 @discardableResult
@@ -185,17 +172,8 @@ func status(_ url: String, _ extra: [String] = []) throws -> Int {
 
 /// A raw TCP exchange: sends `request`, reads until the server closes or `timeout` passes.
 func exchange(port: Int, _ request: [UInt8], timeout: Double = 5, shutdownWrite: Bool = false) throws -> [UInt8] {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestFailure("socket failed") }
+    let fd = try openConnection(port)
     defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = UInt16(port).bigEndian
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { throw TestFailure("connect failed: errno \(errno)") }
     var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var sent = 0

@@ -117,3 +117,46 @@ public final class Channel {
         }
     }
 }
+
+extension Channel {
+    /// Receives the messages waiting (at most `limit`), calling `body` with each; the fds passed to
+    /// `body` are its to own. Returns false once the peer has closed its end or the socket failed.
+    ///
+    /// A malformed message is logged naming `peer`, its fds are closed, and `malformed` runs (the
+    /// caller decides whether to stop that peer); it is never handed to `body`.
+    func receiveAll(
+        from peer: String, limit: Int = .max, malformed: (any Error) -> Void = { _ in },
+        _ body: (Message, [Int32]) -> Void
+    ) -> Bool {
+        var count = 0
+        while count < limit {
+            let result: Received
+            do {
+                result = try receive()
+            } catch let error as SystemError {
+                log.error("channel to the \(peer) failed: \(error)")
+                return false
+            } catch {
+                log.error("malformed message from the \(peer): \(error)")
+                malformed(error)
+                continue
+            }
+            switch result {
+            case .wouldBlock:
+                return true
+            case .closed:
+                return false
+            case .message(let message, let fds):
+                count += 1
+                body(message, fds)
+            }
+        }
+        return true
+    }
+
+    /// Logs a message that is well-formed but not one this peer should send, and closes its fds.
+    static func reject(_ message: Message, fds: [Int32], from peer: String) {
+        log.error("unexpected message from the \(peer): \(message)")
+        for fd in fds { closeDescriptor(fd) }
+    }
+}

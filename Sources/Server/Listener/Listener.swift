@@ -166,56 +166,35 @@ public final class Listener {
     }
 
     func receiveReleases() {
-        while true {
-            let result: Channel.Received
-            do {
-                result = try releases.receive()
-            } catch {
-                log.error("malformed release notice: \(error)")
-                continue
+        // The supervisor holds the other end too, so this channel never reads as closed.
+        _ = releases.receiveAll(from: "workers (release channel)") { message, fds in
+            guard case .released(let count) = message else {
+                return Channel.reject(message, fds: fds, from: "workers (release channel)")
             }
-            guard case .message(let message, let fds) = result else { return }
-            for fd in fds { closeDescriptor(fd) }
-            if case .released(let count) = message {
-                live = max(0, live - Int(count))
-            } else {
-                log.error("unexpected message on the release channel: \(message)")
-            }
+            live = max(0, live - Int(count))
         }
     }
 
     func handleSupervisor() {
-        while true {
-            let result: Channel.Received
-            do {
-                result = try supervisor.receive()
-            } catch {
-                log.error("malformed message from the supervisor: \(error)")
-                continue
+        let open = supervisor.receiveAll(from: "supervisor") { message, fds in
+            switch message {
+            case .shutdown(let deadline):
+                drainDeadline = monotonicMilliseconds() + Int64(deadline)
+                beginDrain(reason: "shutdown requested")
+            case .reload:
+                if let newConfig = try? ConfigTransport.read(from: fds[0]) { config = newConfig }
+                closeDescriptor(fds[0])
+            case .reopenLogs(let access, let error):
+                // The listener writes no access log; it only points its error log at the new file.
+                if error { _ = dup2(fds[access ? 1 : 0], 2) }
+                for fd in fds { closeDescriptor(fd) }
+            default:
+                Channel.reject(message, fds: fds, from: "supervisor")
             }
-            switch result {
-            case .wouldBlock:
-                return
-            case .closed:
-                poller.remove(supervisor.fd)
-                beginDrain(reason: "supervisor is gone")
-                return
-            case .message(let message, let fds):
-                switch message {
-                case .shutdown(let deadline):
-                    drainDeadline = monotonicMilliseconds() + Int64(deadline)
-                    beginDrain(reason: "shutdown requested")
-                case .reload:
-                    if let newConfig = try? ConfigTransport.read(from: fds[0]) { config = newConfig }
-                    closeDescriptor(fds[0])
-                case .reopenLogs(let access, let error):
-                    // The listener writes no access log; it only points its error log at the new file.
-                    if error { _ = dup2(fds[access ? 1 : 0], 2) }
-                    for fd in fds { closeDescriptor(fd) }
-                default:
-                    for fd in fds { closeDescriptor(fd) }
-                }
-            }
+        }
+        if !open {
+            poller.remove(supervisor.fd)
+            beginDrain(reason: "supervisor is gone")
         }
     }
 

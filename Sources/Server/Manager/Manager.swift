@@ -97,22 +97,11 @@ public final class Manager {
 
     // MARK: Listener and supervisor channels
 
+    /// Takes up to 16 batches from the listener per wake-up, so workers' heartbeats are not starved.
     func receiveConnections() {
-        var received = 0
-        while received < 16 {
-            let result: Channel.Received
-            do {
-                result = try listener.receive()
-            } catch {
-                log.error("malformed message from the listener: \(error)")
-                continue
-            }
-            guard case .message(let message, let fds) = result else { break }
-            received += 1
+        _ = listener.receiveAll(from: "listener", limit: 16) { message, fds in
             guard case .connections(let entries) = message else {
-                log.error("unexpected message from the listener: \(message)")
-                for fd in fds { closeDescriptor(fd) }
-                continue
+                return Channel.reject(message, fds: fds, from: "listener")
             }
             for (entry, fd) in zip(entries, fds) { queue.append((fd, entry)) }
             dispatch()
@@ -178,34 +167,21 @@ public final class Manager {
     }
 
     func handleSupervisor() {
-        while true {
-            let result: Channel.Received
-            do {
-                result = try supervisor.receive()
-            } catch {
-                log.error("malformed message from the supervisor: \(error)")
-                continue
+        let open = supervisor.receiveAll(from: "supervisor") { message, fds in
+            switch message {
+            case .shutdown(let deadline):
+                beginDrain(deadline: Int(deadline), reason: "shutdown requested")
+            case .reload:
+                reload(from: fds[0])
+            case .reopenLogs(let access, let error):
+                reopenLogs(fds: fds, access: access, error: error)
+            default:
+                Channel.reject(message, fds: fds, from: "supervisor")
             }
-            switch result {
-            case .wouldBlock:
-                return
-            case .closed:
-                poller.remove(supervisor.fd)
-                beginDrain(deadline: config.timeouts.shutdownMilliseconds, reason: "supervisor is gone")
-                return
-            case .message(let message, let fds):
-                switch message {
-                case .shutdown(let deadline):
-                    beginDrain(deadline: Int(deadline), reason: "shutdown requested")
-                case .reload:
-                    reload(from: fds[0])
-                case .reopenLogs(let access, let error):
-                    reopenLogs(fds: fds, access: access, error: error)
-                default:
-                    log.error("unexpected message from the supervisor: \(message)")
-                    for fd in fds { closeDescriptor(fd) }
-                }
-            }
+        }
+        if !open {
+            poller.remove(supervisor.fd)
+            beginDrain(deadline: config.timeouts.shutdownMilliseconds, reason: "supervisor is gone")
         }
     }
 
@@ -280,30 +256,16 @@ public final class Manager {
     }
 
     func handleWorker(_ worker: WorkerHandle, events: UInt32) {
-        while true {
-            let result: Channel.Received
-            do {
-                result = try worker.channel.receive()
-            } catch {
-                log.error("malformed message from worker \(worker.id): \(error); stopping it")
-                retire(worker, reason: "malformed message")
-                return
-            }
-            switch result {
-            case .wouldBlock:
-                return
-            case .closed:
-                poller.remove(worker.channel.fd)
-                workersByFD[worker.channel.fd] = nil
-                worker.channelOpen = false  // it is exiting; reap() says how
-                return
-            case .message(.heartbeat(let beat), _):
-                worker.lastBeat = beat
-                worker.lastHeartbeatAt = now
-            case .message(let message, let fds):
-                log.error("unexpected message from worker \(worker.id): \(message)")
-                for fd in fds { closeDescriptor(fd) }
-            }
+        let peer = "worker \(worker.id)"
+        let open = worker.channel.receiveAll(from: peer, malformed: { _ in retire(worker, reason: "malformed message") }) { message, fds in
+            guard case .heartbeat(let beat) = message else { return Channel.reject(message, fds: fds, from: peer) }
+            worker.lastBeat = beat
+            worker.lastHeartbeatAt = now
+        }
+        if !open {
+            poller.remove(worker.channel.fd)
+            workersByFD[worker.channel.fd] = nil
+            worker.channelOpen = false  // it is exiting; reap() says how
         }
     }
 

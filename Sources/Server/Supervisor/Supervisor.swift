@@ -251,29 +251,15 @@ public final class Supervisor {
 
     func handleMessages(from slot: ChildSlot) {
         guard let channel = slot.channel else { return }
-        while true {
-            let result: Channel.Received
-            do {
-                result = try channel.receive()
-            } catch {
-                log.error("malformed message from the \(slot.role): \(error); restarting it")
-                stop(slot, reason: "malformed message")
-                return
-            }
-            switch result {
-            case .wouldBlock:
-                return
-            case .closed:
-                poller.remove(channel.fd)
-                channel.close()
-                return
-            case .message(.heartbeat(let beat), _):
-                slot.lastBeat = beat
-                slot.lastHeartbeatAt = now
-            case .message(let message, let fds):
-                log.error("unexpected message from the \(slot.role): \(message)")
-                for fd in fds { closeDescriptor(fd) }
-            }
+        let open = channel.receiveAll(from: slot.role, malformed: { _ in stop(slot, reason: "malformed message") }) { message, fds in
+            guard case .heartbeat(let beat) = message else { return Channel.reject(message, fds: fds, from: slot.role) }
+            slot.lastBeat = beat
+            slot.lastHeartbeatAt = now
+        }
+        if !open {
+            // The child is exiting; reap() restarts it. Its channel is done either way.
+            poller.remove(channel.fd)
+            channel.close()
         }
     }
 
@@ -480,7 +466,7 @@ public final class Supervisor {
     }
 
     /// Every process below `pid`, from /proc/PID/task/TID/children.
-    static func descendants(of pid: Int32) -> [Int32] {
+    public static func descendants(of pid: Int32) -> [Int32] {
         var result: [Int32] = []
         var pending = [pid]
         while let current = pending.popLast() {

@@ -118,45 +118,32 @@ public final class Worker {
     // MARK: Manager channel
 
     func handleChannel() {
-        while true {
-            let received: Channel.Received
-            do {
-                received = try channel.receive()
-            } catch {
-                log.error("malformed message from the manager: \(error)")
-                continue
+        let open = channel.receiveAll(from: "manager") { message, fds in
+            switch message {
+            case .connections(let entries):
+                for (entry, fd) in zip(entries, fds) { adopt(fd: fd, info: entry) }
+            case .shutdown(let deadline):
+                startDrain(deadline: Int(deadline))
+            case .reopenLogs(let access, let error):
+                var index = 0
+                if access {
+                    if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
+                    accessLogFD = fds[index]
+                    index += 1
+                }
+                if error {
+                    _ = dup2(fds[index], 2)
+                    closeDescriptor(fds[index])
+                }
+            default:
+                Channel.reject(message, fds: fds, from: "manager")
             }
-            switch received {
-            case .wouldBlock:
-                return
-            case .closed:
-                poller.remove(channel.fd)
-                if !draining {
-                    log.warning("manager is gone: draining")
-                    startDrain(deadline: config.timeouts.shutdownMilliseconds)
-                }
-                return
-            case .message(let message, let fds):
-                switch message {
-                case .connections(let entries):
-                    for (entry, fd) in zip(entries, fds) { adopt(fd: fd, info: entry) }
-                case .shutdown(let deadline):
-                    startDrain(deadline: Int(deadline))
-                case .reopenLogs(let access, let error):
-                    var index = 0
-                    if access {
-                        if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
-                        accessLogFD = fds[index]
-                        index += 1
-                    }
-                    if error {
-                        _ = dup2(fds[index], 2)
-                        closeDescriptor(fds[index])
-                    }
-                default:
-                    log.error("unexpected message from the manager: \(message)")
-                    for fd in fds { closeDescriptor(fd) }
-                }
+        }
+        if !open {
+            poller.remove(channel.fd)
+            if !draining {
+                log.warning("manager is gone: draining")
+                startDrain(deadline: config.timeouts.shutdownMilliseconds)
             }
         }
     }
