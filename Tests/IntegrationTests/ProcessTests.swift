@@ -184,6 +184,26 @@ let fastSupervision = """
         close(second)
     }
 
+    @Test func aCrashedWorkersConnectionsAreReleased() throws {
+        // With max_connections 2, two connections on a worker that is then killed must not keep the
+        // listener believing the server is full.
+        let server = try TestServer(config: fastSupervision + "max_connections: 2\n").start()
+        defer { server.stop() }
+        let first = try openConnection(server.port)
+        let second = try openConnection(server.port)
+        defer {
+            close(first)
+            close(second)
+        }
+        let worker = try #require(server.pids(of: "worker").first)
+        #expect(waitUntil(seconds: 5) { clientSockets(of: worker) == 2 })
+        usleep(300_000)  // a heartbeat or two, so the manager knows what the worker held
+        kill(worker, SIGKILL)
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 1 && server.pids(of: "worker").first != worker })
+        let result = try LoadRun(port: server.port, clients: 1, seconds: 0.5, mode: "new", path: "/", expectedLength: 47).finish()
+        #expect(result.failed == 0 && result.ok >= 1)
+    }
+
     @Test func gracefulShutdownFinishesRequestsInFlight() throws {
         // 40 MiB at 8 MB/s: far more than loopback's socket buffers hold, so the transfer is really in flight.
         let server = try TestServer { site in

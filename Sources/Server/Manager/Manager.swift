@@ -15,6 +15,8 @@ public final class Manager {
     let supervisor: Channel
     let listener: Channel
     let releaseFD: Int32 = 5
+    /// The release channel's worker end, used here only to release a crashed worker's connections.
+    let releases: Channel
     var configFD: Int32 = 6
     var accessLogFD: Int32
     var errorLogFD: Int32 = -1
@@ -42,6 +44,7 @@ public final class Manager {
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
         supervisor = Channel(fd: 3)
         listener = Channel(fd: 4)
+        releases = Channel(fd: 5)
         accessLogFD = hasAccessLog ? 7 : -1
         policy = Manager.policy(for: config)
         now = monotonicMilliseconds()
@@ -300,11 +303,18 @@ public final class Manager {
             }
             worker.channel.close()
             worker.child.closePidfd()
-            let description = ExitStatus(status).description
+            let exit = ExitStatus(status)
+            let description = exit.description
             if worker.retiring {
                 log.info("worker \(worker.id) exited: \(description)")
             } else {
                 log.warning("worker \(worker.id) died: \(description); its connections are lost, the pool replaces it")
+            }
+            if !exit.exited || exit.code != 0 {
+                // The kernel closed what it held, but it never said so: tell the listener, or its count
+                // of open connections would creep toward max_connections with every crash.
+                let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
+                if unreleased > 0 { _ = try? releases.send(.released(count: UInt32(unreleased))) }
             }
         }
         if !draining { dispatch() }
