@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["Server"],
+            exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
     ],

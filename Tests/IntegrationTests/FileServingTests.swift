@@ -158,6 +158,34 @@ func richSite(_ site: URL) throws {
         #expect(waitUntil(seconds: 5) { ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").contains("::1 - - [") })
     }
 
+    @Test func theOpenFileCacheFollowsChangesWithinItsValidity() throws {
+        let server = try TestServer(config: "file_cache: {entries: 16, valid: 200ms, inline_max: 4}\n", site: richSite).start()
+        defer { server.stop() }
+        let small = server.site.appendingPathComponent("changing.txt")
+        try "one".write(to: small, atomically: false, encoding: .utf8)
+        #expect(try curl([server.url + "/changing.txt"]) == "one")
+        let etag = try fetch(server.url + "/changing.txt").headers["etag"]
+        // Same size, new content and mtime: seen once the entry is re-checked.
+        usleep(20_000)
+        try "two".write(to: small, atomically: false, encoding: .utf8)
+        #expect(waitUntil(seconds: 2) { (try? curl([server.url + "/changing.txt"])) == "two" })
+        #expect(try fetch(server.url + "/changing.txt").headers["etag"] != etag)
+        // Replaced by rename (as deploy tools do), larger than inline_max so it is sent with sendfile.
+        let replacement = server.site.appendingPathComponent("replacement.tmp")
+        try "three and more".write(to: replacement, atomically: false, encoding: .utf8)
+        rename(replacement.path, small.path)
+        #expect(waitUntil(seconds: 2) { (try? curl([server.url + "/changing.txt"])) == "three and more" })
+        unlink(small.path)
+        #expect(waitUntil(seconds: 2) { (try? status(server.url + "/changing.txt")) == 404 })
+        // More files than entries: every one is still served right.
+        for index in 0..<40 {
+            try "file \(index)".write(to: server.site.appendingPathComponent("f\(index).txt"), atomically: false, encoding: .utf8)
+        }
+        for index in 0..<40 {
+            #expect(try curl([server.url + "/f\(index).txt"]) == "file \(index)")
+        }
+    }
+
     @Test func methods() throws {
         let server = try TestServer(site: richSite).start()
         defer { server.stop() }

@@ -284,6 +284,12 @@ final class DocumentReader {
             }
             section.finish()
         }
+        if let section = top.section("file_cache") {
+            if let value = section.integer("entries", in: 0...1_000_000) { config.fileCache.entries = value }
+            if let value = section.duration("valid") { config.fileCache.validMilliseconds = value }
+            if let value = section.size("inline_max", in: 0...16_777_216) { config.fileCache.inlineMax = value }
+            section.finish()
+        }
         if let section = top.section("supervisor") {
             if let value = section.duration("heartbeat_interval") { config.supervisor.heartbeatIntervalMilliseconds = value }
             if let value = section.duration("heartbeat_timeout") { config.supervisor.heartbeatTimeoutMilliseconds = value }

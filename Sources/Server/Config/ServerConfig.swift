@@ -30,6 +30,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var timeouts = Timeouts()
     public var limits = Limits()
     public var supervisor = Supervision()
+    public var fileCache = FileCacheSettings()
 
     /// The worker pool's bounds and scaling thresholds.
     public struct Workers: Codable, Sendable, Equatable {
@@ -66,6 +67,16 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var headerBytes: Int = 16_384
         /// Most header fields in a request (431 beyond).
         public var headerCount: Int = 100
+    }
+
+    /// Each worker's open-file cache.
+    public struct FileCacheSettings: Codable, Sendable, Equatable {
+        /// Files kept open per worker; 0 turns the cache off.
+        public var entries: Int = 1024
+        /// How long a cached file is used before it is checked against the disk again, in milliseconds.
+        public var validMilliseconds: Int = 1000
+        /// Files up to this size are kept in memory and sent with their head in one writev.
+        public var inlineMax: Int = 16_384
     }
 
     public struct Supervision: Codable, Sendable, Equatable {

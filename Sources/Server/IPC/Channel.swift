@@ -50,6 +50,15 @@ public final class Channel {
         return try sendEncoded(length: length, fds: fds)
     }
 
+    /// Sends `message` with the one fd it carries (which stays owned by the caller).
+    @discardableResult
+    public func send(_ message: Message, fd: Int32) throws(SystemError) -> Bool {
+        var descriptor = fd
+        return try withUnsafePointer(to: &descriptor) { (pointer) throws(SystemError) -> Bool in
+            try send(message, fds: UnsafeBufferPointer(start: pointer, count: 1))
+        }
+    }
+
     /// Sends `length` bytes already encoded in `encodingBuffer` with `fds`.
     func sendEncoded(length: Int, fds: UnsafeBufferPointer<Int32>) throws(SystemError) -> Bool {
         var vector = iovec(iov_base: buffer.baseAddress, iov_len: length)

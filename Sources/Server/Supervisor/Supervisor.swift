@@ -422,8 +422,7 @@ public final class Supervisor {
         if accessChanged { reopenLogs() }
         for slot in [listener, manager] {
             guard let channel = slot.channel else { continue }
-            var descriptor = fd
-            _ = try? channel.send(.reload, fds: UnsafeBufferPointer(start: &descriptor, count: 1))
+            _ = try? channel.send(.reload, fd: fd)
         }
         log.notice("reloaded: new workers start with the new configuration, old ones drain")
     }
@@ -458,8 +457,7 @@ public final class Supervisor {
             _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
         }
         if let channel = listener.channel, error, let errorFD = fds.last {
-            var descriptor = errorFD
-            _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fds: UnsafeBufferPointer(start: &descriptor, count: 1))
+            _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fd: errorFD)
         }
         if error, let last = fds.last { closeDescriptor(last) }
         log.notice("logs reopened")

@@ -25,8 +25,8 @@ final class Connection {
     /// Response head bytes the socket did not take yet.
     var pendingOutput: [UInt8] = []
     var pendingOffset = 0
-    /// The file whose bytes are being sent, owned while sending; -1 when none.
-    var fileFD: Int32 = -1
+    /// The file whose bytes are being sent with sendfile; held so its fd stays open until the end.
+    var file: CachedFile?
     var fileOffset: Int64 = 0
     var fileEnd: Int64 = 0
 
@@ -38,5 +38,5 @@ final class Connection {
     }
 
     /// Whether output is still waiting for the socket.
-    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || fileFD >= 0 }
+    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || file != nil }
 }

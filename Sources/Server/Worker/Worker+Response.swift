@@ -18,18 +18,18 @@ extension Worker {
             var writer = beginHead(.noContent, connection)
             writer.append("Allow: GET, HEAD, OPTIONS\r\nContent-Length: 0\r\n\r\n")
             logRequest(connection, bytes: bytes, head: head, status: .noContent, bodyBytes: 0)
-            startResponse(connection, writer.count, file: -1, size: 0)
+            startResponse(connection, writer.count)
         default:
             var writer = beginHead(.methodNotAllowed, connection)
             writer.append("Allow: GET, HEAD, OPTIONS\r\n")
             finishErrorHead(&writer, .methodNotAllowed, head: head.method == .head)
             logRequest(connection, bytes: bytes, head: head, status: .methodNotAllowed,
                        bodyBytes: Int64(HTTPStatus.methodNotAllowed.errorBody.utf8CodeUnitCount))
-            startResponse(connection, writer.count, file: -1, size: 0)
+            startResponse(connection, writer.count)
         }
     }
 
-    /// GET and HEAD of a file beneath the root.
+    /// GET and HEAD of a file beneath the root, from the open-file cache when it has the file.
     func serveFile(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
         guard head.target.count + config.index.utf8.count + 4 <= pathCapacity else {
             return answerError(connection, head, bytes, .uriTooLong)
@@ -39,6 +39,13 @@ extension Worker {
             if case .rejected(let status) = outcome { answerError(connection, head, bytes, status) }
             return
         }
+        let hash = FileCache.hash(pathBuffer, length, directory: directory)
+        if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: rootFD) {
+            return send(file, connection, head, bytes)
+        }
+        // Not cached (or changed): open it beneath the root.
+        var key = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
+        key.append(directory ? 1 : 0)
         var fd = openBeneathRoot()
         if fd < 0 { return answerError(connection, head, bytes, openFailureStatus(errno)) }
         var info = stat()
@@ -69,28 +76,31 @@ extension Worker {
             closeDescriptor(fd)
             return answerError(connection, head, bytes, info.st_mode & S_IFMT == S_IFDIR ? .notFound : .forbidden)
         }
-        let size = Int64(info.st_size)
+        let opened = Array(UnsafeBufferPointer(start: pathBuffer, count: length + 1))
+        guard let file = CachedFile(
+            fd: fd, info: info, contentType: MediaTypes.forPath(pathBuffer, length: length), openedPath: opened,
+            key: key, inlineLimit: fileCache.inlineLimit, now: now)
+        else {
+            // The file changed size while it was read; the client may simply retry.
+            return answerError(connection, head, bytes, .serviceUnavailable)
+        }
+        fileCache.insert(file, hash: hash)
+        send(file, connection, head, bytes)
+    }
+
+    /// A 200 for `file`: one writev of head and body when the body is in memory, else the head and sendfile.
+    func send(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
         var writer = beginHead(.ok, connection)
-        writer.append("Content-Type: ")
-        writer.append(MediaTypes.forPath(pathBuffer, length: length))
-        writer.append("\r\nContent-Length: ")
-        writer.appendDecimal(size)
-        writer.append("\r\nLast-Modified: ")
-        HTTPDate.write(Int64(info.st_mtim.tv_sec), into: &writer)
-        writer.append("\r\nETag: \"")
-        writer.appendHex(UInt64(info.st_ino))
-        writer.append(byte: 45)
-        writer.appendHex(UInt64(size))
-        writer.append(byte: 45)
-        writer.appendHex(UInt64(info.st_mtim.tv_sec) &* 1_000_000_000 &+ UInt64(info.st_mtim.tv_nsec))
-        writer.append("\"\r\n\r\n")
+        writer.append(file.headers.baseAddress!.assumingMemoryBound(to: UInt8.self), file.headers.count)
+        writer.append("\r\n")
         let isHead = head.method == .head
-        logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : size)
-        if isHead || size == 0 {
-            closeDescriptor(fd)
-            startResponse(connection, writer.count, file: -1, size: 0)
+        logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : file.size)
+        if isHead || file.size == 0 {
+            startResponse(connection, writer.count)
+        } else if let body = file.body {
+            startResponse(connection, writer.count, inline: UnsafeRawBufferPointer(body))
         } else {
-            startResponse(connection, writer.count, file: fd, size: size)
+            startResponse(connection, writer.count, file: file)
         }
     }
 
@@ -127,7 +137,7 @@ extension Worker {
         writer.append("\r\nContent-Length: 0\r\n\r\n")
         if writer.overflowed { return answerError(connection, head, bytes, .uriTooLong) }
         logRequest(connection, bytes: bytes, head: head, status: .movedPermanently, bodyBytes: 0)
-        startResponse(connection, writer.count, file: -1, size: 0)
+        startResponse(connection, writer.count)
     }
 
     func answerError(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, _ status: HTTPStatus) {
@@ -135,7 +145,7 @@ extension Worker {
         finishErrorHead(&writer, status, head: head.method == .head)
         logRequest(connection, bytes: bytes, head: head, status: status,
                    bodyBytes: head.method == .head ? 0 : Int64(status.errorBody.utf8CodeUnitCount))
-        startResponse(connection, writer.count, file: -1, size: 0)
+        startResponse(connection, writer.count)
     }
 
     /// Answers a request that could not be parsed; the connection closes after it (RFC 9112 section 9.6).
@@ -143,7 +153,7 @@ extension Worker {
         connection.closeAfterResponse = true
         var writer = beginHead(status, connection)
         finishErrorHead(&writer, status, head: false)
-        startResponse(connection, writer.count, file: -1, size: 0)
+        startResponse(connection, writer.count)
     }
 
     /// Status line and the headers every response has; the caller adds the rest and the blank line.
@@ -171,28 +181,55 @@ extension Worker {
         if !head { writer.append(body) }
     }
 
-    /// Sends the head in `headBuffer` and then `size` bytes of `file` (owned from here on).
-    /// Whatever the socket does not take now waits for EPOLLOUT.
-    func startResponse(_ connection: Connection, _ headLength: Int, file: Int32, size: Int64) {
-        connection.fileFD = file
-        connection.fileOffset = 0
-        connection.fileEnd = size
-        let flags = cs_MSG_NOSIGNAL | (file >= 0 ? cs_MSG_MORE : 0)
+    /// Sends the head in `headBuffer`, then `inline` bytes or the whole of `file`. Whatever the socket
+    /// does not take now waits for EPOLLOUT (the connection holds `file` until it is sent).
+    func startResponse(
+        _ connection: Connection, _ headLength: Int, inline: UnsafeRawBufferPointer? = nil, file: CachedFile? = nil
+    ) {
+        let bodyLength = inline?.count ?? 0
+        let total = headLength + bodyLength
+        var vectors = (
+            iovec(iov_base: UnsafeMutableRawPointer(headBuffer), iov_len: headLength),
+            iovec(iov_base: UnsafeMutableRawPointer(mutating: inline?.baseAddress), iov_len: bodyLength)
+        )
+        var header = msghdr()
+        let flags = cs_MSG_NOSIGNAL | (file != nil ? cs_MSG_MORE : 0)
         var sent = 0
-        while sent < headLength {
-            let count = Glibc.send(connection.fd, headBuffer + sent, headLength - sent, flags)
-            if count > 0 {
-                sent += count
-                continue
+        while true {
+            let count = withUnsafeMutablePointer(to: &vectors) { pointer in
+                pointer.withMemoryRebound(to: iovec.self, capacity: 2) { base in
+                    header.msg_iov = base
+                    header.msg_iovlen = bodyLength > 0 ? 2 : 1
+                    return sendmsg(connection.fd, &header, flags)
+                }
             }
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 && errno == EAGAIN { break }
+            if count >= 0 {
+                sent = count
+                break
+            }
+            if errno == EINTR { continue }
+            if errno == EAGAIN { break }
             close(connection)
             return
         }
-        if sent < headLength {
-            connection.pendingOutput = Array(UnsafeBufferPointer(start: headBuffer + sent, count: headLength - sent))
+        if sent < total {
+            // The socket took part of it: keep the rest (head and inline body) for EPOLLOUT.
+            var rest: [UInt8] = []
+            rest.reserveCapacity(total - sent)
+            if sent < headLength {
+                rest.append(contentsOf: UnsafeBufferPointer(start: headBuffer + sent, count: headLength - sent))
+            }
+            if let inline, bodyLength > 0 {
+                let bodySent = max(0, sent - headLength)
+                rest.append(contentsOf: UnsafeRawBufferPointer(rebasing: inline[bodySent...]))
+            }
+            connection.pendingOutput = rest
             connection.pendingOffset = 0
+        }
+        if let file {
+            connection.file = file
+            connection.fileOffset = 0
+            connection.fileEnd = file.size
         }
         guard continueSending(connection) else { return }
         if connection.hasPendingOutput {
@@ -202,10 +239,10 @@ extension Worker {
         }
     }
 
-    /// Pushes pending head bytes and then the file. Returns false when the connection was closed.
+    /// Pushes pending bytes and then the file. Returns false when the connection was closed.
     func continueSending(_ connection: Connection) -> Bool {
         while connection.pendingOffset < connection.pendingOutput.count {
-            let flags = cs_MSG_NOSIGNAL | (connection.fileFD >= 0 ? cs_MSG_MORE : 0)
+            let flags = cs_MSG_NOSIGNAL | (connection.file != nil ? cs_MSG_MORE : 0)
             let count = connection.pendingOutput.withUnsafeBytes {
                 Glibc.send(connection.fd, $0.baseAddress! + connection.pendingOffset,
                            $0.count - connection.pendingOffset, flags)
@@ -223,15 +260,14 @@ extension Worker {
             connection.pendingOutput = []
             connection.pendingOffset = 0
         }
-        while connection.fileFD >= 0 {
+        while let file = connection.file {
             let remaining = connection.fileEnd - connection.fileOffset
             if remaining <= 0 {
-                closeDescriptor(connection.fileFD)
-                connection.fileFD = -1
+                connection.file = nil
                 break
             }
             var offset = off_t(connection.fileOffset)
-            let count = sendfile(connection.fd, connection.fileFD, &offset, Int(min(remaining, 1 << 30)))
+            let count = sendfile(connection.fd, file.fd, &offset, Int(min(remaining, 1 << 30)))
             if count > 0 {
                 connection.fileOffset = Int64(offset)
                 continue

@@ -30,6 +30,7 @@ public final class Worker {
     var now: Int64
     /// HTTP minor version of the request being answered (1.0 clients need `Connection: keep-alive`).
     var currentMinorVersion: UInt8 = 1
+    var fileCache: FileCache
 
     let readBuffer: UnsafeMutableRawBufferPointer
     let headBuffer: UnsafeMutablePointer<UInt8>
@@ -67,6 +68,9 @@ public final class Worker {
         dateBytes = .allocate(capacity: HTTPDate.length)
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
         now = monotonicMilliseconds()
+        fileCache = FileCache(
+            capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
+            inlineLimit: config.fileCache.inlineMax)
         Socket.setNonBlocking(3)
         Socket.setNonBlocking(4)
         for fd in [3, 4] { _ = fcntl(Int32(fd), F_SETFD, FD_CLOEXEC) }
@@ -254,10 +258,10 @@ public final class Worker {
     /// Closes a connection once; later calls for the same connection do nothing.
     func close(_ connection: Connection) {
         guard connections[Int(connection.fd)] === connection else { return }
-        poller.remove(connection.fd)
+        // No EPOLL_CTL_DEL: the listener and manager closed their copies, so this close is the last
+        // reference to the socket and the kernel drops it from the epoll set itself.
         closeDescriptor(connection.fd)
-        if connection.fileFD >= 0 { closeDescriptor(connection.fileFD) }
-        connection.fileFD = -1
+        connection.file = nil
         connections[Int(connection.fd)] = nil
         live -= 1
         closedTotal += 1
