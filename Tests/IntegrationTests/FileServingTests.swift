@@ -56,7 +56,7 @@ func richSite(_ site: URL) throws {
     mkfifo(site.appendingPathComponent("fifo").path, 0o644)
     var big = [UInt8](repeating: 0, count: 5 * 1024 * 1024 + 17)
     for index in big.indices { big[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
-    FileManager.default.createFile(atPath: site.appendingPathComponent("big.bin").path, contents: Data(big))
+    _ = FileManager.default.createFile(atPath: site.appendingPathComponent("big.bin").path, contents: Data(big))
 }
 
 /// GET and HEAD semantics against a real server, with curl.

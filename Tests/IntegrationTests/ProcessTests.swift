@@ -208,7 +208,7 @@ let fastSupervision = """
         // 40 MiB at 8 MB/s: far more than loopback's socket buffers hold, so the transfer is really in flight.
         let server = try TestServer { site in
             try TestServer.defaultSite(site)
-            FileManager.default.createFile(atPath: site.appendingPathComponent("huge.bin").path, contents: nil)
+            _ = FileManager.default.createFile(atPath: site.appendingPathComponent("huge.bin").path, contents: nil)
             truncate(site.appendingPathComponent("huge.bin").path, 40 << 20)
         }.start()
         let output = server.directory.appendingPathComponent("download.bin")

@@ -46,7 +46,7 @@ final class TestServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: webserverBinary)
         process.arguments = ["serve", "--config", configFile.path] + flags
         process.currentDirectoryURL = directory
-        FileManager.default.createFile(atPath: errorLog.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: errorLog)
         process.standardOutput = FileHandle.nullDevice
         process.standardInput = FileHandle.nullDevice

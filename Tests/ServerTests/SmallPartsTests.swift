@@ -83,3 +83,32 @@ import Testing
         #expect(policy.nextDelay(now: 5000, history: &history, random: 1) == 100)
     }
 }
+
+import Foundation
+import Glibc
+
+/// The fallback walk used where openat2 is missing: same answers as openat2, symlinks refused.
+@Suite struct BeneathRootTests {
+    @Test func theWalkNeverLeavesTheRoot() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-beneath-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("a/b"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "x".write(to: directory.appendingPathComponent("a/b/file.txt"), atomically: true, encoding: .utf8)
+        symlink("/etc", directory.appendingPathComponent("a/out").path)
+        symlink("b/file.txt", directory.appendingPathComponent("a/in").path)
+        let root = open(directory.path, O_RDONLY | O_DIRECTORY)
+        defer { close(root) }
+        func walk(_ path: String) -> Int32 {
+            let fd = path.withCString { BeneathRoot.walk(root, UnsafeRawPointer($0).assumingMemoryBound(to: UInt8.self), flags: O_RDONLY) }
+            let code = fd >= 0 ? 0 : errno
+            if fd >= 0 { close(fd) }
+            return code
+        }
+        #expect(walk("a/b/file.txt") == 0)
+        #expect(walk(".") == 0)
+        #expect(walk("a/missing") == ENOENT)
+        #expect(walk("a/out/hostname") == ELOOP)  // a symlink as a directory
+        #expect(walk("a/in") == ELOOP)  // a symlink as the file
+        #expect(walk("a/b/file.txt/x") == ENOTDIR || walk("a/b/file.txt/x") == ELOOP)
+    }
+}

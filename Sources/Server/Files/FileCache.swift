@@ -143,8 +143,7 @@ struct FileCache {
     /// Checks the path again, beneath the root, and compares what it names now with the cached file.
     static func stillCurrent(_ file: CachedFile, root: Int32) -> Bool {
         let fd = file.openedPath.withUnsafeBufferPointer {
-            cs_openat2(root, UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self),
-                       UInt64(cs_O_PATH | cs_O_CLOEXEC), 0, cs_RESOLVE_BENEATH | cs_RESOLVE_NO_MAGICLINKS)
+            BeneathRoot.open(root, $0.baseAddress!, flags: cs_O_PATH | cs_O_CLOEXEC)
         }
         guard fd >= 0 else { return false }
         defer { closeDescriptor(fd) }

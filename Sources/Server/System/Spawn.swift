@@ -37,6 +37,14 @@ public enum Spawner {
     /// The first fd slot a child receives.
     public static let firstSlot: Int32 = 3
 
+    /// What children run: /proc/self/exe, the very binary this process runs even if the file was
+    /// replaced on disk since, so a tree never mixes versions. `WEBSERVER_EXECUTABLE` overrides it for
+    /// profiling, where /proc/self/exe is the profiler (`valgrind --trace-children=yes`).
+    static let executable: String = {
+        if let path = getenv("WEBSERVER_EXECUTABLE") { return String(cString: path) }
+        return "/proc/self/exe"
+    }()
+
     public static func spawn(
         role: String?, displayName: String, arguments: [String] = [], fds: [Int32],
         extraEnvironment: [String] = [],
@@ -93,7 +101,7 @@ public enum Spawner {
         var pid: pid_t = 0
         let result = withCStrings(argv) { argvPointer in
             withCStrings(environment) { environmentPointer in
-                posix_spawn(&pid, "/proc/self/exe", &actions, &attributes, argvPointer, environmentPointer)
+                posix_spawn(&pid, executable, &actions, &attributes, argvPointer, environmentPointer)
             }
         }
         if result != 0 { throw SystemError(call: "posix_spawn(\(role ?? displayName))", errno: result) }

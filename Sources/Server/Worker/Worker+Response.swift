@@ -104,15 +104,9 @@ extension Worker {
         }
     }
 
-    /// Opens `pathBuffer` beneath the root: symlinks are followed only while they stay beneath it.
+    /// Opens `pathBuffer` beneath the root (O_NONBLOCK so a FIFO cannot block the loop).
     func openBeneathRoot() -> Int32 {
-        while true {
-            let fd = cs_openat2(
-                rootFD, UnsafeRawPointer(pathBuffer).assumingMemoryBound(to: CChar.self),
-                UInt64(O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY), 0,
-                cs_RESOLVE_BENEATH | cs_RESOLVE_NO_MAGICLINKS)
-            if fd >= 0 || errno != EINTR && errno != EAGAIN { return fd }
-        }
+        BeneathRoot.open(rootFD, pathBuffer, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
     }
 
     func openFailureStatus(_ code: Int32) -> HTTPStatus {
