@@ -116,3 +116,21 @@ func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult
         guard case .complete = full else { Issue.record("full request: \(full)"); return }
     }
 }
+
+/// The word-at-a-time checks agree with the byte-at-a-time rule at every position.
+@Suite struct ByteClassTests {
+    @Test func wordChecksMatchByteChecks() {
+        for length in [1, 7, 8, 9, 16, 23] {
+            for position in 0..<length {
+                for byte: UInt8 in [0, 9, 10, 13, 31, 32, 33, 126, 127, 128, 200, 255] {
+                    var bytes = [UInt8](repeating: 97, count: length)
+                    bytes[position] = byte
+                    bytes.withUnsafeBytes { buffer in
+                        #expect(RequestParser.allVisible(buffer, 0, length) == (byte > 32 && byte < 127), "visible \(byte) at \(position)/\(length)")
+                        #expect(RequestParser.validFieldValue(buffer, 0, length) == (byte >= 32 && byte != 127 || byte == 9), "field \(byte) at \(position)/\(length)")
+                    }
+                }
+            }
+        }
+    }
+}

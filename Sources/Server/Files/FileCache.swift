@@ -95,23 +95,27 @@ final class CachedFile {
 
 /// The worker's open-file cache: descriptor, stat, validators and small bodies, by request path.
 ///
-/// Bounded in entries. An entry older than `validity` is checked against the file again (opened with
+/// Bounded in entries: a direct-mapped table of `entries` slots indexed by the path's hash, so a lookup
+/// is one multiply-add per byte and one slot read, and a new file evicts whatever held its slot. An entry older than `validity` is checked against the file again (opened with
 /// O_PATH beneath the root and stat-ed) before it is used; one that changed is dropped, so a changed
 /// file is served fresh at most `validity` after it changed. A busy file is opened once, not per request.
 struct FileCache {
     let capacity: Int
     let validity: Int64
     let inlineLimit: Int
-    private var entries: [UInt64: CachedFile] = [:]
+    private var slots: [CachedFile?]
 
     init(capacity: Int, validityMilliseconds: Int, inlineLimit: Int) {
         self.capacity = capacity
         validity = Int64(validityMilliseconds)
         self.inlineLimit = inlineLimit
-        entries.reserveCapacity(min(capacity, 4096))
+        slots = [CachedFile?](repeating: nil, count: max(capacity, 1))
     }
 
-    var count: Int { entries.count }
+    var count: Int { slots.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
+
+    @inline(__always)
+    private func slot(_ hash: UInt64) -> Int { Int(hash % UInt64(slots.count)) }
 
     /// FNV-1a over the path bytes and the directory flag: the lookup allocates nothing.
     static func hash(_ path: UnsafePointer<UInt8>, _ length: Int, directory: Bool) -> UInt64 {
@@ -126,13 +130,13 @@ struct FileCache {
     mutating func lookup(
         _ path: UnsafePointer<UInt8>, _ length: Int, directory: Bool, hash: UInt64, now: Int64, root: Int32
     ) -> CachedFile? {
-        guard let file = entries[hash] else { return nil }
+        guard capacity > 0, let file = slots[slot(hash)] else { return nil }
         guard file.key.count == length + 1, file.key[length] == (directory ? 1 : 0),
               memcmp(path, file.key, length) == 0
         else { return nil }
         if now - file.validatedAt >= validity {
             guard FileCache.stillCurrent(file, root: root) else {
-                entries[hash] = nil
+                slots[slot(hash)] = nil
                 return nil
             }
             file.validatedAt = now
@@ -152,15 +156,9 @@ struct FileCache {
         return file.matches(info)
     }
 
-    /// Adds `file`, evicting another entry when full. A capacity of 0 caches nothing.
+    /// Adds `file` in its slot, evicting the file that was there. A capacity of 0 caches nothing.
     mutating func insert(_ file: CachedFile, hash: UInt64) {
         guard capacity > 0 else { return }
-        if entries[hash] == nil && entries.count >= capacity, let victim = entries.keys.first {
-            entries[victim] = nil
-        }
-        entries[hash] = file
+        slots[slot(hash)] = file
     }
-
-    /// Drops every entry (their fds close once no connection is still sending from them).
-    mutating func removeAll() { entries.removeAll() }
 }

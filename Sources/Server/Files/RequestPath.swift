@@ -29,6 +29,7 @@ enum RequestPath {
             }
         }
         let pathStart = index
+        if let fast = plainPath(bytes, from: index, end: end, into: output) { return fast }
         var count = 0
         var segmentStart = 0
         var directory = false
@@ -110,6 +111,30 @@ enum RequestPath {
         }
         output[count] = 0
         return .path(length: count, directory: directory, pathStart: pathStart, pathEnd: pathEnd)
+    }
+
+    /// The common case without a copy per segment: no escapes, no dot segment or dotfile, no `//`.
+    /// Returns nil when the path needs the full treatment.
+    @inline(__always)
+    private static func plainPath(
+        _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>
+    ) -> Outcome? {
+        var index = start
+        var previous: UInt8 = 47
+        while index < end {
+            let byte = bytes[index]
+            if byte == 63 { break }
+            if byte == 37 || byte == 35 || previous == 47 && (byte == 46 || byte == 47) { return nil }
+            previous = byte
+            index += 1
+        }
+        var length = index - start - 1  // without the leading '/'
+        let directory = previous == 47
+        if directory { length -= 1 }
+        if length <= 0 { return nil }  // the root: let the full path handle it
+        (output).update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + start + 1, count: length)
+        output[length] = 0
+        return .path(length: length, directory: directory, pathStart: start, pathEnd: index)
     }
 
     private static func isWellKnown(_ output: UnsafeMutablePointer<UInt8>, _ start: Int, _ count: Int) -> Bool {

@@ -1,3 +1,5 @@
+import Glibc
+
 /// The request methods the parser knows. Others are syntactically valid but answered with 501.
 public enum HTTPMethod: UInt8, Sendable {
     case get, head, post, put, delete, connect, options, trace, patch
@@ -90,18 +92,15 @@ public enum RequestParser {
         let methodEnd = index
         index += 1
 
-        // Target: visible ASCII only.
+        // Target: visible ASCII only, up to the next space.
         let targetStart = index
-        while index < count {
-            let byte = bytes[index]
-            if byte == 32 { break }
-            if byte <= 32 || byte >= 127 { return .invalid(.badRequest) }
-            index += 1
+        guard let space = find(32, in: bytes, from: index) else {
+            if !allVisible(bytes, targetStart, count) { return .invalid(.badRequest) }
+            return lineTooLong(count - lineStart, limits) ?? .incomplete
         }
-        if index == count { return lineTooLong(index - lineStart, limits) ?? .incomplete }
-        if index == targetStart { return .invalid(.badRequest) }
-        let targetEnd = index
-        index += 1
+        if space == targetStart || !allVisible(bytes, targetStart, space) { return .invalid(.badRequest) }
+        let targetEnd = space
+        index = space + 1
 
         // Version: HTTP/DIGIT.DIGIT CRLF.
         if count - index < 10 {
@@ -162,54 +161,45 @@ public enum RequestParser {
             let nameEnd = index
             index += 1
 
-            // Field value: OWS value OWS CRLF.
+            // Field value: OWS value OWS CRLF. Find the CR first, then check the bytes before it.
             while index < count, bytes[index] == 32 || bytes[index] == 9 { index += 1 }
             let valueStart = index
-            var valueEnd = index
-            var complete = false
-            while index < count {
-                let byte = bytes[index]
-                if byte == 13 {
-                    if index + 1 == count { break }
-                    guard bytes[index + 1] == 10 else { return .invalid(.badRequest) }
-                    complete = true
-                    break
-                }
-                if byte == 10 { return .invalid(.badRequest) }
-                if byte < 32 && byte != 9 || byte == 127 { return .invalid(.badRequest) }
-                index += 1
-                if byte != 32 && byte != 9 { valueEnd = index }
+            let found = find(13, in: bytes, from: index)
+            guard let cr = found, cr + 1 < count else {
+                // No CRLF yet: what is there must still be valid.
+                if !validFieldValue(bytes, valueStart, found ?? count) { return .invalid(.badRequest) }
+                return count - lineStart > limits.headerBytes ? .invalid(.headerFieldsTooLarge) : .incomplete
             }
-            if !complete {
-                return index - lineStart > limits.headerBytes ? .invalid(.headerFieldsTooLarge) : .incomplete
-            }
-            index += 2
+            guard bytes[cr + 1] == 10, validFieldValue(bytes, valueStart, cr) else { return .invalid(.badRequest) }
+            var valueEnd = cr
+            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            index = cr + 2
             fields += 1
             if fields > limits.headerCount { return .invalid(.headerFieldsTooLarge) }
 
             let value = ByteSpan(start: valueStart, end: valueEnd)
-            switch nameEnd - nameStart {
-            case 4 where equalsLowercase(bytes, nameStart, "host"):
+            switch knownField(bytes, nameStart, nameEnd - nameStart) {
+            case .host:
                 hosts += 1
                 if hosts > 1 { return .invalid(.badRequest) }
-            case 7 where equalsLowercase(bytes, nameStart, "referer"):
+            case .referer:
                 head.referer = value
-            case 10 where equalsLowercase(bytes, nameStart, "user-agent"):
+            case .userAgent:
                 head.userAgent = value
-            case 10 where equalsLowercase(bytes, nameStart, "connection"):
+            case .connection:
                 scanConnection(bytes, value, close: &connectionClose, keepAlive: &connectionKeepAlive)
-            case 14 where equalsLowercase(bytes, nameStart, "content-length"):
+            case .contentLength:
                 guard let length = parseDecimal(bytes, value) else { return .invalid(.badRequest) }
                 if head.contentLength >= 0 && head.contentLength != length { return .invalid(.badRequest) }
                 head.contentLength = length
-            case 17 where equalsLowercase(bytes, nameStart, "transfer-encoding"):
+            case .transferEncoding:
                 if sawTransferEncoding || head.minorVersion == 0 { return .invalid(.badRequest) }
                 sawTransferEncoding = true
-                guard value.count == 7, equalsLowercase(bytes, value.start, "chunked") else {
+                guard value.count == 7, lowercased(bytes, value.start, 7) == 0x64656b6e756863 else {  // "chunked"
                     return .invalid(.notImplemented)
                 }
                 head.chunked = true
-            default:
+            case .other:
                 break
             }
         }
@@ -219,6 +209,106 @@ public enum RequestParser {
         head.headLength = index
         return .complete(head)
     }
+
+    /// The header fields the server acts on.
+    enum KnownField {
+        case host, referer, userAgent, connection, contentLength, transferEncoding, other
+    }
+
+    /// Recognizes a field name by its length and lowercased 8-byte words, without a loop per byte.
+    @inline(__always)
+    static func knownField(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> KnownField {
+        switch length {
+        case 4:
+            return lowercased(bytes, start, 4) == 0x74736f68 ? .host : .other  // "host"
+        case 7:
+            return lowercased(bytes, start, 7) == 0x72657265666572 ? .referer : .other  // "referer"
+        case 10:
+            let first = lowercased(bytes, start, 8)
+            let rest = lowercased(bytes, start + 8, 2)
+            if first == 0x697463656e6e6f63 && rest == 0x6e6f { return .connection }  // "connecti" "on"
+            if first == 0x6567612d72657375 && rest == 0x746e { return .userAgent }  // "user-age" "nt"
+            return .other
+        case 14:
+            // "content-" "length"
+            return lowercased(bytes, start, 8) == 0x2d746e65746e6f63 && lowercased(bytes, start + 8, 6) == 0x6874676e656c
+                ? .contentLength : .other
+        case 17:
+            // "transfer" "-encodin" "g"
+            return lowercased(bytes, start, 8) == 0x726566736e617274 && lowercased(bytes, start + 8, 8) == 0x6e69646f636e652d
+                && bytes[start + 16] | 0x20 == 0x67 ? .transferEncoding : .other
+        default:
+            return .other
+        }
+    }
+
+    /// Up to 8 bytes at `start` as a little-endian word with ASCII letters lowercased. Only used on
+    /// token bytes, where OR-ing 0x20 changes nothing but letters (and '-', '.', digits stay as they are).
+    @inline(__always)
+    static func lowercased(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int) -> UInt64 {
+        var word: UInt64 = 0
+        if length == 8 {
+            word = bytes.loadUnaligned(fromByteOffset: start, as: UInt64.self)
+        } else {
+            for offset in 0..<length { word |= UInt64(bytes[start + offset]) << (8 * UInt64(offset)) }
+        }
+        let mask: UInt64 = length == 8 ? 0x2020_2020_2020_2020 : (UInt64(1) << (8 * UInt64(length)) - 1) & 0x2020_2020_2020_2020
+        return word | mask
+    }
+
+    /// The index of the first `byte` at or after `start`; memchr, which is vectorized.
+    @inline(__always)
+    static func find(_ byte: UInt8, in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        guard start < bytes.count, let base = bytes.baseAddress else { return nil }
+        guard let found = memchr(base + start, Int32(byte), bytes.count - start) else { return nil }
+        return base.distance(to: UnsafeRawPointer(found))
+    }
+
+    /// Whether bytes[start..<end] are all visible ASCII (0x21...0x7E), eight at a time.
+    static func allVisible(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Bool {
+        var index = start
+        while index + 8 <= end {
+            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            // A byte below 0x21, or with the top bit set, or equal to 0x7F.
+            let below = (word &- 0x2121_2121_2121_2121) & ~word & 0x8080_8080_8080_8080
+            let high = word & 0x8080_8080_8080_8080
+            let flipped = word ^ 0x7F7F_7F7F_7F7F_7F7F
+            let delete = (flipped &- 0x0101_0101_0101_0101) & ~flipped & 0x8080_8080_8080_8080
+            if below | high | delete != 0 { return false }
+            index += 8
+        }
+        while index < end {
+            let byte = bytes[index]
+            if byte <= 32 || byte >= 127 { return false }
+            index += 1
+        }
+        return true
+    }
+
+    /// Whether bytes[start..<end] are field-value bytes (RFC 9110 5.5): HTAB, SP, visible ASCII, obs-text.
+    static func validFieldValue(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Bool {
+        var index = start
+        while index + 8 <= end {
+            let word = bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            // Flags bytes below 0x20 (top bit clear) and bytes equal to 0x7F; a flagged word is checked
+            // byte by byte, since HTAB is allowed.
+            let control = (word &- 0x2020_2020_2020_2020) & ~word & 0x8080_8080_8080_8080
+            let flipped = word ^ 0x7F7F_7F7F_7F7F_7F7F
+            let delete = (flipped &- 0x0101_0101_0101_0101) & ~flipped & 0x8080_8080_8080_8080
+            if control | delete != 0 {
+                for offset in 0..<8 where !isFieldByte(bytes[index + offset]) { return false }
+            }
+            index += 8
+        }
+        while index < end {
+            if !isFieldByte(bytes[index]) { return false }
+            index += 1
+        }
+        return true
+    }
+
+    @inline(__always)
+    static func isFieldByte(_ byte: UInt8) -> Bool { byte >= 32 && byte != 127 || byte == 9 }
 
     @inline(__always)
     static func lineTooLong(_ length: Int, _ limits: ParserLimits) -> ParseResult? {
@@ -237,17 +327,6 @@ public enum RequestParser {
 
     @inline(__always)
     static func isDigit(_ byte: UInt8) -> Bool { byte >= 48 && byte <= 57 }
-
-    /// Compares bytes at `start` with the lowercase ASCII `literal`, ignoring case in `bytes`.
-    @inline(__always)
-    static func equalsLowercase(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ literal: StaticString) -> Bool {
-        let length = literal.utf8CodeUnitCount
-        let pointer = literal.utf8Start
-        for offset in 0..<length where bytes[start + offset] | 0x20 != pointer[offset] {
-            return false
-        }
-        return true
-    }
 
     /// Methods are case-sensitive (RFC 9110 section 9.1).
     static func method(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> HTTPMethod? {
@@ -287,8 +366,9 @@ public enum RequestParser {
             while index < span.end, bytes[index] != 44 { index += 1 }
             var end = index
             while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
-            if end - start == 5 && equalsLowercase(bytes, start, "close") { close = true }
-            if end - start == 10 && equalsLowercase(bytes, start, "keep-alive") { keepAlive = true }
+            if end - start == 5 && lowercased(bytes, start, 5) == 0x65736f6c63 { close = true }  // "close"
+            if end - start == 10 && lowercased(bytes, start, 8) == 0x696c612d7065656b  // "keep-ali" "ve"
+                && lowercased(bytes, start + 8, 2) == 0x6576 { keepAlive = true }
         }
     }
 }

@@ -36,6 +36,8 @@ public final class Manager {
     var lastHeartbeat: Int64 = 0
     var now: Int64
     var spawnFailures = 0
+    /// Scratch for the fds of one outgoing message.
+    let sendFDs = UnsafeMutableBufferPointer<Int32>.allocate(capacity: Message.maxBatch)
 
     public init(config: ServerConfig, hasAccessLog: Bool) throws {
         self.config = config
@@ -112,59 +114,65 @@ public final class Manager {
     }
 
     /// Hands queued connections to the least-loaded workers, one sendmsg per worker per round.
+    /// Allocation-free once warm: each worker's `staged` list and the queue keep their capacity.
     func dispatch() {
         while queueHead < queue.count {
-            let active = workers.filter(\.isActive)
-            guard !active.isEmpty else { break }
-            var loads = active.map(\.load)
-            var batches = [[Int]](repeating: [], count: active.count)
-            var index = queueHead
-            while index < queue.count {
-                var best = 0
-                for candidate in 1..<max(1, loads.count) where loads[candidate] < loads[best] { best = candidate }
-                if batches[best].count == Message.maxBatch { break }
-                batches[best].append(index)
-                loads[best] += 1
-                index += 1
+            var progress = false
+            while queueHead < queue.count {
+                var best: WorkerHandle?
+                var bestLoad = Int.max
+                for worker in workers where worker.isActive && worker.staged.count < Message.maxBatch {
+                    let load = worker.load + worker.staged.count
+                    if load < bestLoad {
+                        best = worker
+                        bestLoad = load
+                    }
+                }
+                guard let worker = best else { break }
+                worker.staged.append(queue[queueHead])
+                queueHead += 1
             }
-            var stalled: [Int] = []
-            for (workerIndex, batch) in batches.enumerated() where !batch.isEmpty {
-                let worker = active[workerIndex]
-                let sent = send(batch, to: worker)
-                if !sent { stalled.append(contentsOf: batch) }
+            var stalled: [(fd: Int32, info: ConnectionInfo)] = []
+            for worker in workers where !worker.staged.isEmpty {
+                if send(worker.staged, to: worker) {
+                    progress = true
+                } else {
+                    stalled += worker.staged
+                }
+                worker.staged.removeAll(keepingCapacity: true)
             }
-            // Keep what could not be sent, in order, at the front of the queue.
-            let rest = Array(queue[index..<queue.count])
-            let kept = stalled.sorted().map { queue[$0] }
-            queue = kept + rest
-            queueHead = 0
-            if !stalled.isEmpty { break }
+            if !stalled.isEmpty {
+                // Back to the front of the queue, in order; the next wake-up tries again.
+                queue.replaceSubrange(0..<queueHead, with: stalled)
+                queueHead = 0
+            }
+            if !progress { break }
         }
-        if queueHead > 0 && queueHead == queue.count {
+        if queueHead == queue.count {
             queue.removeAll(keepingCapacity: true)
             queueHead = 0
         }
     }
 
-    func send(_ batch: [Int], to worker: WorkerHandle) -> Bool {
+    /// One `connections` message to `worker`; on success the fds are the worker's and ours are closed.
+    func send(_ batch: [(fd: Int32, info: ConnectionInfo)], to worker: WorkerHandle) -> Bool {
         let buffer = worker.channel.encodingBuffer
         Message.encodeConnectionsHeader(count: batch.count, into: buffer)
-        var fds: [Int32] = []
-        fds.reserveCapacity(batch.count)
-        for (position, queueIndex) in batch.enumerated() {
-            Message.encode(queue[queueIndex].info, into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
-            fds.append(queue[queueIndex].fd)
+        for (position, entry) in batch.enumerated() {
+            Message.encode(entry.info, into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
+            sendFDs[position] = entry.fd
         }
         let length = Message.headerSize + batch.count * Message.connectionEntrySize
         do {
-            let sent = try fds.withUnsafeBufferPointer { try worker.channel.sendEncoded(length: length, fds: $0) }
-            guard sent else { return false }
+            guard try worker.channel.sendEncoded(length: length, fds: UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count])) else {
+                return false
+            }
         } catch {
             log.warning("worker \(worker.id) channel failed: \(error)")
             retire(worker, reason: "channel failed")
             return false
         }
-        for fd in fds { closeDescriptor(fd) }
+        for entry in batch { closeDescriptor(entry.fd) }
         worker.assigned += UInt64(batch.count)
         return true
     }

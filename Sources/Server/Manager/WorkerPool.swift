@@ -19,6 +19,8 @@ final class WorkerHandle {
 
     /// Can take new connections.
     var isActive: Bool { !retiring && channelOpen }
+    /// Connections chosen for this worker in the current dispatch round (at most one message's worth).
+    var staged: [(fd: Int32, info: ConnectionInfo)] = []
 
     init(id: Int, child: ChildProcess, channel: Channel, now: Int64) {
         self.id = id
