@@ -134,3 +134,13 @@ func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult
         }
     }
 }
+
+@Suite struct TokenTests {
+    /// The bit set is exactly RFC 9110's tchar.
+    @Test func tokenBytes() {
+        let tchar = Set(Array("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8))
+        for byte in 0...255 {
+            #expect(RequestParser.isTokenByte(UInt8(byte)) == tchar.contains(UInt8(byte)), "byte \(byte)")
+        }
+    }
+}

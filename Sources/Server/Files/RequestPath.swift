@@ -28,8 +28,17 @@ enum RequestPath {
                 return .path(length: 1, directory: true, pathStart: index, pathEnd: index)
             }
         }
-        let pathStart = index
         if let fast = plainPath(bytes, from: index, end: end, into: output) { return fast }
+        return normalizeSegments(bytes, from: index, end: end, into: output)
+    }
+
+    /// The full treatment: escapes, dot segments, empty segments, dotfiles. Kept out of `normalize` so
+    /// the plain path does not pay for this function's state.
+    private static func normalizeSegments(
+        _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>
+    ) -> Outcome {
+        var index = start
+        let pathStart = start
         var count = 0
         var segmentStart = 0
         var directory = false
