@@ -66,3 +66,15 @@ func normalize(_ target: String) -> String {
         #expect(normalize(row.target) == row.expected)
     }
 }
+
+extension RequestPathTests {
+    /// Plain targets take the copy-free path and give the same answers as the segment walk.
+    @Test(arguments: ["/index.html", "/a/b/c.css", "/docs/", "/a-b_c~d/e.f", "/x?q=/../y", "/a/b/?q"])
+    func plainTargets(_ target: String) {
+        let expected: [String: String] = [
+            "/index.html": "index.html", "/a/b/c.css": "a/b/c.css", "/docs/": "docs/", "/a-b_c~d/e.f": "a-b_c~d/e.f",
+            "/x?q=/../y": "x", "/a/b/?q": "a/b/",
+        ]
+        #expect(normalize(target) == expected[target])
+    }
+}

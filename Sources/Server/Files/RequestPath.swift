@@ -128,7 +128,7 @@ enum RequestPath {
     private static func plainPath(
         _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>
     ) -> Outcome? {
-        var index = start
+        var index = start + 1  // past the leading '/'
         var previous: UInt8 = 47
         while index < end {
             let byte = bytes[index]

@@ -206,6 +206,7 @@ public final class Worker {
     func tick() {
         now = monotonicMilliseconds()
         refreshDate()
+        sendReleases()
         if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
         for case let connection? in connections where connection.deadline <= now {
             switch connection.phase {
@@ -231,11 +232,17 @@ public final class Worker {
         _ = try? channel.send(.heartbeat(beat))
     }
 
+    /// Release notices go out in batches of 32, and at every tick (250ms) for the rest: the listener
+    /// needs them only to admit new connections near max_connections, and each one costs a syscall here
+    /// and a wake-up there.
     func endOfIteration() {
-        if releasedPending > 0 {
-            if (try? releaseChannel.send(.released(count: releasedPending))) == true { releasedPending = 0 }
-        }
+        if releasedPending >= 32 || draining && releasedPending > 0 { sendReleases() }
         flushLog()
+    }
+
+    func sendReleases() {
+        guard releasedPending > 0 else { return }
+        if (try? releaseChannel.send(.released(count: releasedPending))) == true { releasedPending = 0 }
     }
 
     func flushLog() {
