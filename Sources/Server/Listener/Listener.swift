@@ -186,8 +186,10 @@ public final class Listener {
                 closeDescriptor(fds[0])
             case .reopenLogs(let access, let error):
                 // The listener writes no access log; it only points its error log at the new file.
-                if error { _ = dup2(fds[access ? 1 : 0], 2) }
-                for fd in fds { closeDescriptor(fd) }
+                var noAccessLog: Int32 = -1
+                let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &noAccessLog)
+                if errorLog >= 0 { closeDescriptor(errorLog) }
+                if noAccessLog >= 0 { closeDescriptor(noAccessLog) }
             default:
                 Channel.reject(message, fds: fds, from: "supervisor")
             }

@@ -68,3 +68,18 @@ public struct ErrorLogHandler: LogHandler {
 
 /// The logger every part of the server uses.
 public let log = Logger(label: "webserver")
+
+/// Applies a `reopenLogs` message's fds: the access-log fd (first, when `access`) replaces `accessLog`,
+/// whose old fd is closed; the error-log fd (next, when `error`) is duplicated onto fd 2. Returns that
+/// error-log fd, still open, for a caller that passes it on (it closes it after), or -1.
+func adoptReopenedLogs(_ fds: [Int32], access: Bool, error: Bool, accessLog: inout Int32) -> Int32 {
+    var index = 0
+    if access {
+        if accessLog >= 0 { closeDescriptor(accessLog) }
+        accessLog = fds[index]
+        index += 1
+    }
+    guard error else { return -1 }
+    _ = dup2(fds[index], 2)
+    return fds[index]
+}

@@ -213,22 +213,15 @@ public final class Manager {
         }
     }
 
+    /// Takes the new log fds for itself and future workers, and passes them to every running worker.
     func reopenLogs(fds: [Int32], access: Bool, error: Bool) {
-        var index = 0
-        if access {
-            if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
-            accessLogFD = fds[index]
-            index += 1
-        }
-        if error {
-            _ = dup2(fds[index], 2)
-        }
+        let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &accessLogFD)
         for worker in workers {
             _ = try? fds.withUnsafeBufferPointer {
                 try worker.channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0)
             }
         }
-        if error { closeDescriptor(fds[index]) }
+        if errorLog >= 0 { closeDescriptor(errorLog) }
     }
 
     // MARK: Workers

@@ -129,16 +129,8 @@ public final class Worker {
             case .shutdown(let deadline):
                 startDrain(deadline: Int(deadline))
             case .reopenLogs(let access, let error):
-                var index = 0
-                if access {
-                    if accessLogFD >= 0 { closeDescriptor(accessLogFD) }
-                    accessLogFD = fds[index]
-                    index += 1
-                }
-                if error {
-                    _ = dup2(fds[index], 2)
-                    closeDescriptor(fds[index])
-                }
+                let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &accessLogFD)
+                if errorLog >= 0 { closeDescriptor(errorLog) }
             default:
                 Channel.reject(message, fds: fds, from: "manager")
             }
