@@ -112,6 +112,14 @@ func richSite(_ site: URL) throws {
         #expect(index.status == 200 && index.body == "<p>docs</p>\n")
         #expect(index.headers["content-type"] == "text/html; charset=utf-8")
         #expect(try status(server.url + "/empty/") == 404)  // no index, and listings are off
+        // The Location comes from the normalized path, re-encoded: never a protocol-relative URL
+        // to another site, never a raw CR LF.
+        try FileManager.default.createDirectory(at: server.site.appendingPathComponent("evil.example"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: server.site.appendingPathComponent("a\r\nb c"), withIntermediateDirectories: true)
+        #expect(try fetch(server.url + "//evil.example", ["--path-as-is"]).headers["location"] == "/evil.example/")
+        let injected = try fetch(server.url + "/a%0D%0Ab%20c")
+        #expect(injected.status == 301)
+        #expect(injected.headers["location"] == "/a%0D%0Ab%20c/")
         #expect(try status(server.url + "/missing.html") == 404)
         #expect(try status(server.url + "/index.html/x") == 404)
     }

@@ -23,7 +23,7 @@ func normalize(_ target: String) -> String {
         RequestPath.normalize(UnsafeRawBufferPointer($0), target: ByteSpan(start: 0, end: $0.count), into: output)
     }
     switch outcome {
-    case .path(let length, let directory, _, _):
+    case .path(let length, let directory, _):
         return String(decoding: UnsafeBufferPointer(start: output, count: length), as: UTF8.self) + (directory ? "/" : "")
     case .rejected(let status):
         return "\(status.rawValue)"

@@ -9,7 +9,7 @@ enum RequestPath {
         /// `length` bytes of relative path were written (no leading slash; NUL-terminated; `.` for the root).
         /// `directory` when the target named a directory (trailing slash). `pathEnd` is the offset in the
         /// target where the path ends (at `?` or the end), for redirects.
-        case path(length: Int, directory: Bool, pathStart: Int, pathEnd: Int)
+        case path(length: Int, directory: Bool, pathEnd: Int)
         case rejected(HTTPStatus)
     }
 
@@ -25,7 +25,7 @@ enum RequestPath {
             if index == end || bytes[index] == 63 {
                 output[0] = 46
                 output[1] = 0
-                return .path(length: 1, directory: true, pathStart: index, pathEnd: index)
+                return .path(length: 1, directory: true, pathEnd: index)
             }
         }
         if let fast = plainPath(bytes, from: index, end: end, into: output) { return fast }
@@ -38,7 +38,6 @@ enum RequestPath {
         _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>
     ) -> Outcome {
         var index = start
-        let pathStart = start
         var count = 0
         var segmentStart = 0
         var directory = false
@@ -116,10 +115,10 @@ enum RequestPath {
         if count == 0 {
             output[0] = 46
             output[1] = 0
-            return .path(length: 1, directory: true, pathStart: pathStart, pathEnd: pathEnd)
+            return .path(length: 1, directory: true, pathEnd: pathEnd)
         }
         output[count] = 0
-        return .path(length: count, directory: directory, pathStart: pathStart, pathEnd: pathEnd)
+        return .path(length: count, directory: directory, pathEnd: pathEnd)
     }
 
     /// The common case without a copy per segment: no escapes, no dot segment or dotfile, no `//`.
@@ -143,7 +142,18 @@ enum RequestPath {
         if length <= 0 { return nil }  // the root: let the full path handle it
         (output).update(from: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + start + 1, count: length)
         output[length] = 0
-        return .path(length: length, directory: directory, pathStart: start, pathEnd: index)
+        return .path(length: length, directory: directory, pathEnd: index)
+    }
+
+    /// Bytes that may stand unescaped in a path (RFC 3986 pchar and '/'): unreserved, sub-delims, ':', '@'.
+    static func isPathByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case 48...57, 65...90, 97...122: return true  // ALPHA DIGIT
+        case 45, 46, 95, 126: return true  // - . _ ~
+        case 33, 36, 38, 39, 40, 41, 42, 43, 44, 59, 61: return true  // ! $ & ' ( ) * + , ; =
+        case 58, 64, 47: return true  // : @ /
+        default: return false
+        }
     }
 
     private static func isWellKnown(_ output: UnsafeMutablePointer<UInt8>, _ start: Int, _ count: Int) -> Bool {

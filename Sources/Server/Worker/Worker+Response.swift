@@ -35,7 +35,7 @@ extension Worker {
             return answerError(connection, head, bytes, .uriTooLong)
         }
         let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer)
-        guard case .path(var length, let directory, let pathStart, let pathEnd) = outcome else {
+        guard case .path(var length, let directory, let pathEnd) = outcome else {
             if case .rejected(let status) = outcome { answerError(connection, head, bytes, status) }
             return
         }
@@ -53,7 +53,7 @@ extension Worker {
         if info.st_mode & S_IFMT == S_IFDIR {
             closeDescriptor(fd)
             if !directory {
-                return redirectToDirectory(connection, head, bytes, pathStart: pathStart, pathEnd: pathEnd)
+                return redirectToDirectory(connection, head, bytes, pathLength: length, pathEnd: pathEnd)
             }
             // Append "/index" (or just "index" at the root, whose path is ".").
             if length == 1 && pathBuffer[0] == 46 { length = 0 } else {
@@ -120,14 +120,27 @@ extension Worker {
         }
     }
 
+    /// 301 from `/dir` to `/dir/`. The Location is built from the normalized path, percent-encoded, never
+    /// from the raw target: `//evil.example` names the directory `evil.example` here, but echoed back it
+    /// would be a protocol-relative redirect to another site, and a decoded CR LF would split the header.
     func redirectToDirectory(
-        _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, pathStart: Int, pathEnd: Int
+        _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, pathLength: Int, pathEnd: Int
     ) {
         var writer = beginHead(.movedPermanently, connection)
-        writer.append("Location: ")
-        writer.append(bytes, ByteSpan(start: pathStart, end: pathEnd))
+        writer.append("Location: /")
+        let hex: StaticString = "0123456789ABCDEF"
+        for index in 0..<pathLength {
+            let byte = pathBuffer[index]
+            if RequestPath.isPathByte(byte) {
+                writer.append(byte: byte)
+            } else {
+                writer.append(byte: 37)
+                writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                writer.append(byte: hex.utf8Start[Int(byte & 15)])
+            }
+        }
         writer.append(byte: 47)
-        writer.append(bytes, ByteSpan(start: pathEnd, end: head.target.end))
+        writer.append(bytes, ByteSpan(start: pathEnd, end: head.target.end))  // the query, as sent (visible ASCII)
         writer.append("\r\nContent-Length: 0\r\n\r\n")
         if writer.overflowed { return answerError(connection, head, bytes, .uriTooLong) }
         logRequest(connection, bytes: bytes, head: head, status: .movedPermanently, bodyBytes: 0)
