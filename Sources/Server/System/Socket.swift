@@ -20,7 +20,7 @@ enum Socket {
                     setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
                 }
             }
-            try address.withSockaddr { (pointer, length) throws(SystemError) in
+            _ = try address.withSockaddr { (pointer, length) throws(SystemError) in
                 try syscall("bind(\(address))") { Glibc.bind(fd, pointer, length) }
             }
             try syscall("listen") { Glibc.listen(fd, backlog) }
@@ -35,7 +35,7 @@ enum Socket {
     static func localAddress(of fd: Int32) throws(SystemError) -> SocketAddress? {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemError) in
+        _ = try withUnsafeMutablePointer(to: &storage) { (pointer) throws(SystemError) in
             try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { (raw) throws(SystemError) in
                 try syscall("getsockname") { getsockname(fd, raw, &length) }
             }
