@@ -17,7 +17,7 @@ struct cmsghdr *cs_CMSG_FIRSTHDR(const struct msghdr *message) { return CMSG_FIR
 struct cmsghdr *cs_CMSG_NXTHDR(const struct msghdr *message, const struct cmsghdr *header) {
     return CMSG_NXTHDR((struct msghdr *)message, (struct cmsghdr *)header);
 }
-unsigned char *cs_CMSG_DATA(const struct cmsghdr *header) { return CMSG_DATA(header); }
+unsigned char *cs_CMSG_DATA(const struct cmsghdr *header) { return CMSG_DATA((struct cmsghdr *)header); }
 
 int cs_accept4(int socket, struct sockaddr *address, socklen_t *length, int flags) {
     return accept4(socket, address, length, flags);

@@ -73,6 +73,29 @@ import Testing
         #expect(Date().timeIntervalSince(start) < 3)
     }
 
+    @Test func eachRequestHasItsOwnHeaderDeadline() throws {
+        // Two requests on one connection, each head sent in two parts 300ms apart, with a 500ms header
+        // timeout: together they take longer than 500ms, but neither head does.
+        let server = try TestServer(config: "timeouts: {header: 500ms}\n", site: richSite).start()
+        defer { server.stop() }
+        let fd = try openConnection(server.port)
+        defer { close(fd) }
+        for part in ["GET /style.css HTTP/1.1\r\nHost: a\r\n", "\r\nGET /style.css HTTP/1.1\r\nHost: a\r\n", "Connection: close\r\n\r\n"] {
+            _ = part.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+            usleep(300_000)
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        var tv = timeval(tv_sec: 3, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        while true {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[0..<count]
+        }
+        #expect(statusCodes(String(decoding: received, as: UTF8.self)) == [200, 200])
+    }
+
     @Test func malformedRequestsGet400AndClose() throws {
         let server = try TestServer(site: richSite).start()
         defer { server.stop() }

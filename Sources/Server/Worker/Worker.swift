@@ -313,6 +313,8 @@ public final class Worker {
                 return
             case .complete(let head):
                 offset += head.headLength
+                // The next request's head gets its own header deadline, from its own first byte.
+                connection.phase = .idle
                 respond(connection, head, bytes)
                 if connections[Int(connection.fd)] !== connection { return }  // closed while answering
                 if connection.hasPendingOutput {
