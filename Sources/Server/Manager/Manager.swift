@@ -203,6 +203,11 @@ public final class Manager {
             configFD = fd
             config = newConfig
             policy = Manager.policy(for: newConfig)
+            if newConfig.accessLog == nil && accessLogFD >= 0 {
+                // Access logging turned off: the new workers start without the file.
+                closeDescriptor(accessLogFD)
+                accessLogFD = -1
+            }
             let old = workers.filter(\.isActive)
             for _ in 0..<newConfig.workers.min { spawnWorker() }
             for worker in old { retire(worker, reason: "reload") }
