@@ -311,16 +311,19 @@ public final class Manager {
             worker.child.closePidfd()
             let exit = ExitStatus(status)
             let description = exit.description
+            // Handed over and not reported closed: what it held when it died (at most a heartbeat's
+            // worth of closes too many).
+            let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
             if worker.retiring {
                 log.info("worker \(worker.id) exited: \(description)")
             } else {
-                log.warning("worker \(worker.id) died: \(description); its connections are lost, the pool replaces it")
+                log.warning(
+                    "worker \(worker.id) died: \(description); the \(unreleased) connections it held are lost, the pool replaces it")
             }
-            if !exit.exited || exit.code != 0 {
+            if (!exit.exited || exit.code != 0) && unreleased > 0 {
                 // The kernel closed what it held, but it never said so: tell the listener, or its count
                 // of open connections would creep toward max_connections with every crash.
-                let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
-                if unreleased > 0 { _ = try? releases.send(.released(count: UInt32(unreleased))) }
+                _ = try? releases.send(.released(count: UInt32(unreleased)))
             }
         }
         if !draining { dispatch() }
