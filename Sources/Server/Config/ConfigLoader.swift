@@ -60,7 +60,6 @@ public enum ConfigLoader {
         }
         let file = path ?? "command line"
         let cwd = FileManager.default.currentDirectoryPath
-        let base = path.map { URL(fileURLWithPath: $0, relativeTo: URL(fileURLWithPath: cwd)).deletingLastPathComponent().path } ?? cwd
 
         func flagIssue(_ flag: String, _ message: String) {
             issues.append(ConfigIssue(file: "command line", line: 0, column: 0, key: flag, message: message))
@@ -112,7 +111,6 @@ public enum ConfigLoader {
             }
         }
         if !issues.isEmpty { throw ConfigErrors(issues: issues) }
-        _ = base
         return config
     }
 

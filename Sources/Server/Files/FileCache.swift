@@ -112,8 +112,6 @@ struct FileCache {
         slots = [CachedFile?](repeating: nil, count: max(capacity, 1))
     }
 
-    var count: Int { slots.reduce(0) { $0 + ($1 == nil ? 0 : 1) } }
-
     @inline(__always)
     private func slot(_ hash: UInt64) -> Int { Int(hash % UInt64(slots.count)) }
 

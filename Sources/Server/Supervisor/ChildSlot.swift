@@ -22,11 +22,10 @@ final class ChildSlot {
     var startedAt: Int64 = 0
     /// Monotonic times of recent restarts, for the intensity window.
     var restarts: [Int64] = []
+    /// Restarts since the server started (for the status and metrics of issue 7).
     var restartTotal = 0
 
     init(role: String) { self.role = role }
-
-    var isAlive: Bool { process != nil }
 }
 
 /// Restart timing: exponential backoff with jitter, and a crash-loop limit over a sliding window
