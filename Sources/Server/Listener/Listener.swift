@@ -45,10 +45,7 @@ public final class Listener {
         sockets = (0..<socketCount).map { Int32(7 + $0) }
         live = initialLive
         now = monotonicMilliseconds()
-        for fd in [3, 4, 5, 6] + sockets {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            if fd != 6 { Socket.setNonBlocking(fd) }
-        }
+        for fd in [3, 4, 5] + sockets { Socket.setNonBlocking(fd) }
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(releases.fd, events: Poller.readable)
         try poller.add(manager.fd, events: 0)

@@ -50,7 +50,6 @@ public final class Manager {
         accessLogFD = hasAccessLog ? 7 : -1
         policy = Manager.policy(for: config)
         now = monotonicMilliseconds()
-        for fd: Int32 in [3, 4, 5, 6] + (hasAccessLog ? [7] : []) { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         Socket.setNonBlocking(3)
         Socket.setNonBlocking(4)
         try poller.add(supervisor.fd, events: Poller.readable)
@@ -102,15 +101,16 @@ public final class Manager {
 
     // MARK: Listener and supervisor channels
 
-    /// Takes up to 16 batches from the listener per wake-up, so workers' heartbeats are not starved.
+    /// Takes up to 16 batches from the listener per wake-up (so workers' heartbeats are not starved),
+    /// then dispatches once: several small batches from the listener leave as one message per worker.
     func receiveConnections() {
         _ = listener.receiveAll(from: "listener", limit: 16) { message, fds in
             guard case .connections(let entries) = message else {
                 return Channel.reject(message, fds: fds, from: "listener")
             }
             for (entry, fd) in zip(entries, fds) { queue.append((fd, entry)) }
-            dispatch()
         }
+        dispatch()
     }
 
     /// Hands queued connections to the least-loaded workers, one sendmsg per worker per round.

@@ -105,8 +105,7 @@ public enum Spawner {
             }
         }
         if result != 0 { throw SystemError(call: "posix_spawn(\(role ?? displayName))", errno: result) }
-        let pidfd = cs_pidfd_open(pid, 0)
-        if pidfd >= 0 { _ = fcntl(pidfd, F_SETFD, FD_CLOEXEC) }
+        let pidfd = cs_pidfd_open(pid, 0)  // pidfds are always close-on-exec
         return ChildProcess(pid: pid, pidfd: pidfd)
     }
 
@@ -118,11 +117,13 @@ public enum Spawner {
     }
 
     /// Called first in a child: names the process, asks for SIGTERM when the parent dies, closes every fd
-    /// above the inherited slots. Returns false when the parent is already gone.
+    /// above the inherited slots and marks the slots close-on-exec (the manager's workers get only what
+    /// it passes them explicitly). Returns false when the parent is already gone.
     public static func prepareChild(name: String, slots: Int32, parent: Int32) -> Bool {
         _ = cs_prctl_set_name(name)
         _ = cs_prctl_set_pdeathsig(SIGTERM)
         _ = cs_close_range(UInt32(firstSlot + slots), UInt32.max, 0)
+        for slot in firstSlot..<(firstSlot + slots) { _ = fcntl(slot, F_SETFD, FD_CLOEXEC) }
         return getppid() == parent
     }
 }

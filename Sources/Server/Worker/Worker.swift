@@ -73,8 +73,6 @@ public final class Worker {
             inlineLimit: config.fileCache.inlineMax)
         Socket.setNonBlocking(3)
         Socket.setNonBlocking(4)
-        for fd in [3, 4] { _ = fcntl(Int32(fd), F_SETFD, FD_CLOEXEC) }
-        if accessLogFD >= 0 { _ = fcntl(accessLogFD, F_SETFD, FD_CLOEXEC) }
         try poller.add(channel.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
