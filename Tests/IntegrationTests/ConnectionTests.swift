@@ -63,6 +63,31 @@ import Testing
         #expect(Date().timeIntervalSince(start) < 3)
     }
 
+    @Test func silentConnectionsWaitInTheKernelWithDeferAccept() throws {
+        // max_connections 1, and a client that connects and sends nothing: with defer_accept (the
+        // default) the kernel keeps it until its first bytes, so it takes no slot and others are served.
+        let deferred = try TestServer(config: "max_connections: 1\n", site: richSite).start()
+        defer { deferred.stop() }
+        let silent = try openConnection(deferred.port)
+        defer { close(silent) }
+        usleep(200_000)
+        #expect(try status(deferred.url + "/style.css", ["--max-time", "3"]) == 200)
+        // Once it speaks it is accepted and answered like any other.
+        let request = "GET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        _ = request.withCString { send(silent, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        #expect(String(decoding: buffer[0..<max(0, recv(silent, &buffer, buffer.count, 0))], as: UTF8.self).hasPrefix("HTTP/1.1 200"))
+
+        // With defer_accept off the silent connection is accepted at once and holds the only slot.
+        let immediate = try TestServer(config: "max_connections: 1\ndefer_accept: off\n", site: richSite).start()
+        defer { immediate.stop() }
+        let holder = try openConnection(immediate.port)
+        usleep(300_000)
+        #expect(try status(immediate.url + "/style.css", ["--max-time", "1"]) == 0)  // waits in the backlog
+        close(holder)
+        #expect(try status(immediate.url + "/style.css", ["--max-time", "5"]) == 200)
+    }
+
     @Test func slowHeadersGet408() throws {
         let server = try TestServer(config: "timeouts: {header: 400ms}\n", site: richSite).start()
         defer { server.stop() }

@@ -165,7 +165,7 @@ let fastSupervision = """
         defer { server.stop() }
         #expect(server.pids(of: "worker").count == 1)
         // 20 open keep-alive connections against a capacity of 4 per worker.
-        let sockets = try (0..<20).map { _ in try openConnection(server.port) }
+        let sockets = try (0..<20).map { _ in try openKeepAliveConnection(server.port) }
         #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 3 })
         for fd in sockets { close(fd) }
         #expect(waitUntil(seconds: 15) { server.pids(of: "worker").count == 1 })
@@ -175,8 +175,8 @@ let fastSupervision = """
     @Test func maxConnectionsHoldsNewOnesInTheBacklog() throws {
         let server = try TestServer(config: "max_connections: 2\n").start()
         defer { server.stop() }
-        let first = try openConnection(server.port)
-        let second = try openConnection(server.port)
+        let first = try openKeepAliveConnection(server.port)
+        let second = try openKeepAliveConnection(server.port)
         usleep(300_000)
         // A third connection is not accepted while two are open: its request waits in the backlog...
         let started = Date()
@@ -196,8 +196,8 @@ let fastSupervision = """
         // listener believing the server is full.
         let server = try TestServer(config: fastSupervision + "max_connections: 2\n").start()
         defer { server.stop() }
-        let first = try openConnection(server.port)
-        let second = try openConnection(server.port)
+        let first = try openKeepAliveConnection(server.port)
+        let second = try openKeepAliveConnection(server.port)
         defer {
             close(first)
             close(second)
@@ -226,7 +226,7 @@ let fastSupervision = """
         download.standardOutput = pipe
         try download.run()
         usleep(1_000_000)
-        let idle = try openConnection(server.port)
+        let idle = try openKeepAliveConnection(server.port)
         usleep(200_000)
         #expect(download.isRunning)
         kill(server.pid, SIGTERM)
@@ -257,10 +257,14 @@ func waitForOne(_ body: () -> Int32?) -> Int32? {
     return found
 }
 
-/// An open TCP connection to the server on loopback; the caller closes it.
+/// An open TCP connection to the server on loopback; the caller closes it. Reads on it time out after
+/// 10 seconds, so a test fails rather than hangs. The server sees it only once it sends something
+/// (defer_accept); use `openKeepAliveConnection` for a connection the server holds.
 func openConnection(_ port: Int) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw TestFailure("socket: errno \(errno)") }
+    var tv = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = UInt16(port).bigEndian
@@ -268,6 +272,33 @@ func openConnection(_ port: Int) throws -> Int32 {
     let result = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard result == 0 else { throw TestFailure("connect: errno \(errno)") }
+    guard result == 0 else {
+        close(fd)
+        throw TestFailure("connect: errno \(errno)")
+    }
     return fd
+}
+
+/// An idle keep-alive connection: one request made and its whole response read, the connection left open.
+func openKeepAliveConnection(_ port: Int, path: String = "/") throws -> Int32 {
+    let fd = try openConnection(port)
+    let request = "GET \(path) HTTP/1.1\r\nHost: test\r\n\r\n"
+    _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let text = String(decoding: received, as: UTF8.self)
+        if let end = text.range(of: "\r\n\r\n"),
+           let line = text[..<end.lowerBound].split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") }),
+           let length = Int(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)),
+           received.count >= text.utf8.distance(from: text.startIndex, to: end.upperBound) + length {
+            return fd
+        }
+        let count = recv(fd, &buffer, buffer.count, 0)
+        guard count > 0 else {
+            close(fd)
+            throw TestFailure("no whole response on a keep-alive connection (\(received.count) bytes)")
+        }
+        received += buffer[0..<count]
+    }
 }

@@ -41,8 +41,12 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
             timeouts: {header: 2m, send: 1h, shutdown: 3}
             limits: {request_line: 4k, header_bytes: 1m, header_count: 9}
             access_log: logs-access.log
+            defer_accept: 3s
             """)
         #expect(config.listen == ["127.0.0.1:0", "[::1]:9000"])
+        #expect(config.deferAcceptMilliseconds == 3000)
+        #expect(try loadConfig("root: site\ndefer_accept: off\n").deferAcceptMilliseconds == 0)
+        #expect(try loadConfig("root: site\n").deferAcceptMilliseconds == 10_000)
         #expect(config.root.hasSuffix("/site"))
         #expect(config.workers.min == 2 && config.workers.max == 4)
         #expect(config.keepalive.timeoutMilliseconds == 500 && config.keepalive.requests == 7)

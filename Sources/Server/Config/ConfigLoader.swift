@@ -242,6 +242,12 @@ final class DocumentReader {
         }
         if let value = top.integer("max_connections", in: 1...10_000_000) { config.maxConnections = value }
         if let value = top.integer("backlog", in: 1...65535) { config.backlog = value }
+        if let node = top.peek("defer_accept"), node.scalar?.string == "off" {
+            _ = top.take("defer_accept")
+            config.deferAcceptMilliseconds = 0
+        } else if let value = top.duration("defer_accept") {
+            config.deferAcceptMilliseconds = value
+        }
 
         if let section = top.section("workers") {
             let minimum = section.integer("min", in: 1...1024)

@@ -25,6 +25,10 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var maxConnections: Int = 10_000
     /// Listen backlog for each socket.
     public var backlog: Int = 511
+    /// TCP_DEFER_ACCEPT on each socket, in milliseconds (rounded up to seconds); 0 is off. A connection
+    /// is accepted only once its first bytes arrive, so a client that connects and says nothing wakes no
+    /// process, and the worker finds the request already waiting.
+    public var deferAcceptMilliseconds: Int = 10_000
     public var workers = Workers()
     public var keepalive = Keepalive()
     public var timeouts = Timeouts()

@@ -136,7 +136,7 @@ public final class Listener {
             sent = false
         }
         if sent {
-            for fd in pendingFDs { closeDescriptor(fd) }
+            pendingFDs.withUnsafeBufferPointer(closeDescriptors)
             pendingFDs.removeAll(keepingCapacity: true)
             pendingInfo.removeAll(keepingCapacity: true)
             if waitingForManager {

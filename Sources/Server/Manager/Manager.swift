@@ -172,7 +172,7 @@ public final class Manager {
             retire(worker, reason: "channel failed")
             return false
         }
-        for entry in batch { closeDescriptor(entry.fd) }
+        closeDescriptors(UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count]))
         worker.assigned += UInt64(batch.count)
         return true
     }

@@ -75,6 +75,9 @@ public final class Supervisor {
             guard let address = SocketAddress(parsing: text) else { continue }
             let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
             Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
+            if config.deferAcceptMilliseconds > 0 {
+                try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
+            }
             sockets.append(fd)
         }
         try openLogs()
@@ -403,8 +406,9 @@ public final class Supervisor {
             log.error("reload failed: still serving with the previous configuration")
             return
         }
-        if newConfig.listen != config.listen || newConfig.user != config.user || newConfig.backlog != config.backlog {
-            log.error("reload failed: 'listen', 'user' and 'backlog' change only with a restart; still serving with the previous configuration")
+        if newConfig.listen != config.listen || newConfig.user != config.user || newConfig.backlog != config.backlog
+            || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds {
+            log.error("reload failed: 'listen', 'user', 'backlog' and 'defer_accept' change only with a restart; still serving with the previous configuration")
             return
         }
         let fd: Int32

@@ -72,6 +72,15 @@ enum Socket {
         if flags >= 0 && flags & cs_O_NONBLOCK == 0 { _ = fcntl(fd, F_SETFL, flags | cs_O_NONBLOCK) }
     }
 
+    /// Sets TCP_DEFER_ACCEPT: accept4 returns a connection only once data has arrived on it, or after
+    /// about `seconds` (the kernel then resends its SYN-ACK and accepts on the client's next ACK).
+    static func setDeferAccept(_ fd: Int32, seconds: Int32) throws(SystemError) {
+        var value = seconds
+        try syscall("setsockopt(TCP_DEFER_ACCEPT)") {
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &value, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
     /// Sets TCP_NODELAY so response heads are not held back by Nagle's algorithm.
     static func setNoDelay(_ fd: Int32) {
         var on: Int32 = 1

@@ -67,3 +67,18 @@ func closeDescriptor(_ fd: Int32) {
         precondition(code != EBADF, "close(\(fd)) failed with EBADF: closed twice")
     }
 }
+
+/// Closes every descriptor in `fds`, one close_range(2) for each run of consecutive numbers: accept4
+/// hands out the lowest free numbers, so a batch passed on to another process is usually one run.
+func closeDescriptors(_ fds: UnsafeBufferPointer<Int32>) {
+    var start = 0
+    while start < fds.count {
+        var end = start + 1
+        while end < fds.count && fds[end] == fds[end - 1] &+ 1 { end += 1 }
+        if end - start == 1 || cs_close_range(UInt32(fds[start]), UInt32(fds[end - 1]), 0) != 0 {
+            // A single descriptor, or a kernel without close_range (before 5.9): one close each.
+            for index in start..<end { closeDescriptor(fds[index]) }
+        }
+        start = end
+    }
+}

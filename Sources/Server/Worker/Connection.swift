@@ -14,6 +14,9 @@ final class Connection {
     let peer: SocketAddress
     let listenerID: UInt16
     var phase = Phase.idle
+    /// The epoll events the socket is registered for; 0 until it first has to wait (a request answered
+    /// straight from the hand-off and closed never touches epoll).
+    var watched: UInt32 = 0
     /// Monotonic milliseconds at which the current phase times out.
     var deadline: Int64
     /// Requests answered on this connection.

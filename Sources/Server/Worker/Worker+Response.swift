@@ -242,7 +242,7 @@ extension Worker {
         if connection.hasPendingOutput {
             connection.phase = .writing
             connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
-            try? poller.modify(connection.fd, events: Poller.writable)
+            watch(connection, events: Poller.writable)
         }
     }
 

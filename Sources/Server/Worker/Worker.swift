@@ -148,22 +148,34 @@ public final class Worker {
             fd: fd, peer: info.peer, listenerID: info.listenerID,
             deadline: now + Int64(config.keepalive.timeoutMilliseconds))
         if draining { connection.closeAfterResponse = true }
-        do {
-            try poller.add(fd, events: Poller.readable)
-        } catch {
-            log.error("cannot watch a connection: \(error)")
-            closeDescriptor(fd)
-            releasedPending += 1
-            closedTotal += 1
-            return
-        }
         if Int(fd) >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
         }
         connections[Int(fd)] = connection
         live += 1
-        // The client usually sent its request before the hand-off: read it now, skip one epoll_wait.
+        // The client usually sent its request before the hand-off (always, with defer_accept): read and
+        // answer it now. The socket joins the epoll set only if it then has to wait for more.
         onReadable(connection)
+        if connections[Int(fd)] === connection && connection.watched == 0 {
+            watch(connection, events: Poller.readable)
+        }
+    }
+
+    /// Registers the socket for `events`, or changes its registration; a socket that cannot be
+    /// watched is closed, since nothing would ever wake it again.
+    func watch(_ connection: Connection, events: UInt32) {
+        guard connection.watched != events else { return }
+        do {
+            if connection.watched == 0 {
+                try poller.add(connection.fd, events: events)
+            } else {
+                try poller.modify(connection.fd, events: events)
+            }
+            connection.watched = events
+        } catch {
+            log.error("cannot watch a connection: \(error)")
+            close(connection)
+        }
     }
 
     func startDrain(deadline: Int) {
@@ -341,7 +353,8 @@ public final class Worker {
             close(connection)
             return
         }
-        try? poller.modify(connection.fd, events: Poller.readable)
+        watch(connection, events: Poller.readable)
+        guard connections[Int(connection.fd)] === connection else { return }
         connection.phase = .idle
         connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
         if !connection.stash.isEmpty {
