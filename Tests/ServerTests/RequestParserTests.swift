@@ -44,7 +44,28 @@ func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult
         ParserCase("RFC 9110 8.6 differing Content-Lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", .invalid(.badRequest)),
         ParserCase("RFC 9110 8.6 Content-Length not digits", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", .invalid(.badRequest)),
         ParserCase("RFC 9110 8.6 same Content-Length twice", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", .complete),
-        ParserCase("RFC 9112 6.1 unknown transfer coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9112 6.3 last coding not chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 6.3 chunked then gzip", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 6.1 unsupported coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9112 6.1 chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 6.1 codings over two lines form one list", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", .invalid(.notImplemented)),
+        ParserCase("RFC 9112 6.1 chunked, any case", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: ChUnKeD\r\n\r\n", .complete),
+        ParserCase("RFC 9112 6.1 empty Transfer-Encoding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 6.1 chunked with a smuggled suffix", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunkedx\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 6.3 TE with CL, TE first", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 Content-Length list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 Content-Length with a sign", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 8.6 Content-Length overflow", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9110 10.1.1 100-continue", "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n", .complete),
+        ParserCase("RFC 9110 10.1.1 other expectation", "POST / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n", .invalid(.expectationFailed)),
+        ParserCase("RFC 9112 5 field line too long", "GET / HTTP/1.1\r\nHost: a\r\nX: " + String(repeating: "v", count: 9000) + "\r\n\r\n", .invalid(.headerFieldsTooLarge)),
+        ParserCase("RFC 9112 3.2 Host with absolute-form still required", "GET http://a/ HTTP/1.1\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3.2.4 OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", .complete),
+        ParserCase("RFC 9112 2.2 NUL in a field value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\u{0}b\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 2.2 CR without LF after the request line", "GET / HTTP/1.1\rHost: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 5 empty field name", "GET / HTTP/1.1\r\nHost: a\r\n: x\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 5.2 obs-fold first line", "GET / HTTP/1.1\r\n Host: a\r\n\r\n", .invalid(.badRequest)),
+        ParserCase("RFC 9112 3.2 two Hosts, different case", "GET / HTTP/1.1\r\nhost: a\r\nHOST: a\r\n\r\n", .invalid(.badRequest)),
         ParserCase("RFC 9112 6.1 TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", .invalid(.badRequest)),
         ParserCase("RFC 9110 9.1 unknown method", "BREW / HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.notImplemented)),
         ParserCase("RFC 9110 9.1 methods are case-sensitive", "get / HTTP/1.1\r\nHost: a\r\n\r\n", .invalid(.notImplemented)),
@@ -90,6 +111,23 @@ func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult
         #expect(h10k.keepAlive == true)
         guard case .complete(let h11) = parse("GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, close\r\n\r\n") else { Issue.record("1.1"); return }
         #expect(h11.keepAlive == false)
+    }
+
+    @Test func validatorsAndRangesAreFound() throws {
+        let text = "GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \"x\"\r\nIf-Modified-Since: Sun, 06 Nov 1994 08:49:37 GMT\r\n"
+            + "If-Match: *\r\nIf-Unmodified-Since: y\r\nRange: bytes=0-1\r\nIf-Range: \"z\"\r\nIf-None-Match: \"w\"\r\n\r\n"
+        var bytes = Array(text.utf8)
+        let result = bytes.withUnsafeMutableBytes { RequestParser.parse(UnsafeRawBufferPointer($0), limits: ParserLimits()) }
+        guard case .complete(let head) = result else { Issue.record("not complete: \(result)"); return }
+        func string(_ span: ByteSpan) -> String { String(decoding: bytes[span.start..<span.end], as: UTF8.self) }
+        #expect(string(head.ifModifiedSince) == "Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(string(head.ifMatch) == "*")
+        #expect(string(head.ifUnmodifiedSince) == "y")
+        #expect(string(head.range) == "bytes=0-1")
+        #expect(string(head.ifRange) == "\"z\"")
+        #expect(head.repeatedConditionalList)
+        let all = bytes.withUnsafeBytes { RequestParser.fieldValues($0, headLength: head.headLength, name: "if-none-match") }
+        #expect(all.map(string) == ["\"x\"", "\"w\""])
     }
 
     @Test func limitsHaveTheirOwnStatus() {

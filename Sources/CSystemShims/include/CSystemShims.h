@@ -15,6 +15,7 @@
 #include <sys/timerfd.h>
 #include <sys/sendfile.h>
 #include <sys/uio.h>
+#include <sys/random.h>
 
 /* CMSG_* macros. */
 size_t cs_CMSG_SPACE(size_t length);

@@ -275,6 +275,7 @@ final class DocumentReader {
         }
         if let section = top.section("timeouts") {
             if let value = section.duration("header") { config.timeouts.headerMilliseconds = value }
+            if let value = section.duration("body") { config.timeouts.bodyMilliseconds = value }
             if let value = section.duration("send") { config.timeouts.sendMilliseconds = value }
             if let value = section.duration("shutdown") { config.timeouts.shutdownMilliseconds = value }
             section.finish()
@@ -283,6 +284,9 @@ final class DocumentReader {
             if let value = section.size("request_line", in: 64...1_048_576) { config.limits.requestLine = value }
             if let value = section.size("header_bytes", in: 256...1_048_576) { config.limits.headerBytes = value }
             if let value = section.integer("header_count", in: 1...10_000) { config.limits.headerCount = value }
+            if let value = section.size("header_field", in: 64...1_048_576) { config.limits.headerField = value }
+            if let value = section.size("body", in: 0...(1 << 30)) { config.limits.bodyBytes = value }
+            if let value = section.integer("ranges", in: 1...1000) { config.limits.ranges = value }
             if config.limits.requestLine > config.limits.headerBytes {
                 issue(section.anchor, key: "limits", "request_line (\(config.limits.requestLine)) is above header_bytes (\(config.limits.headerBytes))")
             }

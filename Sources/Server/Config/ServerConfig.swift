@@ -58,6 +58,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public struct Timeouts: Codable, Sendable, Equatable {
         /// Time for a client to send a whole request head once it has started, in milliseconds (408 after).
         public var headerMilliseconds: Int = 30_000
+        /// Time between two reads of a request body being skipped, in milliseconds (then the connection closes).
+        public var bodyMilliseconds: Int = 60_000
         /// Time a response may wait for a client that stopped reading, in milliseconds.
         public var sendMilliseconds: Int = 60_000
         /// Time a graceful shutdown or reload gives connections in flight, in milliseconds.
@@ -71,6 +73,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var headerBytes: Int = 16_384
         /// Most header fields in a request (431 beyond).
         public var headerCount: Int = 100
+        /// Longest single header field line (431 beyond).
+        public var headerField: Int = 8192
+        /// Largest request body (413 beyond); 0 is no limit.
+        public var bodyBytes: Int = 1_048_576
+        /// Most ranges in one Range header; a request asking for more gets the whole file.
+        public var ranges: Int = 16
     }
 
     /// Each worker's open-file cache.

@@ -15,8 +15,15 @@ final class CachedFile {
     let mode: UInt32
     let modifiedSeconds: Int64
     let modifiedNanoseconds: Int64
-    /// `Content-Type`, `Content-Length`, `Last-Modified` and `ETag` lines, each ending in CRLF.
+    /// `Content-Type`, `Content-Length`, `Accept-Ranges`, `Last-Modified` and `ETag` lines, each ending
+    /// in CRLF: a 200 sends them all, a 206 the type and from `lengthEnd` on, a 304 from `validatorsStart`.
     let headers: UnsafeMutableRawBufferPointer
+    /// End of the Content-Type line, of the Content-Length line, and start of Last-Modified, in `headers`.
+    let typeEnd: Int
+    let lengthEnd: Int
+    let validatorsStart: Int
+    /// The ETag with its quotes, in `headers`.
+    let etag: ByteSpan
     /// The whole content when the file is small enough to keep, else nil (sent with sendfile).
     let body: UnsafeMutableRawBufferPointer?
     /// The path that was opened (NUL-terminated), for revalidation: a directory's index file, say.
@@ -42,18 +49,28 @@ final class CachedFile {
         var writer = ByteWriter(base: scratch, capacity: 512)
         writer.append("Content-Type: ")
         writer.append(contentType)
-        writer.append("\r\nContent-Length: ")
+        writer.append("\r\n")
+        typeEnd = writer.count
+        writer.append("Content-Length: ")
         writer.appendDecimal(size)
-        writer.append("\r\nLast-Modified: ")
+        writer.append("\r\n")
+        lengthEnd = writer.count
+        writer.append("Accept-Ranges: bytes\r\n")
+        validatorsStart = writer.count
+        writer.append("Last-Modified: ")
         HTTPDate.write(modifiedSeconds, into: &writer)
         // Strong: inode, size and modification time to the nanosecond identify one version of the file.
-        writer.append("\r\nETag: \"")
+        writer.append("\r\nETag: ")
+        let etagStart = writer.count
+        writer.append(byte: 34)
         writer.appendHex(inode)
         writer.append(byte: 45)
         writer.appendHex(UInt64(size))
         writer.append(byte: 45)
         writer.appendHex(UInt64(modifiedSeconds) &* 1_000_000_000 &+ UInt64(modifiedNanoseconds))
-        writer.append("\"\r\n")
+        writer.append(byte: 34)
+        etag = ByteSpan(start: etagStart, end: writer.count)
+        writer.append("\r\n")
         headers = .allocate(byteCount: writer.count, alignment: 1)
         headers.copyMemory(from: UnsafeRawBufferPointer(start: scratch, count: writer.count))
 

@@ -29,8 +29,22 @@ public struct RequestHead: Equatable, Sendable {
     public var contentLength: Int64 = -1
     /// Whether the body is chunked.
     public var chunked = false
+    /// `Expect: 100-continue` was sent: the client waits for a 100 before it sends the body.
+    public var expectContinue = false
     public var referer = ByteSpan.none
     public var userAgent = ByteSpan.none
+    /// Validators and ranges (RFC 9110 sections 13 and 14); empty when absent.
+    public var ifMatch = ByteSpan.none
+    public var ifNoneMatch = ByteSpan.none
+    public var ifModifiedSince = ByteSpan.none
+    public var ifUnmodifiedSince = ByteSpan.none
+    public var range = ByteSpan.none
+    public var ifRange = ByteSpan.none
+    /// If-Match or If-None-Match came in more than one field line: their values form one list, read
+    /// from the head again by `RequestParser.fieldValues` (a rare case, kept off the common path).
+    public var repeatedConditionalList = false
+    /// Range came more than once: the header is ignored (RFC 9110 section 14.2 lets a server ignore it).
+    public var repeatedRange = false
     /// Bytes consumed, from the first byte through the blank line.
     public var headLength = 0
 
@@ -48,11 +62,14 @@ public struct ParserLimits: Sendable {
     public var headerBytes: Int
     /// Most header fields (431).
     public var headerCount: Int
+    /// Longest single header field line, name and value (431).
+    public var headerField: Int
 
-    public init(requestLine: Int = 8192, headerBytes: Int = 16_384, headerCount: Int = 100) {
+    public init(requestLine: Int = 8192, headerBytes: Int = 16_384, headerCount: Int = 100, headerField: Int = 8192) {
         self.requestLine = requestLine
         self.headerBytes = headerBytes
         self.headerCount = headerCount
+        self.headerField = headerField
     }
 }
 
@@ -70,8 +87,10 @@ public enum ParseResult: Equatable, Sendable {
 ///
 /// Rejects with 400: bare LF or CR, obs-fold, whitespace before a colon, invalid token or field bytes,
 /// Content-Length with Transfer-Encoding, differing or malformed Content-Lengths, a missing (HTTP/1.1)
-/// or repeated Host. 414 for a long request line, 431 for a large head or too many fields, 501 for an
-/// unknown method or a transfer coding other than chunked, 505 for HTTP versions other than 1.0 and 1.1.
+/// or repeated Host, a Transfer-Encoding whose last coding is not chunked (or chunked twice), and
+/// Transfer-Encoding in HTTP/1.0. 414 for a long request line, 431 for a long field line, a large head
+/// or too many fields, 417 for an expectation other than 100-continue, 501 for an unknown method or a
+/// transfer coding other than chunked, 505 for HTTP versions other than 1.0 and 1.1.
 public enum RequestParser {
     public static func parse(_ bytes: UnsafeRawBufferPointer, limits: ParserLimits) -> ParseResult {
         let count = bytes.count
@@ -135,6 +154,7 @@ public enum RequestParser {
         var fields = 0
         var hosts = 0
         var sawTransferEncoding = false
+        var codings = TransferCodings()
         var connectionClose = false
         var connectionKeepAlive = false
         while true {
@@ -155,7 +175,8 @@ public enum RequestParser {
             let nameStart = index
             while index < count, isTokenByte(bytes[index]) { index += 1 }
             if index == count {
-                return index - lineStart > limits.headerBytes ? .invalid(.headerFieldsTooLarge) : .incomplete
+                return index - lineStart > limits.headerBytes || index - nameStart > limits.headerField
+                    ? .invalid(.headerFieldsTooLarge) : .incomplete
             }
             if index == nameStart || bytes[index] != 58 { return .invalid(.badRequest) }  // includes space before colon
             let nameEnd = index
@@ -168,9 +189,11 @@ public enum RequestParser {
             guard let cr = found, cr + 1 < count else {
                 // No CRLF yet: what is there must still be valid.
                 if !validFieldValue(bytes, valueStart, found ?? count) { return .invalid(.badRequest) }
-                return count - lineStart > limits.headerBytes ? .invalid(.headerFieldsTooLarge) : .incomplete
+                return count - lineStart > limits.headerBytes || count - nameStart > limits.headerField
+                    ? .invalid(.headerFieldsTooLarge) : .incomplete
             }
             guard bytes[cr + 1] == 10, validFieldValue(bytes, valueStart, cr) else { return .invalid(.badRequest) }
+            if cr - nameStart > limits.headerField { return .invalid(.headerFieldsTooLarge) }
             var valueEnd = cr
             while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
             index = cr + 2
@@ -193,15 +216,40 @@ public enum RequestParser {
                 if head.contentLength >= 0 && head.contentLength != length { return .invalid(.badRequest) }
                 head.contentLength = length
             case .transferEncoding:
-                if sawTransferEncoding || head.minorVersion == 0 { return .invalid(.badRequest) }
+                // RFC 9112 section 6.1: HTTP/1.0 framing with Transfer-Encoding is faulty.
+                if head.minorVersion == 0 { return .invalid(.badRequest) }
                 sawTransferEncoding = true
-                guard value.count == 7, lowercased(bytes, value.start, 7) == 0x64656b6e756863 else {  // "chunked"
-                    return .invalid(.notImplemented)
-                }
-                head.chunked = true
+                scanTransferCodings(bytes, value, state: &codings)
+            case .expect:
+                // RFC 9110 section 10.1.1: 100-continue is the only expectation; any other gets 417.
+                guard value.count == 12, lowercased(bytes, value.start, 8) == 0x746e6f632d303031,
+                      lowercased(bytes, value.start + 8, 4) == 0x65756e69 else { return .invalid(.expectationFailed) }
+                head.expectContinue = true
+            case .ifMatch:
+                if !head.ifMatch.isEmpty { head.repeatedConditionalList = true }
+                head.ifMatch = value
+            case .ifNoneMatch:
+                if !head.ifNoneMatch.isEmpty { head.repeatedConditionalList = true }
+                head.ifNoneMatch = value
+            case .ifModifiedSince:
+                head.ifModifiedSince = value
+            case .ifUnmodifiedSince:
+                head.ifUnmodifiedSince = value
+            case .range:
+                if !head.range.isEmpty { head.repeatedRange = true }
+                head.range = value
+            case .ifRange:
+                head.ifRange = value
             case .other:
                 break
             }
+        }
+        if sawTransferEncoding {
+            // RFC 9112 sections 6.1 and 6.3: chunked must be the final coding, applied once; a request
+            // whose framing cannot be known is 400; a coding we do not implement is 501.
+            if !codings.lastIsChunked || codings.chunkedCount != 1 || codings.malformed { return .invalid(.badRequest) }
+            if codings.others > 0 { return .invalid(.notImplemented) }
+            head.chunked = true
         }
         if head.chunked && head.contentLength >= 0 { return .invalid(.badRequest) }
         if head.minorVersion == 1 && hosts == 0 { return .invalid(.badRequest) }
@@ -212,7 +260,70 @@ public enum RequestParser {
 
     /// The header fields the server acts on.
     enum KnownField {
-        case host, referer, userAgent, connection, contentLength, transferEncoding, other
+        case host, referer, userAgent, connection, contentLength, transferEncoding, expect
+        case ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange, other
+    }
+
+    /// What the Transfer-Encoding lines of one request said, over all of them (they form one list).
+    struct TransferCodings {
+        var chunkedCount = 0
+        var others = 0
+        var lastIsChunked = false
+        var malformed = false
+    }
+
+    /// Reads one Transfer-Encoding value: comma-separated codings, each a token with optional parameters.
+    static func scanTransferCodings(_ bytes: UnsafeRawBufferPointer, _ span: ByteSpan, state: inout TransferCodings) {
+        var index = span.start
+        var any = false
+        while index < span.end {
+            while index < span.end, bytes[index] == 32 || bytes[index] == 9 || bytes[index] == 44 { index += 1 }
+            if index == span.end { break }
+            let start = index
+            while index < span.end, isTokenByte(bytes[index]) { index += 1 }
+            let end = index
+            if end == start {
+                state.malformed = true
+                return
+            }
+            // Skip parameters up to the next comma (quoted commas are not expected in codings we accept).
+            while index < span.end, bytes[index] != 44 { index += 1 }
+            any = true
+            if end - start == 7 && lowercased(bytes, start, 7) == 0x64656b6e756863 {  // "chunked"
+                state.chunkedCount += 1
+                state.lastIsChunked = true
+            } else {
+                state.others += 1
+                state.lastIsChunked = false
+            }
+        }
+        if !any { state.malformed = true }
+    }
+
+    /// Every value of the field `name` (lowercase ASCII) in a parsed head, in order: for the rare
+    /// request that splits a list such as If-None-Match over several lines.
+    public static func fieldValues(_ bytes: UnsafeRawBufferPointer, headLength: Int, name: StaticString) -> [ByteSpan] {
+        var result: [ByteSpan] = []
+        guard var index = find(10, in: UnsafeRawBufferPointer(rebasing: bytes[0..<headLength]), from: 0) else { return result }
+        index += 1
+        let nameLength = name.utf8CodeUnitCount
+        while index + 2 <= headLength, bytes[index] != 13 {
+            guard let colon = find(58, in: UnsafeRawBufferPointer(rebasing: bytes[0..<headLength]), from: index),
+                  let lineEnd = find(13, in: UnsafeRawBufferPointer(rebasing: bytes[0..<headLength]), from: colon) else { break }
+            if colon - index == nameLength {
+                var same = true
+                for offset in 0..<nameLength where bytes[index + offset] | 0x20 != name.utf8Start[offset] { same = false }
+                if same {
+                    var start = colon + 1
+                    var end = lineEnd
+                    while start < end, bytes[start] == 32 || bytes[start] == 9 { start += 1 }
+                    while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
+                    result.append(ByteSpan(start: start, end: end))
+                }
+            }
+            index = lineEnd + 2
+        }
+        return result
     }
 
     /// Recognizes a field name by its length and lowercased 8-byte words, without a loop per byte.
@@ -221,6 +332,21 @@ public enum RequestParser {
         switch length {
         case 4:
             return lowercased(bytes, start, 4) == 0x74736f68 ? .host : .other  // "host"
+        case 5:
+            return lowercased(bytes, start, 5) == 0x65676e6172 ? .range : .other  // "range"
+        case 6:
+            return lowercased(bytes, start, 6) == 0x746365707865 ? .expect : .other  // "expect"
+        case 8:
+            let word = lowercased(bytes, start, 8)
+            return word == 0x686374616d2d6669 ? .ifMatch : word == 0x65676e61722d6669 ? .ifRange : .other  // "if-match" "if-range"
+        case 13:
+            // "if-none-" "match"
+            return lowercased(bytes, start, 8) == 0x2d656e6f6e2d6669 && lowercased(bytes, start + 8, 5) == 0x686374616d
+                ? .ifNoneMatch : .other
+        case 19:
+            // "if-unmod" "ified-si" "nce"
+            return lowercased(bytes, start, 8) == 0x646f6d6e752d6669 && lowercased(bytes, start + 8, 8) == 0x69732d6465696669
+                && lowercased(bytes, start + 16, 3) == 0x65636e ? .ifUnmodifiedSince : .other
         case 7:
             return lowercased(bytes, start, 7) == 0x72657265666572 ? .referer : .other  // "referer"
         case 10:
@@ -234,9 +360,13 @@ public enum RequestParser {
             return lowercased(bytes, start, 8) == 0x2d746e65746e6f63 && lowercased(bytes, start + 8, 6) == 0x6874676e656c
                 ? .contentLength : .other
         case 17:
-            // "transfer" "-encodin" "g"
-            return lowercased(bytes, start, 8) == 0x726566736e617274 && lowercased(bytes, start + 8, 8) == 0x6e69646f636e652d
-                && bytes[start + 16] | 0x20 == 0x67 ? .transferEncoding : .other
+            // "transfer" "-encodin" "g", or "if-modif" "ied-sinc" "e"
+            let first = lowercased(bytes, start, 8)
+            let second = lowercased(bytes, start + 8, 8)
+            let last = bytes[start + 16] | 0x20
+            if first == 0x726566736e617274 && second == 0x6e69646f636e652d && last == 0x67 { return .transferEncoding }
+            if first == 0x6669646f6d2d6669 && second == 0x636e69732d646569 && last == 0x65 { return .ifModifiedSince }
+            return .other
         default:
             return .other
         }

@@ -1,7 +1,9 @@
 /// The response statuses the server sends, with their reason phrases (RFC 9110 section 15).
 public enum HTTPStatus: UInt16, Sendable {
+    case `continue` = 100
     case ok = 200
     case noContent = 204
+    case partialContent = 206
     case movedPermanently = 301
     case notModified = 304
     case badRequest = 400
@@ -9,8 +11,11 @@ public enum HTTPStatus: UInt16, Sendable {
     case notFound = 404
     case methodNotAllowed = 405
     case requestTimeout = 408
+    case preconditionFailed = 412
     case contentTooLarge = 413
     case uriTooLong = 414
+    case rangeNotSatisfiable = 416
+    case expectationFailed = 417
     case headerFieldsTooLarge = 431
     case internalServerError = 500
     case notImplemented = 501
@@ -20,8 +25,10 @@ public enum HTTPStatus: UInt16, Sendable {
     /// The status line, from "HTTP/1.1" to the CRLF.
     var statusLine: StaticString {
         switch self {
+        case .continue: return "HTTP/1.1 100 Continue\r\n"
         case .ok: return "HTTP/1.1 200 OK\r\n"
         case .noContent: return "HTTP/1.1 204 No Content\r\n"
+        case .partialContent: return "HTTP/1.1 206 Partial Content\r\n"
         case .movedPermanently: return "HTTP/1.1 301 Moved Permanently\r\n"
         case .notModified: return "HTTP/1.1 304 Not Modified\r\n"
         case .badRequest: return "HTTP/1.1 400 Bad Request\r\n"
@@ -29,8 +36,11 @@ public enum HTTPStatus: UInt16, Sendable {
         case .notFound: return "HTTP/1.1 404 Not Found\r\n"
         case .methodNotAllowed: return "HTTP/1.1 405 Method Not Allowed\r\n"
         case .requestTimeout: return "HTTP/1.1 408 Request Timeout\r\n"
+        case .preconditionFailed: return "HTTP/1.1 412 Precondition Failed\r\n"
         case .contentTooLarge: return "HTTP/1.1 413 Content Too Large\r\n"
         case .uriTooLong: return "HTTP/1.1 414 URI Too Long\r\n"
+        case .rangeNotSatisfiable: return "HTTP/1.1 416 Range Not Satisfiable\r\n"
+        case .expectationFailed: return "HTTP/1.1 417 Expectation Failed\r\n"
         case .headerFieldsTooLarge: return "HTTP/1.1 431 Request Header Fields Too Large\r\n"
         case .internalServerError: return "HTTP/1.1 500 Internal Server Error\r\n"
         case .notImplemented: return "HTTP/1.1 501 Not Implemented\r\n"
@@ -47,14 +57,17 @@ public enum HTTPStatus: UInt16, Sendable {
         case .notFound: return "<html><body><h1>404 Not Found</h1></body></html>\n"
         case .methodNotAllowed: return "<html><body><h1>405 Method Not Allowed</h1></body></html>\n"
         case .requestTimeout: return "<html><body><h1>408 Request Timeout</h1></body></html>\n"
+        case .preconditionFailed: return "<html><body><h1>412 Precondition Failed</h1></body></html>\n"
         case .contentTooLarge: return "<html><body><h1>413 Content Too Large</h1></body></html>\n"
         case .uriTooLong: return "<html><body><h1>414 URI Too Long</h1></body></html>\n"
+        case .rangeNotSatisfiable: return "<html><body><h1>416 Range Not Satisfiable</h1></body></html>\n"
+        case .expectationFailed: return "<html><body><h1>417 Expectation Failed</h1></body></html>\n"
         case .headerFieldsTooLarge: return "<html><body><h1>431 Request Header Fields Too Large</h1></body></html>\n"
         case .internalServerError: return "<html><body><h1>500 Internal Server Error</h1></body></html>\n"
         case .notImplemented: return "<html><body><h1>501 Not Implemented</h1></body></html>\n"
         case .serviceUnavailable: return "<html><body><h1>503 Service Unavailable</h1></body></html>\n"
         case .versionNotSupported: return "<html><body><h1>505 HTTP Version Not Supported</h1></body></html>\n"
-        case .ok, .noContent, .movedPermanently, .notModified: return ""
+        case .continue, .ok, .noContent, .partialContent, .movedPermanently, .notModified: return ""
         }
     }
 }

@@ -1,3 +1,10 @@
+/// One part of a multipart response: its boundary and headers, then bytes `start..<end` of the file.
+struct ResponsePart {
+    var prefix: [UInt8]
+    var start: Int64
+    var end: Int64
+}
+
 /// One client connection inside a worker. Owns its socket and, while a body is being sent, the file.
 final class Connection {
     enum Phase {
@@ -7,6 +14,11 @@ final class Connection {
         case readingHead
         /// A response is waiting for the socket to drain; the send deadline runs.
         case writing
+        /// Skipping the rest of a request body; the body deadline runs.
+        case readingBody
+        /// Answered and half-closed: reading what the client still sends, so the close does not reset
+        /// the connection before the client has read the response (RFC 9112 section 9.6).
+        case lingering
     }
 
     /// The socket; the worker closes it through `Worker.close(_:)` only.
@@ -23,6 +35,12 @@ final class Connection {
     var requests = 0
     /// Close once the response in flight is sent.
     var closeAfterResponse = false
+    /// The client may still be sending (an error, an unread body): close by lingering, not at once.
+    var lingerOnClose = false
+    /// Write `100 Continue` ahead of the next response head (the client waits for it to send its body).
+    var sendContinue = false
+    /// The request body being skipped, if one is.
+    var body: BodyReader?
     /// Bytes received but not yet parsed (a partial head, or pipelined requests behind a blocked response).
     var stash: [UInt8] = []
     /// Response head bytes the socket did not take yet.
@@ -32,6 +50,8 @@ final class Connection {
     var file: CachedFile?
     var fileOffset: Int64 = 0
     var fileEnd: Int64 = 0
+    /// Further parts after the file range (multipart/byteranges), each sent in turn.
+    var parts: [ResponsePart] = []
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd

@@ -7,9 +7,21 @@ extension Worker {
         requestsTotal += 1
         connection.requests += 1
         currentMinorVersion = head.minorVersion
-        if !head.keepAlive || head.hasBody || draining || connection.requests >= config.keepalive.requests {
-            // Request bodies are not read yet: close after answering so no body byte is taken for a request.
+        if !head.keepAlive || draining || connection.requests >= config.keepalive.requests {
             connection.closeAfterResponse = true
+        }
+        if head.hasBody {
+            // The body is never needed here, only skipped; one larger than limits.body is refused before
+            // it is read (RFC 9110 section 15.5.14), and the connection closes after the 413.
+            let limit = Int64(config.limits.bodyBytes)
+            if limit > 0 && head.contentLength > limit {
+                connection.closeAfterResponse = true
+                return answerError(connection, head, bytes, .contentTooLarge)
+            }
+            // RFC 9110 section 10.1.1: the client waits for 100 before sending; HTTP/1.0 ignores it.
+            if head.expectContinue && head.minorVersion == 1 && !connection.closeAfterResponse {
+                connection.sendContinue = true
+            }
         }
         switch head.method {
         case .get, .head:
@@ -88,8 +100,24 @@ extension Worker {
         send(file, connection, head, bytes)
     }
 
-    /// A 200 for `file`: one writev of head and body when the body is in memory, else the head and sendfile.
+    /// The answer for `file`: preconditions first (RFC 9110 section 13.2.2), then Range, else a 200 in
+    /// one writev of head and body when the body is in memory, or the head and sendfile.
     func send(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+        if !(head.ifMatch.isEmpty && head.ifNoneMatch.isEmpty && head.ifModifiedSince.isEmpty
+             && head.ifUnmodifiedSince.isEmpty), let status = preconditionFailure(file, head, bytes) {
+            return status == .notModified ? sendNotModified(file, connection, head, bytes)
+                : answerError(connection, head, bytes, status)
+        }
+        if !head.range.isEmpty && head.method == .get && !head.repeatedRange && rangeApplies(file, head, bytes) {
+            switch ByteRanges.resolve(bytes, head.range, length: file.size, limit: config.limits.ranges, into: rangeBuffer) {
+            case .ignore:
+                break
+            case .unsatisfiable:
+                return sendUnsatisfiable(file, connection, head, bytes)
+            case .ranges(let count):
+                return count == 1 ? sendRange(file, connection, head, bytes) : sendMultipart(file, connection, head, bytes, count)
+            }
+        }
         var writer = beginHead(.ok, connection)
         writer.append(file.headers.baseAddress!.assumingMemoryBound(to: UInt8.self), file.headers.count)
         writer.append("\r\n")
@@ -102,6 +130,144 @@ extension Worker {
         } else {
             startResponse(connection, writer.count, file: file)
         }
+    }
+
+    /// RFC 9110 section 13.2.2, steps 1 to 4, for GET and HEAD: 412 when If-Match (strong comparison)
+    /// or, without it, If-Unmodified-Since fails; 304 when If-None-Match (weak comparison) or, without
+    /// it, If-Modified-Since finds the client's copy current. A date that does not parse is ignored.
+    func preconditionFailure(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> HTTPStatus? {
+        let tag = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(file.headers)[file.etag.start..<file.etag.end])
+        if !head.ifMatch.isEmpty {
+            if !listMatches(bytes, head, head.ifMatch, name: "if-match", tag: tag, weak: false) { return .preconditionFailed }
+        } else if !head.ifUnmodifiedSince.isEmpty, let date = HTTPDate.parse(bytes, head.ifUnmodifiedSince),
+                  file.modifiedSeconds > date {
+            return .preconditionFailed
+        }
+        if !head.ifNoneMatch.isEmpty {
+            if listMatches(bytes, head, head.ifNoneMatch, name: "if-none-match", tag: tag, weak: true) { return .notModified }
+        } else if !head.ifModifiedSince.isEmpty, let date = HTTPDate.parse(bytes, head.ifModifiedSince),
+                  file.modifiedSeconds <= date {
+            return .notModified
+        }
+        return nil
+    }
+
+    /// An entity-tag list, from one field line or, when the client split it, from all of them.
+    func listMatches(
+        _ bytes: UnsafeRawBufferPointer, _ head: RequestHead, _ span: ByteSpan, name: StaticString,
+        tag: UnsafeRawBufferPointer, weak: Bool
+    ) -> Bool {
+        guard head.repeatedConditionalList else { return EntityTags.list(bytes, span, matches: tag, weak: weak) }
+        let spans = RequestParser.fieldValues(bytes, headLength: head.headLength, name: name)
+        return spans.contains { EntityTags.list(bytes, $0, matches: tag, weak: weak) }
+    }
+
+    /// If-Range (RFC 9110 section 13.1.5): the Range applies only if the client's validator is current,
+    /// an entity-tag by strong comparison or a date equal to Last-Modified.
+    func rangeApplies(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard !head.ifRange.isEmpty else { return true }
+        let first = bytes[head.ifRange.start]
+        if first == 34 || first == 87 {  // '"' or "W/"
+            let tag = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(file.headers)[file.etag.start..<file.etag.end])
+            return first == 34 && EntityTags.list(bytes, head.ifRange, matches: tag, weak: false)
+        }
+        return HTTPDate.parse(bytes, head.ifRange) == file.modifiedSeconds
+    }
+
+    /// 304: the validators the 200 would have carried, no body.
+    func sendNotModified(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+        var writer = beginHead(.notModified, connection)
+        appendHeaders(file, from: file.validatorsStart, to: file.headers.count, &writer)
+        writer.append("\r\n")
+        logRequest(connection, bytes: bytes, head: head, status: .notModified, bodyBytes: 0)
+        startResponse(connection, writer.count)
+    }
+
+    /// 416 with the current length, so the client can ask again.
+    func sendUnsatisfiable(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+        var writer = beginHead(.rangeNotSatisfiable, connection)
+        writer.append("Content-Range: bytes */")
+        writer.appendDecimal(file.size)
+        writer.append("\r\n")
+        finishErrorHead(&writer, .rangeNotSatisfiable, head: false)
+        logRequest(connection, bytes: bytes, head: head, status: .rangeNotSatisfiable,
+                   bodyBytes: Int64(HTTPStatus.rangeNotSatisfiable.errorBody.utf8CodeUnitCount))
+        startResponse(connection, writer.count)
+    }
+
+    /// 206 for the one range in `rangeBuffer[0]`.
+    func sendRange(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+        let (first, last) = rangeBuffer[0]
+        var writer = beginHead(.partialContent, connection)
+        appendHeaders(file, from: 0, to: file.typeEnd, &writer)
+        writer.append("Content-Range: bytes ")
+        appendRange(first, last, file.size, &writer)
+        writer.append("\r\nContent-Length: ")
+        writer.appendDecimal(last - first + 1)
+        writer.append("\r\n")
+        appendHeaders(file, from: file.lengthEnd, to: file.headers.count, &writer)
+        writer.append("\r\n")
+        logRequest(connection, bytes: bytes, head: head, status: .partialContent, bodyBytes: last - first + 1)
+        if let body = file.body {
+            startResponse(connection, writer.count, inline: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(body)[Int(first)...Int(last)]))
+        } else {
+            startResponse(connection, writer.count, file: file, from: first, to: last + 1)
+        }
+    }
+
+    /// 206 multipart/byteranges (RFC 9110 section 14.6) for `count` sorted, coalesced ranges: each part
+    /// is its boundary and headers, then the bytes straight from the file.
+    func sendMultipart(
+        _ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, _ count: Int
+    ) {
+        var parts: [ResponsePart] = []
+        parts.reserveCapacity(count + 1)
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 512)
+        defer { scratch.deallocate() }
+        var total: Int64 = 0
+        for index in 0..<count {
+            let (first, last) = rangeBuffer[index]
+            var writer = ByteWriter(base: scratch, capacity: 512)
+            writer.append("\r\n--")
+            writer.append(boundary, Worker.boundaryLength)
+            writer.append("\r\n")
+            appendHeaders(file, from: 0, to: file.typeEnd, &writer)
+            writer.append("Content-Range: bytes ")
+            appendRange(first, last, file.size, &writer)
+            writer.append("\r\n\r\n")
+            parts.append(ResponsePart(prefix: Array(UnsafeBufferPointer(start: scratch, count: writer.count)), start: first, end: last + 1))
+            total += Int64(writer.count) + last - first + 1
+        }
+        var closing = ByteWriter(base: scratch, capacity: 512)
+        closing.append("\r\n--")
+        closing.append(boundary, Worker.boundaryLength)
+        closing.append("--\r\n")
+        parts.append(ResponsePart(prefix: Array(UnsafeBufferPointer(start: scratch, count: closing.count)), start: 0, end: 0))
+        total += Int64(closing.count)
+
+        var writer = beginHead(.partialContent, connection)
+        writer.append("Content-Type: multipart/byteranges; boundary=")
+        writer.append(boundary, Worker.boundaryLength)
+        writer.append("\r\nContent-Length: ")
+        writer.appendDecimal(total)
+        writer.append("\r\n")
+        appendHeaders(file, from: file.lengthEnd, to: file.headers.count, &writer)
+        writer.append("\r\n")
+        logRequest(connection, bytes: bytes, head: head, status: .partialContent, bodyBytes: total)
+        startResponse(connection, writer.count, file: file, from: 0, to: 0, parts: parts)
+    }
+
+    func appendHeaders(_ file: CachedFile, from start: Int, to end: Int, _ writer: inout ByteWriter) {
+        writer.append(file.headers.baseAddress!.assumingMemoryBound(to: UInt8.self) + start, end - start)
+    }
+
+    /// `first-last/length`.
+    func appendRange(_ first: Int64, _ last: Int64, _ length: Int64, _ writer: inout ByteWriter) {
+        writer.appendDecimal(first)
+        writer.append(byte: 45)
+        writer.appendDecimal(last)
+        writer.append(byte: 47)
+        writer.appendDecimal(length)
     }
 
     /// Opens `pathBuffer` beneath the root (O_NONBLOCK so a FIFO cannot block the loop).
@@ -166,6 +332,11 @@ extension Worker {
     /// Status line and the headers every response has; the caller adds the rest and the blank line.
     func beginHead(_ status: HTTPStatus, _ connection: Connection) -> ByteWriter {
         var writer = ByteWriter(base: headBuffer, capacity: Worker.headCapacity)
+        if connection.sendContinue {
+            connection.sendContinue = false
+            writer.append(HTTPStatus.continue.statusLine)
+            writer.append("\r\n")
+        }
         writer.append(status.statusLine)
         writer.append("Server: webserver\r\nDate: ")
         writer.append(dateBytes, HTTPDate.length)
@@ -191,7 +362,8 @@ extension Worker {
     /// Sends the head in `headBuffer`, then `inline` bytes or the whole of `file`. Whatever the socket
     /// does not take now waits for EPOLLOUT (the connection holds `file` until it is sent).
     func startResponse(
-        _ connection: Connection, _ headLength: Int, inline: UnsafeRawBufferPointer? = nil, file: CachedFile? = nil
+        _ connection: Connection, _ headLength: Int, inline: UnsafeRawBufferPointer? = nil, file: CachedFile? = nil,
+        from start: Int64 = 0, to end: Int64 = -1, parts: [ResponsePart] = []
     ) {
         let bodyLength = inline?.count ?? 0
         let total = headLength + bodyLength
@@ -235,8 +407,9 @@ extension Worker {
         }
         if let file {
             connection.file = file
-            connection.fileOffset = 0
-            connection.fileEnd = file.size
+            connection.fileOffset = start
+            connection.fileEnd = end < 0 ? file.size : end
+            connection.parts = parts
         }
         guard continueSending(connection) else { return }
         if connection.hasPendingOutput {
@@ -246,46 +419,55 @@ extension Worker {
         }
     }
 
-    /// Pushes pending bytes and then the file. Returns false when the connection was closed.
+    /// Pushes pending bytes, then the file's range, then each further part (multipart ranges). Returns
+    /// false when the connection was closed.
     func continueSending(_ connection: Connection) -> Bool {
-        while connection.pendingOffset < connection.pendingOutput.count {
-            let flags = cs_MSG_NOSIGNAL | (connection.file != nil ? cs_MSG_MORE : 0)
-            let count = connection.pendingOutput.withUnsafeBytes {
-                Glibc.send(connection.fd, $0.baseAddress! + connection.pendingOffset,
-                           $0.count - connection.pendingOffset, flags)
+        while true {
+            while connection.pendingOffset < connection.pendingOutput.count {
+                let flags = cs_MSG_NOSIGNAL | (connection.file != nil ? cs_MSG_MORE : 0)
+                let count = connection.pendingOutput.withUnsafeBytes {
+                    Glibc.send(connection.fd, $0.baseAddress! + connection.pendingOffset,
+                               $0.count - connection.pendingOffset, flags)
+                }
+                if count > 0 {
+                    connection.pendingOffset += count
+                    continue
+                }
+                if count < 0 && errno == EINTR { continue }
+                if count < 0 && errno == EAGAIN { return true }
+                close(connection)
+                return false
             }
-            if count > 0 {
-                connection.pendingOffset += count
-                continue
+            if !connection.pendingOutput.isEmpty {
+                connection.pendingOutput = []
+                connection.pendingOffset = 0
             }
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 && errno == EAGAIN { return true }
-            close(connection)
-            return false
-        }
-        if !connection.pendingOutput.isEmpty {
-            connection.pendingOutput = []
-            connection.pendingOffset = 0
-        }
-        while let file = connection.file {
-            let remaining = connection.fileEnd - connection.fileOffset
-            if remaining <= 0 {
+            guard let file = connection.file else { return true }
+            while connection.fileOffset < connection.fileEnd {
+                var offset = off_t(connection.fileOffset)
+                let count = sendfile(connection.fd, file.fd, &offset, Int(min(connection.fileEnd - connection.fileOffset, 1 << 30)))
+                if count > 0 {
+                    connection.fileOffset = Int64(offset)
+                    continue
+                }
+                if count < 0 && errno == EINTR { continue }
+                if count < 0 && errno == EAGAIN { return true }
+                // count == 0: the file shrank under us; the promised length cannot be sent, so close.
+                close(connection)
+                return false
+            }
+            if connection.parts.isEmpty {
                 connection.file = nil
-                break
+                return true
             }
-            var offset = off_t(connection.fileOffset)
-            let count = sendfile(connection.fd, file.fd, &offset, Int(min(remaining, 1 << 30)))
-            if count > 0 {
-                connection.fileOffset = Int64(offset)
-                continue
-            }
-            if count < 0 && errno == EINTR { continue }
-            if count < 0 && errno == EAGAIN { return true }
-            // count == 0: the file shrank under us; the promised length cannot be sent, so close.
-            close(connection)
-            return false
+            let part = connection.parts.removeFirst()
+            connection.pendingOutput = part.prefix
+            connection.pendingOffset = 0
+            connection.fileOffset = part.start
+            connection.fileEnd = part.end
+            // The closing boundary has no range: nothing follows it, so it goes without MSG_MORE.
+            if part.start == part.end && connection.parts.isEmpty { connection.file = nil }
         }
-        return true
     }
 
     // MARK: Access log

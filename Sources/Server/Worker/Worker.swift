@@ -31,6 +31,12 @@ public final class Worker {
     /// HTTP minor version of the request being answered (1.0 clients need `Connection: keep-alive`).
     var currentMinorVersion: UInt8 = 1
     var fileCache: FileCache
+    let bodyLimits: BodyReader.Limits
+    /// Ranges of the request being answered, sorted and coalesced (capacity `limits.ranges`).
+    let rangeBuffer: UnsafeMutablePointer<(Int64, Int64)>
+    /// The multipart/byteranges boundary: random per worker, so no file's bytes can forge it.
+    let boundary: UnsafeMutablePointer<UInt8>
+    static let boundaryLength = 24
 
     let readBuffer: UnsafeMutableRawBufferPointer
     let headBuffer: UnsafeMutablePointer<UInt8>
@@ -52,7 +58,8 @@ public final class Worker {
         self.config = config
         limits = ParserLimits(
             requestLine: config.limits.requestLine, headerBytes: config.limits.headerBytes,
-            headerCount: config.limits.headerCount)
+            headerCount: config.limits.headerCount, headerField: config.limits.headerField)
+        bodyLimits = BodyReader.Limits(chunkLine: 4096, trailerBytes: config.limits.headerBytes)
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 250)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
@@ -67,6 +74,15 @@ public final class Worker {
         logBuffer = .allocate(capacity: Worker.logCapacity)
         dateBytes = .allocate(capacity: HTTPDate.length)
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
+        rangeBuffer = .allocate(capacity: config.limits.ranges)
+        boundary = .allocate(capacity: Worker.boundaryLength)
+        var random = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &random) { _ = getrandom($0.baseAddress, $0.count, 0) }
+        let hex: StaticString = "0123456789abcdef"
+        for index in 0..<Worker.boundaryLength {
+            let word = index < 16 ? random.0 >> UInt64(index * 4) : random.1 >> UInt64((index - 16) * 4)
+            boundary[index] = hex.utf8Start[Int(word & 15)]
+        }
         now = monotonicMilliseconds()
         fileCache = FileCache(
             capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
@@ -218,9 +234,10 @@ public final class Worker {
                 connection.stash = []
                 if !draining {
                     sendError(connection, .requestTimeout)
+                    connection.lingerOnClose = true
                 }
-                if !connection.hasPendingOutput { close(connection) }
-            case .writing:
+                if !connection.hasPendingOutput { finish(connection) }
+            case .writing, .readingBody, .lingering:
                 close(connection)
             }
         }
@@ -278,6 +295,7 @@ public final class Worker {
     }
 
     func onReadable(_ connection: Connection) {
+        if connection.phase == .lingering { return drainLingering(connection) }
         var length = 0
         if !connection.stash.isEmpty {
             length = connection.stash.count
@@ -301,10 +319,29 @@ public final class Worker {
         process(connection, length: length)
     }
 
-    /// Parses and answers the requests in `readBuffer[0..<length]`, in order.
+    /// Parses and answers the requests in `readBuffer[0..<length]`, in order, skipping their bodies.
+    ///
+    /// Pipelining is bounded by the read buffer: while a response waits for the socket, at most what one
+    /// read brought in is kept (the stash) and nothing more is read from that connection.
     func process(_ connection: Connection, length: Int) {
         var offset = 0
         while offset < length {
+            if connection.body != nil {
+                let result = connection.body!.consume(UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length]))
+                switch result {
+                case .needMore:
+                    offset = length
+                case .done(let consumed):
+                    offset += consumed
+                    connection.body = nil
+                case .invalid, .tooLarge:
+                    // The response went out already; the framing is lost, so the connection ends.
+                    connection.body = nil
+                    connection.lingerOnClose = true
+                    return finish(connection)
+                }
+                continue
+            }
             let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length])
             switch RequestParser.parse(bytes, limits: limits) {
             case .incomplete:
@@ -319,7 +356,7 @@ public final class Worker {
                 currentMinorVersion = 1
                 logRequest(connection, bytes: bytes, head: nil, status: status, bodyBytes: Int64(status.errorBody.utf8CodeUnitCount))
                 sendError(connection, status)
-                if !connection.hasPendingOutput { close(connection) }
+                if !connection.hasPendingOutput { finish(connection) }
                 return
             case .complete(let head):
                 offset += head.headLength
@@ -327,6 +364,15 @@ public final class Worker {
                 connection.phase = .idle
                 respond(connection, head, bytes)
                 if connections[Int(connection.fd)] !== connection { return }  // closed while answering
+                if head.hasBody {
+                    if connection.closeAfterResponse {
+                        connection.lingerOnClose = true
+                    } else {
+                        connection.body = head.chunked
+                            ? BodyReader(chunkedWithMaxContent: Int64(config.limits.bodyBytes), limits: bodyLimits)
+                            : BodyReader(contentLength: head.contentLength)
+                    }
+                }
                 if connection.hasPendingOutput {
                     if !connection.closeAfterResponse && offset < length {
                         connection.stash = Array(UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length]))
@@ -334,13 +380,46 @@ public final class Worker {
                     return
                 }
                 if connection.closeAfterResponse {
-                    close(connection)
-                    return
+                    if offset < length { connection.lingerOnClose = true }
+                    return finish(connection)
                 }
             }
         }
-        connection.phase = .idle
-        connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+        if connection.body != nil {
+            connection.phase = .readingBody
+            connection.deadline = now + Int64(config.timeouts.bodyMilliseconds)
+        } else {
+            connection.phase = .idle
+            connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+        }
+    }
+
+    /// Ends a connection whose last response has been sent: at once, or, when the client may still be
+    /// sending, by half-closing and reading what arrives for up to `lingerMilliseconds`. Closing a
+    /// socket with unread input makes the kernel send a reset, which can destroy the response before the
+    /// client has read it.
+    func finish(_ connection: Connection) {
+        guard connection.lingerOnClose else { return close(connection) }
+        connection.lingerOnClose = false
+        connection.stash = []
+        connection.body = nil
+        connection.phase = .lingering
+        connection.deadline = now + Worker.lingerMilliseconds
+        shutdown(connection.fd, Int32(SHUT_WR))
+        watch(connection, events: Poller.readable)
+    }
+
+    static let lingerMilliseconds: Int64 = 2000
+
+    /// Reads and drops what a lingering client sends; closes at its end of stream or on an error.
+    func drainLingering(_ connection: Connection) {
+        while true {
+            let count = Glibc.read(connection.fd, readBuffer.baseAddress!, readBuffer.count)
+            if count > 0 { continue }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && errno == EAGAIN { return }
+            return close(connection)
+        }
     }
 
     func onWritable(_ connection: Connection) {
@@ -349,10 +428,7 @@ public final class Worker {
             connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
             return
         }
-        if connection.closeAfterResponse {
-            close(connection)
-            return
-        }
+        if connection.closeAfterResponse { return finish(connection) }
         watch(connection, events: Poller.readable)
         guard connections[Int(connection.fd)] === connection else { return }
         connection.phase = .idle
