@@ -50,6 +50,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The parser's fuzz target: libFuzzer with -DFUZZING (scripts/fuzz), else a replayer of inputs.
+        .executableTarget(
+            name: "webserver-fuzz",
+            dependencies: ["Server"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "ServerTests",
             dependencies: ["Server"],

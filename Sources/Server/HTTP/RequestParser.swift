@@ -102,6 +102,7 @@ public enum RequestParser {
             emptyLines += 1
         }
         if index < count, bytes[index] == 10 { return .invalid(.badRequest) }
+        if index + 1 == count, bytes[index] == 13, emptyLines < 4 { return .incomplete }  // "\r" of an empty line
         let lineStart = index
 
         // Method.
@@ -130,7 +131,8 @@ public enum RequestParser {
                 if bytes[position] != prefix[position - index] { return .invalid(.badRequest) }
                 position += 1
             }
-            return lineTooLong(count - lineStart, limits) ?? .incomplete
+            // The line ends 8 bytes after the version starts, so that is its length once it is in sight.
+            return lineTooLong(min(count, index + 8) - lineStart, limits) ?? .incomplete
         }
         guard bytes[index] == 72, bytes[index + 1] == 84, bytes[index + 2] == 84, bytes[index + 3] == 80,
               bytes[index + 4] == 47, isDigit(bytes[index + 5]), bytes[index + 6] == 46, isDigit(bytes[index + 7])
@@ -189,7 +191,7 @@ public enum RequestParser {
             guard let cr = found, cr + 1 < count else {
                 // No CRLF yet: what is there must still be valid.
                 if !validFieldValue(bytes, valueStart, found ?? count) { return .invalid(.badRequest) }
-                return count - lineStart > limits.headerBytes || count - nameStart > limits.headerField
+                return count - lineStart > limits.headerBytes || (found ?? count) - nameStart > limits.headerField
                     ? .invalid(.headerFieldsTooLarge) : .incomplete
             }
             guard bytes[cr + 1] == 10, validFieldValue(bytes, valueStart, cr) else { return .invalid(.badRequest) }
