@@ -149,3 +149,44 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(Section.parseDuration("-1s") == nil)
     }
 }
+
+@Suite struct SitePolicyConfigTests {
+    @Test func policiesAndRulesAreRead() throws {
+        let config = try loadConfig("""
+            root: site
+            symlinks: owner-match
+            encoded_slash: reject
+            autoindex: true
+            error_pages: {404: /errors/404.html}
+            headers:
+              - match: "*.css"
+                set: {Cache-Control: no-cache}
+            """)
+        #expect(config.symlinks == "owner-match" && config.encodedSlash == "reject" && config.autoindex)
+        #expect(config.errorPages == ["404": "/errors/404.html"])
+        #expect(config.headers == [ServerConfig.HeaderRule(match: "*.css", set: [["Cache-Control", "no-cache"]])])
+        #expect(config.headers[0].matches("/a/b.css") && !config.headers[0].matches("/a/b.js"))
+        #expect(ServerConfig.HeaderRule(match: "/assets/*", set: []).matches("/assets/x/y.png"))
+        #expect(!ServerConfig.HeaderRule(match: "/robots.txt", set: []).matches("/robots.txt/x"))
+    }
+
+    @Test func badPoliciesAndRulesNameTheirKeyAndLine() {
+        let found = issues("""
+            root: site
+            symlinks: sometimes
+            autoindex: maybe
+            error_pages: {200: /ok.html, 404: relative.html}
+            headers:
+              - match: "/a/*/b"
+                set: {Cache-Control: x}
+              - match: "*.js"
+                set: {Content-Length: "5", "Bad Name": x}
+              - set: {X-A: b}
+            """)
+        #expect(found.map(\.key) == [
+            "symlinks", "autoindex", "error_pages.200", "error_pages.404", "headers[0].match",
+            "headers[1].set.Content-Length", "headers[1].set.Bad Name", "headers[2].match",
+        ])
+        #expect(found.map(\.line) == [2, 3, 4, 4, 6, 9, 9, 10])
+    }
+}

@@ -223,6 +223,33 @@ final class DocumentReader {
                 issue(node, key: "index", "must be a plain file name, got '\(value)'")
             } else { config.index = value }
         }
+        if let (value, node) = top.string("symlinks") {
+            if ["follow", "owner-match", "never"].contains(value) { config.symlinks = value } else {
+                issue(node, key: "symlinks", "'\(value)' is not one of follow, owner-match, never")
+            }
+        }
+        if let (value, node) = top.string("encoded_slash") {
+            if ["decode", "reject"].contains(value) { config.encodedSlash = value } else {
+                issue(node, key: "encoded_slash", "'\(value)' is not one of decode, reject")
+            }
+        }
+        if let value = top.boolean("autoindex") { config.autoindex = value }
+        if let section = top.section("error_pages") {
+            for (key, keyNode, value) in section.all() {
+                guard let status = Int(key), (400...599).contains(status) else {
+                    issue(keyNode, key: "error_pages.\(key)", "expected a status from 400 to 599")
+                    continue
+                }
+                guard let path = value.scalar?.string, path.hasPrefix("/"), !path.contains("?") else {
+                    issue(value, key: "error_pages.\(key)", "expected a path beneath the root such as /errors/404.html")
+                    continue
+                }
+                config.errorPages[String(status)] = path
+            }
+        }
+        if let node = top.take("headers") {
+            config.headers = headerRules(node)
+        }
         if let (value, node) = top.string("user") {
             if getpwnam(value) == nil { issue(node, key: "user", "no such user '\(value)'") } else { config.user = value }
         }
@@ -320,6 +347,58 @@ final class DocumentReader {
             section.finish()
         }
         top.finish()
+    }
+
+    /// `headers`: a list of `{match: PATTERN, set: {Name: value, ...}}`.
+    private func headerRules(_ node: Node) -> [ServerConfig.HeaderRule] {
+        guard case .sequence(let items) = node else {
+            issue(node, key: "headers", "expected a list of {match: PATTERN, set: {NAME: VALUE}}")
+            return []
+        }
+        var rules: [ServerConfig.HeaderRule] = []
+        for (position, item) in items.enumerated() {
+            let key = "headers[\(position)]"
+            guard let section = Section(item, path: key, reader: self) else { continue }
+            let pattern = section.string("match")
+            var pairs: [[String]] = []
+            if let set = section.section("set") {
+                for (name, nameNode, value) in set.all() {
+                    let forbidden = ["content-length", "transfer-encoding", "content-range", "connection", "date", "server",
+                                     "content-type", "etag", "last-modified", "accept-ranges", "keep-alive", "upgrade"]
+                    guard !name.isEmpty, name.utf8.allSatisfy(RequestParser.isTokenByte) else {
+                        issue(nameNode, key: "\(key).set.\(name)", "is not a valid header name")
+                        continue
+                    }
+                    guard !forbidden.contains(name.lowercased()) else {
+                        issue(nameNode, key: "\(key).set.\(name)", "is set by the server and cannot be changed here")
+                        continue
+                    }
+                    guard let text = value.scalar?.string, !text.isEmpty,
+                          text.utf8.allSatisfy({ $0 == 9 || ($0 >= 32 && $0 != 127) }) else {
+                        issue(value, key: "\(key).set.\(name)", "needs a one-line value without control characters")
+                        continue
+                    }
+                    pairs.append([name, text])
+                }
+            } else {
+                issue(item, key: "\(key).set", "needs the headers to set")
+            }
+            section.finish()
+            guard let (match, matchNode) = pattern else {
+                issue(item, key: "\(key).match", "needs a pattern: /exact/path, /prefix/*, or *.suffix")
+                continue
+            }
+            let stars = match.filter { $0 == "*" }.count
+            guard stars <= 1, stars == 0 ? match.hasPrefix("/") : (match.hasPrefix("*") || match.hasSuffix("*") && match.hasPrefix("/")) else {
+                issue(matchNode, key: "\(key).match", "'\(match)' is not /exact/path, /prefix/*, or *.suffix")
+                continue
+            }
+            rules.append(ServerConfig.HeaderRule(match: match, set: pairs))
+        }
+        // Every rule could match one file: together they must fit beside the server's own headers.
+        let total = rules.flatMap(\.set).reduce(0) { $0 + $1[0].utf8.count + $1[1].utf8.count + 4 }
+        if total > 2048 { issue(node, key: "headers", "all the headers together come to \(total) bytes; the most is 2048") }
+        return rules
     }
 
     private func path(_ value: String, _ node: Node, key: String) -> String? {
@@ -436,6 +515,23 @@ final class Section {
             return nil
         }
         return value * scale
+    }
+
+    /// Every entry, all taken: for mappings whose keys are data (status codes, header names).
+    func all() -> [(String, Node, Node)] {
+        for entry in entries { taken.insert(entry.key) }
+        return entries.map { ($0.key, $0.keyNode, $0.value) }
+    }
+
+    func boolean(_ key: String) -> Bool? {
+        guard let (text, node) = string(key) else { return nil }
+        switch text.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            reader.issue(node, key: full(key), "expected true or false, got '\(text)'")
+            return nil
+        }
     }
 
     func section(_ key: String) -> Section? {

@@ -11,6 +11,35 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var root: String = ""
     /// File served for a request to a directory.
     public var index: String = "index.html"
+    /// Symlinks beneath the root: follow, owner-match or never.
+    public var symlinks: String = "follow"
+    /// `%2F` in a path: decode (a separator, as nginx does) or reject (404, as Apache does by default).
+    public var encodedSlash: String = "decode"
+    /// HTML listings of directories without an index file (off: 404).
+    public var autoindex = false
+    /// Pages served, with their status, instead of the built-in error bodies: status → URL path.
+    public var errorPages: [String: String] = [:]
+    /// Extra response headers for files whose path matches, in order.
+    public var headers: [HeaderRule] = []
+
+    /// `match` is an exact path (`/robots.txt`), a prefix (`/assets/*`) or a suffix (`*.html`); the
+    /// `set` headers go on every 200, 206 and 304 for a matching file. A later rule's header replaces an
+    /// earlier one of the same name.
+    public struct HeaderRule: Codable, Sendable, Equatable {
+        public var match: String
+        public var set: [[String]]
+
+        public init(match: String, set: [[String]]) {
+            self.match = match
+            self.set = set
+        }
+
+        public func matches(_ path: String) -> Bool {
+            if match.hasPrefix("*") { return path.hasSuffix(match.dropFirst()) }
+            if match.hasSuffix("*") { return path.hasPrefix(match.dropLast()) }
+            return path == match
+        }
+    }
     /// User to switch to after binding, when started as root.
     public var user: String? = nil
     /// Where the supervisor writes its pid, or nil for the default location.

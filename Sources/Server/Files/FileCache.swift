@@ -32,7 +32,10 @@ final class CachedFile {
     let key: [UInt8]
     var validatedAt: Int64
 
-    init?(fd: Int32, info: stat, contentType: StaticString, openedPath: [UInt8], key: [UInt8], inlineLimit: Int, now: Int64) {
+    init?(
+        fd: Int32, info: stat, contentType: StaticString, openedPath: [UInt8], key: [UInt8], inlineLimit: Int, now: Int64,
+        extraHeaders: [UInt8] = []
+    ) {
         self.fd = fd
         size = Int64(info.st_size)
         device = UInt64(info.st_dev)
@@ -44,9 +47,10 @@ final class CachedFile {
         self.key = key
         validatedAt = now
 
-        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 512)
+        let capacity = 512 + extraHeaders.count
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
         defer { scratch.deallocate() }
-        var writer = ByteWriter(base: scratch, capacity: 512)
+        var writer = ByteWriter(base: scratch, capacity: capacity)
         writer.append("Content-Type: ")
         writer.append(contentType)
         writer.append("\r\n")
@@ -71,6 +75,8 @@ final class CachedFile {
         writer.append(byte: 34)
         etag = ByteSpan(start: etagStart, end: writer.count)
         writer.append("\r\n")
+        // The `headers` rules that match this file: part of every 200, 206 and 304 for it.
+        if !extraHeaders.isEmpty { extraHeaders.withUnsafeBufferPointer { writer.append($0.baseAddress!, $0.count) } }
         headers = .allocate(byteCount: writer.count, alignment: 1)
         headers.copyMemory(from: UnsafeRawBufferPointer(start: scratch, count: writer.count))
 

@@ -13,8 +13,12 @@ enum RequestPath {
         case rejected(HTTPStatus)
     }
 
-    /// Writes the normalized path into `output` (at least target length + 2 bytes).
-    static func normalize(_ bytes: UnsafeRawBufferPointer, target: ByteSpan, into output: UnsafeMutablePointer<UInt8>) -> Outcome {
+    /// Writes the normalized path into `output` (at least target length + 2 bytes). With
+    /// `rejectEncodedSlash`, a `%2F` is 404 instead of a separator (Apache's AllowEncodedSlashes Off).
+    static func normalize(
+        _ bytes: UnsafeRawBufferPointer, target: ByteSpan, into output: UnsafeMutablePointer<UInt8>,
+        rejectEncodedSlash: Bool = false
+    ) -> Outcome {
         var index = target.start
         let end = target.end
         if bytes[index] != 47 {
@@ -29,13 +33,14 @@ enum RequestPath {
             }
         }
         if let fast = plainPath(bytes, from: index, end: end, into: output) { return fast }
-        return normalizeSegments(bytes, from: index, end: end, into: output)
+        return normalizeSegments(bytes, from: index, end: end, into: output, rejectEncodedSlash: rejectEncodedSlash)
     }
 
     /// The full treatment: escapes, dot segments, empty segments, dotfiles. Kept out of `normalize` so
     /// the plain path does not pay for this function's state.
     private static func normalizeSegments(
-        _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>
+        _ bytes: UnsafeRawBufferPointer, from start: Int, end: Int, into output: UnsafeMutablePointer<UInt8>,
+        rejectEncodedSlash: Bool
     ) -> Outcome {
         var index = start
         var count = 0
@@ -84,6 +89,7 @@ enum RequestPath {
                 }
                 byte = high << 4 | low
                 if byte == 0 { return .rejected(.badRequest) }
+                if byte == 47 && rejectEncodedSlash { return .rejected(.notFound) }
                 index += 2
             }
             index += 1

@@ -6,9 +6,25 @@ public enum HTTPMethod: UInt8, Sendable {
 }
 
 /// A byte range inside the buffer that was parsed; empty when `start == end`.
+///
+/// Stored as two 32-bit offsets (a head is at most a few dozen KiB), so the request head with its dozen
+/// spans stays small enough to be moved in registers rather than by memcpy.
 public struct ByteSpan: Equatable, Sendable {
-    public var start: Int
-    public var end: Int
+    @usableFromInline var lower: Int32
+    @usableFromInline var upper: Int32
+    public var start: Int {
+        @inline(__always) get { Int(lower) }
+        @inline(__always) set { lower = Int32(truncatingIfNeeded: newValue) }
+    }
+    public var end: Int {
+        @inline(__always) get { Int(upper) }
+        @inline(__always) set { upper = Int32(truncatingIfNeeded: newValue) }
+    }
+    @inline(__always)
+    public init(start: Int, end: Int) {
+        lower = Int32(truncatingIfNeeded: start)
+        upper = Int32(truncatingIfNeeded: end)
+    }
     public static let none = ByteSpan(start: 0, end: 0)
     public var isEmpty: Bool { start == end }
     public var count: Int { end - start }
@@ -45,6 +61,8 @@ public struct RequestHead: Equatable, Sendable {
     public var repeatedConditionalList = false
     /// Range came more than once: the header is ignored (RFC 9110 section 14.2 lets a server ignore it).
     public var repeatedRange = false
+    /// Any of the validator or range fields came: one test on the common path instead of six.
+    public var hasConditions = false
     /// Bytes consumed, from the first byte through the blank line.
     public var headLength = 0
 
@@ -206,7 +224,8 @@ public enum RequestParser {
             switch knownField(bytes, nameStart, nameEnd - nameStart) {
             case .host:
                 hosts += 1
-                if hosts > 1 { return .invalid(.badRequest) }
+                // RFC 9112 section 3.2: one Host, and a valid one (uri-host [":" port]; empty is allowed).
+                if hosts > 1 || !validHost(bytes, value) { return .invalid(.badRequest) }
             case .referer:
                 head.referer = value
             case .userAgent:
@@ -228,19 +247,25 @@ public enum RequestParser {
                       lowercased(bytes, value.start + 8, 4) == 0x65756e69 else { return .invalid(.expectationFailed) }
                 head.expectContinue = true
             case .ifMatch:
+                head.hasConditions = true
                 if !head.ifMatch.isEmpty { head.repeatedConditionalList = true }
                 head.ifMatch = value
             case .ifNoneMatch:
+                head.hasConditions = true
                 if !head.ifNoneMatch.isEmpty { head.repeatedConditionalList = true }
                 head.ifNoneMatch = value
             case .ifModifiedSince:
+                head.hasConditions = true
                 head.ifModifiedSince = value
             case .ifUnmodifiedSince:
+                head.hasConditions = true
                 head.ifUnmodifiedSince = value
             case .range:
+                head.hasConditions = true
                 if !head.range.isEmpty { head.repeatedRange = true }
                 head.range = value
             case .ifRange:
+                head.hasConditions = true
                 head.ifRange = value
             case .other:
                 break
@@ -458,6 +483,76 @@ public enum RequestParser {
 
     @inline(__always)
     static func isDigit(_ byte: UInt8) -> Bool { byte >= 48 && byte <= 57 }
+
+    /// Host's value (RFC 3986 authority without userinfo): reg-name, IPv4 or an IP-literal in brackets,
+    /// then an optional port. Bytes only; anything that could change the meaning of a path, such as
+    /// "/", "@", "?", "#" or whitespace, is refused. The port is read from the end (digits back to a
+    /// colon), then one table load per byte of the name; brackets and colons inside it (an IPv6
+    /// literal) send it to the slower structural check.
+    static func validHost(_ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) -> Bool {
+        guard span.start < span.end, let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return true }
+        let start = base + span.start
+        var nameEnd = base + span.end
+        var back = nameEnd - 1
+        while back > start && back.pointee &- 48 < 10 { back -= 1 }
+        if back.pointee == 58 { nameEnd = back }  // ":" then only digits: the port
+        let table = hostBytes.utf8Start
+        var special: UInt8 = 0
+        var pointer = start
+        while pointer < nameEnd {
+            let kind = table[Int(pointer.pointee)]
+            if kind == 48 { return false }  // '0': not allowed anywhere
+            special |= kind
+            pointer += 1
+        }
+        return special & 2 == 0 || validHostStructure(UnsafeBufferPointer(start: start, count: span.count))
+    }
+
+    /// One byte per value: '1' reg-name (unreserved, pct-encoded's '%', sub-delims), '3' for ':', '[' and
+    /// ']', '0' for everything else.
+    static let hostBytes: StaticString = """
+        00000000000000000000000000000000\
+        01001111111111101111111111310100\
+        01111111111111111111111111130301\
+        01111111111111111111111111100010\
+        00000000000000000000000000000000\
+        00000000000000000000000000000000\
+        00000000000000000000000000000000\
+        00000000000000000000000000000000
+        """
+
+    /// host [":" port], where host may be "[" IP-literal "]".
+    static func validHostStructure(_ host: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = 0
+        if host[0] == 91 {
+            index = 1
+            while index < host.count && host[index] != 93 {
+                let byte = host[index]
+                guard isHexOrColon(byte) || byte == 46 || byte | 0x20 == 118 else { return false }
+                index += 1
+            }
+            guard index < host.count else { return false }
+            index += 1
+        } else {
+            while index < host.count && host[index] != 58 {
+                if host[index] == 91 || host[index] == 93 { return false }
+                index += 1
+            }
+        }
+        if index == host.count { return true }
+        guard host[index] == 58 else { return false }
+        index += 1
+        while index < host.count {
+            guard isDigit(host[index]) else { return false }
+            index += 1
+        }
+        return true
+    }
+
+    @inline(__always)
+    static func isHexOrColon(_ byte: UInt8) -> Bool {
+        isDigit(byte) || byte == 58 || (byte | 0x20 >= 97 && byte | 0x20 <= 102)
+    }
 
     /// Methods are case-sensitive (RFC 9110 section 9.1).
     static func method(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> HTTPMethod? {

@@ -46,7 +46,7 @@ extension Worker {
         guard head.target.count + config.index.utf8.count + 4 <= pathCapacity else {
             return answerError(connection, head, bytes, .uriTooLong)
         }
-        let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer)
+        let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer, rejectEncodedSlash: rejectEncodedSlash)
         guard case .path(var length, let directory, let pathEnd) = outcome else {
             if case .rejected(let status) = outcome { answerError(connection, head, bytes, status) }
             return
@@ -68,6 +68,7 @@ extension Worker {
                 return redirectToDirectory(connection, head, bytes, pathLength: length, pathEnd: pathEnd)
             }
             // Append "/index" (or just "index" at the root, whose path is ".").
+            let directoryLength = length
             if length == 1 && pathBuffer[0] == 46 { length = 0 } else {
                 pathBuffer[length] = 47
                 length += 1
@@ -80,6 +81,10 @@ extension Worker {
             fd = openBeneathRoot()
             if fd < 0 {
                 let code = errno
+                if code == ENOENT && config.autoindex {
+                    pathBuffer[directoryLength] = 0
+                    return sendListing(connection, head, bytes, pathLength: directoryLength, pathEnd: pathEnd)
+                }
                 return answerError(connection, head, bytes, code == ENOENT ? .notFound : openFailureStatus(code))
             }
             fstat(fd, &info)
@@ -91,7 +96,7 @@ extension Worker {
         let opened = Array(UnsafeBufferPointer(start: pathBuffer, count: length + 1))
         guard let file = CachedFile(
             fd: fd, info: info, contentType: MediaTypes.forPath(pathBuffer, length: length), openedPath: opened,
-            key: key, inlineLimit: fileCache.inlineLimit, now: now)
+            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extraHeaders(pathLength: length))
         else {
             // The file changed size while it was read; the client may simply retry.
             return answerError(connection, head, bytes, .serviceUnavailable)
@@ -103,21 +108,7 @@ extension Worker {
     /// The answer for `file`: preconditions first (RFC 9110 section 13.2.2), then Range, else a 200 in
     /// one writev of head and body when the body is in memory, or the head and sendfile.
     func send(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
-        if !(head.ifMatch.isEmpty && head.ifNoneMatch.isEmpty && head.ifModifiedSince.isEmpty
-             && head.ifUnmodifiedSince.isEmpty), let status = preconditionFailure(file, head, bytes) {
-            return status == .notModified ? sendNotModified(file, connection, head, bytes)
-                : answerError(connection, head, bytes, status)
-        }
-        if !head.range.isEmpty && head.method == .get && !head.repeatedRange && rangeApplies(file, head, bytes) {
-            switch ByteRanges.resolve(bytes, head.range, length: file.size, limit: config.limits.ranges, into: rangeBuffer) {
-            case .ignore:
-                break
-            case .unsatisfiable:
-                return sendUnsatisfiable(file, connection, head, bytes)
-            case .ranges(let count):
-                return count == 1 ? sendRange(file, connection, head, bytes) : sendMultipart(file, connection, head, bytes, count)
-            }
-        }
+        if head.hasConditions && answeredConditionally(file, connection, head, bytes) { return }
         var writer = beginHead(.ok, connection)
         writer.append(file.headers.baseAddress!.assumingMemoryBound(to: UInt8.self), file.headers.count)
         writer.append("\r\n")
@@ -130,6 +121,28 @@ extension Worker {
         } else {
             startResponse(connection, writer.count, file: file)
         }
+    }
+
+    /// Preconditions, then Range; true when one of them gave the answer (304, 412, 206 or 416). Kept out
+    /// of `send` so a request without these fields pays one branch for them.
+    @inline(never)
+    func answeredConditionally(
+        _ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer
+    ) -> Bool {
+        if let status = preconditionFailure(file, head, bytes) {
+            if status == .notModified { sendNotModified(file, connection, head, bytes) } else { answerError(connection, head, bytes, status) }
+            return true
+        }
+        guard !head.range.isEmpty && head.method == .get && !head.repeatedRange && rangeApplies(file, head, bytes) else { return false }
+        switch ByteRanges.resolve(bytes, head.range, length: file.size, limit: config.limits.ranges, into: rangeBuffer) {
+        case .ignore:
+            return false
+        case .unsatisfiable:
+            sendUnsatisfiable(file, connection, head, bytes)
+        case .ranges(let count):
+            if count == 1 { sendRange(file, connection, head, bytes) } else { sendMultipart(file, connection, head, bytes, count) }
+        }
+        return true
     }
 
     /// RFC 9110 section 13.2.2, steps 1 to 4, for GET and HEAD: 412 when If-Match (strong comparison)
@@ -314,6 +327,9 @@ extension Worker {
     }
 
     func answerError(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, _ status: HTTPStatus) {
+        if !errorPages.isEmpty, let page = errorPage(status) {
+            return sendErrorPage(page, status, connection, head: head, bytes: bytes)
+        }
         var writer = beginHead(status, connection)
         finishErrorHead(&writer, status, head: head.method == .head)
         logRequest(connection, bytes: bytes, head: head, status: status,
@@ -324,6 +340,9 @@ extension Worker {
     /// Answers a request that could not be parsed; the connection closes after it (RFC 9112 section 9.6).
     func sendError(_ connection: Connection, _ status: HTTPStatus) {
         connection.closeAfterResponse = true
+        if !errorPages.isEmpty, let page = errorPage(status) {
+            return sendErrorPage(page, status, connection, head: nil, bytes: nil)
+        }
         var writer = beginHead(status, connection)
         finishErrorHead(&writer, status, head: false)
         startResponse(connection, writer.count)

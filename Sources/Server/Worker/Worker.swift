@@ -32,6 +32,10 @@ public final class Worker {
     var currentMinorVersion: UInt8 = 1
     var fileCache: FileCache
     let bodyLimits: BodyReader.Limits
+    let rejectEncodedSlash: Bool
+    /// `error_pages`: status → URL path; the pages themselves are kept open in `errorPageFiles`.
+    let errorPages: [UInt16: String]
+    var errorPageFiles: [UInt16: CachedFile] = [:]
     /// Ranges of the request being answered, sorted and coalesced (capacity `limits.ranges`).
     let rangeBuffer: UnsafeMutablePointer<(Int64, Int64)>
     /// The multipart/byteranges boundary: random per worker, so no file's bytes can forge it.
@@ -74,6 +78,11 @@ public final class Worker {
         logBuffer = .allocate(capacity: Worker.logCapacity)
         dateBytes = .allocate(capacity: HTTPDate.length)
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
+        rejectEncodedSlash = config.encodedSlash == "reject"
+        BeneathRoot.symlinks = BeneathRoot.SymlinkPolicy(rawValue: config.symlinks) ?? .follow
+        var pages: [UInt16: String] = [:]
+        for (status, path) in config.errorPages { if let code = UInt16(status) { pages[code] = path } }
+        errorPages = pages
         rangeBuffer = .allocate(capacity: config.limits.ranges)
         boundary = .allocate(capacity: Worker.boundaryLength)
         var random = (UInt64(0), UInt64(0))
