@@ -190,3 +190,24 @@ func parse(_ text: String, limits: ParserLimits = ParserLimits()) -> ParseResult
         }
     }
 }
+
+@Suite struct HostTests {
+    @Test func theTableCoversEveryByte() {
+        #expect(RequestParser.hostBytes.utf8CodeUnitCount == 256)
+    }
+
+    @Test func hostsOfEveryLength() {
+        func valid(_ host: String) -> Bool {
+            let bytes = Array(host.utf8)
+            return bytes.withUnsafeBytes { RequestParser.validHost($0, ByteSpan(start: 0, end: bytes.count)) }
+        }
+        for host in ["a", "localhost", "127.0.0.1", "example.com:8080", "www.a-very-long-subdomain.example.org",
+                     "EXAMPLE.com", "under_score.test", "xn--bcher-kva.example", "[::1]", "[::1]:443", "a:", ""] {
+            #expect(valid(host), "\(host)")
+        }
+        for host in ["a b", "a/b", "user@example.com", "example.com:80x", "example.com:1:2", "[::1", "::1",
+                     "exa mple.com:8080", "a\u{7f}", "longer-than-eight/x", "abcdefghijklmnopqrstuvwxy@"] {
+            #expect(!valid(host), "\(host)")
+        }
+    }
+}
