@@ -18,7 +18,32 @@ static inline int cossl_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version)
 }
 static inline const char *cossl_OPENSSL_VERSION_TEXT(void) { return OPENSSL_VERSION_TEXT; }
 
+static inline long cossl_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list) { return SSL_CTX_set1_groups_list(ctx, list); }
+static inline long cossl_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
+static inline uint64_t cossl_SSL_CTX_set_options(SSL_CTX *ctx, uint64_t options) { return SSL_CTX_set_options(ctx, options); }
+
+/* ALPN: the server speaks http/1.1 only. A client that offers ALPN without it (say, h2 alone) gets the
+   no_application_protocol alert, as RFC 7301 section 3.2 asks; one that offers no ALPN at all is fine. */
+static int cossl_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                    const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl; (void)arg;
+    static const unsigned char ours[] = "\x08http/1.1";
+    unsigned char *selected = NULL;
+    if (SSL_select_next_proto(&selected, outlen, ours, sizeof(ours) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+static inline void cossl_use_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, cossl_alpn_select_http11, NULL); }
+
 static const uint64_t cossl_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
+static const uint64_t cossl_SSL_OP_CIPHER_SERVER_PREFERENCE = SSL_OP_CIPHER_SERVER_PREFERENCE;
+static const uint64_t cossl_SSL_OP_NO_TICKET = SSL_OP_NO_TICKET;
+static const long cossl_SSL_MODE_ENABLE_PARTIAL_WRITE = SSL_MODE_ENABLE_PARTIAL_WRITE;
+static const long cossl_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER = SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER;
+static const long cossl_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
+static const long cossl_SSL_SESS_CACHE_SERVER = SSL_SESS_CACHE_SERVER;
+static const int cossl_TLS1_3_VERSION = TLS1_3_VERSION;
 static const uint64_t cossl_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
 static const int cossl_TLS1_2_VERSION = TLS1_2_VERSION;
 

@@ -52,6 +52,15 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on: 127.0.0.1:8080, [::1]:8080, *:8080. Repeatable.", valueName: "addr:port"))
     var listen: [String] = []
 
+    @Option(help: ArgumentHelp("Address to listen on with TLS (HTTPS). Repeatable; needs --cert and --key.", valueName: "addr:port"))
+    var tlsListen: [String] = []
+
+    @Option(help: ArgumentHelp("Certificate chain for TLS (PEM, leaf first).", valueName: "file"))
+    var cert: String?
+
+    @Option(help: ArgumentHelp("Private key for TLS (PEM, unencrypted).", valueName: "file"))
+    var key: String?
+
     @Option(help: ArgumentHelp("Worker processes: a count, or MIN:MAX for a pool that scales with load.", valueName: "n|min:max"))
     var workers: String?
 
@@ -71,6 +80,9 @@ struct Serve: ParsableCommand {
         var overrides = ConfigOverrides()
         overrides.root = root
         overrides.listen = listen
+        overrides.tlsListen = tlsListen
+        overrides.cert = cert
+        overrides.key = key
         overrides.workers = workers
         overrides.pidFile = options.pidFile
         overrides.accessLog = accessLog

@@ -31,6 +31,9 @@ public struct ConfigOverrides: Sendable {
     public var accessLog: String?
     public var errorLog: String?
     public var logLevel: String?
+    public var tlsListen: [String] = []
+    public var cert: String?
+    public var key: String?
 
     public init() {}
 }
@@ -78,6 +81,14 @@ public enum ConfigLoader {
                 flagIssue("--workers", "'\(workers)' is not N or MIN:MAX with 1 <= MIN <= MAX <= 1024")
             }
         }
+        if !overrides.tlsListen.isEmpty {
+            config.tls.listen = overrides.tlsListen
+            for value in overrides.tlsListen where SocketAddress(parsing: value) == nil {
+                flagIssue("--tls-listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+            }
+        }
+        if let cert = overrides.cert { config.tls.cert = absolute(cert, base: cwd) }
+        if let key = overrides.key { config.tls.key = absolute(key, base: cwd) }
         if let pid = overrides.pidFile { config.pidFile = absolute(pid, base: cwd) }
         if let log = overrides.accessLog { config.accessLog = log == "off" ? nil : absolute(log, base: cwd) }
         if let log = overrides.errorLog { config.errorLog = log == "stderr" ? nil : absolute(log, base: cwd) }
@@ -108,6 +119,27 @@ public enum ConfigLoader {
         for (flag, value) in [("--pid-file", overrides.pidFile), ("--access-log", overrides.accessLog == "off" ? nil : overrides.accessLog)] {
             if let value, !parentExists(absolute(value, base: cwd)) {
                 flagIssue(flag, "the directory of '\(value)' does not exist")
+            }
+        }
+        // TLS: a certificate and key that load and match, for every TLS socket; a plain and a TLS socket
+        // cannot share an address.
+        if !config.tls.listen.isEmpty {
+            if let cert = config.tls.cert, let key = config.tls.key {
+                do {
+                    _ = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion)
+                } catch {
+                    issues.append(ConfigIssue(file: overrides.cert != nil || overrides.key != nil ? "command line" : file,
+                                              line: 0, column: 0, key: overrides.cert != nil ? "--cert" : "tls.cert", message: error.description))
+                }
+            } else {
+                issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls",
+                                          message: "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key"))
+            }
+        }
+        let plain = Set(config.listen.compactMap(SocketAddress.init(parsing:)))
+        for value in config.tls.listen {
+            if let address = SocketAddress(parsing: value), address.port != 0, plain.contains(address) {
+                issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls.listen", message: "'\(value)' is also a plain listen address"))
             }
         }
         if !issues.isEmpty { throw ConfigErrors(issues: issues) }
@@ -323,6 +355,31 @@ final class DocumentReader {
             if let value = section.integer("entries", in: 0...1_000_000) { config.fileCache.entries = value }
             if let value = section.duration("valid") { config.fileCache.validMilliseconds = value }
             if let value = section.size("inline_max", in: 0...16_777_216) { config.fileCache.inlineMax = value }
+            section.finish()
+        }
+        if let section = top.section("tls") {
+            if let node = section.take("listen") {
+                var values: [String] = []
+                let items: [Node]
+                switch node {
+                case .sequence(let sequence): items = Array(sequence)
+                default: items = [node]
+                }
+                for item in items {
+                    if let value = item.scalar?.string, SocketAddress(parsing: value) != nil { values.append(value) } else {
+                        issue(item, key: "tls.listen", "'\(item.scalar?.string ?? "")' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+                    }
+                }
+                config.tls.listen = values
+            }
+            if let (value, node) = section.string("cert") { config.tls.cert = path(value, node, key: "tls.cert") }
+            if let (value, node) = section.string("key") { config.tls.key = path(value, node, key: "tls.key") }
+            if let (value, node) = section.string("min_version") {
+                if ["1.2", "1.3"].contains(value) { config.tls.minVersion = value } else {
+                    issue(node, key: "tls.min_version", "'\(value)' is not 1.2 or 1.3")
+                }
+            }
+            if let value = section.duration("handshake_timeout") { config.tls.handshakeMilliseconds = value }
             section.finish()
         }
         if let section = top.section("supervisor") {

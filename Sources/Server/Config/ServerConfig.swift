@@ -64,6 +64,20 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var limits = Limits()
     public var supervisor = Supervision()
     public var fileCache = FileCacheSettings()
+    public var tls = TLSSettings()
+
+    /// HTTPS: the sockets that speak TLS, and the certificate they present.
+    public struct TLSSettings: Codable, Sendable, Equatable {
+        /// Addresses to listen on with TLS, written like `listen`.
+        public var listen: [String] = []
+        /// Certificate chain (PEM: the leaf, then intermediates) and its unencrypted key.
+        public var cert: String? = nil
+        public var key: String? = nil
+        /// Lowest protocol version: "1.2" or "1.3".
+        public var minVersion: String = "1.2"
+        /// Time a client has to finish the TLS handshake, in milliseconds.
+        public var handshakeMilliseconds: Int = 10_000
+    }
 
     /// The worker pool's bounds and scaling thresholds.
     public struct Workers: Codable, Sendable, Equatable {
@@ -140,4 +154,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
 
     /// The listen addresses, parsed; every one was validated when the configuration was loaded.
     public var listenAddresses: [SocketAddress] { listen.compactMap(SocketAddress.init(parsing:)) }
+
+    /// Every socket in the order the supervisor binds them and the listener numbers them: the plain ones,
+    /// then the TLS ones. A connection's listener number says which kind it came from.
+    public var allListen: [String] { listen + tls.listen }
 }

@@ -71,7 +71,7 @@ public final class Supervisor {
         _ = cs_prctl_set_name("ws-supervisor")
         try lockPidFile()
         raiseDescriptorLimit()
-        for text in config.listen {
+        for text in config.allListen {
             guard let address = SocketAddress(parsing: text) else { continue }
             let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
             Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
@@ -81,8 +81,17 @@ public final class Supervisor {
             sockets.append(fd)
         }
         try openLogs()
-        for fd in sockets {
-            if let bound = try Socket.localAddress(of: fd) { log.notice("listening on http://\(bound)") }
+        for (index, fd) in sockets.enumerated() {
+            let scheme = index < config.listen.count ? "http" : "https"
+            if let bound = try Socket.localAddress(of: fd) { log.notice("listening on \(scheme)://\(bound)") }
+        }
+        if let cert = config.tls.cert, !config.tls.listen.isEmpty, let expiry = TLSContext.expiry(ofCertificate: cert) {
+            let days = (expiry - Int64(time(nil))) / 86400
+            if days < 0 {
+                log.warning("the certificate \(cert) expired \(-days) days ago; clients will refuse it")
+            } else if days < 14 {
+                log.warning("the certificate \(cert) expires in \(days) days")
+            }
         }
         try dropPrivileges()
         configFD = try ConfigTransport.makeDescriptor(config)
@@ -406,7 +415,7 @@ public final class Supervisor {
             log.error("reload failed: still serving with the previous configuration")
             return
         }
-        if newConfig.listen != config.listen || newConfig.user != config.user || newConfig.backlog != config.backlog
+        if newConfig.allListen != config.allListen || newConfig.user != config.user || newConfig.backlog != config.backlog
             || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds {
             log.error("reload failed: 'listen', 'user', 'backlog' and 'defer_accept' change only with a restart; still serving with the previous configuration")
             return

@@ -16,6 +16,8 @@ final class Connection {
         case writing
         /// Skipping the rest of a request body; the body deadline runs.
         case readingBody
+        /// The TLS handshake is under way; the handshake deadline runs.
+        case handshake
         /// Answered and half-closed: reading what the client still sends, so the close does not reset
         /// the connection before the client has read the response (RFC 9112 section 9.6).
         case lingering
@@ -41,6 +43,8 @@ final class Connection {
     var sendContinue = false
     /// The request body being skipped, if one is.
     var body: BodyReader?
+    /// The TLS state of a connection that came in on a TLS socket; nil for plain HTTP.
+    var tls: TLSSession?
     /// Bytes received but not yet parsed (a partial head, or pipelined requests behind a blocked response).
     var stash: [UInt8] = []
     /// Response head bytes the socket did not take yet.

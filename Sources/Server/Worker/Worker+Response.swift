@@ -384,6 +384,9 @@ extension Worker {
         _ connection: Connection, _ headLength: Int, inline: UnsafeRawBufferPointer? = nil, file: CachedFile? = nil,
         from start: Int64 = 0, to end: Int64 = -1, parts: [ResponsePart] = []
     ) {
+        if connection.tls != nil {
+            return startTLSResponse(connection, headLength, inline: inline, file: file, from: start, to: end, parts: parts)
+        }
         let bodyLength = inline?.count ?? 0
         let total = headLength + bodyLength
         var vectors = (
@@ -438,15 +441,75 @@ extension Worker {
         }
     }
 
+    /// The TLS form of `startResponse`: head and in-memory body in one SSL_write (one record) when they
+    /// fit the TLS buffer, else one after the other; what the socket does not take waits in
+    /// `pendingOutput`, and the file follows through `continueSending`.
+    func startTLSResponse(
+        _ connection: Connection, _ headLength: Int, inline: UnsafeRawBufferPointer?, file: CachedFile?,
+        from start: Int64, to end: Int64, parts: [ResponsePart]
+    ) {
+        let bodyLength = inline?.count ?? 0
+        var rest: [UInt8] = []
+        if headLength + bodyLength <= Worker.tlsBufferCapacity {
+            tlsBuffer.copyMemory(from: headBuffer, byteCount: headLength)
+            if let inline, bodyLength > 0 { (tlsBuffer + headLength).copyMemory(from: inline.baseAddress!, byteCount: bodyLength) }
+            rest = unsent(connection, UnsafeRawBufferPointer(start: tlsBuffer, count: headLength + bodyLength))
+        } else {
+            rest = unsent(connection, UnsafeRawBufferPointer(start: headBuffer, count: headLength))
+            if let inline {
+                if rest.isEmpty { rest = unsent(connection, inline) } else { rest += Array(inline) }
+            }
+        }
+        if connections[Int(connection.fd)] !== connection { return }
+        connection.pendingOutput = rest
+        connection.pendingOffset = 0
+        if let file {
+            connection.file = file
+            connection.fileOffset = start
+            connection.fileEnd = end < 0 ? file.size : end
+            connection.parts = parts
+        }
+        guard continueSending(connection) else { return }
+        if connection.hasPendingOutput {
+            connection.phase = .writing
+            connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
+            watch(connection, events: Poller.writable)
+        }
+    }
+
+    /// Writes `bytes` through TLS as far as the socket takes them; returns what is left (closing the
+    /// connection on an error, after which the caller must not touch it).
+    func unsent(_ connection: Connection, _ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        guard let tls = connection.tls else { return Array(bytes) }
+        var offset = 0
+        while offset < bytes.count {
+            let count = tls.write(bytes.baseAddress! + offset, bytes.count - offset)
+            if count > 0 {
+                offset += count
+                continue
+            }
+            if errno == EAGAIN { return Array(UnsafeRawBufferPointer(rebasing: bytes[offset...])) }
+            close(connection)
+            return []
+        }
+        return []
+    }
+
+    /// send(2) with MSG_MORE when more follows, or SSL_write on a TLS connection.
+    @inline(__always)
+    func transmit(_ connection: Connection, _ bytes: UnsafeRawPointer, _ count: Int, more: Bool) -> Int {
+        if let tls = connection.tls { return tls.write(bytes, count) }
+        return Glibc.send(connection.fd, bytes, count, cs_MSG_NOSIGNAL | (more ? cs_MSG_MORE : 0))
+    }
+
     /// Pushes pending bytes, then the file's range, then each further part (multipart ranges). Returns
     /// false when the connection was closed.
     func continueSending(_ connection: Connection) -> Bool {
         while true {
             while connection.pendingOffset < connection.pendingOutput.count {
-                let flags = cs_MSG_NOSIGNAL | (connection.file != nil ? cs_MSG_MORE : 0)
                 let count = connection.pendingOutput.withUnsafeBytes {
-                    Glibc.send(connection.fd, $0.baseAddress! + connection.pendingOffset,
-                               $0.count - connection.pendingOffset, flags)
+                    transmit(connection, $0.baseAddress! + connection.pendingOffset,
+                             $0.count - connection.pendingOffset, more: connection.file != nil)
                 }
                 if count > 0 {
                     connection.pendingOffset += count
@@ -462,6 +525,26 @@ extension Worker {
                 connection.pendingOffset = 0
             }
             guard let file = connection.file else { return true }
+            if connection.tls != nil && connection.fileOffset < connection.fileEnd {
+                // No sendfile through TLS: read a record's worth and write it; what the socket does not
+                // take becomes pending bytes, sent before the next read from the file.
+                let want = Int(min(connection.fileEnd - connection.fileOffset, 16_384))
+                let count = pread(file.fd, tlsBuffer, want, off_t(connection.fileOffset))
+                if count <= 0 {
+                    if count < 0 && errno == EINTR { continue }
+                    close(connection)  // the file shrank under us: the promised length cannot be sent
+                    return false
+                }
+                connection.fileOffset += Int64(count)
+                let rest = unsent(connection, UnsafeRawBufferPointer(start: tlsBuffer, count: count))
+                if connections[Int(connection.fd)] !== connection { return false }
+                if !rest.isEmpty {
+                    connection.pendingOutput = rest
+                    connection.pendingOffset = 0
+                    return true
+                }
+                continue
+            }
             while connection.fileOffset < connection.fileEnd {
                 var offset = off_t(connection.fileOffset)
                 let count = sendfile(connection.fd, file.fd, &offset, Int(min(connection.fileEnd - connection.fileOffset, 1 << 30)))

@@ -33,6 +33,12 @@ public final class Worker {
     var fileCache: FileCache
     let bodyLimits: BodyReader.Limits
     let rejectEncodedSlash: Bool
+    /// Connections from listener numbers at or above this came in on a TLS socket.
+    let plainListeners: Int
+    let tlsContext: TLSContext?
+    /// Where a TLS response is assembled (head and body in one record) and file bytes are read into.
+    let tlsBuffer: UnsafeMutableRawPointer
+    static let tlsBufferCapacity = 16_384 + Worker.headCapacity
     /// `error_pages`: status → URL path; the pages themselves are kept open in `errorPageFiles`.
     let errorPages: [UInt16: String]
     var errorPageFiles: [UInt16: CachedFile] = [:]
@@ -79,6 +85,17 @@ public final class Worker {
         dateBytes = .allocate(capacity: HTTPDate.length)
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
         rejectEncodedSlash = config.encodedSlash == "reject"
+        plainListeners = config.listen.count
+        if !config.tls.listen.isEmpty, let cert = config.tls.cert, let key = config.tls.key {
+            do {
+                tlsContext = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion)
+            } catch {
+                throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
+            }
+        } else {
+            tlsContext = nil
+        }
+        tlsBuffer = .allocate(byteCount: Worker.tlsBufferCapacity, alignment: 16)
         BeneathRoot.symlinks = BeneathRoot.SymlinkPolicy(rawValue: config.symlinks) ?? .follow
         var pages: [UInt16: String] = [:]
         for (status, path) in config.errorPages { if let code = UInt16(status) { pages[code] = path } }
@@ -178,9 +195,20 @@ public final class Worker {
         }
         connections[Int(fd)] = connection
         live += 1
-        // The client usually sent its request before the hand-off (always, with defer_accept): read and
-        // answer it now. The socket joins the epoll set only if it then has to wait for more.
-        onReadable(connection)
+        if Int(info.listenerID) >= plainListeners, let context = tlsContext {
+            guard let session = TLSSession(context: context, fd: fd) else {
+                log.error("cannot start a TLS session: \(TLSContext.lastError("SSL_new"))")
+                return close(connection)
+            }
+            connection.tls = session
+            connection.phase = .handshake
+            connection.deadline = now + Int64(config.tls.handshakeMilliseconds)
+            continueHandshake(connection)
+        } else {
+            // The client usually sent its request before the hand-off (always, with defer_accept): read
+            // and answer it now. The socket joins the epoll set only if it then has to wait for more.
+            onReadable(connection)
+        }
         if connections[Int(fd)] === connection && connection.watched == 0 {
             watch(connection, events: Poller.readable)
         }
@@ -246,7 +274,7 @@ public final class Worker {
                     connection.lingerOnClose = true
                 }
                 if !connection.hasPendingOutput { finish(connection) }
-            case .writing, .readingBody, .lingering:
+            case .writing, .readingBody, .lingering, .handshake:
                 close(connection)
             }
         }
@@ -295,6 +323,10 @@ public final class Worker {
         guard connections[Int(connection.fd)] === connection else { return }
         // No EPOLL_CTL_DEL: the listener and manager closed their copies, so this close is the last
         // reference to the socket and the kernel drops it from the epoll set itself.
+        if let tls = connection.tls {
+            if connection.phase != .lingering { tls.notifyClose() }
+            connection.tls = nil
+        }
         closeDescriptor(connection.fd)
         connection.file = nil
         connections[Int(connection.fd)] = nil
@@ -303,29 +335,64 @@ public final class Worker {
         releasedPending += 1
     }
 
+    /// TLS handshake steps as the socket allows; once done, the request that usually follows at once.
+    func continueHandshake(_ connection: Connection) {
+        guard let tls = connection.tls else { return }
+        switch tls.handshake() {
+        case .done:
+            connection.phase = .idle
+            connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+            onReadable(connection)
+            if connections[Int(connection.fd)] === connection && connection.watched == 0 {
+                watch(connection, events: Poller.readable)
+            }
+        case .wantRead:
+            watch(connection, events: Poller.readable)
+        case .wantWrite:
+            watch(connection, events: Poller.writable)
+        case .failed:
+            close(connection)
+        }
+    }
+
+    /// read(2), or SSL_read on a TLS connection.
+    @inline(__always)
+    func receive(_ connection: Connection, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        if let tls = connection.tls { return tls.read(buffer, count) }
+        return Glibc.read(connection.fd, buffer, count)
+    }
+
     func onReadable(_ connection: Connection) {
         if connection.phase == .lingering { return drainLingering(connection) }
+        if connection.phase == .handshake { return continueHandshake(connection) }
         var length = 0
         if !connection.stash.isEmpty {
             length = connection.stash.count
             connection.stash.withUnsafeBytes { readBuffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
             connection.stash = []
         }
-        if length < readBuffer.count {
-            let count = Glibc.read(connection.fd, readBuffer.baseAddress! + length, readBuffer.count - length)
+        // A TLS read returns one record at a time: read on while records come, so what OpenSSL or the
+        // socket holds is not left waiting for an event that will not come.
+        while length < readBuffer.count {
+            let count = receive(connection, readBuffer.baseAddress! + length, readBuffer.count - length)
             if count > 0 {
                 length += count
-            } else if count == 0 {
-                close(connection)
-                return
-            } else if errno != EAGAIN && errno != EINTR {
-                close(connection)
-                return
+                if connection.tls == nil { break }
+                continue
+            } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                // The end of the stream, or an error: answer what came before it, if anything.
+                if length == 0 { return close(connection) }
             } else if length == 0 {
                 return
             }
+            break
         }
         process(connection, length: length)
+        // A full buffer can leave part of a TLS record inside OpenSSL, where epoll cannot see it.
+        if let tls = connection.tls, tls.hasBufferedInput, connections[Int(connection.fd)] === connection,
+           !connection.hasPendingOutput, connection.phase != .lingering {
+            onReadable(connection)
+        }
     }
 
     /// Parses and answers the requests in `readBuffer[0..<length]`, in order, skipping their bodies.
@@ -412,6 +479,7 @@ public final class Worker {
         connection.lingerOnClose = false
         connection.stash = []
         connection.body = nil
+        connection.tls?.notifyClose()
         connection.phase = .lingering
         connection.deadline = now + Worker.lingerMilliseconds
         shutdown(connection.fd, Int32(SHUT_WR))
@@ -423,7 +491,7 @@ public final class Worker {
     /// Reads and drops what a lingering client sends; closes at its end of stream or on an error.
     func drainLingering(_ connection: Connection) {
         while true {
-            let count = Glibc.read(connection.fd, readBuffer.baseAddress!, readBuffer.count)
+            let count = receive(connection, readBuffer.baseAddress!, readBuffer.count)
             if count > 0 { continue }
             if count < 0 && errno == EINTR { continue }
             if count < 0 && errno == EAGAIN { return }
@@ -432,6 +500,7 @@ public final class Worker {
     }
 
     func onWritable(_ connection: Connection) {
+        if connection.phase == .handshake { return continueHandshake(connection) }
         guard continueSending(connection) else { return }
         if connection.hasPendingOutput {
             connection.deadline = now + Int64(config.timeouts.sendMilliseconds)

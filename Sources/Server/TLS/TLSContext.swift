@@ -1,0 +1,165 @@
+import COpenSSL
+import Glibc
+
+/// A TLS server context from a certificate chain and its key: what every TLS connection in a worker is
+/// made from. TLS 1.2 and 1.3 only by default, X25519 and P-256, ALPN http/1.1, no renegotiation, no
+/// compression, partial writes and buffers released while a connection is idle.
+public final class TLSContext: @unchecked Sendable {
+    let context: OpaquePointer
+
+    public struct Failure: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Loads and checks `certificate` (PEM, leaf first, then the chain) and `key` (PEM, unencrypted).
+    public init(certificate: String, key: String, minimumVersion: String = "1.2") throws(Failure) {
+        guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
+        self.context = context
+        _ = cossl_SSL_CTX_set_min_proto_version(context, minimumVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
+        _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_RENEGOTIATION | cossl_SSL_OP_NO_COMPRESSION | cossl_SSL_OP_CIPHER_SERVER_PREFERENCE)
+        _ = cossl_SSL_CTX_set_mode(context, cossl_SSL_MODE_ENABLE_PARTIAL_WRITE | cossl_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | cossl_SSL_MODE_RELEASE_BUFFERS)
+        _ = cossl_SSL_CTX_set1_groups_list(context, "X25519:P-256")
+        _ = cossl_SSL_CTX_set_session_cache_mode(context, cossl_SSL_SESS_CACHE_SERVER)
+        cossl_use_alpn_http11(context)
+        try TLSContext.check(certificate: certificate, key: key)
+        guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+            throw Failure(description: TLSContext.lastError("cannot read the certificate \(certificate)"))
+        }
+        guard SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1 else {
+            let detail = TLSContext.lastError("cannot read the key \(key)")
+            if detail.contains("key values mismatch") {
+                throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
+            }
+            throw Failure(description: detail)
+        }
+        guard SSL_CTX_check_private_key(context) == 1 else {
+            throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
+        }
+    }
+
+    deinit { SSL_CTX_free(context) }
+
+    /// Checks the files before OpenSSL reads them, for errors an operator can act on: missing,
+    /// unreadable, or a key protected by a passphrase (the server cannot ask for one).
+    static func check(certificate: String, key: String) throws(Failure) {
+        for (what, path) in [("certificate", certificate), ("key", key)] {
+            guard access(path, F_OK) == 0 else { throw Failure(description: "the \(what) \(path) does not exist") }
+            guard access(path, R_OK) == 0 else { throw Failure(description: "the \(what) \(path) is not readable") }
+        }
+        guard let file = fopen(key, "r") else { throw Failure(description: "the key \(key) is not readable") }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 256)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            let line = String(cString: buffer)
+            if line.hasPrefix("-----BEGIN ENCRYPTED PRIVATE KEY-----") || line.hasPrefix("Proc-Type: 4,ENCRYPTED") {
+                throw Failure(description: "the key \(key) is protected by a passphrase; the server cannot ask for it (remove it with: openssl pkey -in \(key) -out plain.pem)")
+            }
+        }
+    }
+
+    /// The expiry of the leaf certificate in `path`, as seconds since the epoch, if it can be read.
+    public static func expiry(ofCertificate path: String) -> Int64? {
+        guard let file = fopen(path, "r") else { return nil }
+        defer { fclose(file) }
+        guard let certificate = PEM_read_X509(file, nil, nil, nil) else { return nil }
+        defer { X509_free(certificate) }
+        guard let notAfter = X509_get0_notAfter(certificate) else { return nil }
+        var time = tm()
+        guard ASN1_TIME_to_tm(notAfter, &time) == 1 else { return nil }
+        return Int64(timegm(&time))
+    }
+
+    /// The oldest error on OpenSSL's queue, prefixed with what was being done; clears the queue.
+    static func lastError(_ doing: String) -> String {
+        let code = ERR_get_error()
+        ERR_clear_error()
+        guard code != 0 else { return doing }
+        var buffer = [CChar](repeating: 0, count: 256)
+        ERR_error_string_n(code, &buffer, buffer.count)
+        return "\(doing): \(String(cString: buffer))"
+    }
+}
+
+/// One TLS connection's OpenSSL state, freed with it.
+final class TLSSession {
+    let ssl: OpaquePointer
+    var handshakeDone = false
+
+    init?(context: TLSContext, fd: Int32) {
+        guard let ssl = SSL_new(context.context) else { return nil }
+        self.ssl = ssl
+        SSL_set_fd(ssl, fd)
+        SSL_set_accept_state(ssl)
+    }
+
+    deinit { SSL_free(ssl) }
+
+    enum Progress {
+        case done
+        case wantRead
+        case wantWrite
+        case failed
+    }
+
+    /// Advances the handshake without blocking.
+    func handshake() -> Progress {
+        let result = SSL_do_handshake(ssl)
+        if result == 1 {
+            handshakeDone = true
+            return .done
+        }
+        return progress(result)
+    }
+
+    func progress(_ result: Int32) -> Progress {
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ: return .wantRead
+        case SSL_ERROR_WANT_WRITE: return .wantWrite
+        default:
+            ERR_clear_error()
+            return .failed
+        }
+    }
+
+    /// Like read(2): bytes read, 0 at the end of the stream, -1 with errno EAGAIN when nothing is there yet.
+    func read(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> Int {
+        let result = SSL_read(ssl, buffer, Int32(min(count, Int(Int32.max))))
+        if result > 0 { return Int(result) }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            errno = EAGAIN
+            return -1
+        case SSL_ERROR_ZERO_RETURN:
+            return 0
+        default:
+            ERR_clear_error()
+            errno = ECONNRESET
+            return -1
+        }
+    }
+
+    /// Like send(2): bytes written (maybe fewer), -1 with errno EAGAIN when the socket is full.
+    func write(_ buffer: UnsafeRawPointer, _ count: Int) -> Int {
+        guard count > 0 else { return 0 }
+        let result = SSL_write(ssl, buffer, Int32(min(count, Int(Int32.max))))
+        if result > 0 { return Int(result) }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            errno = EAGAIN
+            return -1
+        default:
+            ERR_clear_error()
+            errno = EPIPE
+            return -1
+        }
+    }
+
+    /// Sends close_notify if it can go at once; the TCP close follows either way.
+    func notifyClose() {
+        if handshakeDone { _ = SSL_shutdown(ssl) }
+        ERR_clear_error()
+    }
+
+    /// Whether decrypted bytes are buffered inside OpenSSL (epoll cannot see them).
+    var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
+}

@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+
+/// A certificate for localhost and 127.0.0.1 made with the openssl command (the test's tool; the server
+/// itself only reads it), in `directory`; returns the certificate and key paths.
+func makeTestCertificate(in directory: URL, days: Int = 30, encrypted: Bool = false) throws -> (cert: String, key: String) {
+    let cert = directory.appendingPathComponent("cert.pem").path
+    let key = directory.appendingPathComponent("key.pem").path
+    var arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert,
+                     "-days", String(days), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    arguments += encrypted ? ["-passout", "pass:secret"] : ["-nodes"]
+    let result = try run("openssl", arguments)
+    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    return (cert, key)
+}
+
+extension TestServer {
+    /// The port of the first TLS socket, from the log.
+    var tlsPort: Int? {
+        let text = log()
+        guard let range = text.range(of: "listening on https://127.0.0.1:") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+}
+
+func temporaryDirectory() throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-tls-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory
+}
+
+@Suite struct TLSTests {
+    func tlsServer(_ extra: String = "") throws -> (TestServer, String, Int) {
+        let certificates = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: certificates)
+        let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)\(extra)}\n", site: richSite).start()
+        let port = try #require(server.tlsPort)
+        return (server, cert, port)
+    }
+
+    @Test func servesFilesOverTLSWithKeepAlive() throws {
+        let (server, cert, port) = try tlsServer()
+        defer { server.stop() }
+        let url = "https://localhost:\(port)"
+        let resolve = "localhost:\(port):127.0.0.1"
+        #expect(try curl(["--cacert", cert, "--resolve", resolve, url + "/style.css"]) == "body{}\n")
+        // Two requests on one connection: curl reuses it (one handshake).
+        let output = try run("curl", ["-sv", "--cacert", cert, "--resolve", resolve, url + "/style.css", url + "/index.html"])
+        #expect(output.error.contains("Re-using existing connection") || output.error.contains("Reusing existing connection"))
+        #expect(output.error.contains("ALPN: server accepted http/1.1"))
+        // A file larger than a TLS record and than the socket buffers, byte for byte.
+        let big = server.site.appendingPathComponent("big.bin")
+        var bytes = [UInt8](repeating: 0, count: 3_000_000)
+        for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: index &* 7 &+ index >> 9) }
+        try Data(bytes).write(to: big)
+        let download = server.directory.appendingPathComponent("download.bin")
+        #expect(try curl(["--cacert", cert, "--resolve", resolve, "-o", download.path, "-w", "%{http_code}", url + "/big.bin"]) == "200")
+        #expect(try Data(contentsOf: download) == Data(bytes))
+        // Ranges and conditionals work the same over TLS.
+        #expect(try curl(["--cacert", cert, "--resolve", resolve, "-r", "0-3", url + "/style.css"]) == "body")
+        // The plain socket still speaks plain HTTP.
+        #expect(try status(server.url + "/style.css") == 200)
+    }
+
+    @Test func protocolsAndALPN() throws {
+        let (server, _, port) = try tlsServer()
+        defer { server.stop() }
+        func sClient(_ arguments: [String]) throws -> (Int32, String) {
+            let result = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -servername localhost "
+                + arguments.joined(separator: " ") + " 2>&1"])
+            return (result.status, result.output)
+        }
+        let tls13 = try sClient(["-tls1_3"])
+        #expect(tls13.1.contains("TLSv1.3"))
+        let tls12 = try sClient(["-tls1_2"])
+        #expect(tls12.1.contains("TLSv1.2") && tls12.1.contains("ECDHE"))
+        // TLS 1.1 and older are refused.
+        let tls11 = try sClient(["-tls1_1"])
+        #expect(tls11.0 != 0 || tls11.1.contains("alert"))
+        // A client offering only h2 is refused with no_application_protocol, not served something else.
+        let h2 = try sClient(["-alpn", "h2"])
+        #expect(h2.1.contains("no application protocol") || h2.1.contains("alert number 120"))
+        let h11 = try sClient(["-alpn", "h2,http/1.1"])
+        #expect(h11.1.contains("ALPN protocol: http/1.1"))
+    }
+
+    @Test func aSilentHandshakeTimesOutAndGarbageIsClosed() throws {
+        let (server, _, port) = try tlsServer(", handshake_timeout: 500ms")
+        defer { server.stop() }
+        // Plain HTTP on the TLS port: the handshake fails and the connection is closed, not answered.
+        let (plain, _) = try outcome(port: port, Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: 5)
+        #expect(plain.closed && plain.statuses.isEmpty)
+        // A client that sends a partial ClientHello and stops is closed at the handshake timeout.
+        let start = Date()
+        let (partial, _) = try outcome(port: port, [0x16, 0x03, 0x01, 0x00, 0x80, 0x01], timeout: 5)
+        #expect(partial.closed)
+        #expect(Date().timeIntervalSince(start) < 4)
+    }
+
+    @Test func badCertificatesAreClearErrors() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (cert, key) = try makeTestCertificate(in: directory)
+        let other = directory.appendingPathComponent("other")
+        try FileManager.default.createDirectory(at: other, withIntermediateDirectories: true)
+        let (_, otherKey) = try makeTestCertificate(in: other)
+        let encrypted = directory.appendingPathComponent("enc")
+        try FileManager.default.createDirectory(at: encrypted, withIntermediateDirectories: true)
+        let (_, encryptedKey) = try makeTestCertificate(in: encrypted, encrypted: true)
+        let site = directory.path
+        func check(_ flags: [String]) throws -> String {
+            let serve = try run("/bin/sh", ["-c", "timeout 10 '\(webserverBinary)' serve --root '\(site)' --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 "
+                + flags.map { "'\($0)'" }.joined(separator: " ") + " 2>&1; echo \"exit=$?\""])
+            return serve.output
+        }
+        let mismatch = try check(["--cert", cert, "--key", otherKey])
+        #expect(mismatch.contains("does not match the certificate") && mismatch.contains("exit=78"))
+        let missing = try check(["--cert", cert, "--key", directory.appendingPathComponent("nope.pem").path])
+        #expect(missing.contains("does not exist") && missing.contains("exit=78"))
+        let protected = try check(["--cert", cert, "--key", encryptedKey])
+        #expect(protected.contains("passphrase") && protected.contains("exit=78"))
+        let noKey = try check(["--cert", cert])
+        #expect(noKey.contains("need a certificate and a key") && noKey.contains("exit=78"))
+        #expect(!key.isEmpty)
+    }
+}
