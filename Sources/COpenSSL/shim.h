@@ -36,6 +36,9 @@ static int cossl_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigne
 }
 static inline void cossl_use_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, cossl_alpn_select_http11, NULL); }
 
+/* EVP_EC_gen is a macro over a variadic function. */
+static inline EVP_PKEY *cossl_EVP_EC_gen_P256(void) { return EVP_EC_gen("P-256"); }
+
 static const uint64_t cossl_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
 static const uint64_t cossl_SSL_OP_CIPHER_SERVER_PREFERENCE = SSL_OP_CIPHER_SERVER_PREFERENCE;
 static const uint64_t cossl_SSL_OP_NO_TICKET = SSL_OP_NO_TICKET;

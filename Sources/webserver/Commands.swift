@@ -14,7 +14,7 @@ struct WebServerCommand: ParsableCommand {
             configuration, SIGUSR1 reopens the log files.
             """,
         version: Libraries.versionLine,
-        subcommands: [Serve.self, Check.self, Stop.self, Reload.self, ReopenLogs.self],
+        subcommands: [Serve.self, Check.self, Stop.self, Reload.self, ReopenLogs.self, Cert.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -91,7 +91,7 @@ struct Serve: ParsableCommand {
         let path = options.resolvedPath
         let config: ServerConfig
         do {
-            config = try ConfigLoader.load(path: path, overrides: overrides)
+            config = try ConfigLoader.load(path: path, overrides: overrides, makeDevCertificate: true)
         } catch {
             report(error)
             throw ExitCode(78)
@@ -222,4 +222,90 @@ struct ReopenLogs: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws { _ = try Control.signal(options, SIGUSR1, "reopening logs") }
+}
+
+struct Cert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Certificates.",
+        subcommands: [Dev.self])
+
+    struct Dev: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a local development CA (once) and a certificate it signs for localhost, 127.0.0.1, ::1 and NAMEs.",
+            discussion: """
+                The CA can only sign local names (name constraints: localhost, *.localhost, *.test, 127.0.0.0/8, ::1), \
+                so trusting it cannot let anyone impersonate a real site. Files: DIR/dev-ca.pem, DIR/dev-ca-key.pem, \
+                DIR/dev.pem, DIR/dev-key.pem; keys are written 0600.
+                """)
+
+        @Argument(help: "More local names for the certificate: app.localhost, site.test, 127.0.0.2.")
+        var names: [String] = []
+
+        @Option(help: ArgumentHelp("Directory for the files.", valueName: "dir"))
+        var dir: String = "certs"
+
+        @Flag(help: "Add the CA to the system's trust store (update-ca-certificates; needs root).")
+        var install = false
+
+        @Flag(help: "Remove the CA from the system's trust store.")
+        var uninstall = false
+
+        func run() throws {
+            let directory = URL(fileURLWithPath: dir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
+            let storeFile = "/usr/local/share/ca-certificates/webserver-dev-ca.crt"
+            if uninstall {
+                if FileManager.default.fileExists(atPath: storeFile) { try FileManager.default.removeItem(atPath: storeFile) }
+                try updateTrustStore(fresh: true)
+                print("Removed the development CA from the system trust store.")
+                return
+            }
+            let result: DevCertificates.Result
+            do {
+                result = try DevCertificates.make(certificate: directory + "/dev.pem", key: directory + "/dev-key.pem", names: names)
+            } catch {
+                FileHandle.standardError.write(Data("webserver: \(error.description)\n".utf8))
+                throw ExitCode(1)
+            }
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withFullDate]
+            func date(_ seconds: Int64) -> String { formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))) }
+            print("""
+                Development CA: \(result.caCertificate) (\(result.caCreated ? "created" : "already there, reused"))
+                  SHA-256 fingerprint: \(result.caFingerprint)
+                  expires: \(date(result.caExpiry))
+                Certificate for \(result.names.joined(separator: ", ")): \(result.certificate)
+                  key: \(result.key) (mode 0600)
+                  SHA-256 fingerprint: \(result.fingerprint)
+                  expires: \(date(result.expiry))
+
+                Make clients trust the CA:
+                  curl --cacert \(result.caCertificate) https://localhost:8443/
+                  NODE_EXTRA_CA_CERTS=\(result.caCertificate) node app.js
+                  REQUESTS_CA_BUNDLE=\(result.caCertificate) python3 app.py
+                  SSL_CERT_FILE=\(result.caCertificate) (OpenSSL-based tools, Ruby, Go on Linux)
+                  system-wide: webserver cert dev --install (update-ca-certificates)
+                """)
+            if install {
+                try? FileManager.default.removeItem(atPath: storeFile)
+                try FileManager.default.createDirectory(atPath: "/usr/local/share/ca-certificates", withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: result.caCertificate, toPath: storeFile)
+                try updateTrustStore(fresh: false)
+                print("Installed the development CA in the system trust store (\(storeFile)).")
+            }
+        }
+
+        func updateTrustStore(fresh: Bool) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/update-ca-certificates")
+            process.arguments = fresh ? ["--fresh"] : []
+            do {
+                try process.run()
+            } catch {
+                FileHandle.standardError.write(Data("webserver: cannot run update-ca-certificates (Debian's ca-certificates package): \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+            process.waitUntilExit()
+            if process.terminationStatus != 0 { throw ExitCode(1) }
+        }
+    }
 }

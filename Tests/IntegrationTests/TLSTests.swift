@@ -108,8 +108,11 @@ func temporaryDirectory() throws -> URL {
         try FileManager.default.createDirectory(at: encrypted, withIntermediateDirectories: true)
         let (_, encryptedKey) = try makeTestCertificate(in: encrypted, encrypted: true)
         let site = directory.path
+        // An empty configuration, so the repository's config/webserver.yaml is not read.
+        let empty = directory.appendingPathComponent("empty.yaml")
+        try "{}\n".write(to: empty, atomically: true, encoding: .utf8)
         func check(_ flags: [String]) throws -> String {
-            let serve = try run("/bin/sh", ["-c", "timeout 10 '\(webserverBinary)' serve --root '\(site)' --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 "
+            let serve = try run("/bin/sh", ["-c", "timeout 10 '\(webserverBinary)' serve --config '\(empty.path)' --root '\(site)' --listen 127.0.0.1:0 --tls-listen 127.0.0.1:0 "
                 + flags.map { "'\($0)'" }.joined(separator: " ") + " 2>&1; echo \"exit=$?\""])
             return serve.output
         }
@@ -122,5 +125,59 @@ func temporaryDirectory() throws -> URL {
         let noKey = try check(["--cert", cert])
         #expect(noKey.contains("need a certificate and a key") && noKey.contains("exit=78"))
         #expect(!key.isEmpty)
+    }
+}
+
+@Suite struct DevCertificateTests {
+    @Test func certDevMakesALocalCAAndALeaf() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let made = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "app.localhost", "site.test", "127.0.0.2"])
+        #expect(made.status == 0)
+        #expect(made.output.contains("SHA-256 fingerprint") && made.output.contains("curl --cacert"))
+        #expect(made.output.contains("NODE_EXTRA_CA_CERTS") && made.output.contains("REQUESTS_CA_BUNDLE") && made.output.contains("SSL_CERT_FILE"))
+        let ca = directory.appendingPathComponent("dev-ca.pem").path
+        let leaf = directory.appendingPathComponent("dev.pem").path
+        for key in ["dev-ca-key.pem", "dev-key.pem"] {
+            let attributes = try FileManager.default.attributesOfItem(atPath: directory.appendingPathComponent(key).path)
+            #expect((attributes[.posixPermissions] as? Int) == 0o600, "\(key)")
+        }
+        #expect(try run("openssl", ["verify", "-CAfile", ca, leaf]).output.contains("OK"))
+        let caText = try run("openssl", ["x509", "-in", ca, "-noout", "-text"]).output
+        #expect(caText.contains("Name Constraints: critical") && caText.contains("DNS:localhost") && caText.contains("DNS:test"))
+        #expect(caText.contains("IP:127.0.0.0/255.0.0.0"))
+        #expect(caText.contains("CA:TRUE") && caText.contains("prime256v1"))
+        let leafText = try run("openssl", ["x509", "-in", leaf, "-noout", "-text"]).output
+        for name in ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1", "DNS:app.localhost", "DNS:site.test", "IP Address:127.0.0.2"] {
+            #expect(leafText.contains(name), "\(name)")
+        }
+        #expect(leafText.contains("TLS Web Server Authentication") && leafText.contains("CA:FALSE"))
+        // A second run keeps the CA and makes a new leaf it signs.
+        let caBefore = try Data(contentsOf: URL(fileURLWithPath: ca))
+        #expect(try run(webserverBinary, ["cert", "dev", "--dir", directory.path]).output.contains("already there, reused"))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: ca)) == caBefore)
+        #expect(try run("openssl", ["verify", "-CAfile", ca, leaf]).output.contains("OK"))
+        // A name the CA cannot sign is refused.
+        let outside = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "example.com"])
+        #expect(outside.status == 1 && outside.error.contains("not a local name"))
+    }
+
+    @Test func serveMakesTheDevelopmentCertificateOnFirstRun() throws {
+        let certificates = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: certificates) }
+        let cert = certificates.appendingPathComponent("dev.pem").path
+        let key = certificates.appendingPathComponent("dev-key.pem").path
+        // check does not make it, and does not fail for its absence.
+        let config = "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key), dev_certificate: true}\n"
+        let server = try TestServer(config: config, site: richSite)
+        #expect(try run(webserverBinary, ["check", "--config", server.configFile.path]).status == 0)
+        #expect(!FileManager.default.fileExists(atPath: cert))
+        try server.start()
+        defer { server.stop() }
+        #expect(server.log().contains("made a development certificate"))
+        let port = try #require(server.tlsPort)
+        let ca = certificates.appendingPathComponent("dev-ca.pem").path
+        #expect(try curl(["--cacert", ca, "https://localhost:\(port)/style.css", "--resolve", "localhost:\(port):127.0.0.1"]) == "body{}\n")
+        #expect(try curl(["--cacert", ca, "https://127.0.0.1:\(port)/style.css"]) == "body{}\n")
     }
 }

@@ -43,8 +43,12 @@ public struct ConfigOverrides: Sendable {
 /// Relative paths in a file are taken relative to the file's directory (so a config works from any
 /// working directory); relative paths given as flags are taken relative to the working directory.
 public enum ConfigLoader {
-    /// Loads `path` (nil: no file, defaults only) and applies `overrides`. Throws `ConfigErrors`.
-    public static func load(path: String?, overrides: ConfigOverrides = ConfigOverrides()) throws(ConfigErrors) -> ServerConfig {
+    /// Loads `path` (nil: no file, defaults only) and applies `overrides`. Throws `ConfigErrors`. With
+    /// `makeDevCertificate`, a missing development certificate (`tls.dev_certificate`) is made here, so
+    /// that `serve` and a reload find it; `check` only says it will be.
+    public static func load(
+        path: String?, overrides: ConfigOverrides = ConfigOverrides(), makeDevCertificate: Bool = false
+    ) throws(ConfigErrors) -> ServerConfig {
         var config = ServerConfig()
         var issues: [ConfigIssue] = []
         var rootMark: (Int, Int)? = nil
@@ -124,7 +128,22 @@ public enum ConfigLoader {
         // TLS: a certificate and key that load and match, for every TLS socket; a plain and a TLS socket
         // cannot share an address.
         if !config.tls.listen.isEmpty {
-            if let cert = config.tls.cert, let key = config.tls.key {
+            // Only when both are missing: one without the other is an operator's file, never overwritten.
+            if config.tls.devCertificate, let cert = config.tls.cert, let key = config.tls.key,
+               access(cert, F_OK) != 0 && access(key, F_OK) != 0 {
+                if makeDevCertificate && issues.isEmpty {  // a configuration with errors makes no files
+                    do {
+                        let made = try DevCertificates.make(certificate: cert, key: key)
+                        config.tls.madeDevCertificate = made.caCertificate
+                    } catch {
+                        issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls.dev_certificate", message: error.description))
+                    }
+                }
+            }
+            if config.tls.devCertificate && !makeDevCertificate && (config.tls.cert.map { access($0, F_OK) != 0 } ?? false)
+                && (config.tls.key.map { access($0, F_OK) != 0 } ?? false) {
+                // `check`: the certificate is made on the first `serve`.
+            } else if let cert = config.tls.cert, let key = config.tls.key {
                 do {
                     _ = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion)
                 } catch {
@@ -380,6 +399,7 @@ final class DocumentReader {
                 }
             }
             if let value = section.duration("handshake_timeout") { config.tls.handshakeMilliseconds = value }
+            if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
             section.finish()
         }
         if let section = top.section("supervisor") {

@@ -77,6 +77,10 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var minVersion: String = "1.2"
         /// Time a client has to finish the TLS handshake, in milliseconds.
         public var handshakeMilliseconds: Int = 10_000
+        /// When `cert` and `key` are missing, make them with the local development CA (`webserver cert dev`).
+        public var devCertificate = false
+        /// Set by the loader when it just made the development certificate: the CA to tell the user about.
+        public var madeDevCertificate: String? = nil
     }
 
     /// The worker pool's bounds and scaling thresholds.

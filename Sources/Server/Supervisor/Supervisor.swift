@@ -85,6 +85,9 @@ public final class Supervisor {
             let scheme = index < config.listen.count ? "http" : "https"
             if let bound = try Socket.localAddress(of: fd) { log.notice("listening on \(scheme)://\(bound)") }
         }
+        if let ca = config.tls.madeDevCertificate {
+            log.notice("made a development certificate for localhost, 127.0.0.1 and ::1, signed by the local CA \(ca); trust it with: curl --cacert \(ca) (or: webserver cert dev --install)")
+        }
         if let cert = config.tls.cert, !config.tls.listen.isEmpty, let expiry = TLSContext.expiry(ofCertificate: cert) {
             let days = (expiry - Int64(time(nil))) / 86400
             if days < 0 {
@@ -409,7 +412,7 @@ public final class Supervisor {
         log.notice("SIGHUP: reloading \(configPath ?? "the command-line configuration")")
         let newConfig: ServerConfig
         do {
-            newConfig = try ConfigLoader.load(path: configPath, overrides: overrides)
+            newConfig = try ConfigLoader.load(path: configPath, overrides: overrides, makeDevCertificate: true)
         } catch {
             for issue in error.issues { log.error("reload: \(issue)") }
             log.error("reload failed: still serving with the previous configuration")

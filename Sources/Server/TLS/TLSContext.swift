@@ -50,7 +50,7 @@ public final class TLSContext: @unchecked Sendable {
         defer { fclose(file) }
         var buffer = [CChar](repeating: 0, count: 256)
         while fgets(&buffer, Int32(buffer.count), file) != nil {
-            let line = String(cString: buffer)
+            let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if line.hasPrefix("-----BEGIN ENCRYPTED PRIVATE KEY-----") || line.hasPrefix("Proc-Type: 4,ENCRYPTED") {
                 throw Failure(description: "the key \(key) is protected by a passphrase; the server cannot ask for it (remove it with: openssl pkey -in \(key) -out plain.pem)")
             }
@@ -76,7 +76,7 @@ public final class TLSContext: @unchecked Sendable {
         guard code != 0 else { return doing }
         var buffer = [CChar](repeating: 0, count: 256)
         ERR_error_string_n(code, &buffer, buffer.count)
-        return "\(doing): \(String(cString: buffer))"
+        return "\(doing): \(String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
     }
 }
 
