@@ -145,7 +145,7 @@ public enum ConfigLoader {
                 // `check`: the certificate is made on the first `serve`.
             } else if let cert = config.tls.cert, let key = config.tls.key {
                 do {
-                    _ = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion)
+                    _ = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion, resumption: config.tls.sessionResumption)
                 } catch {
                     issues.append(ConfigIssue(file: overrides.cert != nil || overrides.key != nil ? "command line" : file,
                                               line: 0, column: 0, key: overrides.cert != nil ? "--cert" : "tls.cert", message: error.description))
@@ -400,6 +400,7 @@ final class DocumentReader {
             }
             if let value = section.duration("handshake_timeout") { config.tls.handshakeMilliseconds = value }
             if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
+            if let value = section.boolean("session_resumption") { config.tls.sessionResumption = value }
             section.finish()
         }
         if let section = top.section("supervisor") {

@@ -77,6 +77,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var minVersion: String = "1.2"
         /// Time a client has to finish the TLS handshake, in milliseconds.
         public var handshakeMilliseconds: Int = 10_000
+        /// Session resumption (tickets, and the worker's session cache); off makes every connection a full
+        /// handshake, as the benchmark's row (f) needs.
+        public var sessionResumption = true
         /// When `cert` and `key` are missing, make them with the local development CA (`webserver cert dev`).
         public var devCertificate = false
         /// Set by the loader when it just made the development certificate: the CA to tell the user about.

@@ -12,14 +12,20 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// Loads and checks `certificate` (PEM, leaf first, then the chain) and `key` (PEM, unencrypted).
-    public init(certificate: String, key: String, minimumVersion: String = "1.2") throws(Failure) {
+    public init(certificate: String, key: String, minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
         self.context = context
         _ = cossl_SSL_CTX_set_min_proto_version(context, minimumVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
         _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_RENEGOTIATION | cossl_SSL_OP_NO_COMPRESSION | cossl_SSL_OP_CIPHER_SERVER_PREFERENCE)
         _ = cossl_SSL_CTX_set_mode(context, cossl_SSL_MODE_ENABLE_PARTIAL_WRITE | cossl_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | cossl_SSL_MODE_RELEASE_BUFFERS)
         _ = cossl_SSL_CTX_set1_groups_list(context, "X25519:P-256")
-        _ = cossl_SSL_CTX_set_session_cache_mode(context, cossl_SSL_SESS_CACHE_SERVER)
+        if resumption {
+            _ = cossl_SSL_CTX_set_session_cache_mode(context, cossl_SSL_SESS_CACHE_SERVER)
+        } else {
+            _ = cossl_SSL_CTX_set_session_cache_mode(context, 0)
+            _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_TICKET)
+            _ = SSL_CTX_set_num_tickets(context, 0)
+        }
         cossl_use_alpn_http11(context)
         try TLSContext.check(certificate: certificate, key: key)
         guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {

@@ -88,7 +88,8 @@ public final class Worker {
         plainListeners = config.listen.count
         if !config.tls.listen.isEmpty, let cert = config.tls.cert, let key = config.tls.key {
             do {
-                tlsContext = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion)
+                tlsContext = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion,
+                                            resumption: config.tls.sessionResumption)
             } catch {
                 throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
             }
