@@ -181,3 +181,34 @@ func temporaryDirectory() throws -> URL {
         #expect(try curl(["--cacert", ca, "https://127.0.0.1:\(port)/style.css"]) == "body{}\n")
     }
 }
+
+@Suite struct HTTPSRedirectTests {
+    @Test func plainRequestsAreSentToHTTPSAndHSTSIsNeverForLocalhost() throws {
+        let certificates = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: certificates)
+        let config = "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key), redirect_http: true, hsts: \"max-age=63072000; includeSubDomains\"}\n"
+        let server = try TestServer(config: config, site: richSite).start()
+        defer { server.stop() }
+        let tlsPort = try #require(server.tlsPort)
+        // GET: 301 to the same host on the TLS port, the target kept as sent.
+        let get = try fetch(server.url + "/docs/?q=1", ["-H", "Host: example.test:\(server.port)"])
+        #expect(get.status == 301 && get.headers["location"] == "https://example.test:\(tlsPort)/docs/?q=1")
+        // Other methods: 308, so the method and body are kept.
+        let post = try fetch(server.url + "/form", ["-X", "POST", "-d", "a=1", "-H", "Host: example.test"])
+        #expect(post.status == 308 && post.headers["location"] == "https://example.test:\(tlsPort)/form")
+        // IPv6 literal hosts keep their brackets.
+        #expect(try fetch(server.url + "/", ["-H", "Host: [::1]:\(server.port)"]).headers["location"] == "https://[::1]:\(tlsPort)/")
+        // ACME HTTP-01 challenges are answered over HTTP.
+        try FileManager.default.createDirectory(at: server.site.appendingPathComponent(".well-known/acme-challenge"), withIntermediateDirectories: true)
+        try "token\n".write(to: server.site.appendingPathComponent(".well-known/acme-challenge/abc"), atomically: true, encoding: .utf8)
+        #expect(try curl([server.url + "/.well-known/acme-challenge/abc"]) == "token\n")
+        // HSTS on TLS responses for a real name, never for localhost or 127.0.0.1.
+        let named = try fetch("https://example.test:\(tlsPort)/style.css", ["-k", "--resolve", "example.test:\(tlsPort):127.0.0.1"])
+        #expect(named.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains")
+        let local = try fetch("https://localhost:\(tlsPort)/style.css", ["-k", "--resolve", "localhost:\(tlsPort):127.0.0.1"])
+        #expect(local.status == 200 && local.headers["strict-transport-security"] == nil)
+        #expect(try fetch("https://127.0.0.1:\(tlsPort)/style.css", ["-k"]).headers["strict-transport-security"] == nil)
+        // Never on plain HTTP.
+        #expect(try fetch(server.url + "/.well-known/acme-challenge/abc", ["-H", "Host: example.test"]).headers["strict-transport-security"] == nil)
+    }
+}

@@ -155,6 +155,9 @@ public enum ConfigLoader {
                                           message: "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key"))
             }
         }
+        if config.tls.redirectHTTP && config.tls.listen.isEmpty {
+            issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls.redirect_http", message: "needs a TLS socket to redirect to (tls.listen)"))
+        }
         let plain = Set(config.listen.compactMap(SocketAddress.init(parsing:)))
         for value in config.tls.listen {
             if let address = SocketAddress(parsing: value), address.port != 0, plain.contains(address) {
@@ -401,6 +404,14 @@ final class DocumentReader {
             if let value = section.duration("handshake_timeout") { config.tls.handshakeMilliseconds = value }
             if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
             if let value = section.boolean("session_resumption") { config.tls.sessionResumption = value }
+            if let value = section.boolean("redirect_http") { config.tls.redirectHTTP = value }
+            if let (value, node) = section.string("hsts") {
+                if value == "off" { config.tls.hsts = nil } else if value.hasPrefix("max-age="), value.utf8.allSatisfy({ $0 >= 32 && $0 < 127 }) {
+                    config.tls.hsts = value
+                } else {
+                    issue(node, key: "tls.hsts", "expected a Strict-Transport-Security value such as \"max-age=63072000; includeSubDomains\", or off")
+                }
+            }
             section.finish()
         }
         if let section = top.section("supervisor") {

@@ -77,6 +77,14 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var minVersion: String = "1.2"
         /// Time a client has to finish the TLS handshake, in milliseconds.
         public var handshakeMilliseconds: Int = 10_000
+        /// Answer requests on the plain sockets with a redirect to the first TLS socket (301 for GET and
+        /// HEAD, 308 for the rest), except ACME HTTP-01 challenges beneath /.well-known/acme-challenge/.
+        public var redirectHTTP = false
+        /// The port of the first TLS socket as bound (port 0 resolved), set by the supervisor for redirects.
+        public var redirectPort: Int = 0
+        /// The Strict-Transport-Security value sent on TLS responses (nil: none); never for localhost,
+        /// 127.0.0.1 or ::1, which a browser would otherwise pin for every local project.
+        public var hsts: String? = nil
         /// Session resumption (tickets, and the worker's session cache); off makes every connection a full
         /// handshake, as the benchmark's row (f) needs.
         public var sessionResumption = true

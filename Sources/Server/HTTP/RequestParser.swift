@@ -45,6 +45,8 @@ public struct RequestHead: Equatable, Sendable {
     public var contentLength: Int64 = -1
     /// Whether the body is chunked.
     public var chunked = false
+    /// The Host field's value (validated), empty when there was none.
+    public var host = ByteSpan.none
     /// `Expect: 100-continue` was sent: the client waits for a 100 before it sends the body.
     public var expectContinue = false
     public var referer = ByteSpan.none
@@ -226,6 +228,7 @@ public enum RequestParser {
                 hosts += 1
                 // RFC 9112 section 3.2: one Host, and a valid one (uri-host [":" port]; empty is allowed).
                 if hosts > 1 || !validHost(bytes, value) { return .invalid(.badRequest) }
+                head.host = value
             case .referer:
                 head.referer = value
             case .userAgent:

@@ -6,6 +6,7 @@ public enum HTTPStatus: UInt16, Sendable {
     case partialContent = 206
     case movedPermanently = 301
     case notModified = 304
+    case permanentRedirect = 308
     case badRequest = 400
     case forbidden = 403
     case notFound = 404
@@ -31,6 +32,7 @@ public enum HTTPStatus: UInt16, Sendable {
         case .partialContent: return "HTTP/1.1 206 Partial Content\r\n"
         case .movedPermanently: return "HTTP/1.1 301 Moved Permanently\r\n"
         case .notModified: return "HTTP/1.1 304 Not Modified\r\n"
+        case .permanentRedirect: return "HTTP/1.1 308 Permanent Redirect\r\n"
         case .badRequest: return "HTTP/1.1 400 Bad Request\r\n"
         case .forbidden: return "HTTP/1.1 403 Forbidden\r\n"
         case .notFound: return "HTTP/1.1 404 Not Found\r\n"
@@ -67,7 +69,7 @@ public enum HTTPStatus: UInt16, Sendable {
         case .notImplemented: return "<html><body><h1>501 Not Implemented</h1></body></html>\n"
         case .serviceUnavailable: return "<html><body><h1>503 Service Unavailable</h1></body></html>\n"
         case .versionNotSupported: return "<html><body><h1>505 HTTP Version Not Supported</h1></body></html>\n"
-        case .continue, .ok, .noContent, .partialContent, .movedPermanently, .notModified: return ""
+        case .continue, .ok, .noContent, .partialContent, .movedPermanently, .notModified, .permanentRedirect: return ""
         }
     }
 }

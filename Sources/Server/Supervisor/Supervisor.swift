@@ -65,6 +65,17 @@ public final class Supervisor {
         return "\(directory)/webserver-\(getuid()).pid"
     }
 
+    /// `config` with what only binding tells: the port of the first TLS socket (for HTTP-to-HTTPS
+    /// redirects, when the configuration said port 0).
+    func boundConfig(_ config: ServerConfig) -> ServerConfig {
+        var config = config
+        let first = config.listen.count
+        if first < sockets.count, let bound = try? Socket.localAddress(of: sockets[first]) {
+            config.tls.redirectPort = Int(bound.port)
+        }
+        return config
+    }
+
     /// Everything that must happen before children start; any failure here is reported and fatal.
     func start() throws {
         _ = cs_prctl_set_child_subreaper()
@@ -97,6 +108,7 @@ public final class Supervisor {
             }
         }
         try dropPrivileges()
+        config = boundConfig(config)
         configFD = try ConfigTransport.makeDescriptor(config)
         listenerManager = try Socket.seqpacketPair()
         release = try Socket.seqpacketPair()
@@ -410,7 +422,7 @@ public final class Supervisor {
     func reload() {
         guard !shuttingDown else { return }
         log.notice("SIGHUP: reloading \(configPath ?? "the command-line configuration")")
-        let newConfig: ServerConfig
+        var newConfig: ServerConfig
         do {
             newConfig = try ConfigLoader.load(path: configPath, overrides: overrides, makeDevCertificate: true)
         } catch {
@@ -423,6 +435,7 @@ public final class Supervisor {
             log.error("reload failed: 'listen', 'user', 'backlog' and 'defer_accept' change only with a restart; still serving with the previous configuration")
             return
         }
+        newConfig = boundConfig(newConfig)
         let fd: Int32
         do {
             fd = try ConfigTransport.makeDescriptor(newConfig)

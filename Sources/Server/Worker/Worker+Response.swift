@@ -23,6 +23,10 @@ extension Worker {
                 connection.sendContinue = true
             }
         }
+        if connection.tls == nil && config.tls.redirectHTTP && !isACMEChallenge(head, bytes) {
+            return redirectToTLS(connection, head, bytes)
+        }
+        if hstsLine != nil && connection.tls != nil { currentHostIsLocal = Worker.isLocalHost(bytes, head.host) }
         switch head.method {
         case .get, .head:
             serveFile(connection, head, bytes)
@@ -185,6 +189,68 @@ extension Worker {
             return first == 34 && EntityTags.list(bytes, head.ifRange, matches: tag, weak: false)
         }
         return HTTPDate.parse(bytes, head.ifRange) == file.modifiedSeconds
+    }
+
+    /// HTTP to HTTPS (`tls.redirect_http`): the same host (its port replaced by the TLS socket's) and the
+    /// target as sent; 301 for GET and HEAD, 308 for other methods so they keep their method and body.
+    func redirectToTLS(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+        let status: HTTPStatus = head.method == .get || head.method == .head ? .movedPermanently : .permanentRedirect
+        var writer = beginHead(status, connection)
+        writer.append("Location: https://")
+        var hostEnd = head.host.end
+        if !head.host.isEmpty {
+            // Drop the port: from the last ":" when it is not inside an IPv6 literal's brackets.
+            var index = head.host.end - 1
+            while index > head.host.start && bytes[index] != 58 && bytes[index] != 93 { index -= 1 }
+            if bytes[index] == 58 { hostEnd = index }
+            writer.append(bytes, ByteSpan(start: head.host.start, end: hostEnd))
+        } else {
+            writer.append("localhost")
+        }
+        if config.tls.redirectPort != 443 && config.tls.redirectPort != 0 {
+            writer.append(byte: 58)
+            writer.appendDecimal(Int64(config.tls.redirectPort))
+        }
+        if head.target.count > 0 && bytes[head.target.start] == 47 {
+            writer.append(bytes, head.target)
+        } else {
+            writer.append(byte: 47)
+        }
+        writer.append("\r\nContent-Length: 0\r\n\r\n")
+        if writer.overflowed { return answerError(connection, head, bytes, .uriTooLong) }
+        logRequest(connection, bytes: bytes, head: head, status: status, bodyBytes: 0)
+        startResponse(connection, writer.count)
+    }
+
+    /// A request for /.well-known/acme-challenge/...: ACME's HTTP-01 check must be answered over HTTP.
+    func isACMEChallenge(_ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let prefix: StaticString = "/.well-known/acme-challenge/"
+        guard head.target.count > prefix.utf8CodeUnitCount else { return false }
+        for offset in 0..<prefix.utf8CodeUnitCount where bytes[head.target.start + offset] != prefix.utf8Start[offset] { return false }
+        return true
+    }
+
+    /// localhost, *.localhost, 127.x.y.z or [::1], with or without a port; an absent Host counts as local.
+    /// Bytes only: this runs for every TLS request when HSTS is on.
+    static func isLocalHost(_ bytes: UnsafeRawBufferPointer, _ host: ByteSpan) -> Bool {
+        guard !host.isEmpty else { return true }
+        let start = host.start
+        if bytes[start] == 91 {  // "[::1]"
+            return host.count >= 5 && bytes[start + 1] == 58 && bytes[start + 2] == 58 && bytes[start + 3] == 49
+                && bytes[start + 4] == 93
+        }
+        var end = host.end
+        var index = end - 1
+        while index > start && bytes[index] != 58 { index -= 1 }
+        if bytes[index] == 58 { end = index }
+        let length = end - start
+        if length >= 4 && bytes[start] == 49 && bytes[start + 1] == 50 && bytes[start + 2] == 55 && bytes[start + 3] == 46 {
+            return true  // "127."
+        }
+        let word: StaticString = "localhost"
+        guard length >= 9, length == 9 || bytes[end - 10] == 46 else { return false }
+        for offset in 0..<9 where bytes[end - 9 + offset] | 0x20 != word.utf8Start[offset] { return false }
+        return true
     }
 
     /// 304: the validators the 200 would have carried, no body.
@@ -357,6 +423,9 @@ extension Worker {
             writer.append("\r\n")
         }
         writer.append(status.statusLine)
+        if let hsts = hstsLine, connection.tls != nil, !currentHostIsLocal {
+            hsts.withUnsafeBufferPointer { writer.append($0.baseAddress!, $0.count) }
+        }
         writer.append("Server: webserver\r\nDate: ")
         writer.append(dateBytes, HTTPDate.length)
         if connection.closeAfterResponse {

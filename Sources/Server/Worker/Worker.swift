@@ -36,6 +36,10 @@ public final class Worker {
     /// Connections from listener numbers at or above this came in on a TLS socket.
     let plainListeners: Int
     let tlsContext: TLSContext?
+    /// `Strict-Transport-Security: ...` CRLF, for TLS responses to hosts that are not local.
+    let hstsLine: [UInt8]?
+    /// Whether the request being answered named a local host (localhost, 127.x, ::1) or none.
+    var currentHostIsLocal = true
     /// Where a TLS response is assembled (head and body in one record) and file bytes are read into.
     let tlsBuffer: UnsafeMutableRawPointer
     static let tlsBufferCapacity = 16_384 + Worker.headCapacity
@@ -97,6 +101,7 @@ public final class Worker {
             tlsContext = nil
         }
         tlsBuffer = .allocate(byteCount: Worker.tlsBufferCapacity, alignment: 16)
+        hstsLine = config.tls.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) }
         BeneathRoot.symlinks = BeneathRoot.SymlinkPolicy(rawValue: config.symlinks) ?? .follow
         var pages: [UInt16: String] = [:]
         for (status, path) in config.errorPages { if let code = UInt16(status) { pages[code] = path } }
