@@ -36,6 +36,15 @@ static int cossl_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigne
 }
 static inline void cossl_use_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, cossl_alpn_select_http11, NULL); }
 
+/* SNI: the callback and its argument are set through SSL_CTX_ctrl macros. */
+typedef int (*cossl_servername_cb)(SSL *ssl, int *alert, void *arg);
+static inline void cossl_SSL_CTX_set_servername_callback(SSL_CTX *ctx, cossl_servername_cb cb, void *arg) {
+    SSL_CTX_set_tlsext_servername_callback(ctx, cb);
+    SSL_CTX_set_tlsext_servername_arg(ctx, arg);
+}
+static const int cossl_SSL_TLSEXT_ERR_OK = SSL_TLSEXT_ERR_OK;
+static const int cossl_SSL_TLSEXT_ERR_NOACK = SSL_TLSEXT_ERR_NOACK;
+
 /* EVP_EC_gen is a macro over a variadic function. */
 static inline EVP_PKEY *cossl_EVP_EC_gen_P256(void) { return EVP_EC_gen("P-256"); }
 

@@ -212,3 +212,54 @@ func temporaryDirectory() throws -> URL {
         #expect(try fetch(server.url + "/.well-known/acme-challenge/abc", ["-H", "Host: example.test"]).headers["strict-transport-security"] == nil)
     }
 }
+
+/// A certificate for `name` with the given key type ("ec" P-256 or "rsa" 2048), self-signed.
+func makeNamedCertificate(_ name: String, type: String, in directory: URL) throws -> (cert: String, key: String) {
+    let cert = directory.appendingPathComponent("\(name)-\(type).pem").path
+    let key = directory.appendingPathComponent("\(name)-\(type)-key.pem").path
+    let keyOptions = type == "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    let result = try run("openssl", ["req", "-x509"] + keyOptions + ["-nodes", "-keyout", key, "-out", cert, "-days", "30",
+                                     "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name),DNS:*.\(name)"])
+    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    return (cert, key)
+}
+
+@Suite struct SNITests {
+    @Test func eachNameGetsItsCertificateAndUnknownNamesTheDefault() throws {
+        let directory = try temporaryDirectory()
+        let fallback = try makeNamedCertificate("default.test", type: "ec", in: directory)
+        let aEC = try makeNamedCertificate("a.test", type: "ec", in: directory)
+        let aRSA = try makeNamedCertificate("a.test", type: "rsa", in: directory)
+        let b = try makeNamedCertificate("b.test", type: "ec", in: directory)
+        let config = """
+            tls:
+              listen: ['127.0.0.1:0']
+              cert: \(fallback.cert)
+              key: \(fallback.key)
+              sites:
+                - cert: [\(aEC.cert), \(aRSA.cert)]
+                  key: [\(aEC.key), \(aRSA.key)]
+                - cert: \(b.cert)
+                  key: \(b.key)
+
+            """
+        let server = try TestServer(config: config, site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        func subject(_ arguments: String) throws -> String {
+            let output = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) \(arguments) 2>/dev/null | openssl x509 -noout -subject -text 2>/dev/null"]).output
+            return output
+        }
+        #expect(try subject("-servername a.test").contains("CN = a.test"))
+        #expect(try subject("-servername www.b.test").contains("CN = b.test"))  // wildcard SAN
+        #expect(try subject("-servername other.example").contains("CN = default.test"))
+        #expect(try subject("").contains("CN = default.test"))  // no SNI at all
+        // One name, two key types: the client's signature algorithms choose.
+        let ecdsa = try subject("-servername a.test -sigalgs ecdsa_secp256r1_sha256")
+        #expect(ecdsa.contains("CN = a.test") && ecdsa.contains("id-ecPublicKey"))
+        let rsa = try subject("-servername a.test -sigalgs rsa_pss_rsae_sha256:rsa_pkcs1_sha256")
+        #expect(rsa.contains("CN = a.test") && rsa.contains("rsaEncryption"))
+        // Requests are served whichever certificate was chosen.
+        #expect(try curl(["-k", "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/style.css"]) == "body{}\n")
+    }
+}

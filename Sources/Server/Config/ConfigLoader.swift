@@ -143,9 +143,9 @@ public enum ConfigLoader {
             if config.tls.devCertificate && !makeDevCertificate && (config.tls.cert.map { access($0, F_OK) != 0 } ?? false)
                 && (config.tls.key.map { access($0, F_OK) != 0 } ?? false) {
                 // `check`: the certificate is made on the first `serve`.
-            } else if let cert = config.tls.cert, let key = config.tls.key {
+            } else if config.tls.cert != nil && config.tls.key != nil {
                 do {
-                    _ = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion, resumption: config.tls.sessionResumption)
+                    _ = try TLSSites(settings: config.tls)
                 } catch {
                     issues.append(ConfigIssue(file: overrides.cert != nil || overrides.key != nil ? "command line" : file,
                                               line: 0, column: 0, key: overrides.cert != nil ? "--cert" : "tls.cert", message: error.description))
@@ -394,8 +394,24 @@ final class DocumentReader {
                 }
                 config.tls.listen = values
             }
-            if let (value, node) = section.string("cert") { config.tls.cert = path(value, node, key: "tls.cert") }
-            if let (value, node) = section.string("key") { config.tls.key = path(value, node, key: "tls.key") }
+            let defaultPairs = certificatePairs(section, key: "tls")
+            if let first = defaultPairs.first {
+                config.tls.cert = first[0]
+                config.tls.key = first[1]
+                config.tls.moreDefaultPairs = Array(defaultPairs.dropFirst())
+            }
+            if let node = section.take("sites") {
+                if case .sequence(let items) = node {
+                    for (position, item) in items.enumerated() {
+                        guard let site = Section(item, path: "tls.sites[\(position)]", reader: self) else { continue }
+                        let pairs = certificatePairs(site, key: "tls.sites[\(position)]")
+                        if pairs.isEmpty { issue(item, key: "tls.sites[\(position)]", "needs cert and key") } else { config.tls.sites.append(pairs) }
+                        site.finish()
+                    }
+                } else {
+                    issue(node, key: "tls.sites", "expected a list of {cert: FILE, key: FILE}")
+                }
+            }
             if let (value, node) = section.string("min_version") {
                 if ["1.2", "1.3"].contains(value) { config.tls.minVersion = value } else {
                     issue(node, key: "tls.min_version", "'\(value)' is not 1.2 or 1.3")
@@ -436,6 +452,35 @@ final class DocumentReader {
             section.finish()
         }
         top.finish()
+    }
+
+    /// `cert` and `key` in `section`, each a file or a list of files of the same length: [cert, key] pairs.
+    private func certificatePairs(_ section: Section, key: String) -> [[String]] {
+        func files(_ name: String) -> ([String], Node)? {
+            guard let node = section.take(name) else { return nil }
+            let items: [Node]
+            if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+            var paths: [String] = []
+            for item in items {
+                guard let text = item.scalar?.string, !text.isEmpty else {
+                    issue(item, key: "\(key).\(name)", "expected a file or a list of files")
+                    continue
+                }
+                if let full = path(text, item, key: "\(key).\(name)") { paths.append(full) }
+            }
+            return (paths, node)
+        }
+        let certs = files("cert")
+        let keys = files("key")
+        guard let (certPaths, certNode) = certs, let (keyPaths, _) = keys else {
+            if let (_, node) = certs ?? keys { issue(node, key: key, "cert and key go together") }
+            return []
+        }
+        guard certPaths.count == keyPaths.count else {
+            issue(certNode, key: "\(key).cert", "\(certPaths.count) certificates but \(keyPaths.count) keys")
+            return []
+        }
+        return zip(certPaths, keyPaths).map { [$0, $1] }
     }
 
     /// `headers`: a list of `{match: PATTERN, set: {Name: value, ...}}`.

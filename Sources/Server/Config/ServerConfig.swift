@@ -70,9 +70,20 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public struct TLSSettings: Codable, Sendable, Equatable {
         /// Addresses to listen on with TLS, written like `listen`.
         public var listen: [String] = []
-        /// Certificate chain (PEM: the leaf, then intermediates) and its unencrypted key.
+        /// Certificate chain (PEM: the leaf, then intermediates) and its unencrypted key: the default
+        /// site's first pair. `cert` and `key` may also be lists (an ECDSA and an RSA certificate side by
+        /// side), all in `defaultPairs`.
         public var cert: String? = nil
         public var key: String? = nil
+        public var moreDefaultPairs: [[String]] = []
+        /// More sites on the same sockets, each its [certificate, key] pairs, chosen by SNI.
+        public var sites: [[[String]]] = []
+
+        /// Every [certificate, key] pair of the default site.
+        public var defaultPairs: [[String]] {
+            guard let cert, let key else { return [] }
+            return [[cert, key]] + moreDefaultPairs
+        }
         /// Lowest protocol version: "1.2" or "1.3".
         public var minVersion: String = "1.2"
         /// Time a client has to finish the TLS handshake, in milliseconds.

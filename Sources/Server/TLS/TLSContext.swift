@@ -12,7 +12,14 @@ public final class TLSContext: @unchecked Sendable {
     }
 
     /// Loads and checks `certificate` (PEM, leaf first, then the chain) and `key` (PEM, unencrypted).
-    public init(certificate: String, key: String, minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
+    public convenience init(certificate: String, key: String, minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
+        try self.init(pairs: [[certificate, key]], minimumVersion: minimumVersion, resumption: resumption)
+    }
+
+    /// A context presenting every certificate in `pairs` ([certificate, key] each): one per key type, so
+    /// an ECDSA and an RSA certificate for the same names sit side by side and OpenSSL picks the one the
+    /// client's signature algorithms allow.
+    public init(pairs: [[String]], minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
         self.context = context
         _ = cossl_SSL_CTX_set_min_proto_version(context, minimumVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
@@ -27,20 +34,29 @@ public final class TLSContext: @unchecked Sendable {
             _ = SSL_CTX_set_num_tickets(context, 0)
         }
         cossl_use_alpn_http11(context)
-        try TLSContext.check(certificate: certificate, key: key)
-        guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
-            throw Failure(description: TLSContext.lastError("cannot read the certificate \(certificate)"))
-        }
-        guard SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1 else {
-            let detail = TLSContext.lastError("cannot read the key \(key)")
-            if detail.contains("key values mismatch") {
+        for pair in pairs where pair.count == 2 {
+            let (certificate, key) = (pair[0], pair[1])
+            try TLSContext.check(certificate: certificate, key: key)
+            guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+                throw Failure(description: TLSContext.lastError("cannot read the certificate \(certificate)"))
+            }
+            guard SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1 else {
+                let detail = TLSContext.lastError("cannot read the key \(key)")
+                if detail.contains("key values mismatch") {
+                    throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
+                }
+                throw Failure(description: detail)
+            }
+            guard SSL_CTX_check_private_key(context) == 1 else {
                 throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
             }
-            throw Failure(description: detail)
         }
-        guard SSL_CTX_check_private_key(context) == 1 else {
-            throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
-        }
+    }
+
+    /// Whether a certificate of this context is valid for `name` (SAN, wildcards of one label).
+    func serves(_ name: UnsafePointer<CChar>) -> Bool {
+        guard let certificate = SSL_CTX_get0_certificate(context) else { return false }
+        return X509_check_host(certificate, name, 0, 0, nil) == 1
     }
 
     deinit { SSL_CTX_free(context) }
@@ -168,4 +184,32 @@ final class TLSSession {
 
     /// Whether decrypted bytes are buffered inside OpenSSL (epoll cannot see them).
     var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
+}
+
+/// Every TLS site of a worker: the default context (tls.cert/key) and one per `tls.sites` entry, chosen
+/// by the name the client sends (SNI) during the handshake. A name no site serves gets the default.
+public final class TLSSites: @unchecked Sendable {
+    public let defaultContext: TLSContext
+    let sites: [TLSContext]
+
+    public init(settings: ServerConfig.TLSSettings) throws(TLSContext.Failure) {
+        defaultContext = try TLSContext(pairs: settings.defaultPairs, minimumVersion: settings.minVersion, resumption: settings.sessionResumption)
+        var sites: [TLSContext] = []
+        for pairs in settings.sites {
+            sites.append(try TLSContext(pairs: pairs, minimumVersion: settings.minVersion, resumption: settings.sessionResumption))
+        }
+        self.sites = sites
+        if !sites.isEmpty {
+            cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, _, argument in
+                guard let ssl, let argument, let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
+                    return cossl_SSL_TLSEXT_ERR_OK
+                }
+                let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
+                if let site = sites.sites.first(where: { $0.serves(name) }) {
+                    _ = SSL_set_SSL_CTX(ssl, site.context)
+                }
+                return cossl_SSL_TLSEXT_ERR_OK
+            }, Unmanaged.passUnretained(self).toOpaque())
+        }
+    }
 }

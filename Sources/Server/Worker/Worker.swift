@@ -35,7 +35,7 @@ public final class Worker {
     let rejectEncodedSlash: Bool
     /// Connections from listener numbers at or above this came in on a TLS socket.
     let plainListeners: Int
-    let tlsContext: TLSContext?
+    let tlsSites: TLSSites?
     /// `Strict-Transport-Security: ...` CRLF, for TLS responses to hosts that are not local.
     let hstsLine: [UInt8]?
     /// Whether the request being answered named a local host (localhost, 127.x, ::1) or none.
@@ -90,15 +90,14 @@ public final class Worker {
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
         rejectEncodedSlash = config.encodedSlash == "reject"
         plainListeners = config.listen.count
-        if !config.tls.listen.isEmpty, let cert = config.tls.cert, let key = config.tls.key {
+        if !config.tls.listen.isEmpty && !config.tls.defaultPairs.isEmpty {
             do {
-                tlsContext = try TLSContext(certificate: cert, key: key, minimumVersion: config.tls.minVersion,
-                                            resumption: config.tls.sessionResumption)
+                tlsSites = try TLSSites(settings: config.tls)
             } catch {
                 throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
             }
         } else {
-            tlsContext = nil
+            tlsSites = nil
         }
         tlsBuffer = .allocate(byteCount: Worker.tlsBufferCapacity, alignment: 16)
         hstsLine = config.tls.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) }
@@ -201,7 +200,7 @@ public final class Worker {
         }
         connections[Int(fd)] = connection
         live += 1
-        if Int(info.listenerID) >= plainListeners, let context = tlsContext {
+        if Int(info.listenerID) >= plainListeners, let context = tlsSites?.defaultContext {
             guard let session = TLSSession(context: context, fd: fd) else {
                 log.error("cannot start a TLS session: \(TLSContext.lastError("SSL_new"))")
                 return close(connection)
