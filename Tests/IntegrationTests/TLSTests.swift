@@ -263,3 +263,61 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(try curl(["-k", "--resolve", "a.test:\(port):127.0.0.1", "https://a.test:\(port)/style.css"]) == "body{}\n")
     }
 }
+
+@Suite struct ResumptionTests {
+    /// A session from one worker resumes on another, before and after a key rotation.
+    @Test func aTicketFromOneWorkerResumesOnAnother() throws {
+        let directory = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: directory)
+        let config = """
+            workers: {min: 2, max: 2}
+            tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key), ticket_key_rotation: 3s}
+
+            """
+        let server = try TestServer(config: config, site: richSite).start()
+        defer { server.stop() }
+        #expect(server.waitForLog("worker 2 started"))
+        let port = try #require(server.tlsPort)
+        let workers = server.pids(of: "worker")
+        #expect(workers.count == 2)
+        let session = directory.appendingPathComponent("session.pem").path
+
+        /// Runs s_client held open for a moment; returns its output and the worker that held the connection.
+        func connect(_ sessionArgument: String) throws -> (String, Int32?) {
+            let output = directory.appendingPathComponent("out-\(UUID().uuidString)").path
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: "/bin/sh")
+            client.arguments = ["-c", "(sleep 1.2) | openssl s_client -connect 127.0.0.1:\(port) -servername localhost -tls1_3 \(sessionArgument) > \(output) 2>&1"]
+            try client.run()
+            usleep(700_000)
+            let holder = workers.first { clientSockets(of: $0) > 0 }
+            client.waitUntilExit()
+            return ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "", holder)
+        }
+        let (first, issuer) = try connect("-sess_out \(session)")
+        #expect(first.contains("New, TLSv1.3"))
+        let firstWorker = try #require(issuer)
+        // Connect until a resumption lands on the other worker (dispatch is by load, so it soon does).
+        var resumedElsewhere = false
+        for _ in 0..<8 {
+            let (output, holder) = try connect("-sess_in \(session)")
+            #expect(output.contains("Reused, TLSv1.3"), "\(output.suffix(400))")
+            if let holder, holder != firstWorker {
+                resumedElsewhere = true
+                break
+            }
+        }
+        #expect(resumedElsewhere)
+        // A ticket made just after a rotation resumes after the next one (the previous key still
+        // decrypts) and not after the one after (a full handshake).
+        let rotated = "TLS session ticket keys rotated"
+        let seen = server.log().components(separatedBy: rotated).count - 1
+        #expect(server.waitForLog(rotated, seconds: 10, count: seen + 1))
+        let fresh = directory.appendingPathComponent("fresh.pem").path
+        #expect(try connect("-sess_out \(fresh)").0.contains("New, TLSv1.3"))
+        #expect(server.waitForLog(rotated, seconds: 10, count: seen + 2))
+        #expect(try connect("-sess_in \(fresh)").0.contains("Reused, TLSv1.3"))
+        #expect(server.waitForLog(rotated, seconds: 10, count: seen + 3))
+        #expect(try connect("-sess_in \(fresh)").0.contains("New, TLSv1.3"))
+    }
+}

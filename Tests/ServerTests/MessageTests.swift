@@ -22,6 +22,9 @@ import Testing
         let v6 = try #require(SocketAddress(parsing: "[2001:db8::1]:80"))
         let entries = [ConnectionInfo(listenerID: 0, peer: v4), ConnectionInfo(listenerID: 3, peer: v6)]
         #expect(try roundTrip(.connections(entries), fds: 2) == .connections(entries))
+        let keys = (0..<160).map { UInt8($0) }
+        #expect(try roundTrip(.ticketKeys(keys)) == .ticketKeys(keys))
+        #expect(try roundTrip(.ticketKeys(Array(keys.prefix(80)))) == .ticketKeys(Array(keys.prefix(80))))
     }
 
     @Test func malformedIsRejected() {
@@ -36,6 +39,8 @@ import Testing
         #expect(decode([1, 1]) == .tooShort(2))
         #expect(decode([2, 3, 0, 0, 1, 0, 0, 0]) == .badVersion(2))
         #expect(decode([1, 99, 0, 0]) == .unknownKind(99))
+        #expect(decode([1, 7, 3, 0] + [UInt8](repeating: 0, count: 240)) == .badField("ticket key count 3"))
+        #expect(decode([1, 7, 1, 0] + [UInt8](repeating: 0, count: 79)) == .badLength(kind: 7, length: 83))
         #expect(decode([1, 3, 0, 0, 1, 0, 0]) == .badLength(kind: 3, length: 7))
         #expect(decode([1, 3, 0, 0, 1, 0, 0, 0], fds: 1) == .badFDCount(kind: 3, fds: 1))
         #expect(decode([1, 5, 0, 0], fds: 0) == .badFDCount(kind: 5, fds: 0))

@@ -33,6 +33,11 @@ int cs_prctl_set_name(const char *name);
 int cs_prctl_set_child_subreaper(void);
 int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 int cs_memfd_create(const char *name, unsigned int flags);
+/* TLS session ticket keys shared by the workers (see CSystemShims.c). */
+#define CS_TICKET_KEY_SIZE 80
+void cs_set_ticket_keys(const unsigned char *keys, int count);
+void cs_use_shared_ticket_keys(void *context);
+
 int cs_close_range(unsigned int first, unsigned int last, unsigned int flags);
 int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flags);
 int cs_signalfd(int fd, const sigset_t *mask, int flags);

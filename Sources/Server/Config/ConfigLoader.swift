@@ -421,6 +421,7 @@ final class DocumentReader {
             if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
             if let value = section.boolean("session_resumption") { config.tls.sessionResumption = value }
             if let value = section.boolean("redirect_http") { config.tls.redirectHTTP = value }
+            if let value = section.duration("ticket_key_rotation") { config.tls.ticketKeyRotationMilliseconds = value }
             if let (value, node) = section.string("hsts") {
                 if value == "off" { config.tls.hsts = nil } else if value.hasPrefix("max-age="), value.utf8.allSatisfy({ $0 >= 32 && $0 < 127 }) {
                     config.tls.hsts = value

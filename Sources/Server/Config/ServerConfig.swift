@@ -99,6 +99,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         /// Session resumption (tickets, and the worker's session cache); off makes every connection a full
         /// handshake, as the benchmark's row (f) needs.
         public var sessionResumption = true
+        /// How often the supervisor makes a new session ticket key (the previous one still decrypts).
+        public var ticketKeyRotationMilliseconds: Int = 43_200_000
         /// When `cert` and `key` are missing, make them with the local development CA (`webserver cert dev`).
         public var devCertificate = false
         /// Set by the loader when it just made the development certificate: the CA to tell the user about.

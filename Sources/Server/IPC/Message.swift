@@ -17,6 +17,9 @@ public enum Message: Equatable, Sendable {
     /// Parent to child: reopen logs. The new access-log fd travels first when `accessLog`, then the
     /// error-log fd when `errorLog` (the header's count field holds the two flags as bits 0 and 1).
     case reopenLogs(accessLog: Bool, errorLog: Bool)
+    /// Supervisor to manager, manager to workers: the TLS session ticket keys, current first, then the
+    /// previous one (80 bytes each: name, HMAC key, AES key), so every worker resumes every ticket.
+    case ticketKeys([UInt8])
 
     public static let version: UInt8 = 1
     static let headerSize = 4
@@ -28,8 +31,11 @@ public enum Message: Equatable, Sendable {
     static let maxSize = headerSize + maxBatch * connectionEntrySize
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys
     }
+
+    /// Bytes of one ticket key.
+    public static let ticketKeySize = 80
 
     /// How many fds must travel with this message.
     var fdCount: ClosedRange<Int> {
@@ -149,6 +155,11 @@ extension Message {
         case .reopenLogs(let access, let error):
             header(.reopenLogs, (access ? 1 : 0) | (error ? 2 : 0))
             return Message.headerSize
+        case .ticketKeys(let keys):
+            let count = keys.count / Message.ticketKeySize
+            header(.ticketKeys, count)
+            for (index, byte) in keys.prefix(count * Message.ticketKeySize).enumerated() { buffer[Message.headerSize + index] = byte }
+            return Message.headerSize + count * Message.ticketKeySize
         }
     }
 
@@ -193,7 +204,7 @@ extension Message {
         func expect(length: Int, fds: ClosedRange<Int> = 0...0) throws(MessageError) {
             guard bytes.count == length else { throw .badLength(kind: kind.rawValue, length: bytes.count) }
             guard fds.contains(fdCount) else { throw .badFDCount(kind: kind.rawValue, fds: fdCount) }
-            if kind != .connections && kind != .reopenLogs && count != 0 {
+            if kind != .connections && kind != .reopenLogs && kind != .ticketKeys && count != 0 {
                 throw .badField("count \(count) on kind \(kind.rawValue)")
             }
         }
@@ -228,6 +239,10 @@ extension Message {
             let expected = (count & 1) + (count >> 1)
             try expect(length: headerSize, fds: expected...expected)
             return .reopenLogs(accessLog: count & 1 != 0, errorLog: count & 2 != 0)
+        case .ticketKeys:
+            guard count == 1 || count == 2 else { throw .badField("ticket key count \(count)") }
+            try expect(length: headerSize + count * ticketKeySize)
+            return .ticketKeys(Array(bytes[headerSize...]))
         }
     }
 }

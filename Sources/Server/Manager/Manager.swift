@@ -23,6 +23,8 @@ public final class Manager {
 
     var workers: [WorkerHandle] = []
     var workersByFD: [Int32: WorkerHandle] = [:]
+    /// The TLS session ticket keys from the supervisor, for every worker now and every one started later.
+    var ticketKeys: [UInt8] = []
     var nextWorkerID = 1
     var policy: ScalingPolicy
     /// Accepted connections waiting for a worker, oldest first; the fds are owned here.
@@ -186,6 +188,9 @@ public final class Manager {
                 reload(from: fds[0])
             case .reopenLogs(let access, let error):
                 reopenLogs(fds: fds, access: access, error: error)
+            case .ticketKeys(let keys):
+                ticketKeys = keys
+                for worker in workers where worker.isActive { _ = try? worker.channel.send(.ticketKeys(keys)) }
             default:
                 Channel.reject(message, fds: fds, from: "supervisor")
             }
@@ -249,6 +254,8 @@ public final class Manager {
             let child = try Spawner.spawn(role: "worker", displayName: "webserver: worker", arguments: arguments, fds: fds)
             closeDescriptor(pair.1)
             let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now)
+            // Before any connection: the worker reads its channel in order.
+            if !ticketKeys.isEmpty { _ = try? worker.channel.send(.ticketKeys(ticketKeys)) }
             try poller.add(pair.0, events: Poller.readable)
             if child.pidfd >= 0 { try poller.add(child.pidfd, events: Poller.readable) }
             workers.append(worker)

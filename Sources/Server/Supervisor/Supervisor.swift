@@ -18,6 +18,9 @@ public final class Supervisor {
     let signals: SignalReader
     var sockets: [Int32] = []
     var configFD: Int32 = -1
+    /// TLS session ticket keys: current then previous, 80 bytes each; empty without TLS.
+    var ticketKeys: [UInt8] = []
+    var ticketKeysRotatedAt: Int64 = 0
     var accessLogFD: Int32 = -1
     var pidFileFD: Int32 = -1
     let pidFilePath: String
@@ -109,6 +112,7 @@ public final class Supervisor {
         }
         try dropPrivileges()
         config = boundConfig(config)
+        if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
         configFD = try ConfigTransport.makeDescriptor(config)
         listenerManager = try Socket.seqpacketPair()
         release = try Socket.seqpacketPair()
@@ -246,6 +250,7 @@ public final class Supervisor {
                 process = try Spawner.spawn(role: "manager", displayName: "webserver: manager", arguments: arguments, fds: fds)
             }
             let channel = Channel(fd: mine)
+            if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys)) }
             try poller.add(mine, events: Poller.readable)
             if process.pidfd >= 0 { try poller.add(process.pidfd, events: Poller.readable) }
             slot.process = process
@@ -332,7 +337,21 @@ public final class Supervisor {
         }
     }
 
+    /// Makes a new current ticket key and keeps the one before it for decryption only.
+    func rotateTicketKeys() {
+        var key = [UInt8](repeating: 0, count: Message.ticketKeySize)
+        key.withUnsafeMutableBytes { _ = getrandom($0.baseAddress, $0.count, 0) }
+        let first = ticketKeys.isEmpty
+        ticketKeys = key + ticketKeys.prefix(Message.ticketKeySize)
+        ticketKeysRotatedAt = now
+        if !first { log.info("TLS session ticket keys rotated; the previous key still resumes sessions until the next rotation") }
+        if let channel = manager.channel, case .running = manager.state { _ = try? channel.send(.ticketKeys(ticketKeys)) }
+    }
+
     func tick() {
+        if !ticketKeys.isEmpty && now - ticketKeysRotatedAt >= Int64(config.tls.ticketKeyRotationMilliseconds) {
+            rotateTicketKeys()
+        }
         for slot in [listener, manager] {
             switch slot.state {
             case .waiting(let until) where now >= until && !shuttingDown:

@@ -1,3 +1,4 @@
+import CSystemShims
 import COpenSSL
 import Glibc
 
@@ -28,6 +29,9 @@ public final class TLSContext: @unchecked Sendable {
         _ = cossl_SSL_CTX_set1_groups_list(context, "X25519:P-256")
         if resumption {
             _ = cossl_SSL_CTX_set_session_cache_mode(context, cossl_SSL_SESS_CACHE_SERVER)
+            // Tickets under the keys every worker shares (from the supervisor), so resumption works on
+            // whichever worker a client reaches.
+            cs_use_shared_ticket_keys(UnsafeMutableRawPointer(context))
         } else {
             _ = cossl_SSL_CTX_set_session_cache_mode(context, 0)
             _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_TICKET)

@@ -173,6 +173,8 @@ public final class Worker {
                 for (entry, fd) in zip(entries, fds) { adopt(fd: fd, info: entry) }
             case .shutdown(let deadline):
                 startDrain(deadline: Int(deadline))
+            case .ticketKeys(let keys):
+                keys.withUnsafeBufferPointer { cs_set_ticket_keys($0.baseAddress, Int32(keys.count / Message.ticketKeySize)) }
             case .reopenLogs(let access, let error):
                 let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &accessLogFD)
                 if errorLog >= 0 { closeDescriptor(errorLog) }
