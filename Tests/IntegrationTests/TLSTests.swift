@@ -321,3 +321,56 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(try connect("-sess_in \(fresh)").0.contains("New, TLSv1.3"))
     }
 }
+
+@Suite struct CertificateReloadTests {
+    @Test func aCertificateReplacedOnDiskIsServedWithoutARestart() throws {
+        let directory = try temporaryDirectory()
+        let live = directory.appendingPathComponent("live")
+        try FileManager.default.createDirectory(at: live, withIntermediateDirectories: true)
+        let first = try makeNamedCertificate("first.test", type: "ec", in: directory)
+        let second = try makeNamedCertificate("second.test", type: "ec", in: directory)
+        let other = try makeNamedCertificate("other.test", type: "ec", in: directory)
+        let cert = live.appendingPathComponent("cert.pem").path
+        let key = live.appendingPathComponent("key.pem").path
+        try FileManager.default.copyItem(atPath: first.cert, toPath: cert)
+        try FileManager.default.copyItem(atPath: first.key, toPath: key)
+        let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n", site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        func subject() throws -> String {
+            try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) 2>/dev/null | openssl x509 -noout -subject"]).output
+        }
+        #expect(try subject().contains("CN = first.test"))
+
+        // A download in flight over the old certificate (8 MiB at 4 MB/s) finishes whole.
+        let big = server.site.appendingPathComponent("big.bin")
+        FileManager.default.createFile(atPath: big.path, contents: nil)
+        truncate(big.path, 8 << 20)
+        let inFlight = Process()
+        let inFlightOutput = directory.appendingPathComponent("in-flight.txt").path
+        inFlight.executableURL = URL(fileURLWithPath: "/bin/sh")
+        inFlight.arguments = ["-c", "curl -sk --limit-rate 4M -o /dev/null -w '%{http_code} %{size_download}' https://127.0.0.1:\(port)/big.bin > \(inFlightOutput)"]
+        try inFlight.run()
+        usleep(500_000)
+
+        // Replaced as certbot and Kubernetes do: new files renamed over the old ones.
+        func replace(with pair: (cert: String, key: String)) throws {
+            try FileManager.default.copyItem(atPath: pair.cert, toPath: cert + ".new")
+            try FileManager.default.copyItem(atPath: pair.key, toPath: key + ".new")
+            rename(key + ".new", key)
+            rename(cert + ".new", cert)
+        }
+        try replace(with: second)
+        #expect(server.waitForLog("certificate files changed on disk: reloading"))
+        #expect(waitUntil(seconds: 10) { (try? subject())?.contains("CN = second.test") == true })
+        inFlight.waitUntilExit()
+        #expect((try? String(contentsOfFile: inFlightOutput, encoding: .utf8)) == "200 \(8 << 20)")
+
+        // A key that does not match its certificate is refused; the previous certificate keeps serving.
+        try FileManager.default.copyItem(atPath: other.key, toPath: key + ".new")
+        rename(key + ".new", key)
+        #expect(server.waitForLog("does not match the certificate"))
+        #expect(server.waitForLog("reload failed: still serving with the previous configuration"))
+        #expect(try subject().contains("CN = second.test"))
+    }
+}

@@ -21,6 +21,8 @@ public final class Supervisor {
     /// TLS session ticket keys: current then previous, 80 bytes each; empty without TLS.
     var ticketKeys: [UInt8] = []
     var ticketKeysRotatedAt: Int64 = 0
+    /// Watches the certificate files so a replaced certificate is reloaded without a signal.
+    var certificateWatch: CertificateWatch?
     var accessLogFD: Int32 = -1
     var pidFileFD: Int32 = -1
     let pidFilePath: String
@@ -113,6 +115,10 @@ public final class Supervisor {
         try dropPrivileges()
         config = boundConfig(config)
         if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
+        if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: Supervisor.certificatePaths(config)) {
+            certificateWatch = watch
+            try poller.add(watch.fd, events: Poller.readable)
+        }
         configFD = try ConfigTransport.makeDescriptor(config)
         listenerManager = try Socket.seqpacketPair()
         release = try Socket.seqpacketPair()
@@ -196,6 +202,8 @@ public final class Supervisor {
             poller.wait(timeoutMilliseconds: 500) { fd, _ in
                 if fd == signals.fd {
                     for signal in signals.pending() { handleSignal(signal) }
+                } else if fd == certificateWatch?.fd {
+                    certificateWatch?.drain(now: monotonicMilliseconds())
                 } else if fd == ticker.fd {
                     ticker.drain()
                 } else if let slot = slot(forChannel: fd) {
@@ -348,7 +356,16 @@ public final class Supervisor {
         if let channel = manager.channel, case .running = manager.state { _ = try? channel.send(.ticketKeys(ticketKeys)) }
     }
 
+    /// Every certificate and key file the TLS sockets use.
+    static func certificatePaths(_ config: ServerConfig) -> [String] {
+        (config.tls.defaultPairs + config.tls.sites.flatMap { $0 }).flatMap { $0 }
+    }
+
     func tick() {
+        if let watch = certificateWatch, watch.changed(now: now) {
+            log.notice("certificate files changed on disk: reloading")
+            reload(reason: "certificate files changed")
+        }
         if !ticketKeys.isEmpty && now - ticketKeysRotatedAt >= Int64(config.tls.ticketKeyRotationMilliseconds) {
             rotateTicketKeys()
         }
@@ -438,9 +455,9 @@ public final class Supervisor {
 
     // MARK: Reload and logs
 
-    func reload() {
+    func reload(reason: String = "SIGHUP") {
         guard !shuttingDown else { return }
-        log.notice("SIGHUP: reloading \(configPath ?? "the command-line configuration")")
+        log.notice("\(reason): reloading \(configPath ?? "the command-line configuration")")
         var newConfig: ServerConfig
         do {
             newConfig = try ConfigLoader.load(path: configPath, overrides: overrides, makeDevCertificate: true)
@@ -472,6 +489,7 @@ public final class Supervisor {
             guard let channel = slot.channel else { continue }
             _ = try? channel.send(.reload, fd: fd)
         }
+        certificateWatch?.watch(Supervisor.certificatePaths(newConfig))
         log.notice("reloaded: new workers start with the new configuration, old ones drain")
     }
 
