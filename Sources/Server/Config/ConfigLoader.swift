@@ -418,6 +418,9 @@ final class DocumentReader {
                 }
             }
             if let value = section.duration("handshake_timeout") { config.tls.handshakeMilliseconds = value }
+            if let (value, _) = section.string("ciphers") { config.tls.ciphers = value }
+            if let (value, _) = section.string("ciphersuites") { config.tls.ciphersuites = value }
+            if let (value, _) = section.string("groups") { config.tls.groups = value }
             if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
             if let value = section.boolean("session_resumption") { config.tls.sessionResumption = value }
             if let value = section.boolean("redirect_http") { config.tls.redirectHTTP = value }

@@ -86,6 +86,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         }
         /// Lowest protocol version: "1.2" or "1.3".
         public var minVersion: String = "1.2"
+        /// TLS 1.2 cipher list (OpenSSL syntax): forward-secret AEAD suites only, as Mozilla's
+        /// "intermediate" profile without the DHE ones (no CBC, so no LUCKY13 class of attacks).
+        public var ciphers: String = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+        /// TLS 1.3 cipher suites.
+        public var ciphersuites: String = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
+        /// Key exchange groups, in order of preference.
+        public var groups: String = "X25519:P-256"
         /// Time a client has to finish the TLS handshake, in milliseconds.
         public var handshakeMilliseconds: Int = 10_000
         /// Answer requests on the plain sockets with a redirect to the first TLS socket (301 for GET and

@@ -40,7 +40,7 @@ public enum DevCertificates {
     }
 
     /// Makes the CA if its files are missing, then a new leaf for localhost, 127.0.0.1, ::1 and `names`.
-    public static func make(certificate: String, key: String, names: [String] = [], days: Int = 825) throws(Failure) -> Result {
+    public static func make(certificate: String, key: String, names: [String] = [], days: Int = 397) throws(Failure) -> Result {
         let extra = names.filter { !["localhost", "127.0.0.1", "::1"].contains($0.lowercased()) }
         for name in extra where !isLocal(name) {
             throw Failure(description: "'\(name)' is not a local name: the development CA can only sign localhost, *.localhost, *.test, 127.0.0.0/8 and ::1")

@@ -14,19 +14,31 @@ public final class TLSContext: @unchecked Sendable {
 
     /// Loads and checks `certificate` (PEM, leaf first, then the chain) and `key` (PEM, unencrypted).
     public convenience init(certificate: String, key: String, minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
-        try self.init(pairs: [[certificate, key]], minimumVersion: minimumVersion, resumption: resumption)
+        var settings = ServerConfig.TLSSettings()
+        settings.minVersion = minimumVersion
+        settings.sessionResumption = resumption
+        try self.init(pairs: [[certificate, key]], settings: settings)
     }
 
     /// A context presenting every certificate in `pairs` ([certificate, key] each): one per key type, so
     /// an ECDSA and an RSA certificate for the same names sit side by side and OpenSSL picks the one the
     /// client's signature algorithms allow.
-    public init(pairs: [[String]], minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
+    public init(pairs: [[String]], settings: ServerConfig.TLSSettings) throws(Failure) {
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
         self.context = context
-        _ = cossl_SSL_CTX_set_min_proto_version(context, minimumVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
+        let resumption = settings.sessionResumption
+        _ = cossl_SSL_CTX_set_min_proto_version(context, settings.minVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
+        guard SSL_CTX_set_cipher_list(context, settings.ciphers) == 1 else {
+            throw Failure(description: TLSContext.lastError("tls.ciphers '\(settings.ciphers)' names no usable TLS 1.2 cipher"))
+        }
+        guard SSL_CTX_set_ciphersuites(context, settings.ciphersuites) == 1 else {
+            throw Failure(description: TLSContext.lastError("tls.ciphersuites '\(settings.ciphersuites)' names no usable TLS 1.3 suite"))
+        }
+        guard cossl_SSL_CTX_set1_groups_list(context, settings.groups) == 1 else {
+            throw Failure(description: TLSContext.lastError("tls.groups '\(settings.groups)' names no usable group"))
+        }
         _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_RENEGOTIATION | cossl_SSL_OP_NO_COMPRESSION | cossl_SSL_OP_CIPHER_SERVER_PREFERENCE)
         _ = cossl_SSL_CTX_set_mode(context, cossl_SSL_MODE_ENABLE_PARTIAL_WRITE | cossl_SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | cossl_SSL_MODE_RELEASE_BUFFERS)
-        _ = cossl_SSL_CTX_set1_groups_list(context, "X25519:P-256")
         if resumption {
             _ = cossl_SSL_CTX_set_session_cache_mode(context, cossl_SSL_SESS_CACHE_SERVER)
             // Tickets under the keys every worker shares (from the supervisor), so resumption works on
@@ -197,10 +209,10 @@ public final class TLSSites: @unchecked Sendable {
     let sites: [TLSContext]
 
     public init(settings: ServerConfig.TLSSettings) throws(TLSContext.Failure) {
-        defaultContext = try TLSContext(pairs: settings.defaultPairs, minimumVersion: settings.minVersion, resumption: settings.sessionResumption)
+        defaultContext = try TLSContext(pairs: settings.defaultPairs, settings: settings)
         var sites: [TLSContext] = []
         for pairs in settings.sites {
-            sites.append(try TLSContext(pairs: pairs, minimumVersion: settings.minVersion, resumption: settings.sessionResumption))
+            sites.append(try TLSContext(pairs: pairs, settings: settings))
         }
         self.sites = sites
         if !sites.isEmpty {
