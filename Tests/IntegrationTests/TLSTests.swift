@@ -374,3 +374,22 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(try subject().contains("CN = second.test"))
     }
 }
+
+@Suite struct KeyPermissionTests {
+    /// Workers read keys after the server became `user`: a key that user cannot read is a config error.
+    @Test(.enabled(if: getuid() == 0, "needs root to name another user"))
+    func aKeyTheServersUserCannotReadIsRefused() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        chmod(directory.path, 0o755)
+        let (cert, key) = try makeTestCertificate(in: directory)
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("site"), withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("webserver.yaml")
+        try "user: nobody\nroot: site\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n".write(to: file, atomically: true, encoding: .utf8)
+        chmod(key, 0o600)
+        let refused = try run(webserverBinary, ["check", "--config", file.path])
+        #expect(refused.status == 1 && refused.error.contains("is not readable by 'nobody'"))
+        chmod(key, 0o644)
+        #expect(try run(webserverBinary, ["check", "--config", file.path]).status == 0)
+    }
+}

@@ -155,6 +155,14 @@ public enum ConfigLoader {
                                           message: "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key"))
             }
         }
+        // Workers read the certificates after the supervisor has become `user`: a key only root can read
+        // would fail there, after a start that looked fine, so say it now.
+        if let user = config.user, getuid() == 0, !config.tls.listen.isEmpty {
+            for path in Supervisor.certificatePaths(config) where !ConfigLoader.readable(path, byUser: user) {
+                issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls",
+                                          message: "\(path) is not readable by '\(user)', whom the server runs as once the sockets are bound; give that user read access (for example: chgrp ssl-cert FILE; chmod 640 FILE, with '\(user)' in ssl-cert)"))
+            }
+        }
         if config.tls.redirectHTTP && config.tls.listen.isEmpty {
             issues.append(ConfigIssue(file: file, line: 0, column: 0, key: "tls.redirect_http", message: "needs a TLS socket to redirect to (tls.listen)"))
         }
@@ -169,6 +177,22 @@ public enum ConfigLoader {
     }
 
     static let logLevels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Whether `user` may read the file at `path` by its mode bits (owner, then its groups, then others).
+    static func readable(_ path: String, byUser user: String) -> Bool {
+        guard let entry = getpwnam(user) else { return false }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return true }  // a missing file is reported elsewhere
+        let uid = entry.pointee.pw_uid
+        let gid = entry.pointee.pw_gid
+        if uid == 0 { return true }
+        if info.st_uid == uid { return info.st_mode & S_IRUSR != 0 }
+        var groups = [gid_t](repeating: 0, count: 256)
+        var count = Int32(groups.count)
+        _ = getgrouplist(entry.pointee.pw_name, gid, &groups, &count)
+        if groups.prefix(Int(max(0, count))).contains(info.st_gid) || info.st_gid == gid { return info.st_mode & S_IRGRP != 0 }
+        return info.st_mode & S_IROTH != 0
+    }
 
     static func parseWorkers(_ text: String) -> (Int, Int)? {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
