@@ -45,6 +45,25 @@ static inline void cossl_SSL_CTX_set_servername_callback(SSL_CTX *ctx, cossl_ser
 static const int cossl_SSL_TLSEXT_ERR_OK = SSL_TLSEXT_ERR_OK;
 static const int cossl_SSL_TLSEXT_ERR_NOACK = SSL_TLSEXT_ERR_NOACK;
 
+/* OCSP stapling: a DER OCSP response the operator supplies, attached to handshakes that ask for one.
+   OpenSSL frees the response it is given, so each handshake gets its own copy. */
+#include <openssl/ocsp.h>
+#include <string.h>
+typedef struct { unsigned char *der; long length; } cossl_ocsp_staple;
+static int cossl_ocsp_status_cb(SSL *ssl, void *arg) {
+    cossl_ocsp_staple *staple = (cossl_ocsp_staple *)arg;
+    if (staple == NULL || staple->der == NULL || staple->length <= 0) return SSL_TLSEXT_ERR_NOACK;
+    unsigned char *copy = (unsigned char *)OPENSSL_malloc((size_t)staple->length);
+    if (copy == NULL) return SSL_TLSEXT_ERR_NOACK;
+    memcpy(copy, staple->der, (size_t)staple->length);
+    SSL_set_tlsext_status_ocsp_resp(ssl, copy, staple->length);
+    return SSL_TLSEXT_ERR_OK;
+}
+static inline void cossl_use_ocsp_staple(SSL_CTX *ctx, cossl_ocsp_staple *staple) {
+    SSL_CTX_set_tlsext_status_cb(ctx, cossl_ocsp_status_cb);
+    SSL_CTX_set_tlsext_status_arg(ctx, staple);
+}
+
 /* EVP_EC_gen is a macro over a variadic function. */
 static inline EVP_PKEY *cossl_EVP_EC_gen_P256(void) { return EVP_EC_gen("P-256"); }
 

@@ -393,3 +393,30 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(try run(webserverBinary, ["check", "--config", file.path]).status == 0)
     }
 }
+
+@Suite struct OCSPTests {
+    /// A response made with `openssl ocsp` for the development certificate is stapled when asked for,
+    /// and a file that is not an OCSP response is a clear error.
+    @Test func theOperatorsResponseIsStapled() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        #expect(try run(webserverBinary, ["cert", "dev", "--dir", directory.path]).status == 0)
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        let serial = try run("openssl", ["x509", "-in", path("dev.pem"), "-noout", "-serial"]).output
+            .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
+        try "V\t351231235959Z\t\t\(serial)\tunknown\t/CN=localhost\n".write(toFile: path("index.txt"), atomically: true, encoding: .utf8)
+        #expect(try run("openssl", ["ocsp", "-issuer", path("dev-ca.pem"), "-cert", path("dev.pem"), "-reqout", path("req.der"), "-no_nonce"]).status == 0)
+        #expect(try run("openssl", ["ocsp", "-index", path("index.txt"), "-rsigner", path("dev-ca.pem"), "-rkey", path("dev-ca-key.pem"),
+                                     "-CA", path("dev-ca.pem"), "-reqin", path("req.der"), "-respout", path("resp.der"), "-ndays", "1"]).status == 0)
+        let config = "tls: {listen: ['127.0.0.1:0'], cert: \(path("dev.pem")), key: \(path("dev-key.pem")), ocsp: \(path("resp.der"))}\n"
+        let server = try TestServer(config: config, site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        let stapled = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -status -CAfile \(path("dev-ca.pem")) 2>/dev/null"]).output
+        #expect(stapled.contains("OCSP Response Status: successful") && stapled.contains("Cert Status: good"))
+        // Not a response: refused with the file's name.
+        let bad = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(path("dev.pem")), key: \(path("dev-key.pem")), ocsp: \(path("dev.pem"))}\n", site: richSite)
+        let check = try run(webserverBinary, ["check", "--config", bad.configFile.path])
+        #expect(check.status == 1 && check.error.contains("is not a DER OCSP response"))
+    }
+}

@@ -429,7 +429,12 @@ final class DocumentReader {
                     for (position, item) in items.enumerated() {
                         guard let site = Section(item, path: "tls.sites[\(position)]", reader: self) else { continue }
                         let pairs = certificatePairs(site, key: "tls.sites[\(position)]")
-                        if pairs.isEmpty { issue(item, key: "tls.sites[\(position)]", "needs cert and key") } else { config.tls.sites.append(pairs) }
+                        var ocsp = ""
+                        if let (value, node) = site.string("ocsp") { ocsp = path(value, node, key: "tls.sites[\(position)].ocsp") ?? "" }
+                        if pairs.isEmpty { issue(item, key: "tls.sites[\(position)]", "needs cert and key") } else {
+                            config.tls.sites.append(pairs)
+                            config.tls.siteOCSP.append(ocsp)
+                        }
                         site.finish()
                     }
                 } else {
@@ -446,6 +451,7 @@ final class DocumentReader {
             if let (value, _) = section.string("ciphersuites") { config.tls.ciphersuites = value }
             if let (value, _) = section.string("groups") { config.tls.groups = value }
             if let value = section.boolean("dev_certificate") { config.tls.devCertificate = value }
+            if let (value, node) = section.string("ocsp") { config.tls.ocsp = path(value, node, key: "tls.ocsp") }
             if let value = section.boolean("session_resumption") { config.tls.sessionResumption = value }
             if let value = section.boolean("redirect_http") { config.tls.redirectHTTP = value }
             if let value = section.duration("ticket_key_rotation") { config.tls.ticketKeyRotationMilliseconds = value }

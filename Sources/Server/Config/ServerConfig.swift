@@ -78,6 +78,10 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var moreDefaultPairs: [[String]] = []
         /// More sites on the same sockets, each its [certificate, key] pairs, chosen by SNI.
         public var sites: [[[String]]] = []
+        /// OCSP responses to staple (DER files the operator keeps fresh): the default site's, and each
+        /// site's ("" for none).
+        public var ocsp: String? = nil
+        public var siteOCSP: [String] = []
 
         /// Every [certificate, key] pair of the default site.
         public var defaultPairs: [[String]] {

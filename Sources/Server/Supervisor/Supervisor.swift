@@ -359,6 +359,7 @@ public final class Supervisor {
     /// Every certificate and key file the TLS sockets use.
     static func certificatePaths(_ config: ServerConfig) -> [String] {
         (config.tls.defaultPairs + config.tls.sites.flatMap { $0 }).flatMap { $0 }
+            + (config.tls.ocsp.map { [$0] } ?? []) + config.tls.siteOCSP.filter { !$0.isEmpty }
     }
 
     func tick() {

@@ -7,6 +7,8 @@ import Glibc
 /// compression, partial writes and buffers released while a connection is idle.
 public final class TLSContext: @unchecked Sendable {
     let context: OpaquePointer
+    /// The stapled OCSP response (DER), owned here; the callback copies it for each handshake.
+    var staple: UnsafeMutablePointer<cossl_ocsp_staple>?
 
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -75,7 +77,43 @@ public final class TLSContext: @unchecked Sendable {
         return X509_check_host(certificate, name, 0, 0, nil) == 1
     }
 
-    deinit { SSL_CTX_free(context) }
+    deinit {
+        SSL_CTX_free(context)
+        if let staple {
+            staple.pointee.der?.deallocate()
+            staple.deallocate()
+        }
+    }
+
+    /// Staples the OCSP response in `path` (DER, as `openssl ocsp -respout` writes it) to every
+    /// handshake that asks for one. The response must parse and say "successful".
+    func useOCSPResponse(_ path: String) throws(Failure) {
+        guard let file = fopen(path, "rb") else { throw Failure(description: "the OCSP response \(path) is not readable") }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count <= 0 { break }
+            bytes += chunk[0..<count]
+        }
+        fclose(file)
+        let status: Int32 = bytes.withUnsafeBufferPointer { buffer in
+            var pointer: UnsafePointer<UInt8>? = buffer.baseAddress
+            guard let response = d2i_OCSP_RESPONSE(nil, &pointer, buffer.count) else { return -1 }
+            defer { OCSP_RESPONSE_free(response) }
+            return OCSP_response_status(response)
+        }
+        guard status >= 0 else { throw Failure(description: "the OCSP response \(path) is not a DER OCSP response") }
+        guard status == OCSP_RESPONSE_STATUS_SUCCESSFUL else {
+            throw Failure(description: "the OCSP response \(path) is not successful (status \(status))")
+        }
+        let der = UnsafeMutablePointer<UInt8>.allocate(capacity: bytes.count)
+        der.initialize(from: bytes, count: bytes.count)
+        let staple = UnsafeMutablePointer<cossl_ocsp_staple>.allocate(capacity: 1)
+        staple.initialize(to: cossl_ocsp_staple(der: der, length: bytes.count))
+        self.staple = staple
+        cossl_use_ocsp_staple(context, staple)
+    }
 
     /// Checks the files before OpenSSL reads them, for errors an operator can act on: missing,
     /// unreadable, or a key protected by a passphrase (the server cannot ask for one).
@@ -210,9 +248,12 @@ public final class TLSSites: @unchecked Sendable {
 
     public init(settings: ServerConfig.TLSSettings) throws(TLSContext.Failure) {
         defaultContext = try TLSContext(pairs: settings.defaultPairs, settings: settings)
+        if let ocsp = settings.ocsp { try defaultContext.useOCSPResponse(ocsp) }
         var sites: [TLSContext] = []
-        for pairs in settings.sites {
-            sites.append(try TLSContext(pairs: pairs, settings: settings))
+        for (index, pairs) in settings.sites.enumerated() {
+            let site = try TLSContext(pairs: pairs, settings: settings)
+            if index < settings.siteOCSP.count, !settings.siteOCSP[index].isEmpty { try site.useOCSPResponse(settings.siteOCSP[index]) }
+            sites.append(site)
         }
         self.sites = sites
         if !sites.isEmpty {
