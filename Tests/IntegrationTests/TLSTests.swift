@@ -420,3 +420,35 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(check.status == 1 && check.error.contains("is not a DER OCSP response"))
     }
 }
+
+@Suite(.serialized) struct CertificateLifecycleTests {
+    @Test func aCertificateNearItsEndIsAWarningWithTheDate() throws {
+        let directory = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: directory, days: 1)
+        let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n", site: richSite).start()
+        defer { server.stop() }
+        let log = server.log()
+        #expect(log.contains("the certificate \(cert) expires on") && log.contains(" UTC (in "))
+    }
+
+    /// `--install` puts the development CA in the system store (curl then trusts the server without
+    /// --cacert), `--uninstall` takes it out again.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/update-ca-certificates"), "needs root and ca-certificates"))
+    func installAndUninstallTheDevelopmentCA() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let installed = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--install"])
+        defer { _ = try? run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall"]) }  // even when an expectation fails
+        #expect(installed.status == 0 && installed.output.contains("Installed the development CA"))
+        let store = "/usr/local/share/ca-certificates/webserver-dev-ca.crt"
+        #expect(FileManager.default.fileExists(atPath: store))
+        let server = try TestServer(
+            config: "tls: {listen: ['127.0.0.1:0'], cert: \(directory.path)/dev.pem, key: \(directory.path)/dev-key.pem}\n", site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        #expect(try curl(["https://127.0.0.1:\(port)/style.css"]) == "body{}\n")  // no --cacert
+        let removed = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall"])
+        #expect(removed.status == 0 && !FileManager.default.fileExists(atPath: store))
+        #expect(try status("https://127.0.0.1:\(port)/style.css") == 0)  // untrusted again
+    }
+}

@@ -104,12 +104,15 @@ public final class Supervisor {
         if let ca = config.tls.madeDevCertificate {
             log.notice("made a development certificate for localhost, 127.0.0.1 and ::1, signed by the local CA \(ca); trust it with: curl --cacert \(ca) (or: webserver cert dev --install)")
         }
-        if let cert = config.tls.cert, !config.tls.listen.isEmpty, let expiry = TLSContext.expiry(ofCertificate: cert) {
+        for pair in config.tls.listen.isEmpty ? [] : config.tls.defaultPairs + config.tls.sites.flatMap({ $0 }) {
+            guard let expiry = TLSContext.expiry(ofCertificate: pair[0]) else { continue }
+            let date = ISO8601DateFormatter.string(from: Date(timeIntervalSince1970: TimeInterval(expiry)), timeZone: TimeZone(identifier: "UTC")!,
+                                                   formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime])
             let days = (expiry - Int64(time(nil))) / 86400
-            if days < 0 {
-                log.warning("the certificate \(cert) expired \(-days) days ago; clients will refuse it")
+            if expiry < Int64(time(nil)) {
+                log.warning("the certificate \(pair[0]) expired on \(date) UTC; clients will refuse it")
             } else if days < 14 {
-                log.warning("the certificate \(cert) expires in \(days) days")
+                log.warning("the certificate \(pair[0]) expires on \(date) UTC (in \(days == 1 ? "1 day" : "\(days) days"))")
             }
         }
         try dropPrivileges()
