@@ -452,3 +452,36 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         #expect(try status("https://127.0.0.1:\(port)/style.css") == 0)  // untrusted again
     }
 }
+
+@Suite struct ChainTests {
+    /// A leaf signed by an intermediate: the server sends the full chain from the certificate file, so
+    /// a client that trusts only the root connects.
+    @Test func fullChainsAreSent() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        func path(_ name: String) -> String { directory.appendingPathComponent(name).path }
+        func openssl(_ arguments: [String]) throws {
+            let result = try run("openssl", arguments)
+            guard result.status == 0 else { throw TestFailure("openssl \(arguments.first ?? ""): \(result.error)") }
+        }
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try openssl(["req", "-x509"] + ec + ["-keyout", path("root-key.pem"), "-out", path("root.pem"), "-days", "30", "-subj", "/CN=Test Root",
+                                               "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"])
+        try "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign\n".write(toFile: path("ca.ext"), atomically: true, encoding: .utf8)
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n".write(toFile: path("leaf.ext"), atomically: true, encoding: .utf8)
+        try openssl(["req"] + ec + ["-keyout", path("inter-key.pem"), "-out", path("inter.csr"), "-subj", "/CN=Test Intermediate"])
+        try openssl(["x509", "-req", "-in", path("inter.csr"), "-CA", path("root.pem"), "-CAkey", path("root-key.pem"), "-CAcreateserial",
+                     "-out", path("inter.pem"), "-days", "30", "-extfile", path("ca.ext")])
+        try openssl(["req"] + ec + ["-keyout", path("leaf-key.pem"), "-out", path("leaf.csr"), "-subj", "/CN=localhost"])
+        try openssl(["x509", "-req", "-in", path("leaf.csr"), "-CA", path("inter.pem"), "-CAkey", path("inter-key.pem"), "-CAcreateserial",
+                     "-out", path("leaf.pem"), "-days", "30", "-extfile", path("leaf.ext")])
+        let chain = try String(contentsOfFile: path("leaf.pem"), encoding: .utf8) + String(contentsOfFile: path("inter.pem"), encoding: .utf8)
+        try chain.write(toFile: path("fullchain.pem"), atomically: true, encoding: .utf8)
+        let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(path("fullchain.pem")), key: \(path("leaf-key.pem"))}\n", site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        #expect(try curl(["--cacert", path("root.pem"), "https://127.0.0.1:\(port)/style.css"]) == "body{}\n")
+        let shown = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -showcerts 2>/dev/null"]).output
+        #expect(shown.components(separatedBy: "BEGIN CERTIFICATE").count - 1 == 2)
+    }
+}
