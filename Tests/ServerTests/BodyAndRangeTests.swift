@@ -139,6 +139,10 @@ func ranges(_ header: String, length: Int64, gap: Int64 = 80) -> [[Int64]] {
         #expect(resolve("bytes=", length: 10_000) == .ignore)
         #expect(resolve("bytes=-", length: 10_000) == .ignore)
         #expect(resolve("bytes=1-2,3-4,5-6", length: 10_000, limit: 2) == .ignore)  // more than the limit
+        // Found by the fuzzer: a number past Int64 once trapped the worker; it is now simply invalid.
+        #expect(resolve("bytes=" + String(repeating: "9", count: 40) + "0-9", length: 10_000) == .ignore)
+        #expect(resolve("bytes=0-" + String(repeating: "9", count: 19), length: 10_000) == .ignore)
+        #expect(resolve("bytes=0-999999999999999999", length: 10_000) == .ranges(1))  // 18 digits are fine
     }
 }
 

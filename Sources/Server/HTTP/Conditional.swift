@@ -127,10 +127,10 @@ public enum ByteRanges {
         var value: Int64 = 0
         var digits = 0
         while index < end, bytes[index] >= 48 && bytes[index] <= 57 {
+            if digits == 18 { return nil }  // a 19th digit could overflow Int64: no file is that large
             value = value * 10 + Int64(bytes[index] - 48)
             digits += 1
             index += 1
-            if digits > 18 { return nil }
         }
         return digits > 0 ? value : nil
     }
