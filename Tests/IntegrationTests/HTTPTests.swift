@@ -11,28 +11,7 @@ struct Outcome: Equatable, CustomStringConvertible {
 
 /// Sends `request` on a new connection and reads until the server closes it or `timeout` passes.
 func outcome(port: Int, _ request: [UInt8], timeout: Double = 1.5) throws -> (Outcome, String) {
-    let fd = try openConnection(port)
-    defer { close(fd) }
-    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    var sent = 0
-    while sent < request.count {
-        let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-        if count <= 0 { break }
-        sent += count
-    }
-    var received: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    var closed = false
-    while true {
-        let count = recv(fd, &buffer, buffer.count, 0)
-        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            closed = true
-            break
-        }
-        if count < 0 { break }  // timed out: the connection is still open
-        received += buffer[0..<count]
-    }
+    let (received, closed) = try exchangeNotingClose(port: port, request, timeout: timeout)
     let text = String(decoding: received, as: UTF8.self)
     return (Outcome(statuses: statusCodes(text), closed: closed), text)
 }

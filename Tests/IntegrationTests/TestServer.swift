@@ -172,6 +172,11 @@ func status(_ url: String, _ extra: [String] = []) throws -> Int {
 
 /// A raw TCP exchange: sends `request`, reads until the server closes or `timeout` passes.
 func exchange(port: Int, _ request: [UInt8], timeout: Double = 5, shutdownWrite: Bool = false) throws -> [UInt8] {
+    try exchangeNotingClose(port: port, request, timeout: timeout, shutdownWrite: shutdownWrite).0
+}
+
+/// `exchange`, also saying whether the server closed the connection (rather than the read timing out).
+func exchangeNotingClose(port: Int, _ request: [UInt8], timeout: Double, shutdownWrite: Bool = false) throws -> ([UInt8], Bool) {
     let fd = try openConnection(port)
     defer { close(fd) }
     var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
@@ -187,10 +192,10 @@ func exchange(port: Int, _ request: [UInt8], timeout: Double = 5, shutdownWrite:
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
         let count = recv(fd, &buffer, buffer.count, 0)
-        if count <= 0 { break }
+        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
+        if count < 0 { return (received, false) }  // timed out: the connection is still open
         received += buffer[0..<count]
     }
-    return received
 }
 
 func exchange(port: Int, _ request: String, timeout: Double = 5) throws -> String {

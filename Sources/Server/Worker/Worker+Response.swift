@@ -496,6 +496,12 @@ extension Worker {
             connection.pendingOutput = rest
             connection.pendingOffset = 0
         }
+        sendRest(connection, file: file, from: start, to: end, parts: parts)
+    }
+
+    /// After the head (and any in-memory body) went out as far as the socket took them: the file's range
+    /// and further parts, then, if anything is left, a wait for EPOLLOUT under the send deadline.
+    func sendRest(_ connection: Connection, file: CachedFile?, from start: Int64, to end: Int64, parts: [ResponsePart]) {
         if let file {
             connection.file = file
             connection.fileOffset = start
@@ -532,18 +538,7 @@ extension Worker {
         if connections[Int(connection.fd)] !== connection { return }
         connection.pendingOutput = rest
         connection.pendingOffset = 0
-        if let file {
-            connection.file = file
-            connection.fileOffset = start
-            connection.fileEnd = end < 0 ? file.size : end
-            connection.parts = parts
-        }
-        guard continueSending(connection) else { return }
-        if connection.hasPendingOutput {
-            connection.phase = .writing
-            connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
-            watch(connection, events: Poller.writable)
-        }
+        sendRest(connection, file: file, from: start, to: end, parts: parts)
     }
 
     /// Writes `bytes` through TLS as far as the socket takes them; returns what is left (closing the
