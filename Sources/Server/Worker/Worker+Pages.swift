@@ -70,13 +70,7 @@ extension Worker {
         writer.append("\r\n")
         let isHead = head?.method == .head
         if let bytes { logRequest(connection, bytes: bytes, head: head, status: status, bodyBytes: isHead ? 0 : page.size) }
-        if isHead || page.size == 0 {
-            startResponse(connection, writer.count)
-        } else if let body = page.body {
-            startResponse(connection, writer.count, inline: UnsafeRawBufferPointer(body))
-        } else {
-            startResponse(connection, writer.count, file: page)
-        }
+        startResponse(connection, writer.count, wholeFile: page, headOnly: isHead)
     }
 
     /// An HTML listing of the directory at `pathBuffer[0..<pathLength]` (`autoindex`): names sorted,

@@ -118,12 +118,18 @@ extension Worker {
         writer.append("\r\n")
         let isHead = head.method == .head
         logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : file.size)
-        if isHead || file.size == 0 {
-            startResponse(connection, writer.count)
+        startResponse(connection, writer.count, wholeFile: file, headOnly: isHead)
+    }
+
+    /// The head in `headBuffer`, then all of `file`: from its in-memory copy with the head in one write,
+    /// else by sendfile; nothing after the head for HEAD or an empty file.
+    func startResponse(_ connection: Connection, _ headLength: Int, wholeFile file: CachedFile, headOnly: Bool) {
+        if headOnly || file.size == 0 {
+            startResponse(connection, headLength)
         } else if let body = file.body {
-            startResponse(connection, writer.count, inline: UnsafeRawBufferPointer(body))
+            startResponse(connection, headLength, inline: UnsafeRawBufferPointer(body))
         } else {
-            startResponse(connection, writer.count, file: file)
+            startResponse(connection, headLength, file: file)
         }
     }
 
