@@ -74,14 +74,24 @@ func temporaryDirectory() throws -> URL {
         #expect(tls13.1.contains("TLSv1.3"))
         let tls12 = try sClient(["-tls1_2"])
         #expect(tls12.1.contains("TLSv1.2") && tls12.1.contains("ECDHE"))
-        // TLS 1.1 and older are refused.
-        let tls11 = try sClient(["-tls1_1"])
-        #expect(tls11.0 != 0 || tls11.1.contains("alert"))
+        // TLS 1.1 is refused by the server (alert 70), not merely left unoffered by the client: the
+        // client's security level is lowered so that it really offers 1.1.
+        let tls11 = try sClient(["-tls1_1", "-cipher", "'DEFAULT@SECLEVEL=0'"])
+        #expect(tls11.1.contains("alert protocol version"))
         // A client offering only h2 is refused with no_application_protocol, not served something else.
         let h2 = try sClient(["-alpn", "h2"])
         #expect(h2.1.contains("no application protocol") || h2.1.contains("alert number 120"))
         let h11 = try sClient(["-alpn", "h2,http/1.1"])
         #expect(h11.1.contains("ALPN protocol: http/1.1"))
+    }
+
+    @Test func minimumVersionOneThreeRefusesTLS12() throws {
+        let (server, _, port) = try tlsServer(", min_version: '1.3'")
+        defer { server.stop() }
+        let tls12 = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -tls1_2 2>&1"]).output
+        #expect(tls12.contains("alert protocol version"))
+        let tls13 = try run("/bin/sh", ["-c", "echo | timeout 10 openssl s_client -connect 127.0.0.1:\(port) -tls1_3 2>&1"]).output
+        #expect(tls13.contains("TLSv1.3"))
     }
 
     @Test func aSilentHandshakeTimesOutAndGarbageIsClosed() throws {

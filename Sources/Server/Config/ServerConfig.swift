@@ -191,9 +191,6 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     /// Online processors, the default upper bound of the worker pool.
     public static var processorCount: Int { Swift.max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    /// The listen addresses, parsed; every one was validated when the configuration was loaded.
-    public var listenAddresses: [SocketAddress] { listen.compactMap(SocketAddress.init(parsing:)) }
-
     /// Every socket in the order the supervisor binds them and the listener numbers them: the plain ones,
     /// then the TLS ones. A connection's listener number says which kind it came from.
     public var allListen: [String] { listen + tls.listen }

@@ -14,14 +14,6 @@ public final class TLSContext: @unchecked Sendable {
         public let description: String
     }
 
-    /// Loads and checks `certificate` (PEM, leaf first, then the chain) and `key` (PEM, unencrypted).
-    public convenience init(certificate: String, key: String, minimumVersion: String = "1.2", resumption: Bool = true) throws(Failure) {
-        var settings = ServerConfig.TLSSettings()
-        settings.minVersion = minimumVersion
-        settings.sessionResumption = resumption
-        try self.init(pairs: [[certificate, key]], settings: settings)
-    }
-
     /// A context presenting every certificate in `pairs` ([certificate, key] each): one per key type, so
     /// an ECDSA and an RSA certificate for the same names sit side by side and OpenSSL picks the one the
     /// client's signature algorithms allow.
