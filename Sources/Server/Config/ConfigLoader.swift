@@ -403,6 +403,17 @@ final class DocumentReader {
             if let value = section.size("inline_max", in: 0...16_777_216) { config.fileCache.inlineMax = value }
             section.finish()
         }
+        if let section = top.section("gzip") {
+            if let value = section.boolean("enabled") { config.gzip.enabled = value }
+            if let value = section.integer("level", in: 1...9) { config.gzip.level = value }
+            if let value = section.size("min_length", in: 0...(1 << 30)) { config.gzip.minLength = value }
+            if let value = mediaTypes(section, "types") { config.gzip.types = value }
+            if let value = mediaTypes(section, "never") { config.gzip.never = value }
+            if let value = section.boolean("precompressed") { config.gzip.precompressed = value }
+            if let value = section.size("cache", in: 0...(1 << 30)) { config.gzip.cacheBytes = value }
+            if let value = section.size("cache_file_max", in: 0...(1 << 30)) { config.gzip.cacheFileMax = value }
+            section.finish()
+        }
         if let section = top.section("tls") {
             if let node = section.take("listen") {
                 var values: [String] = []
@@ -486,6 +497,25 @@ final class DocumentReader {
             section.finish()
         }
         top.finish()
+    }
+
+    /// A list of media types or patterns (`text/*`, `application/*+json`, `*/*`).
+    private func mediaTypes(_ section: Section, _ name: String) -> [String]? {
+        guard let node = section.take(name) else { return nil }
+        let items: [Node]
+        if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+        var values: [String] = []
+        for item in items {
+            let text = item.scalar?.string ?? ""
+            let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+            let valid = parts.count == 2 && !parts[0].isEmpty && !parts[1].isEmpty
+                && text.utf8.allSatisfy { $0 > 32 && $0 < 127 && $0 != 59 && $0 != 44 }
+                && text.filter({ $0 == "*" }).count <= 1
+            if valid { values.append(text.lowercased()) } else {
+                issue(item, key: "\(section.full(name))", "'\(text)' is not a media type such as text/css, text/* or application/*+json")
+            }
+        }
+        return values
     }
 
     /// `cert` and `key` in `section`, each a file or a list of files of the same length: [cert, key] pairs.

@@ -1,40 +1,73 @@
 import CSystemShims
 import Glibc
 
-/// A file beneath the root, opened once and shared by every request that names it.
+/// One representation of a file beneath the root, shared by every request that names it: the file as it
+/// is, its precompressed `.gz` sidecar, or its gzip form (compressed whole into memory, or streamed).
 ///
-/// Owns its fd (closed when the last holder lets go: the cache, or a connection still sending from it)
-/// and, for files up to the inline limit, a copy of the bytes so a response is one writev.
+/// Owns its fd, if it has one (closed when the last holder lets go: the cache, or a connection still
+/// sending from it) and, for files up to the inline limit and compressed bodies, the bytes, so a response
+/// is one writev.
 final class CachedFile {
-    /// The open file; owned by this object.
+    enum Coding {
+        /// The file's own bytes.
+        case identity
+        /// `FILE.gz` beside the file, sent as it is with `Content-Encoding: gzip`.
+        case sidecar
+        /// The file compressed whole, kept in the worker's compressed cache.
+        case gzipMemory
+        /// The file compressed while it is sent, in chunks (no fd or body of its own: the response's
+        /// `GzipStream` reads the file it was made from).
+        case gzipStream
+    }
+
+    /// The open file; owned by this object. -1 for the in-memory and streamed gzip forms.
     let fd: Int32
+    /// Length of this representation's bytes (for `gzipStream`, the length of the file it reads).
     let size: Int64
-    /// What revalidation compares: a file that changed in any of these is opened again.
+    /// What revalidation compares: a file that changed in any of these is opened again. The gzip forms
+    /// carry their source's, so they are keyed by the version they were made from.
     let device: UInt64
     let inode: UInt64
     let mode: UInt32
     let modifiedSeconds: Int64
     let modifiedNanoseconds: Int64
-    /// `Content-Type`, `Content-Length`, `Accept-Ranges`, `Last-Modified` and `ETag` lines, each ending
-    /// in CRLF: a 200 sends them all, a 206 the type and from `lengthEnd` on, a 304 from `validatorsStart`.
+    /// `Content-Type`, `Content-Length` (or `Transfer-Encoding: chunked`), [`Content-Encoding`],
+    /// [`Accept-Ranges`], `Last-Modified`, `ETag`, [`Vary`] and the configured lines, each ending in
+    /// CRLF: a 200 sends them all, a 206 the type and from `lengthEnd` on, a 304 from `validatorsStart`.
     let headers: UnsafeMutableRawBufferPointer
-    /// End of the Content-Type line, of the Content-Length line, and start of Last-Modified, in `headers`.
+    /// End of the Content-Type line, of the Content-Length line, start of Last-Modified, start of the
+    /// configured lines, in `headers`.
     let typeEnd: Int
     let lengthEnd: Int
     let validatorsStart: Int
+    let extraStart: Int
     /// The ETag with its quotes, in `headers`.
     let etag: ByteSpan
-    /// The whole content when the file is small enough to keep, else nil (sent with sendfile).
+    /// The whole content when the file is small enough to keep (or compressed), else nil (sent with
+    /// sendfile, or streamed).
     let body: UnsafeMutableRawBufferPointer?
     /// The path that was opened (NUL-terminated), for revalidation: a directory's index file, say.
     let openedPath: [UInt8]
     /// The key the file is cached under: the request's normalized path and whether it named a directory.
     let key: [UInt8]
     var validatedAt: Int64
+    let contentType: StaticString
+    let coding: Coding
+    /// The response could have been compressed (a compressible type and length, or a sidecar): every
+    /// answer for it says `Vary: Accept-Encoding`.
+    let varies: Bool
+    /// On-the-fly gzip applies to this file (its type, its length, and gzip enabled).
+    let compressible: Bool
+    /// The `.gz` beside the file, when there is one not older than the file.
+    var sidecar: CachedFile?
+    /// The gzip form's headers (`gzipStream`), made on first use: what preconditions compare and what a
+    /// streamed response sends. It holds no reference back, so there is no cycle.
+    var gzipForm: CachedFile?
 
+    /// The file itself, or its sidecar (`coding: .sidecar`, whose headers carry the original's type).
     init?(
         fd: Int32, info: stat, contentType: StaticString, openedPath: [UInt8], key: [UInt8], inlineLimit: Int, now: Int64,
-        extraHeaders: [UInt8] = []
+        extraHeaders: [UInt8] = [], coding: Coding = .identity, varies: Bool = false, compressible: Bool = false
     ) {
         self.fd = fd
         size = Int64(info.st_size)
@@ -45,40 +78,15 @@ final class CachedFile {
         modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
         self.openedPath = openedPath
         self.key = key
+        self.contentType = contentType
+        self.coding = coding
+        self.varies = varies
+        self.compressible = compressible
         validatedAt = now
-
-        let capacity = 512 + extraHeaders.count
-        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
-        defer { scratch.deallocate() }
-        var writer = ByteWriter(base: scratch, capacity: capacity)
-        writer.append("Content-Type: ")
-        writer.append(contentType)
-        writer.append("\r\n")
-        typeEnd = writer.count
-        writer.append("Content-Length: ")
-        writer.appendDecimal(size)
-        writer.append("\r\n")
-        lengthEnd = writer.count
-        writer.append("Accept-Ranges: bytes\r\n")
-        validatorsStart = writer.count
-        writer.append("Last-Modified: ")
-        HTTPDate.write(modifiedSeconds, into: &writer)
-        // Strong: inode, size and modification time to the nanosecond identify one version of the file.
-        writer.append("\r\nETag: ")
-        let etagStart = writer.count
-        writer.append(byte: 34)
-        writer.appendHex(inode)
-        writer.append(byte: 45)
-        writer.appendHex(UInt64(size))
-        writer.append(byte: 45)
-        writer.appendHex(UInt64(modifiedSeconds) &* 1_000_000_000 &+ UInt64(modifiedNanoseconds))
-        writer.append(byte: 34)
-        etag = ByteSpan(start: etagStart, end: writer.count)
-        writer.append("\r\n")
-        // The `headers` rules that match this file: part of every 200, 206 and 304 for it.
-        if !extraHeaders.isEmpty { extraHeaders.withUnsafeBufferPointer { writer.append($0.baseAddress!, $0.count) } }
-        headers = .allocate(byteCount: writer.count, alignment: 1)
-        headers.copyMemory(from: UnsafeRawBufferPointer(start: scratch, count: writer.count))
+        let layout = CachedFile.makeHeaders(
+            contentType: contentType, length: size, gzip: coding == .sidecar, ranges: true, modified: modifiedSeconds,
+            inode: inode, size: size, modifiedNanoseconds: modifiedNanoseconds, level: 0, vary: varies, extra: extraHeaders)
+        (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag) = layout
 
         if size <= Int64(inlineLimit) {
             let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(size), alignment: 16)
@@ -102,10 +110,91 @@ final class CachedFile {
         }
     }
 
+    /// The gzip form of `source` at `level`: with `body`, the whole compressed bytes and their length;
+    /// without, the headers of a streamed response (`Transfer-Encoding: chunked`).
+    init(gzipOf source: CachedFile, level: Int, body: UnsafeMutableRawBufferPointer?) {
+        fd = -1
+        size = body.map { Int64($0.count) } ?? source.size
+        device = source.device
+        inode = source.inode
+        mode = source.mode
+        modifiedSeconds = source.modifiedSeconds
+        modifiedNanoseconds = source.modifiedNanoseconds
+        openedPath = source.openedPath
+        key = source.key
+        contentType = source.contentType
+        coding = body == nil ? .gzipStream : .gzipMemory
+        varies = true
+        compressible = false
+        self.body = body
+        validatedAt = source.validatedAt
+        let extra = Array(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(source.headers)[source.extraStart...]))
+        // No Accept-Ranges: a range of this form is never served (bytes compressed on the fly would
+        // not be the same from one request to the next if the level changed); a Range gets identity.
+        (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag) = CachedFile.makeHeaders(
+            contentType: contentType, length: body == nil ? -1 : size, gzip: true, ranges: false, modified: modifiedSeconds,
+            inode: inode, size: source.size, modifiedNanoseconds: modifiedNanoseconds, level: level, vary: true, extra: extra)
+    }
+
     deinit {
-        closeDescriptor(fd)
+        if fd >= 0 { closeDescriptor(fd) }
         headers.deallocate()
         body?.deallocate()
+    }
+
+    /// Bytes this representation keeps in memory, with a little for the object itself.
+    var memoryCost: Int { headers.count + (body?.count ?? 0) + 256 }
+
+    /// The header block and where its parts start. `length` -1 means chunked; `level` > 0 marks the ETag
+    /// of a gzip form made here (`"INODE-SIZE-MTIME-gzLEVEL"`), so each encoding has its own.
+    static func makeHeaders(
+        contentType: StaticString, length: Int64, gzip: Bool, ranges: Bool, modified: Int64, inode: UInt64, size: Int64,
+        modifiedNanoseconds: Int64, level: Int, vary: Bool, extra: [UInt8]
+    ) -> (UnsafeMutableRawBufferPointer, Int, Int, Int, Int, ByteSpan) {
+        let capacity = 512 + extra.count
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: capacity)
+        defer { scratch.deallocate() }
+        var writer = ByteWriter(base: scratch, capacity: capacity)
+        writer.append("Content-Type: ")
+        writer.append(contentType)
+        writer.append("\r\n")
+        let typeEnd = writer.count
+        if length >= 0 {
+            writer.append("Content-Length: ")
+            writer.appendDecimal(length)
+            writer.append("\r\n")
+        } else {
+            writer.append("Transfer-Encoding: chunked\r\n")
+        }
+        let lengthEnd = writer.count
+        if gzip { writer.append("Content-Encoding: gzip\r\n") }
+        if ranges { writer.append("Accept-Ranges: bytes\r\n") }
+        let validatorsStart = writer.count
+        writer.append("Last-Modified: ")
+        HTTPDate.write(modified, into: &writer)
+        // Strong: inode, size and modification time to the nanosecond identify one version of the file.
+        writer.append("\r\nETag: ")
+        let etagStart = writer.count
+        writer.append(byte: 34)
+        writer.appendHex(inode)
+        writer.append(byte: 45)
+        writer.appendHex(UInt64(size))
+        writer.append(byte: 45)
+        writer.appendHex(UInt64(modified) &* 1_000_000_000 &+ UInt64(modifiedNanoseconds))
+        if level > 0 {
+            writer.append("-gz")
+            writer.appendDecimal(Int64(level))
+        }
+        writer.append(byte: 34)
+        let etag = ByteSpan(start: etagStart, end: writer.count)
+        writer.append("\r\n")
+        if vary { writer.append("Vary: Accept-Encoding\r\n") }
+        let extraStart = writer.count
+        // The `headers` rules that match this file: part of every 200, 206 and 304 for it.
+        if !extra.isEmpty { extra.withUnsafeBufferPointer { writer.append($0.baseAddress!, $0.count) } }
+        let headers = UnsafeMutableRawBufferPointer.allocate(byteCount: writer.count, alignment: 1)
+        headers.copyMemory(from: UnsafeRawBufferPointer(start: scratch, count: writer.count))
+        return (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag)
     }
 
     /// Whether `info` describes the same version of the file.
@@ -113,6 +202,13 @@ final class CachedFile {
         UInt64(info.st_ino) == inode && UInt64(info.st_dev) == device && Int64(info.st_size) == size
             && info.st_mode == mode && Int64(info.st_mtim.tv_sec) == modifiedSeconds
             && Int64(info.st_mtim.tv_nsec) == modifiedNanoseconds
+    }
+
+    /// `openedPath` with `.gz` added, NUL-terminated.
+    var sidecarPath: [UInt8] {
+        var path = Array(openedPath.dropLast())
+        path += [46, 103, 122, 0]
+        return path
     }
 }
 
@@ -126,12 +222,15 @@ struct FileCache {
     let capacity: Int
     let validity: Int64
     let inlineLimit: Int
+    /// Whether `.gz` sidecars are served, so revalidation checks them too.
+    let sidecars: Bool
     private var slots: [CachedFile?]
 
-    init(capacity: Int, validityMilliseconds: Int, inlineLimit: Int) {
+    init(capacity: Int, validityMilliseconds: Int, inlineLimit: Int, sidecars: Bool = false) {
         self.capacity = capacity
         validity = Int64(validityMilliseconds)
         self.inlineLimit = inlineLimit
+        self.sidecars = sidecars
         slots = [CachedFile?](repeating: nil, count: max(capacity, 1))
     }
 
@@ -156,7 +255,7 @@ struct FileCache {
               memcmp(path, file.key, length) == 0
         else { return nil }
         if now - file.validatedAt >= validity {
-            guard FileCache.stillCurrent(file, root: root) else {
+            guard FileCache.stillCurrent(file, root: root, sidecars: sidecars) else {
                 slots[slot(hash)] = nil
                 return nil
             }
@@ -165,16 +264,34 @@ struct FileCache {
         return file
     }
 
-    /// Checks the path again, beneath the root, and compares what it names now with the cached file.
-    static func stillCurrent(_ file: CachedFile, root: Int32) -> Bool {
-        let fd = file.openedPath.withUnsafeBufferPointer {
-            BeneathRoot.open(root, $0.baseAddress!, flags: cs_O_PATH | cs_O_CLOEXEC)
+    /// Checks the path again, beneath the root, and compares what it names now with the cached file;
+    /// with `sidecars`, the `.gz` beside it too (one that appeared, changed or went away counts).
+    static func stillCurrent(_ file: CachedFile, root: Int32, sidecars: Bool = false) -> Bool {
+        guard let info = status(file.openedPath, root: root), file.matches(info) else { return false }
+        guard sidecars else { return true }
+        let sidecar = status(file.sidecarPath, root: root)
+        if let current = file.sidecar {
+            return sidecar.map { current.matches($0) } ?? false
         }
-        guard fd >= 0 else { return false }
+        // None was used: still none usable (a sidecar older than the file is ignored).
+        guard let sidecar else { return true }
+        return !FileCache.usableSidecar(sidecar, of: file)
+    }
+
+    /// A `.gz` is used when it is a regular file not older than the file it compresses.
+    static func usableSidecar(_ sidecar: stat, of file: CachedFile) -> Bool {
+        sidecar.st_mode & S_IFMT == S_IFREG
+            && (Int64(sidecar.st_mtim.tv_sec), Int64(sidecar.st_mtim.tv_nsec)) >= (file.modifiedSeconds, file.modifiedNanoseconds)
+    }
+
+    /// What `path` (NUL-terminated, relative to the root) names now, or nil.
+    static func status(_ path: [UInt8], root: Int32) -> stat? {
+        let fd = path.withUnsafeBufferPointer { BeneathRoot.open(root, $0.baseAddress!, flags: cs_O_PATH | cs_O_CLOEXEC) }
+        guard fd >= 0 else { return nil }
         defer { closeDescriptor(fd) }
         var info = stat()
-        guard fstat(fd, &info) == 0 else { return false }
-        return file.matches(info)
+        guard fstat(fd, &info) == 0 else { return nil }
+        return info
     }
 
     /// Adds `file` in its slot, evicting the file that was there. A capacity of 0 caches nothing.

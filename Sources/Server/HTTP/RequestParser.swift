@@ -65,6 +65,11 @@ public struct RequestHead: Equatable, Sendable {
     public var repeatedRange = false
     /// Any of the validator or range fields came: one test on the common path instead of six.
     public var hasConditions = false
+    /// Accept-Encoding's value; `sentAcceptEncoding` tells an empty value (identity only) from none.
+    public var acceptEncoding = ByteSpan.none
+    public var sentAcceptEncoding = false
+    /// Accept-Encoding came in more than one field line (one list, read again by `fieldValues`).
+    public var repeatedAcceptEncoding = false
     /// Bytes consumed, from the first byte through the blank line.
     public var headLength = 0
 
@@ -270,6 +275,10 @@ public enum RequestParser {
             case .ifRange:
                 head.hasConditions = true
                 head.ifRange = value
+            case .acceptEncoding:
+                if head.sentAcceptEncoding { head.repeatedAcceptEncoding = true }
+                head.sentAcceptEncoding = true
+                head.acceptEncoding = value
             case .other:
                 break
             }
@@ -291,7 +300,7 @@ public enum RequestParser {
     /// The header fields the server acts on.
     enum KnownField {
         case host, referer, userAgent, connection, contentLength, transferEncoding, expect
-        case ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange, other
+        case ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange, acceptEncoding, other
     }
 
     /// What the Transfer-Encoding lines of one request said, over all of them (they form one list).
@@ -389,6 +398,10 @@ public enum RequestParser {
             // "content-" "length"
             return lowercased(bytes, start, 8) == 0x2d746e65746e6f63 && lowercased(bytes, start + 8, 6) == 0x6874676e656c
                 ? .contentLength : .other
+        case 15:
+            // "accept-e" "ncoding"
+            return lowercased(bytes, start, 8) == 0x652d747065636361 && lowercased(bytes, start + 8, 7) == 0x676e69646f636e
+                ? .acceptEncoding : .other
         case 17:
             // "transfer" "-encodin" "g", or "if-modif" "ied-sinc" "e"
             let first = lowercased(bytes, start, 8)

@@ -11,6 +11,7 @@ public enum HTTPStatus: UInt16, Sendable {
     case forbidden = 403
     case notFound = 404
     case methodNotAllowed = 405
+    case notAcceptable = 406
     case requestTimeout = 408
     case preconditionFailed = 412
     case contentTooLarge = 413
@@ -37,6 +38,7 @@ public enum HTTPStatus: UInt16, Sendable {
         case .forbidden: return "HTTP/1.1 403 Forbidden\r\n"
         case .notFound: return "HTTP/1.1 404 Not Found\r\n"
         case .methodNotAllowed: return "HTTP/1.1 405 Method Not Allowed\r\n"
+        case .notAcceptable: return "HTTP/1.1 406 Not Acceptable\r\n"
         case .requestTimeout: return "HTTP/1.1 408 Request Timeout\r\n"
         case .preconditionFailed: return "HTTP/1.1 412 Precondition Failed\r\n"
         case .contentTooLarge: return "HTTP/1.1 413 Content Too Large\r\n"
@@ -58,6 +60,7 @@ public enum HTTPStatus: UInt16, Sendable {
         case .forbidden: return "<html><body><h1>403 Forbidden</h1></body></html>\n"
         case .notFound: return "<html><body><h1>404 Not Found</h1></body></html>\n"
         case .methodNotAllowed: return "<html><body><h1>405 Method Not Allowed</h1></body></html>\n"
+        case .notAcceptable: return "<html><body><h1>406 Not Acceptable</h1></body></html>\n"
         case .requestTimeout: return "<html><body><h1>408 Request Timeout</h1></body></html>\n"
         case .preconditionFailed: return "<html><body><h1>412 Precondition Failed</h1></body></html>\n"
         case .contentTooLarge: return "<html><body><h1>413 Content Too Large</h1></body></html>\n"

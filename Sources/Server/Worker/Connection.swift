@@ -56,6 +56,8 @@ final class Connection {
     var fileEnd: Int64 = 0
     /// Further parts after the file range (multipart/byteranges), each sent in turn.
     var parts: [ResponsePart] = []
+    /// A body being compressed as it is sent (chunked), after `pendingOutput`.
+    var gzip: GzipStream?
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd
@@ -65,5 +67,5 @@ final class Connection {
     }
 
     /// Whether output is still waiting for the socket.
-    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || file != nil }
+    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || file != nil || gzip != nil }
 }

@@ -98,27 +98,111 @@ extension Worker {
             return answerError(connection, head, bytes, info.st_mode & S_IFMT == S_IFDIR ? .notFound : .forbidden)
         }
         let opened = Array(UnsafeBufferPointer(start: pathBuffer, count: length + 1))
+        let type = MediaTypes.forPath(pathBuffer, length: length)
+        let extra = extraHeaders(pathLength: length)
+        let compressible = gzip.enabled && Int64(info.st_size) >= Int64(gzip.minLength) && gzip.compresses(type.description)
+        let sidecar = gzip.precompressed ? openSidecar(pathLength: length, of: info, type: type, key: key, extra: extra) : nil
         guard let file = CachedFile(
-            fd: fd, info: info, contentType: MediaTypes.forPath(pathBuffer, length: length), openedPath: opened,
-            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extraHeaders(pathLength: length))
+            fd: fd, info: info, contentType: type, openedPath: opened, key: key, inlineLimit: fileCache.inlineLimit,
+            now: now, extraHeaders: extra, varies: compressible || sidecar != nil, compressible: compressible)
         else {
             // The file changed size while it was read; the client may simply retry.
             return answerError(connection, head, bytes, .serviceUnavailable)
         }
+        file.sidecar = sidecar
         fileCache.insert(file, hash: hash)
         send(file, connection, head, bytes)
     }
 
-    /// The answer for `file`: preconditions first (RFC 9110 section 13.2.2), then Range, else a 200 in
-    /// one writev of head and body when the body is in memory, or the head and sendfile.
+    /// `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a regular file not older
+    /// than the file: its bytes with the file's type and `Content-Encoding: gzip`.
+    func openSidecar(pathLength length: Int, of info: stat, type: StaticString, key: [UInt8], extra: [UInt8]) -> CachedFile? {
+        pathBuffer[length] = 46  // ".gz"
+        pathBuffer[length + 1] = 103
+        pathBuffer[length + 2] = 122
+        pathBuffer[length + 3] = 0
+        defer { pathBuffer[length] = 0 }
+        let fd = openBeneathRoot()
+        guard fd >= 0 else { return nil }
+        var sidecar = stat()
+        guard fstat(fd, &sidecar) == 0, sidecar.st_mode & S_IFMT == S_IFREG,
+              (Int64(sidecar.st_mtim.tv_sec), Int64(sidecar.st_mtim.tv_nsec)) >= (Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec))
+        else {
+            closeDescriptor(fd)
+            return nil
+        }
+        return CachedFile(
+            fd: fd, info: sidecar, contentType: type, openedPath: Array(UnsafeBufferPointer(start: pathBuffer, count: length + 4)),
+            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extra, coding: .sidecar, varies: true)
+    }
+
+    /// The answer for `file`: the representation Accept-Encoding chooses, preconditions against it (RFC
+    /// 9110 section 13.2.2), then Range, else a 200 in one writev of head and body when the body is in
+    /// memory, or the head and sendfile, or the head and a body compressed as it goes.
     func send(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
-        if head.hasConditions && answeredConditionally(file, connection, head, bytes) { return }
-        var writer = beginHead(.ok, connection)
-        writer.append(file.headers.baseAddress!.assumingMemoryBound(to: UInt8.self), file.headers.count)
-        writer.append("\r\n")
+        var chosen = file
+        if head.sentAcceptEncoding {
+            guard let representation = negotiate(file, head, bytes) else {
+                return answerError(connection, head, bytes, .notAcceptable)
+            }
+            chosen = representation
+        }
+        if head.hasConditions && answeredConditionally(chosen, connection, head, bytes) { return }
         let isHead = head.method == .head
-        logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : file.size)
-        startResponse(connection, writer.count, wholeFile: file, headOnly: isHead)
+        if chosen.coding == .gzipStream && file.size <= Int64(gzip.cacheFileMax) {
+            // Small enough to compress whole: from the cache, or compressed now and kept.
+            guard let compressed = compressedForm(file) else { return answerError(connection, head, bytes, .serviceUnavailable) }
+            chosen = compressed
+        }
+        var writer = beginHead(.ok, connection)
+        writer.append(chosen.headers.baseAddress!.assumingMemoryBound(to: UInt8.self), chosen.headers.count)
+        writer.append("\r\n")
+        if chosen.coding == .gzipStream {
+            logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : -1)
+            if !isHead {
+                guard let stream = GzipStream(source: file, level: gzip.level) else {
+                    return answerError(connection, head, bytes, .serviceUnavailable)
+                }
+                connection.gzip = stream
+            }
+            return startResponse(connection, writer.count)
+        }
+        logRequest(connection, bytes: bytes, head: head, status: .ok, bodyBytes: isHead ? 0 : chosen.size)
+        startResponse(connection, writer.count, wholeFile: chosen, headOnly: isHead)
+    }
+
+    /// The representation of `file` for this request's Accept-Encoding: its sidecar or its gzip form when
+    /// the client prefers gzip and there is one, else the file; nil (406) when the client refuses identity
+    /// and no acceptable form exists (RFC 9110 section 12.5.3: the only case a 406 is right).
+    func negotiate(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> CachedFile? {
+        let preference = EncodingPreference.of(bytes, head)
+        if preference.prefersGzip && file.varies {
+            if let sidecar = file.sidecar { return sidecar }
+            // A Range is answered from the file's own bytes, never from bytes compressed on the fly;
+            // and HTTP/1.0 has no chunked coding, so a file too large to compress whole goes as it is.
+            let rangeRequest = head.method == .get && !head.range.isEmpty && preference.identity > 0
+            if file.compressible && !rangeRequest && (head.minorVersion == 1 || file.size <= Int64(gzip.cacheFileMax)) {
+                if let form = file.gzipForm { return form }
+                let form = CachedFile(gzipOf: file, level: gzip.level, body: nil)
+                file.gzipForm = form
+                return form
+            }
+        }
+        return preference.identity > 0 ? file : nil
+    }
+
+    /// `file` compressed whole: from the compressed cache, or compressed now and kept there.
+    func compressedForm(_ file: CachedFile) -> CachedFile? {
+        let key = CompressedCache.key(file, level: gzip.level)
+        if let cached = compressedCache.lookup(key) { return cached }
+        if deflater == nil {
+            deflater = GzipDeflater(level: gzip.level)
+            deflateInput = .allocate(byteCount: 65_536, alignment: 16)
+        }
+        guard let deflater, let deflateInput, let body = deflater.compressWhole(file, scratch: deflateInput) else { return nil }
+        let form = CachedFile(gzipOf: file, level: gzip.level, body: body)
+        compressedCache.insert(form, key: key)
+        return form
     }
 
     /// The head in `headBuffer`, then all of `file`: from its in-memory copy with the head in one write,
@@ -143,7 +227,9 @@ extension Worker {
             if status == .notModified { sendNotModified(file, connection, head, bytes) } else { answerError(connection, head, bytes, status) }
             return true
         }
-        guard !head.range.isEmpty && head.method == .get && !head.repeatedRange && rangeApplies(file, head, bytes) else { return false }
+        // Ranges apply to a file's own bytes or its sidecar's, never to a gzip form made here.
+        guard !head.range.isEmpty && head.method == .get && !head.repeatedRange && file.fd >= 0
+              && rangeApplies(file, head, bytes) else { return false }
         switch ByteRanges.resolve(bytes, head.range, length: file.size, limit: config.limits.ranges, into: rangeBuffer) {
         case .ignore:
             return false
@@ -469,7 +555,7 @@ extension Worker {
             iovec(iov_base: UnsafeMutableRawPointer(mutating: inline?.baseAddress), iov_len: bodyLength)
         )
         var header = msghdr()
-        let flags = cs_MSG_NOSIGNAL | (file != nil ? cs_MSG_MORE : 0)
+        let flags = cs_MSG_NOSIGNAL | (file != nil || connection.gzip != nil ? cs_MSG_MORE : 0)
         var sent = 0
         while true {
             let count = withUnsafeMutablePointer(to: &vectors) { pointer in
@@ -575,11 +661,12 @@ extension Worker {
     /// Pushes pending bytes, then the file's range, then each further part (multipart ranges). Returns
     /// false when the connection was closed.
     func continueSending(_ connection: Connection) -> Bool {
+        var compressedNow = 0
         while true {
             while connection.pendingOffset < connection.pendingOutput.count {
                 let count = connection.pendingOutput.withUnsafeBytes {
                     transmit(connection, $0.baseAddress! + connection.pendingOffset,
-                             $0.count - connection.pendingOffset, more: connection.file != nil)
+                             $0.count - connection.pendingOffset, more: connection.file != nil || connection.gzip != nil)
                 }
                 if count > 0 {
                     connection.pendingOffset += count
@@ -594,7 +681,20 @@ extension Worker {
                 connection.pendingOutput = []
                 connection.pendingOffset = 0
             }
-            guard let file = connection.file else { return true }
+            guard let file = connection.file else {
+                guard let stream = connection.gzip else { return true }
+                // At most a quarter MiB of the file per turn of the loop, so one large compressed download
+                // does not stall the worker's other connections; EPOLLOUT brings the next turn.
+                if compressedNow >= 262_144 { return true }
+                guard let chunk = stream.nextChunk(consumed: &compressedNow) else {
+                    close(connection)  // the file shrank under us: the body cannot be finished
+                    return false
+                }
+                if stream.finished { connection.gzip = nil }
+                connection.pendingOutput = Array(chunk)
+                connection.pendingOffset = 0
+                continue
+            }
             if connection.tls != nil && connection.fileOffset < connection.fileEnd {
                 // No sendfile through TLS: read a record's worth and write it; what the socket does not
                 // take becomes pending bytes, sent before the next read from the file.
@@ -671,7 +771,7 @@ extension Worker {
         writer.append("\" ")
         writer.appendDecimal(Int64(status.rawValue))
         writer.append(byte: 32)
-        writer.appendDecimal(bodyBytes)
+        if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append(byte: 45) }  // "-": not known yet
         writer.append(" \"")
         if let head, !head.referer.isEmpty { appendEscaped(&writer, bytes, head.referer) } else { writer.append(byte: 45) }
         writer.append("\" \"")

@@ -31,6 +31,12 @@ public final class Worker {
     /// HTTP minor version of the request being answered (1.0 clients need `Connection: keep-alive`).
     var currentMinorVersion: UInt8 = 1
     var fileCache: FileCache
+    /// Compressed bodies by file version, within `gzip.cache`; the deflate state and its input buffer
+    /// are made on the first compression and reused.
+    var compressedCache: CompressedCache
+    var deflater: GzipDeflater?
+    var deflateInput: UnsafeMutableRawBufferPointer?
+    let gzip: ServerConfig.GzipSettings
     let bodyLimits: BodyReader.Limits
     let rejectEncodedSlash: Bool
     /// Connections from listener numbers at or above this came in on a TLS socket.
@@ -117,7 +123,9 @@ public final class Worker {
         now = monotonicMilliseconds()
         fileCache = FileCache(
             capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
-            inlineLimit: config.fileCache.inlineMax)
+            inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
+        gzip = config.gzip
+        compressedCache = CompressedCache(budget: config.gzip.cacheBytes)
         Socket.setNonBlocking(3)
         Socket.setNonBlocking(4)
         try poller.add(channel.fd, events: Poller.readable)
@@ -336,6 +344,7 @@ public final class Worker {
         }
         closeDescriptor(connection.fd)
         connection.file = nil
+        connection.gzip = nil
         connections[Int(connection.fd)] = nil
         live -= 1
         closedTotal += 1

@@ -1,0 +1,317 @@
+import CZlib
+import Glibc
+
+/// What a request's Accept-Encoding allows (RFC 9110 section 12.5.3), as q-values in thousandths.
+public struct EncodingPreference: Equatable, Sendable {
+    /// gzip's weight (0: not acceptable).
+    public var gzip: Int
+    /// identity's weight (0: the client refuses an uncompressed body).
+    public var identity: Int
+
+    public init(gzip: Int, identity: Int) {
+        self.gzip = gzip
+        self.identity = identity
+    }
+
+    /// No Accept-Encoding: any coding would do, and identity is what a server sends (as nginx does).
+    public static let absent = EncodingPreference(gzip: 0, identity: 1000)
+
+    /// gzip is chosen when it weighs at least as much as identity (a tie goes to the smaller body).
+    public var prefersGzip: Bool { gzip > 0 && gzip >= identity }
+
+    /// Reads Accept-Encoding from the parsed head: every field line of it, as one list.
+    public static func of(_ bytes: UnsafeRawBufferPointer, _ head: RequestHead) -> EncodingPreference {
+        guard head.sentAcceptEncoding else { return .absent }
+        var scan = Scan()
+        if head.repeatedAcceptEncoding {
+            for span in RequestParser.fieldValues(bytes, headLength: head.headLength, name: "accept-encoding") {
+                scan.read(bytes, span)
+            }
+        } else {
+            scan.read(bytes, head.acceptEncoding)
+        }
+        return scan.result
+    }
+
+    /// The weights listed for gzip (or x-gzip), identity and `*`; -1 where a coding is not listed.
+    struct Scan {
+        var gzip = -1
+        var identity = -1
+        var star = -1
+
+        var result: EncodingPreference {
+            // An empty field (nothing listed) means identity only. A coding not listed takes `*`'s
+            // weight; identity is acceptable unless "identity;q=0", or "*;q=0" without identity, says not.
+            EncodingPreference(gzip: gzip >= 0 ? gzip : max(star, 0), identity: identity >= 0 ? identity : star >= 0 ? star : 1000)
+        }
+
+        /// One field value: `coding [; q=qvalue] [; other params], ...`.
+        mutating func read(_ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) {
+            var index = span.start
+            let end = span.end
+            while index < end {
+                while index < end, bytes[index] == 32 || bytes[index] == 9 || bytes[index] == 44 { index += 1 }
+                guard index < end else { return }
+                let nameStart = index
+                while index < end, RequestParser.isTokenByte(bytes[index]) { index += 1 }
+                let nameEnd = index
+                var weight = 1000
+                // Parameters up to the next comma; only q counts.
+                while index < end, bytes[index] != 44 {
+                    if bytes[index] == 59 {
+                        index += 1
+                        while index < end, bytes[index] == 32 || bytes[index] == 9 { index += 1 }
+                        if index + 1 < end, bytes[index] | 0x20 == 113, bytes[index + 1] == 61 {  // "q="
+                            index += 2
+                            let valueStart = index
+                            while index < end, bytes[index] != 44, bytes[index] != 59, bytes[index] != 32, bytes[index] != 9 { index += 1 }
+                            weight = Scan.qvalue(bytes, valueStart, index) ?? 0
+                            continue
+                        }
+                    }
+                    index += 1
+                }
+                let length = nameEnd - nameStart
+                guard length > 0 else { continue }
+                if Scan.equals(bytes, nameStart, length, "gzip") || Scan.equals(bytes, nameStart, length, "x-gzip") {
+                    gzip = max(gzip, weight)
+                } else if Scan.equals(bytes, nameStart, length, "identity") {
+                    identity = max(identity, weight)
+                } else if length == 1 && bytes[nameStart] == 42 {
+                    star = max(star, weight)
+                }
+            }
+        }
+
+        /// `0[.ddd]` or `1[.000]` in thousandths; nil when malformed (the coding then counts as refused).
+        static func qvalue(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ end: Int) -> Int? {
+            guard start < end, end - start <= 5, bytes[start] == 48 || bytes[start] == 49 else { return nil }
+            var value = Int(bytes[start] - 48) * 1000
+            if end - start == 1 { return value }
+            guard bytes[start + 1] == 46 else { return nil }
+            var scale = 100
+            for index in (start + 2)..<end {
+                let digit = bytes[index]
+                guard digit >= 48 && digit <= 57 else { return nil }
+                value += Int(digit - 48) * scale
+                scale /= 10
+            }
+            return value > 1000 ? nil : value
+        }
+
+        static func equals(_ bytes: UnsafeRawBufferPointer, _ start: Int, _ length: Int, _ word: StaticString) -> Bool {
+            guard length == word.utf8CodeUnitCount else { return false }
+            for offset in 0..<length where bytes[start + offset] | 0x20 != word.utf8Start[offset] { return false }
+            return true
+        }
+    }
+}
+
+/// A zlib deflate stream writing the gzip format (RFC 1952), on the heap: zlib keeps a pointer back to
+/// its `z_stream` and refuses one that moved.
+final class GzipDeflater {
+    let stream: UnsafeMutablePointer<z_stream>
+
+    init?(level: Int) {
+        stream = .allocate(capacity: 1)
+        stream.initialize(to: z_stream())
+        // windowBits 15 + 16: gzip wrapper; memLevel 8 (zlib's default): 256 KiB of state.
+        guard czlib_deflateInit2(stream, Int32(level), Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) == Z_OK else {
+            stream.deallocate()
+            return nil
+        }
+    }
+
+    deinit {
+        deflateEnd(stream)
+        stream.deallocate()
+    }
+
+    /// Compresses `count` bytes from `input` into `output`, `finish` ending the stream; returns the
+    /// number of bytes written and whether the stream ended. Input not consumed stays in `stream`.
+    func deflateStep(output: UnsafeMutableRawPointer, capacity: Int, finish: Bool) -> (Int, Bool) {
+        stream.pointee.next_out = output.assumingMemoryBound(to: Bytef.self)
+        stream.pointee.avail_out = uInt(capacity)
+        let result = deflate(stream, finish ? Z_FINISH : Z_NO_FLUSH)
+        return (capacity - Int(stream.pointee.avail_out), result == Z_STREAM_END)
+    }
+
+    func setInput(_ input: UnsafeRawPointer, _ count: Int) {
+        stream.pointee.next_in = UnsafeMutablePointer(mutating: input.assumingMemoryBound(to: Bytef.self))
+        stream.pointee.avail_in = uInt(count)
+    }
+
+    var pendingInput: Int { Int(stream.pointee.avail_in) }
+
+    /// The whole of `file` compressed, in a buffer of exactly its length; nil if the file could not be
+    /// read in full (it changed under us). `scratch` holds input read from the file.
+    func compressWhole(_ file: CachedFile, scratch: UnsafeMutableRawBufferPointer) -> UnsafeMutableRawBufferPointer? {
+        deflateReset(stream)
+        let bound = Int(deflateBound(stream, uLong(file.size)))
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 16)
+        var produced = 0
+        var offset: Int64 = 0
+        var done = false
+        while !done {
+            if pendingInput == 0 && offset < file.size {
+                if let body = file.body {
+                    setInput(body.baseAddress!, body.count)
+                    offset = file.size
+                } else {
+                    let want = Int(min(Int64(scratch.count), file.size - offset))
+                    let count = pread(file.fd, scratch.baseAddress!, want, off_t(offset))
+                    if count < 0 && errno == EINTR { continue }
+                    guard count > 0 else {
+                        output.deallocate()
+                        return nil
+                    }
+                    setInput(scratch.baseAddress!, count)
+                    offset += Int64(count)
+                }
+            }
+            let (written, ended) = deflateStep(
+                output: output.baseAddress! + produced, capacity: bound - produced, finish: offset >= file.size)
+            produced += written
+            done = ended
+            if !ended && written == 0 && pendingInput == 0 && offset >= file.size {
+                output.deallocate()  // cannot happen with deflateBound's room; never loop forever
+                return nil
+            }
+        }
+        let exact = UnsafeMutableRawBufferPointer.allocate(byteCount: produced, alignment: 16)
+        if produced > 0 { exact.copyMemory(from: UnsafeRawBufferPointer(rebasing: output[0..<produced])) }
+        output.deallocate()
+        return exact
+    }
+}
+
+/// A response body compressed while it is sent, for files too large to compress whole: reads the file
+/// a piece at a time, deflates it, and frames the output as chunks of the chunked transfer coding.
+/// Memory is bounded: zlib's state and two 32 KiB buffers, whatever the file's size.
+final class GzipStream {
+    let source: CachedFile
+    let deflater: GzipDeflater
+    var inputOffset: Int64 = 0
+    var finished = false
+    let input: UnsafeMutableRawPointer
+    let output: UnsafeMutableRawPointer
+    static let inputCapacity = 32_768
+    static let dataCapacity = 32_768
+    /// Room before the data for the chunk size line, and after it for CRLF and the last chunk.
+    static let prefixRoom = 10
+    static let suffixRoom = 7
+
+    init?(source: CachedFile, level: Int) {
+        guard let deflater = GzipDeflater(level: level) else { return nil }
+        self.source = source
+        self.deflater = deflater
+        input = .allocate(byteCount: GzipStream.inputCapacity, alignment: 16)
+        output = .allocate(byteCount: GzipStream.prefixRoom + GzipStream.dataCapacity + GzipStream.suffixRoom, alignment: 16)
+    }
+
+    deinit {
+        input.deallocate()
+        output.deallocate()
+    }
+
+    /// The next piece of the body: one chunk (`SIZE CRLF data CRLF`), with the last chunk (`0 CRLF
+    /// CRLF`) after the final data. `consumed` is how much of the file it read. Nil when the file
+    /// cannot be read.
+    func nextChunk(consumed: inout Int) -> UnsafeRawBufferPointer? {
+        let data = output + GzipStream.prefixRoom
+        var produced = 0
+        while produced < GzipStream.dataCapacity && !finished {
+            if deflater.pendingInput == 0 && inputOffset < source.size {
+                let want = Int(min(Int64(GzipStream.inputCapacity), source.size - inputOffset))
+                let count = pread(source.fd, input, want, off_t(inputOffset))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { return nil }  // the file shrank: the body cannot be completed
+                deflater.setInput(input, count)
+                inputOffset += Int64(count)
+                consumed += count
+            }
+            let (written, ended) = deflater.deflateStep(
+                output: data + produced, capacity: GzipStream.dataCapacity - produced, finish: inputOffset >= source.size)
+            produced += written
+            finished = ended
+            // zlib holds back output until it has enough; with input left to read, read more.
+            if written == 0 && deflater.pendingInput == 0 && inputOffset >= source.size && !ended { return nil }
+        }
+        var start = GzipStream.prefixRoom
+        var end = GzipStream.prefixRoom
+        if produced > 0 {
+            // "SIZE\r\n" right before the data, "\r\n" after it.
+            start -= 2
+            output.storeBytes(of: 0x0a0d, toByteOffset: start, as: UInt16.self)
+            var size = produced
+            let hex: StaticString = "0123456789abcdef"
+            repeat {
+                start -= 1
+                output.storeBytes(of: hex.utf8Start[size & 15], toByteOffset: start, as: UInt8.self)
+                size >>= 4
+            } while size > 0
+            end += produced
+            output.storeBytes(of: 0x0a0d, toByteOffset: end, as: UInt16.self)
+            end += 2
+        }
+        if finished {
+            for byte: UInt8 in [48, 13, 10, 13, 10] {  // "0\r\n\r\n"
+                output.storeBytes(of: byte, toByteOffset: end, as: UInt8.self)
+                end += 1
+            }
+        }
+        return UnsafeRawBufferPointer(start: output + start, count: end - start)
+    }
+}
+
+/// Each worker's compressed bodies: one per file version (device, inode, size, modification time) and
+/// level, within a byte budget, the least recently used dropped first. A file is compressed once and
+/// then served from memory with its Content-Length until it changes or is pushed out.
+struct CompressedCache {
+    struct Key: Hashable {
+        var device: UInt64
+        var inode: UInt64
+        var size: Int64
+        var modified: Int64
+        var level: Int
+    }
+
+    let budget: Int
+    private(set) var bytes = 0
+    private var entries: [Key: (file: CachedFile, used: UInt64)] = [:]
+    private var clock: UInt64 = 0
+
+    init(budget: Int) {
+        self.budget = budget
+    }
+
+    var count: Int { entries.count }
+
+    static func key(_ file: CachedFile, level: Int) -> Key {
+        Key(device: file.device, inode: file.inode, size: file.size,
+            modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, level: level)
+    }
+
+    mutating func lookup(_ key: Key) -> CachedFile? {
+        guard let entry = entries[key] else { return nil }
+        clock += 1
+        entries[key] = (entry.file, clock)
+        return entry.file
+    }
+
+    /// Keeps `file` (a compressed body), dropping the least recently used until it fits. One larger than
+    /// the whole budget is not kept (the response in flight still holds it).
+    mutating func insert(_ file: CachedFile, key: Key) {
+        let cost = file.memoryCost
+        guard cost <= budget else { return }
+        if let old = entries.removeValue(forKey: key) { bytes -= old.file.memoryCost }
+        while bytes + cost > budget, let oldest = entries.min(by: { $0.value.used < $1.value.used }) {
+            // A linear scan, but only when a new body is added, which costs a compression anyway.
+            entries.removeValue(forKey: oldest.key)
+            bytes -= oldest.value.file.memoryCost
+        }
+        clock += 1
+        entries[key] = (file, clock)
+        bytes += cost
+    }
+}
