@@ -1,5 +1,5 @@
 /// Runs one input through everything that reads request bytes (the head parser, the body reader, the
-/// path normalizer, ranges, entity tags, dates) and traps if an invariant breaks. The fuzzer calls it
+/// path normalizer, ranges, entity tags, dates, Accept-Encoding) and traps if an invariant breaks. The fuzzer calls it
 /// with arbitrary bytes; a unit test replays the corpus through it.
 ///
 /// Invariants: no out-of-bounds access or crash (the sanitizer and bounds checks catch those); every
@@ -14,7 +14,7 @@ public enum ParserCheck {
         let length = head.headLength
         precondition(length > 0 && length <= data.count, "headLength out of bounds")
         for span in [head.target, head.requestLine, head.referer, head.userAgent, head.ifMatch, head.ifNoneMatch,
-                     head.ifModifiedSince, head.ifUnmodifiedSince, head.range, head.ifRange] {
+                     head.ifModifiedSince, head.ifUnmodifiedSince, head.range, head.ifRange, head.acceptEncoding] {
             precondition(span.start <= span.end && span.end <= length, "span outside the head")
         }
         let own = RequestParser.parse(UnsafeRawBufferPointer(rebasing: data[0..<length]), limits: limits)
@@ -44,6 +44,8 @@ public enum ParserCheck {
         _ = EntityTags.list(data, head.ifNoneMatch, matches: tagBytes, weak: true)
         _ = EntityTags.list(data, head.ifMatch, matches: tagBytes, weak: false)
         _ = HTTPDate.parse(data, head.ifModifiedSince)
+        let preference = EncodingPreference.of(data, head)
+        precondition((0...1000).contains(preference.gzip) && (0...1000).contains(preference.identity), "q-value out of range")
 
         guard head.hasBody else { return }
         let body = UnsafeRawBufferPointer(rebasing: data[length...])
