@@ -71,6 +71,7 @@ const int cs_SCM_RIGHTS = SCM_RIGHTS;
 const int cs_SO_REUSEPORT = SO_REUSEPORT;
 const int cs_TCP_DEFER_ACCEPT = TCP_DEFER_ACCEPT;
 const int cs_MSG_MORE = MSG_MORE;
+const int cs_MSG_PEEK = MSG_PEEK;
 const int cs_MSG_NOSIGNAL = MSG_NOSIGNAL;
 
 uint32_t cs_signalfd_siginfo_signo(const void *info) { return ((const struct signalfd_siginfo *)info)->ssi_signo; }

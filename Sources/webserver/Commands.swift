@@ -55,6 +55,12 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Address to listen on with TLS (HTTPS). Repeatable; needs --cert and --key.", valueName: "addr:port"))
     var tlsListen: [String] = []
 
+    @Flag(help: "Connections on the --listen and --tls-listen sockets start with a PROXY protocol header (v1 or v2).")
+    var proxyProtocol = false
+
+    @Option(help: ArgumentHelp("A network whose PROXY headers and X-Forwarded-For are believed. Repeatable.", valueName: "cidr"))
+    var trustedProxy: [String] = []
+
     @Option(help: ArgumentHelp("Certificate chain for TLS (PEM, leaf first).", valueName: "file"))
     var cert: String?
 
@@ -81,6 +87,8 @@ struct Serve: ParsableCommand {
         overrides.root = root
         overrides.listen = listen
         overrides.tlsListen = tlsListen
+        overrides.proxyProtocol = proxyProtocol
+        overrides.trustedProxies = trustedProxy
         overrides.cert = cert
         overrides.key = key
         overrides.workers = workers

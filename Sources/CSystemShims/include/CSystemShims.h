@@ -63,6 +63,7 @@ extern const int cs_SCM_RIGHTS;
 extern const int cs_SO_REUSEPORT;
 extern const int cs_TCP_DEFER_ACCEPT;
 extern const int cs_MSG_MORE;
+extern const int cs_MSG_PEEK;
 extern const int cs_MSG_NOSIGNAL;
 
 /* signalfd_siginfo fields we read, without depending on the struct's Swift import. */

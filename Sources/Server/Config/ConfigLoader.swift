@@ -32,6 +32,10 @@ public struct ConfigOverrides: Sendable {
     public var errorLog: String?
     public var logLevel: String?
     public var tlsListen: [String] = []
+    /// `--proxy-protocol`: the sockets given with --listen and --tls-listen expect a PROXY header.
+    public var proxyProtocol = false
+    /// `--trusted-proxy CIDR`, repeatable: replaces `proxy.trusted`.
+    public var trustedProxies: [String] = []
     public var cert: String?
     public var key: String?
 
@@ -74,6 +78,7 @@ public enum ConfigLoader {
         if let root = overrides.root { config.root = absolute(root, base: cwd); rootFromFile = false }
         if !overrides.listen.isEmpty {
             config.listen = overrides.listen
+            config.listenProxyProtocol = overrides.listen.map { _ in overrides.proxyProtocol }
             for value in overrides.listen where SocketAddress(parsing: value) == nil {
                 flagIssue("--listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
             }
@@ -87,12 +92,22 @@ public enum ConfigLoader {
         }
         if !overrides.tlsListen.isEmpty {
             config.tls.listen = overrides.tlsListen
+            config.tls.listenProxyProtocol = overrides.tlsListen.map { _ in overrides.proxyProtocol }
             for value in overrides.tlsListen where SocketAddress(parsing: value) == nil {
                 flagIssue("--tls-listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
             }
         }
         if let cert = overrides.cert { config.tls.cert = absolute(cert, base: cwd) }
         if let key = overrides.key { config.tls.key = absolute(key, base: cwd) }
+        if !overrides.trustedProxies.isEmpty {
+            config.proxy.trusted = overrides.trustedProxies
+            for value in overrides.trustedProxies where Networks([value]) == nil {
+                flagIssue("--trusted-proxy", "'\(value)' is not a network such as 10.0.0.0/8, 192.0.2.7 or fd00::/8")
+            }
+        }
+        if overrides.proxyProtocol && overrides.listen.isEmpty && overrides.tlsListen.isEmpty {
+            flagIssue("--proxy-protocol", "applies to the sockets given with --listen and --tls-listen; give at least one")
+        }
         if let pid = overrides.pidFile { config.pidFile = absolute(pid, base: cwd) }
         if let log = overrides.accessLog { config.accessLog = log == "off" ? nil : absolute(log, base: cwd) }
         if let log = overrides.errorLog { config.errorLog = log == "stderr" ? nil : absolute(log, base: cwd) }
@@ -266,31 +281,7 @@ final class DocumentReader {
         guard let top = Section(document, path: "", reader: self) else { return }
 
         if let node = top.take("listen") {
-            switch node {
-            case .sequence(let items):
-                var seen = Set<SocketAddress>()
-                var values: [String] = []
-                for item in items {
-                    guard let value = item.scalar?.string else {
-                        issue(item, key: "listen", "each entry must be ADDRESS:PORT")
-                        continue
-                    }
-                    if let address = SocketAddress(parsing: value) {
-                        if !seen.insert(address).inserted { issue(item, key: "listen", "'\(value)' is listed twice") }
-                        values.append(value)
-                    } else {
-                        issue(item, key: "listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
-                    }
-                }
-                if items.isEmpty { issue(node, key: "listen", "needs at least one address") }
-                config.listen = values
-            case .scalar(let scalar):
-                if SocketAddress(parsing: scalar.string) != nil { config.listen = [scalar.string] } else {
-                    issue(node, key: "listen", "'\(scalar.string)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
-                }
-            default:
-                issue(node, key: "listen", "expected a list of ADDRESS:PORT")
-            }
+            (config.listen, config.listenProxyProtocol) = listenEntries(node, key: "listen", required: true)
         }
         if let (value, node) = top.string("root") {
             config.root = ConfigLoader.absolute(value, base: base)
@@ -403,6 +394,27 @@ final class DocumentReader {
             if let value = section.size("inline_max", in: 0...16_777_216) { config.fileCache.inlineMax = value }
             section.finish()
         }
+        if let section = top.section("proxy") {
+            if let node = section.take("trusted") {
+                let items: [Node]
+                if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+                var values: [String] = []
+                for item in items {
+                    let text = item.scalar?.string ?? ""
+                    if Networks([text]) != nil { values.append(text) } else {
+                        issue(item, key: "proxy.trusted", "'\(text)' is not a network such as 10.0.0.0/8, 192.0.2.7 or fd00::/8")
+                    }
+                }
+                config.proxy.trusted = values
+            }
+            if let value = section.duration("header_timeout") { config.proxy.headerTimeoutMilliseconds = value }
+            if let (value, node) = section.string("forwarded_header") {
+                if ClientAddress.Header(rawValue: value.lowercased()) != nil { config.proxy.forwardedHeader = value.lowercased() } else {
+                    issue(node, key: "proxy.forwarded_header", "'\(value)' is not x-forwarded-for, forwarded or none")
+                }
+            }
+            section.finish()
+        }
         if let section = top.section("gzip") {
             if let value = section.boolean("enabled") { config.gzip.enabled = value }
             if let value = section.integer("level", in: 1...9) { config.gzip.level = value }
@@ -416,18 +428,7 @@ final class DocumentReader {
         }
         if let section = top.section("tls") {
             if let node = section.take("listen") {
-                var values: [String] = []
-                let items: [Node]
-                switch node {
-                case .sequence(let sequence): items = Array(sequence)
-                default: items = [node]
-                }
-                for item in items {
-                    if let value = item.scalar?.string, SocketAddress(parsing: value) != nil { values.append(value) } else {
-                        issue(item, key: "tls.listen", "'\(item.scalar?.string ?? "")' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
-                    }
-                }
-                config.tls.listen = values
+                (config.tls.listen, config.tls.listenProxyProtocol) = listenEntries(node, key: "tls.listen", required: false)
             }
             let defaultPairs = certificatePairs(section, key: "tls")
             if let first = defaultPairs.first {
@@ -497,6 +498,44 @@ final class DocumentReader {
             section.finish()
         }
         top.finish()
+    }
+
+    /// `listen` or `tls.listen`: one address or a list, each `ADDRESS:PORT` or `{address: ADDRESS:PORT,
+    /// proxy_protocol: true}`; the addresses and, for each, whether a PROXY header comes first.
+    private func listenEntries(_ node: Node, key: String, required: Bool) -> ([String], [Bool]) {
+        let items: [Node]
+        switch node {
+        case .sequence(let sequence): items = Array(sequence)
+        case .scalar, .mapping: items = [node]
+        default: items = []
+        }
+        var seen = Set<SocketAddress>()
+        var values: [String] = []
+        var proxy: [Bool] = []
+        for item in items {
+            var text = item.scalar?.string
+            var wantsProxy = false
+            if case .mapping = item, let entry = Section(item, path: key, reader: self) {
+                text = entry.string("address")?.0
+                if text == nil { issue(item, key: key, "each entry needs address: ADDRESS:PORT") }
+                wantsProxy = entry.boolean("proxy_protocol") ?? false
+                entry.finish()
+                guard text != nil else { continue }
+            }
+            guard let value = text else {
+                issue(item, key: key, "each entry must be ADDRESS:PORT or {address: ADDRESS:PORT, proxy_protocol: true}")
+                continue
+            }
+            if let address = SocketAddress(parsing: value) {
+                if !seen.insert(address).inserted { issue(item, key: key, "'\(value)' is listed twice") }
+                values.append(value)
+                proxy.append(wantsProxy)
+            } else {
+                issue(item, key: key, "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
+            }
+        }
+        if items.isEmpty && required { issue(node, key: key, "needs at least one address") }
+        return (values, proxy)
     }
 
     /// A list of media types or patterns (`text/*`, `application/*+json`, `*/*`).

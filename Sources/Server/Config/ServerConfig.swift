@@ -7,6 +7,8 @@ import Glibc
 public struct ServerConfig: Codable, Sendable, Equatable {
     /// Addresses to listen on, as written (`127.0.0.1:8080`, `[::1]:8080`, `*:80`).
     public var listen: [String] = ["127.0.0.1:8080"]
+    /// For each `listen` address, whether connections on it start with a PROXY protocol header.
+    public var listenProxyProtocol: [Bool] = [false]
     /// Absolute path of the directory served.
     public var root: String = ""
     /// File served for a request to a directory.
@@ -65,6 +67,25 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var supervisor = Supervision()
     public var fileCache = FileCacheSettings()
     public var gzip = GzipSettings()
+    public var proxy = ProxySettings()
+
+    /// Load balancers and reverse proxies in front: whom to believe about the client's address.
+    public struct ProxySettings: Codable, Sendable, Equatable {
+        /// Networks trusted to send PROXY headers and X-Forwarded-For/Forwarded. A PROXY socket closes
+        /// connections from anywhere else; forwarded headers from anywhere else are ignored.
+        public var trusted: [String] = ["127.0.0.0/8", "::1"]
+        /// Time a connection on a PROXY socket has to send its whole header, in milliseconds.
+        public var headerTimeoutMilliseconds = 5000
+        /// The header whose hops give the client's address behind a trusted proxy:
+        /// x-forwarded-for, forwarded (RFC 7239) or none.
+        public var forwardedHeader = "x-forwarded-for"
+    }
+
+    /// Whether connections on listener `id` (numbered as in `allListen`) start with a PROXY header.
+    public func proxyProtocol(listener id: Int) -> Bool {
+        id < listen.count ? listenProxyProtocol.indices.contains(id) && listenProxyProtocol[id]
+            : tls.listenProxyProtocol.indices.contains(id - listen.count) && tls.listenProxyProtocol[id - listen.count]
+    }
     public var tls = TLSSettings()
 
     /// Compression of responses with gzip (zlib), negotiated by Accept-Encoding.
@@ -117,6 +138,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public struct TLSSettings: Codable, Sendable, Equatable {
         /// Addresses to listen on with TLS, written like `listen`.
         public var listen: [String] = []
+        /// For each of them, whether connections start with a PROXY protocol header (before the TLS
+        /// handshake).
+        public var listenProxyProtocol: [Bool] = []
         /// Certificate chain (PEM: the leaf, then intermediates) and its unencrypted key: the default
         /// site's first pair. `cert` and `key` may also be lists (an ECDSA and an RSA certificate side by
         /// side), all in `defaultPairs`.

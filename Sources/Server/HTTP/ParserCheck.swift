@@ -14,7 +14,8 @@ public enum ParserCheck {
         let length = head.headLength
         precondition(length > 0 && length <= data.count, "headLength out of bounds")
         for span in [head.target, head.requestLine, head.referer, head.userAgent, head.ifMatch, head.ifNoneMatch,
-                     head.ifModifiedSince, head.ifUnmodifiedSince, head.range, head.ifRange, head.acceptEncoding] {
+                     head.ifModifiedSince, head.ifUnmodifiedSince, head.range, head.ifRange, head.acceptEncoding,
+                     head.forwardedFor, head.forwarded] {
             precondition(span.start <= span.end && span.end <= length, "span outside the head")
         }
         let own = RequestParser.parse(UnsafeRawBufferPointer(rebasing: data[0..<length]), limits: limits)

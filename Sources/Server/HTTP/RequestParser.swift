@@ -70,6 +70,11 @@ public struct RequestHead: Equatable, Sendable {
     public var sentAcceptEncoding = false
     /// Accept-Encoding came in more than one field line (one list, read again by `fieldValues`).
     public var repeatedAcceptEncoding = false
+    /// X-Forwarded-For and Forwarded (RFC 7239): hops a proxy says the request came through. Read only
+    /// when the connection comes from a trusted proxy; `repeatedForwarding` when either came twice.
+    public var forwardedFor = ByteSpan.none
+    public var forwarded = ByteSpan.none
+    public var repeatedForwarding = false
     /// Bytes consumed, from the first byte through the blank line.
     public var headLength = 0
 
@@ -275,6 +280,12 @@ public enum RequestParser {
             case .ifRange:
                 head.hasConditions = true
                 head.ifRange = value
+            case .forwardedFor:
+                if !head.forwardedFor.isEmpty { head.repeatedForwarding = true }
+                head.forwardedFor = value
+            case .forwarded:
+                if !head.forwarded.isEmpty { head.repeatedForwarding = true }
+                head.forwarded = value
             case .acceptEncoding:
                 if head.sentAcceptEncoding { head.repeatedAcceptEncoding = true }
                 head.sentAcceptEncoding = true
@@ -300,7 +311,7 @@ public enum RequestParser {
     /// The header fields the server acts on.
     enum KnownField {
         case host, referer, userAgent, connection, contentLength, transferEncoding, expect
-        case ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange, acceptEncoding, other
+        case ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, range, ifRange, acceptEncoding, forwardedFor, forwarded, other
     }
 
     /// What the Transfer-Encoding lines of one request said, over all of them (they form one list).
@@ -399,9 +410,15 @@ public enum RequestParser {
             return lowercased(bytes, start, 8) == 0x2d746e65746e6f63 && lowercased(bytes, start + 8, 6) == 0x6874676e656c
                 ? .contentLength : .other
         case 15:
-            // "accept-e" "ncoding"
-            return lowercased(bytes, start, 8) == 0x652d747065636361 && lowercased(bytes, start + 8, 7) == 0x676e69646f636e
-                ? .acceptEncoding : .other
+            // "accept-e" "ncoding", or "x-forwar" "ded-for"
+            let first = lowercased(bytes, start, 8)
+            let rest = lowercased(bytes, start + 8, 7)
+            if first == 0x652d747065636361 && rest == 0x676e69646f636e { return .acceptEncoding }
+            if first == 0x726177726f662d78 && rest == 0x726f662d646564 { return .forwardedFor }
+            return .other
+        case 9:
+            // "forwarde" "d"
+            return lowercased(bytes, start, 8) == 0x6564726177726f66 && bytes[start + 8] | 0x20 == 0x64 ? .forwarded : .other
         case 17:
             // "transfer" "-encodin" "g", or "if-modif" "ied-sinc" "e"
             let first = lowercased(bytes, start, 8)

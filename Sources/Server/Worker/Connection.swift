@@ -18,6 +18,8 @@ final class Connection {
         case readingBody
         /// The TLS handshake is under way; the handshake deadline runs.
         case handshake
+        /// Waiting for the PROXY protocol header a load balancer sends first; its own deadline runs.
+        case proxyHeader
         /// Answered and half-closed: reading what the client still sends, so the close does not reset
         /// the connection before the client has read the response (RFC 9112 section 9.6).
         case lingering
@@ -25,7 +27,8 @@ final class Connection {
 
     /// The socket; the worker closes it through `Worker.close(_:)` only.
     let fd: Int32
-    let peer: SocketAddress
+    /// The client's address: the kernel's, or the one a trusted proxy's PROXY header gave.
+    var peer: SocketAddress
     let listenerID: UInt16
     var phase = Phase.idle
     /// The epoll events the socket is registered for; 0 until it first has to wait (a request answered

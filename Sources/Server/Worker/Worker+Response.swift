@@ -7,6 +7,10 @@ extension Worker {
         requestsTotal += 1
         connection.requests += 1
         currentMinorVersion = head.minorVersion
+        currentClient = connection.peer
+        if head.forwardedFor.count | head.forwarded.count != 0 && forwardedHeader != .none {
+            currentClient = ClientAddress.resolve(bytes, head, peer: connection.peer, trusted: trustedProxies, header: forwardedHeader)
+        }
         if !head.keepAlive || draining || connection.requests >= config.keepalive.requests {
             connection.closeAfterResponse = true
         }
@@ -754,7 +758,8 @@ extension Worker {
         var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &host) { scratch in
             let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
-            let length = connection.peer.formatHost(into: base, capacity: scratch.count)
+            // The client a trusted proxy named, for a parsed request; the connection's peer otherwise.
+            let length = (head == nil ? connection.peer : currentClient).formatHost(into: base, capacity: scratch.count)
             writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
         }
         writer.append(" - - [")

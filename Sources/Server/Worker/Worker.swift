@@ -37,6 +37,14 @@ public final class Worker {
     var deflater: GzipDeflater?
     var deflateInput: UnsafeMutableRawBufferPointer?
     let gzip: ServerConfig.GzipSettings
+    /// Per listener number: whether its connections start with a PROXY header.
+    let proxyListeners: [Bool]
+    /// `proxy.trusted`, and the header whose hops name the client behind them.
+    let trustedProxies: Networks
+    let forwardedHeader: ClientAddress.Header
+    /// The client of the request being answered (the peer, or the hop a trusted proxy named).
+    var currentClient = SocketAddress(family: 0, port: 0, bytes: (0, 0))
+    var lastUntrustedWarning: Int64 = -1_000_000
     let bodyLimits: BodyReader.Limits
     let rejectEncodedSlash: Bool
     /// Connections from listener numbers at or above this came in on a TLS socket.
@@ -125,6 +133,9 @@ public final class Worker {
             capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
             inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
         gzip = config.gzip
+        proxyListeners = config.allListen.indices.map { config.proxyProtocol(listener: $0) }
+        trustedProxies = Networks(config.proxy.trusted) ?? Networks()
+        forwardedHeader = ClientAddress.Header(rawValue: config.proxy.forwardedHeader) ?? .none
         compressedCache = CompressedCache(budget: config.gzip.cacheBytes)
         Socket.setNonBlocking(3)
         Socket.setNonBlocking(4)
@@ -210,8 +221,26 @@ public final class Worker {
         }
         connections[Int(fd)] = connection
         live += 1
-        if Int(info.listenerID) >= plainListeners, let context = tlsSites?.defaultContext {
-            guard let session = TLSSession(context: context, fd: fd) else {
+        if Int(info.listenerID) < proxyListeners.count && proxyListeners[Int(info.listenerID)] {
+            // Only a trusted load balancer may say who the client is; anyone else is cut off.
+            guard trustedProxies.contains(info.peer) else {
+                if now - lastUntrustedWarning >= 1000 {
+                    lastUntrustedWarning = now
+                    log.warning("closed a connection from \(info.peer.hostText) on a PROXY protocol socket: not in proxy.trusted")
+                }
+                return close(connection)
+            }
+            connection.phase = .proxyHeader
+            connection.deadline = now + Int64(config.proxy.headerTimeoutMilliseconds)
+            return readProxyHeader(connection)
+        }
+        begin(connection)
+    }
+
+    /// Starts a connection's protocol: the TLS handshake on a TLS socket, else the request.
+    func begin(_ connection: Connection) {
+        if Int(connection.listenerID) >= plainListeners, let context = tlsSites?.defaultContext {
+            guard let session = TLSSession(context: context, fd: connection.fd) else {
                 log.error("cannot start a TLS session: \(TLSContext.lastError("SSL_new"))")
                 return close(connection)
             }
@@ -224,9 +253,56 @@ public final class Worker {
             // and answer it now. The socket joins the epoll set only if it then has to wait for more.
             onReadable(connection)
         }
-        if connections[Int(fd)] === connection && connection.watched == 0 {
+        if connections[Int(connection.fd)] === connection && connection.watched == 0 {
             watch(connection, events: Poller.readable)
         }
+    }
+
+    /// The PROXY header: peeked, so that nothing after it is taken from the socket; once whole, read off
+    /// exactly (the request or TLS ClientHello behind it stays for the next reader). A partial header is
+    /// taken off and kept in the stash (every byte of it belongs to the header), so a level-triggered
+    /// epoll does not wake again for bytes already seen.
+    func readProxyHeader(_ connection: Connection) {
+        let have = connection.stash.count
+        let buffer = readBuffer.baseAddress!
+        if have > 0 { connection.stash.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+        var count = 0
+        while true {
+            count = recv(connection.fd, buffer + have, ProxyProtocol.maximumLength - have, cs_MSG_PEEK)
+            if count < 0 && errno == EINTR { continue }
+            break
+        }
+        if count == 0 || (count < 0 && errno != EAGAIN) { return close(connection) }
+        if count < 0 { return watch(connection, events: Poller.readable) }
+        let total = have + count
+        switch ProxyProtocol.parse(UnsafeRawBufferPointer(start: buffer, count: total)) {
+        case .invalid:
+            log.debug("closed a connection from \(connection.peer.hostText): no valid PROXY header")
+            close(connection)
+        case .incomplete:
+            guard total < ProxyProtocol.maximumLength, take(connection, buffer + have, count) else { return close(connection) }
+            connection.stash = Array(UnsafeRawBufferPointer(start: buffer, count: total))
+            watch(connection, events: Poller.readable)
+        case .complete(let length, let source):
+            guard take(connection, buffer + have, length - have) else { return close(connection) }
+            connection.stash = []
+            if let source { connection.peer = source }
+            connection.phase = .idle
+            connection.deadline = now + Int64(config.keepalive.timeoutMilliseconds)
+            begin(connection)
+        }
+    }
+
+    /// Reads exactly `count` bytes the socket is known to hold (they were peeked).
+    func take(_ connection: Connection, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Bool {
+        var done = 0
+        while done < count {
+            let read = recv(connection.fd, buffer + done, count - done, 0)
+            if read < 0 && errno == EINTR { continue }
+            if read <= 0 { return false }
+            done += read
+        }
+        return true
     }
 
     /// Registers the socket for `events`, or changes its registration; a socket that cannot be
@@ -289,7 +365,7 @@ public final class Worker {
                     connection.lingerOnClose = true
                 }
                 if !connection.hasPendingOutput { finish(connection) }
-            case .writing, .readingBody, .lingering, .handshake:
+            case .writing, .readingBody, .lingering, .handshake, .proxyHeader:
                 close(connection)
             }
         }
@@ -380,6 +456,7 @@ public final class Worker {
 
     func onReadable(_ connection: Connection) {
         if connection.phase == .lingering { return drainLingering(connection) }
+        if connection.phase == .proxyHeader { return readProxyHeader(connection) }
         if connection.phase == .handshake { return continueHandshake(connection) }
         var length = 0
         if !connection.stash.isEmpty {
