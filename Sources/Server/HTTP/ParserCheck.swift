@@ -1,5 +1,5 @@
 /// Runs one input through everything that reads request bytes (the head parser, the body reader, the
-/// path normalizer, ranges, entity tags, dates, Accept-Encoding) and traps if an invariant breaks. The fuzzer calls it
+/// path normalizer, ranges, entity tags, dates, Accept-Encoding, PROXY headers and forwarded hops) and traps if an invariant breaks. The fuzzer calls it
 /// with arbitrary bytes; a unit test replays the corpus through it.
 ///
 /// Invariants: no out-of-bounds access or crash (the sanitizer and bounds checks catch those); every
@@ -8,6 +8,17 @@
 /// a chunked body gives the same answer fed whole or a byte at a time.
 public enum ParserCheck {
     public static func run(_ data: UnsafeRawBufferPointer) {
+        // A PROXY header, as a proxy_protocol socket reads it: complete only with all its bytes, every
+        // shorter prefix incomplete; what follows is a request like any other.
+        var data = data
+        if case .complete(let length, _) = ProxyProtocol.parse(data) {
+            precondition(length > 0 && length <= data.count, "PROXY header length out of bounds")
+            for cut in [length - 1, length / 2, 1] where cut > 0 && cut < length {
+                precondition(ProxyProtocol.parse(UnsafeRawBufferPointer(rebasing: data[0..<cut])) == .incomplete,
+                             "a prefix of a PROXY header was decided")
+            }
+            data = UnsafeRawBufferPointer(rebasing: data[length...])
+        }
         let limits = ParserLimits(requestLine: 512, headerBytes: 2048, headerCount: 32, headerField: 1024)
         let result = RequestParser.parse(data, limits: limits)
         guard case .complete(let head) = result else { return }
@@ -45,6 +56,11 @@ public enum ParserCheck {
         _ = EntityTags.list(data, head.ifNoneMatch, matches: tagBytes, weak: true)
         _ = EntityTags.list(data, head.ifMatch, matches: tagBytes, weak: false)
         _ = HTTPDate.parse(data, head.ifModifiedSince)
+        let trusted = Networks(["0.0.0.0/0", "::/0"])!
+        let peer = SocketAddress(family: 2, port: 1, bytes: (0x0100007F, 0))
+        for header in [ClientAddress.Header.xForwardedFor, .forwarded] {
+            _ = ClientAddress.resolve(data, head, peer: peer, trusted: trusted, header: header)
+        }
         let preference = EncodingPreference.of(data, head)
         precondition((0...1000).contains(preference.gzip) && (0...1000).contains(preference.identity), "q-value out of range")
 
