@@ -61,6 +61,9 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("A network whose PROXY headers and X-Forwarded-For are believed. Repeatable.", valueName: "cidr"))
     var trustedProxy: [String] = []
 
+    @Option(help: ArgumentHelp("Admin listener for /livez, /readyz and /metrics (loopback is wise), or 'off'.", valueName: "addr:port"))
+    var adminListen: String?
+
     @Option(help: ArgumentHelp("Certificate chain for TLS (PEM, leaf first).", valueName: "file"))
     var cert: String?
 
@@ -89,6 +92,7 @@ struct Serve: ParsableCommand {
         overrides.tlsListen = tlsListen
         overrides.proxyProtocol = proxyProtocol
         overrides.trustedProxies = trustedProxy
+        overrides.adminListen = adminListen
         overrides.cert = cert
         overrides.key = key
         overrides.workers = workers

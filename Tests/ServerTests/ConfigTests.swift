@@ -190,3 +190,12 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(found.map(\.line) == [2, 3, 4, 4, 6, 9, 9, 10])
     }
 }
+
+@Suite struct AdminConfigTests {
+    @Test func adminConfiguration() throws {
+        let found = issues("root: site\nadmin: {listen: 'localhost:80', port: 3}\n")
+        #expect(found.map(\.key) == ["admin.listen", "admin.port"])
+        #expect(try loadConfig("root: site\nadmin: {listen: '127.0.0.1:9090'}\n").adminListen == "127.0.0.1:9090")
+        #expect(try loadConfig("root: site\n").adminListen == nil)
+    }
+}

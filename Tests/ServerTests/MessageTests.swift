@@ -25,6 +25,8 @@ import Testing
         let keys = (0..<160).map { UInt8($0) }
         #expect(try roundTrip(.ticketKeys(keys)) == .ticketKeys(keys))
         #expect(try roundTrip(.ticketKeys(Array(keys.prefix(80)))) == .ticketKeys(Array(keys.prefix(80))))
+        let stats = Stats(values: (0..<Stats.count).map { UInt64($0) &* 0x0101_0101_0101 })
+        #expect(try roundTrip(.stats(stats)) == .stats(stats))
     }
 
     @Test func malformedIsRejected() {

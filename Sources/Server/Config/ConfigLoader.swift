@@ -34,6 +34,8 @@ public struct ConfigOverrides: Sendable {
     public var tlsListen: [String] = []
     /// `--proxy-protocol`: the sockets given with --listen and --tls-listen expect a PROXY header.
     public var proxyProtocol = false
+    /// `--admin-listen ADDR:PORT` (or off).
+    public var adminListen: String?
     /// `--trusted-proxy CIDR`, repeatable: replaces `proxy.trusted`.
     public var trustedProxies: [String] = []
     public var cert: String?
@@ -99,6 +101,11 @@ public enum ConfigLoader {
         }
         if let cert = overrides.cert { config.tls.cert = absolute(cert, base: cwd) }
         if let key = overrides.key { config.tls.key = absolute(key, base: cwd) }
+        if let admin = overrides.adminListen {
+            if admin == "off" { config.adminListen = nil } else if SocketAddress(parsing: admin) != nil { config.adminListen = admin } else {
+                flagIssue("--admin-listen", "'\(admin)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535), or off")
+            }
+        }
         if !overrides.trustedProxies.isEmpty {
             config.proxy.trusted = overrides.trustedProxies
             for value in overrides.trustedProxies where Networks([value]) == nil {
@@ -392,6 +399,14 @@ final class DocumentReader {
             if let value = section.integer("entries", in: 0...1_000_000) { config.fileCache.entries = value }
             if let value = section.duration("valid") { config.fileCache.validMilliseconds = value }
             if let value = section.size("inline_max", in: 0...16_777_216) { config.fileCache.inlineMax = value }
+            section.finish()
+        }
+        if let section = top.section("admin") {
+            if let (value, node) = section.string("listen") {
+                if value == "off" { config.adminListen = nil } else if SocketAddress(parsing: value) != nil { config.adminListen = value } else {
+                    issue(node, key: "admin.listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535), or off")
+                }
+            }
             section.finish()
         }
         if let section = top.section("proxy") {

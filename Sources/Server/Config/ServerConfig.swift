@@ -68,6 +68,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var fileCache = FileCacheSettings()
     public var gzip = GzipSettings()
     public var proxy = ProxySettings()
+    /// The admin listener (/livez, /readyz, /metrics), or nil for none.
+    public var adminListen: String? = nil
 
     /// Load balancers and reverse proxies in front: whom to believe about the client's address.
     public struct ProxySettings: Codable, Sendable, Equatable {

@@ -20,6 +20,9 @@ public enum Message: Equatable, Sendable {
     /// Supervisor to manager, manager to workers: the TLS session ticket keys, current first, then the
     /// previous one (80 bytes each: name, HMAC key, AES key), so every worker resumes every ticket.
     case ticketKeys([UInt8])
+    /// Worker to manager with each heartbeat (its own figures), manager to supervisor (the pool's sum):
+    /// the counters and gauges /metrics serves.
+    case stats(Stats)
 
     public static let version: UInt8 = 1
     static let headerSize = 4
@@ -31,7 +34,7 @@ public enum Message: Equatable, Sendable {
     static let maxSize = headerSize + maxBatch * connectionEntrySize
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats
     }
 
     /// Bytes of one ticket key.
@@ -160,6 +163,12 @@ extension Message {
             header(.ticketKeys, count)
             for (index, byte) in keys.prefix(count * Message.ticketKeySize).enumerated() { buffer[Message.headerSize + index] = byte }
             return Message.headerSize + count * Message.ticketKeySize
+        case .stats(let stats):
+            header(.stats, 0)
+            for (index, value) in stats.values.enumerated() {
+                buffer.storeBytes(of: value.littleEndian, toByteOffset: Message.headerSize + index * 8, as: UInt64.self)
+            }
+            return Message.headerSize + Stats.count * 8
         }
     }
 
@@ -243,6 +252,11 @@ extension Message {
             guard count == 1 || count == 2 else { throw .badField("ticket key count \(count)") }
             try expect(length: headerSize + count * ticketKeySize)
             return .ticketKeys(Array(bytes[headerSize...]))
+        case .stats:
+            try expect(length: headerSize + Stats.count * 8)
+            return .stats(Stats(values: (0..<Stats.count).map {
+                UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerSize + $0 * 8, as: UInt64.self))
+            }))
         }
     }
 }

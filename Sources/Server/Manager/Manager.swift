@@ -36,6 +36,9 @@ public final class Manager {
     var drainDeadline: Int64 = .max
     var lastTick: Int64 = 0
     var lastHeartbeat: Int64 = 0
+    /// Counters of workers that have exited (their last report), so the pool's totals never go down;
+    /// and how many workers died without being asked to.
+    var statsOfExited = Stats()
     var now: Int64
     var spawnFailures = 0
     /// Scratch for the fds of one outgoing message.
@@ -274,9 +277,15 @@ public final class Manager {
     func handleWorker(_ worker: WorkerHandle, events: UInt32) {
         let peer = "worker \(worker.id)"
         let open = worker.channel.receiveAll(from: peer, malformed: { _ in retire(worker, reason: "malformed message") }) { message, fds in
-            guard case .heartbeat(let beat) = message else { return Channel.reject(message, fds: fds, from: peer) }
-            worker.lastBeat = beat
-            worker.lastHeartbeatAt = now
+            switch message {
+            case .heartbeat(let beat):
+                worker.lastBeat = beat
+                worker.lastHeartbeatAt = now
+            case .stats(let stats):
+                worker.lastStats = stats
+            default:
+                Channel.reject(message, fds: fds, from: peer)
+            }
         }
         if !open {
             poller.remove(worker.channel.fd)
@@ -306,6 +315,7 @@ public final class Manager {
             guard let index = workers.firstIndex(where: { $0.child.pid == pid }) else { continue }
             let worker = workers.remove(at: index)
             requestsOfExited += worker.lastBeat.requestsTotal
+            statsOfExited.add(worker.lastStats, gauges: false)
             if workersByFD[worker.channel.fd] === worker {
                 poller.remove(worker.channel.fd)
                 workersByFD[worker.channel.fd] = nil
@@ -324,6 +334,7 @@ public final class Manager {
             if worker.retiring {
                 log.info("worker \(worker.id) exited: \(description)")
             } else {
+                statsOfExited[Stats.workerRestarts] &+= 1
                 log.warning(
                     "worker \(worker.id) died: \(description); the \(unreleased) connections it held are lost, the pool replaces it")
             }
@@ -394,6 +405,12 @@ public final class Manager {
         beat.requestsTotal = requestsOfExited + workers.reduce(0) { $0 + $1.lastBeat.requestsTotal }
         beat.closedTotal = workers.reduce(0) { $0 + $1.lastBeat.closedTotal }
         _ = try? supervisor.send(.heartbeat(beat))
+        // The pool's figures: what exited workers had counted, plus every live worker's last report.
+        var stats = statsOfExited
+        for worker in workers { stats.add(worker.lastStats, gauges: true) }
+        stats[Stats.workersTotal] = UInt64(workers.filter(\.isActive).count)
+        stats[Stats.workersBusy] = UInt64(workers.filter { $0.isActive && $0.load > 0 }.count)
+        _ = try? supervisor.send(.stats(stats))
     }
 }
 

@@ -8,6 +8,8 @@ final class WorkerHandle {
     var assigned: UInt64 = 0
     /// The worker's last heartbeat.
     var lastBeat = Heartbeat()
+    /// The worker's last figures for /metrics.
+    var lastStats = Stats()
     var lastHeartbeatAt: Int64
     /// Told to drain (retired, reloaded, recycled, or silent); gets no new connections.
     var retiring = false

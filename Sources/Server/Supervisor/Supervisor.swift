@@ -36,6 +36,16 @@ public final class Supervisor {
     var hardDeadline: Int64 = .max
     var exitCode: Int32 = 0
     var now: Int64
+    /// The admin listener, and what it reports: the manager's last sum of the pool's figures (plus what
+    /// earlier managers had counted), the last reload, worker crashes in the restart window, and each
+    /// certificate's expiry.
+    var admin: AdminServer?
+    var managerStats = Stats()
+    var statsOfPastManagers = Stats()
+    var lastReload: (succeeded: Bool, at: Int64)?
+    var workerCrashTimes: [Int64] = []
+    var certificateExpiries: [(path: String, expiry: Int64)] = []
+    let startedAt = time(nil)
     /// Written once everything is started (the `--daemon` parent waits for it); -1 when not daemonized.
     var readyFD: Int32
 
@@ -96,7 +106,13 @@ public final class Supervisor {
             }
             sockets.append(fd)
         }
+        if let text = config.adminListen, let address = SocketAddress(parsing: text) {
+            let server = try AdminServer(address: address)
+            admin = server
+            try poller.add(server.fd, events: Poller.readable)
+        }
         try openLogs()
+        if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
         for (index, fd) in sockets.enumerated() {
             let scheme = index < config.listen.count ? "http" : "https"
             if let bound = try Socket.localAddress(of: fd) { log.notice("listening on \(scheme)://\(bound)") }
@@ -104,6 +120,7 @@ public final class Supervisor {
         if let ca = config.tls.madeDevCertificate {
             log.notice("made a development certificate for localhost, 127.0.0.1 and ::1, signed by the local CA \(ca); trust it with: curl --cacert \(ca) (or: webserver cert dev --install)")
         }
+        noteCertificateExpiries()
         for pair in config.tls.listen.isEmpty ? [] : config.tls.defaultPairs + config.tls.sites.flatMap({ $0 }) {
             guard let expiry = TLSContext.expiry(ofCertificate: pair[0]) else { continue }
             let date = ISO8601DateFormatter.string(from: Date(timeIntervalSince1970: TimeInterval(expiry)), timeZone: TimeZone(identifier: "UTC")!,
@@ -211,6 +228,10 @@ public final class Supervisor {
                     ticker.drain()
                 } else if let slot = slot(forChannel: fd) {
                     handleMessages(from: slot)
+                } else if let admin, fd == admin.fd {
+                    admin.acceptAll(poller: poller, now: monotonicMilliseconds())
+                } else if let admin, admin.owns(fd) {
+                    admin.readable(fd, poller: poller) { method, path in adminReply(path) }
                 } else {
                     reap()  // a pidfd became readable
                 }
@@ -295,9 +316,18 @@ public final class Supervisor {
     func handleMessages(from slot: ChildSlot) {
         guard let channel = slot.channel else { return }
         let open = channel.receiveAll(from: slot.role, malformed: { _ in stop(slot, reason: "malformed message") }) { message, fds in
-            guard case .heartbeat(let beat) = message else { return Channel.reject(message, fds: fds, from: slot.role) }
-            slot.lastBeat = beat
-            slot.lastHeartbeatAt = now
+            switch message {
+            case .heartbeat(let beat):
+                slot.lastBeat = beat
+                slot.lastHeartbeatAt = now
+            case .stats(let stats) where slot === manager:
+                if stats[Stats.workerRestarts] > managerStats[Stats.workerRestarts] {
+                    workerCrashTimes.append(now)
+                }
+                managerStats = stats
+            default:
+                Channel.reject(message, fds: fds, from: slot.role)
+            }
         }
         if !open {
             // The child is exiting; reap() restarts it. Its channel is done either way.
@@ -324,6 +354,11 @@ public final class Supervisor {
             guard let slot = [listener, manager].first(where: { $0.process?.pid == pid }) else {
                 log.debug("reaped orphan \(pid): \(exit)")
                 continue
+            }
+            if slot === manager {
+                // A new manager counts from zero: keep what this one had counted.
+                statsOfPastManagers.add(managerStats, gauges: false)
+                managerStats = Stats()
             }
             if let channel = slot.channel {
                 poller.remove(channel.fd)
@@ -366,6 +401,8 @@ public final class Supervisor {
     }
 
     func tick() {
+        admin?.expire(now: now, poller: poller)
+        workerCrashTimes.removeAll { now - $0 > Int64(config.supervisor.restartPeriodMilliseconds) }
         if let watch = certificateWatch, watch.changed(now: now) {
             log.notice("certificate files changed on disk: reloading")
             reload(reason: "certificate files changed")
@@ -468,11 +505,13 @@ public final class Supervisor {
         } catch {
             for issue in error.issues { log.error("reload: \(issue)") }
             log.error("reload failed: still serving with the previous configuration")
+            lastReload = (false, Int64(time(nil)))
             return
         }
         if newConfig.allListen != config.allListen || newConfig.user != config.user || newConfig.backlog != config.backlog
-            || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds {
-            log.error("reload failed: 'listen', 'user', 'backlog' and 'defer_accept' change only with a restart; still serving with the previous configuration")
+            || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds || newConfig.adminListen != config.adminListen {
+            log.error("reload failed: 'listen', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
+            lastReload = (false, Int64(time(nil)))
             return
         }
         newConfig = boundConfig(newConfig)
@@ -494,6 +533,8 @@ public final class Supervisor {
             _ = try? channel.send(.reload, fd: fd)
         }
         certificateWatch?.watch(Supervisor.certificatePaths(newConfig))
+        lastReload = (true, Int64(time(nil)))
+        noteCertificateExpiries()
         log.notice("reloaded: new workers start with the new configuration, old ones drain")
     }
 
@@ -551,6 +592,8 @@ public final class Supervisor {
     }
 
     func cleanup() {
+        admin?.close(poller: poller)
+        admin = nil
         for fd in sockets { closeDescriptor(fd) }
         sockets = []
         if pidFileFD >= 0 {

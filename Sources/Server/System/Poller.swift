@@ -120,6 +120,14 @@ func monotonicMilliseconds() -> Int64 {
     return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
 }
 
+/// A fine monotonic clock (vDSO, no syscall) for request durations.
+@inline(__always)
+func monotonicMicroseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000 &+ UInt64(now.tv_nsec) / 1000
+}
+
 /// Blocks every signal in the calling thread; the first thing each process does in main.
 public func blockAllSignals() {
     var previous = sigset_t()

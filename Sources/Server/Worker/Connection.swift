@@ -59,6 +59,8 @@ final class Connection {
     var fileEnd: Int64 = 0
     /// Further parts after the file range (multipart/byteranges), each sent in turn.
     var parts: [ResponsePart] = []
+    /// Monotonic microseconds when the request being answered was parsed; 0 once it is counted.
+    var startedAt: UInt64 = 0
     /// A body being compressed as it is sent (chunked), after `pendingOutput`.
     var gzip: GzipStream?
 

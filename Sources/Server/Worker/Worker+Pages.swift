@@ -69,7 +69,11 @@ extension Worker {
         appendHeaders(page, from: 0, to: page.lengthEnd, &writer)
         writer.append("\r\n")
         let isHead = head?.method == .head
-        if let bytes { logRequest(connection, bytes: bytes, head: head, status: status, bodyBytes: isHead ? 0 : page.size) }
+        if let bytes, let head {
+            logRequest(connection, bytes: bytes, head: head, status: status, bodyBytes: isHead ? 0 : page.size)
+        } else if let bytes {
+            logUnparsed(connection, bytes: bytes, status: status, bodyBytes: page.size)
+        }
         startResponse(connection, writer.count, wholeFile: page, headOnly: isHead)
     }
 

@@ -3,11 +3,20 @@ import Glibc
 
 extension Worker {
     /// Answers one parsed request.
-    func respond(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+    func respond(_ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) {
         requestsTotal += 1
         connection.requests += 1
         currentMinorVersion = head.minorVersion
         currentClient = connection.peer
+        connection.startedAt = monotonicMicroseconds()
+        // Sent in full already: counted now; else when the last byte goes (onWritable).
+        defer { if !connection.hasPendingOutput { recordDuration(connection) } }
+        switch head.method {
+        case .get: stats[Stats.methodGet] &+= 1
+        case .head: stats[Stats.methodHead] &+= 1
+        case .options: stats[Stats.methodOptions] &+= 1
+        default: stats[Stats.methodOther] &+= 1
+        }
         if head.forwardedFor.count | head.forwarded.count != 0 && forwardedHeader != .none {
             currentClient = ClientAddress.resolve(bytes, head, peer: connection.peer, trusted: trustedProxies, header: forwardedHeader)
         }
@@ -18,17 +27,21 @@ extension Worker {
             // The body is never needed here, only skipped; one larger than limits.body is refused before
             // it is read (RFC 9110 section 15.5.14), and the connection closes after the 413.
             let limit = Int64(config.limits.bodyBytes)
-            if limit > 0 && head.contentLength > limit {
+            let length = head.contentLength
+            if limit > 0 && length > limit {
                 connection.closeAfterResponse = true
                 return answerError(connection, head, bytes, .contentTooLarge)
             }
             // RFC 9110 section 10.1.1: the client waits for 100 before sending; HTTP/1.0 ignores it.
-            if head.expectContinue && head.minorVersion == 1 && !connection.closeAfterResponse {
+            let expectsContinue = head.expectContinue
+            let http11 = head.minorVersion == 1
+            if expectsContinue && http11 && !connection.closeAfterResponse {
                 connection.sendContinue = true
             }
         }
-        if connection.tls == nil && config.tls.redirectHTTP && !isACMEChallenge(head, bytes) {
-            return redirectToTLS(connection, head, bytes)
+        // No `&&` before a call that takes the head: its autoclosure would copy the whole head.
+        if connection.tls == nil && config.tls.redirectHTTP {
+            if !isACMEChallenge(head, bytes) { return redirectToTLS(connection, head, bytes) }
         }
         if hstsLine != nil && connection.tls != nil { currentHostIsLocal = Worker.isLocalHost(bytes, head.host) }
         switch head.method {
@@ -49,8 +62,19 @@ extension Worker {
         }
     }
 
+    /// Counts a finished response in the duration histogram (from its request's parse to the last byte
+    /// handed to the kernel).
+    @inline(__always)
+    func recordDuration(_ connection: Connection) {
+        guard connection.startedAt != 0 else { return }
+        let elapsed = monotonicMicroseconds() &- connection.startedAt
+        connection.startedAt = 0
+        stats[Stats.durationMicroseconds] &+= elapsed
+        stats[Stats.bucket(elapsed)] &+= 1
+    }
+
     /// GET and HEAD of a file beneath the root, from the open-file cache when it has the file.
-    func serveFile(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+    func serveFile(_ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) {
         guard head.target.count + config.index.utf8.count + 4 <= pathCapacity else {
             return answerError(connection, head, bytes, .uriTooLong)
         }
@@ -143,7 +167,7 @@ extension Worker {
     /// The answer for `file`: the representation Accept-Encoding chooses, preconditions against it (RFC
     /// 9110 section 13.2.2), then Range, else a 200 in one writev of head and body when the body is in
     /// memory, or the head and sendfile, or the head and a body compressed as it goes.
-    func send(_ file: CachedFile, _ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) {
+    func send(_ file: CachedFile, _ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) {
         var chosen = file
         if head.sentAcceptEncoding {
             guard let representation = negotiate(file, head, bytes) else {
@@ -151,7 +175,9 @@ extension Worker {
             }
             chosen = representation
         }
-        if head.hasConditions && answeredConditionally(chosen, connection, head, bytes) { return }
+        if head.hasConditions {
+            if answeredConditionally(chosen, connection, head, bytes) { return }
+        }
         let isHead = head.method == .head
         if chosen.coding == .gzipStream && file.size <= Int64(gzip.cacheFileMax) {
             // Small enough to compress whole: from the cache, or compressed now and kept.
@@ -232,8 +258,8 @@ extension Worker {
             return true
         }
         // Ranges apply to a file's own bytes or its sidecar's, never to a gzip form made here.
-        guard !head.range.isEmpty && head.method == .get && !head.repeatedRange && file.fd >= 0
-              && rangeApplies(file, head, bytes) else { return false }
+        guard !head.range.isEmpty && head.method == .get && !head.repeatedRange && file.fd >= 0 else { return false }
+        guard rangeApplies(file, head, bytes) else { return false }
         switch ByteRanges.resolve(bytes, head.range, length: file.size, limit: config.limits.ranges, into: rangeBuffer) {
         case .ignore:
             return false
@@ -488,9 +514,9 @@ extension Worker {
         startResponse(connection, writer.count)
     }
 
-    func answerError(_ connection: Connection, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer, _ status: HTTPStatus) {
+    func answerError(_ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ status: HTTPStatus) {
         if !errorPages.isEmpty, let page = errorPage(status) {
-            return sendErrorPage(page, status, connection, head: head, bytes: bytes)
+            return sendErrorPage(page, status, connection, head: copy head, bytes: bytes)  // rare: an error page
         }
         var writer = beginHead(status, connection)
         finishErrorHead(&writer, status, head: head.method == .head)
@@ -571,6 +597,7 @@ extension Worker {
             }
             if count >= 0 {
                 sent = count
+                stats[Stats.bytesSent] &+= UInt64(count)
                 break
             }
             if errno == EINTR { continue }
@@ -645,6 +672,7 @@ extension Worker {
         while offset < bytes.count {
             let count = tls.write(bytes.baseAddress! + offset, bytes.count - offset)
             if count > 0 {
+                stats[Stats.bytesSent] &+= UInt64(count)
                 offset += count
                 continue
             }
@@ -673,6 +701,7 @@ extension Worker {
                              $0.count - connection.pendingOffset, more: connection.file != nil || connection.gzip != nil)
                 }
                 if count > 0 {
+                    stats[Stats.bytesSent] &+= UInt64(count)
                     connection.pendingOffset += count
                     continue
                 }
@@ -723,6 +752,7 @@ extension Worker {
                 var offset = off_t(connection.fileOffset)
                 let count = sendfile(connection.fd, file.fd, &offset, Int(min(connection.fileEnd - connection.fileOffset, 1 << 30)))
                 if count > 0 {
+                    stats[Stats.bytesSent] &+= UInt64(count)
                     connection.fileOffset = Int64(offset)
                     continue
                 }
@@ -748,39 +778,49 @@ extension Worker {
 
     // MARK: Access log
 
-    /// Appends one combined-format line for the request being answered.
+    /// Appends one combined-format line for the request being answered (and counts its status). Takes
+    /// the head borrowed, never as an Optional: wrapping the large struct would copy it per request.
     func logRequest(
-        _ connection: Connection, bytes: UnsafeRawBufferPointer, head: RequestHead?, status: HTTPStatus, bodyBytes: Int64
+        _ connection: Connection, bytes: UnsafeRawBufferPointer, head: borrowing RequestHead, status: HTTPStatus, bodyBytes: Int64
     ) {
+        logLine(connection, bytes: bytes, requestLine: head.requestLine, referer: head.referer, userAgent: head.userAgent,
+                client: currentClient, status: status, bodyBytes: bodyBytes)
+    }
+
+    /// The line for a request that could not be parsed: its first line as far as it goes, the peer.
+    func logUnparsed(_ connection: Connection, bytes: UnsafeRawBufferPointer, status: HTTPStatus, bodyBytes: Int64) {
+        var end = 0
+        while end < bytes.count && end < 1024 && bytes[end] != 13 && bytes[end] != 10 { end += 1 }
+        logLine(connection, bytes: bytes, requestLine: ByteSpan(start: 0, end: end), referer: .none, userAgent: .none,
+                client: connection.peer, status: status, bodyBytes: bodyBytes)
+    }
+
+    func logLine(
+        _ connection: Connection, bytes: UnsafeRawBufferPointer, requestLine: ByteSpan, referer: ByteSpan, userAgent: ByteSpan,
+        client: SocketAddress, status: HTTPStatus, bodyBytes: Int64
+    ) {
+        stats[Stats.status1xx + Int(min(max(status.rawValue / 100, 1), 5)) - 1] &+= 1
         guard accessLogFD >= 0 else { return }
         if logCount >= Worker.logFlushAt { flushLog() }
         var writer = ByteWriter(base: logBuffer + logCount, capacity: Worker.logCapacity - logCount)
         var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &host) { scratch in
             let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
-            // The client a trusted proxy named, for a parsed request; the connection's peer otherwise.
-            let length = (head == nil ? connection.peer : currentClient).formatHost(into: base, capacity: scratch.count)
+            let length = client.formatHost(into: base, capacity: scratch.count)
             writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
         }
         writer.append(" - - [")
         writer.append(logTimeBytes, Worker.logTimeLength)
         writer.append("] \"")
-        if let head {
-            appendEscaped(&writer, bytes, head.requestLine)
-        } else {
-            // Unparsed: log the first line as far as it goes.
-            var end = 0
-            while end < bytes.count && end < 1024 && bytes[end] != 13 && bytes[end] != 10 { end += 1 }
-            appendEscaped(&writer, bytes, ByteSpan(start: 0, end: end))
-        }
+        appendEscaped(&writer, bytes, requestLine)
         writer.append("\" ")
         writer.appendDecimal(Int64(status.rawValue))
         writer.append(byte: 32)
         if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append(byte: 45) }  // "-": not known yet
         writer.append(" \"")
-        if let head, !head.referer.isEmpty { appendEscaped(&writer, bytes, head.referer) } else { writer.append(byte: 45) }
+        if !referer.isEmpty { appendEscaped(&writer, bytes, referer) } else { writer.append(byte: 45) }
         writer.append("\" \"")
-        if let head, !head.userAgent.isEmpty { appendEscaped(&writer, bytes, head.userAgent) } else { writer.append(byte: 45) }
+        if !userAgent.isEmpty { appendEscaped(&writer, bytes, userAgent) } else { writer.append(byte: 45) }
         writer.append("\"\n")
         if !writer.overflowed { logCount += writer.count }
     }

@@ -45,6 +45,8 @@ public final class Worker {
     /// The client of the request being answered (the peer, or the hop a trusted proxy named).
     var currentClient = SocketAddress(family: 0, port: 0, bytes: (0, 0))
     var lastUntrustedWarning: Int64 = -1_000_000
+    /// This worker's figures for /metrics (`Stats` slots), sent to the manager with each heartbeat.
+    let stats: UnsafeMutablePointer<UInt64>
     let bodyLimits: BodyReader.Limits
     let rejectEncodedSlash: Bool
     /// Connections from listener numbers at or above this came in on a TLS socket.
@@ -133,6 +135,8 @@ public final class Worker {
             capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
             inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
         gzip = config.gzip
+        stats = .allocate(capacity: Stats.count)
+        stats.initialize(repeating: 0, count: Stats.count)
         proxyListeners = config.allListen.indices.map { config.proxyProtocol(listener: $0) }
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
         forwardedHeader = ClientAddress.Header(rawValue: config.proxy.forwardedHeader) ?? .none
@@ -377,6 +381,22 @@ public final class Worker {
             liveConnections: UInt32(live), acceptedTotal: acceptedTotal, requestsTotal: requestsTotal,
             closedTotal: closedTotal)
         _ = try? channel.send(.heartbeat(beat))
+        // The gauges are counted now: what each connection is doing.
+        var reading: UInt64 = 0
+        var writing: UInt64 = 0
+        var waiting: UInt64 = 0
+        for case let connection? in connections {
+            switch connection.phase {
+            case .idle: waiting += 1
+            case .writing: writing += 1
+            case .readingHead, .readingBody, .handshake, .proxyHeader, .lingering: reading += 1
+            }
+        }
+        stats[Stats.reading] = reading
+        stats[Stats.writing] = writing
+        stats[Stats.waiting] = waiting
+        stats[Stats.handled] = UInt64(acceptedTotal)
+        _ = try? channel.send(.stats(Stats(values: Array(UnsafeBufferPointer(start: stats, count: Stats.count)))))
     }
 
     /// Release notices go out in batches of 32, and at every tick (250ms) for the rest: the listener
@@ -494,6 +514,8 @@ public final class Worker {
     /// read brought in is kept (the stash) and nothing more is read from that connection.
     func process(_ connection: Connection, length: Int) {
         var offset = 0
+        // Parsed in place and lent to respond(): the head is never copied.
+        var head = RequestHead()
         while offset < length {
             if connection.body != nil {
                 let result = connection.body!.consume(UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length]))
@@ -512,7 +534,7 @@ public final class Worker {
                 continue
             }
             let bytes = UnsafeRawBufferPointer(rebasing: readBuffer[offset..<length])
-            switch RequestParser.parse(bytes, limits: limits) {
+            switch RequestParser.parse(bytes, limits: limits, into: &head) {
             case .incomplete:
                 connection.stash = Array(bytes)
                 if connection.phase != .readingHead {
@@ -523,11 +545,11 @@ public final class Worker {
             case .invalid(let status):
                 requestsTotal += 1
                 currentMinorVersion = 1
-                logRequest(connection, bytes: bytes, head: nil, status: status, bodyBytes: Int64(status.errorBody.utf8CodeUnitCount))
+                logUnparsed(connection, bytes: bytes, status: status, bodyBytes: Int64(status.errorBody.utf8CodeUnitCount))
                 sendError(connection, status)
                 if !connection.hasPendingOutput { finish(connection) }
                 return
-            case .complete(let head):
+            case .complete:
                 offset += head.headLength
                 // The next request's head gets its own header deadline, from its own first byte.
                 connection.phase = .idle
@@ -599,6 +621,7 @@ public final class Worker {
             connection.deadline = now + Int64(config.timeouts.sendMilliseconds)
             return
         }
+        recordDuration(connection)
         if connection.closeAfterResponse { return finish(connection) }
         watch(connection, events: Poller.readable)
         guard connections[Int(connection.fd)] === connection else { return }

@@ -1,0 +1,140 @@
+import Foundation
+import Glibc
+import Testing
+
+extension TestServer {
+    /// The admin listener's port, from the log.
+    var adminPort: Int? {
+        let text = log()
+        guard let range = text.range(of: "admin on http://127.0.0.1:") else { return nil }
+        return Int(text[range.upperBound...].prefix { $0.isNumber })
+    }
+}
+
+/// Prometheus text parsed back: sample (name with labels) to value, and the declared type of each name.
+struct Metrics {
+    var samples: [String: Double] = [:]
+    var types: [String: String] = [:]
+
+    init(_ text: String) throws {
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("# TYPE ") {
+                let words = line.split(separator: " ")
+                types[String(words[2])] = String(words[3])
+                continue
+            }
+            if line.hasPrefix("#") { continue }
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                throw TestFailure("not a sample: \(line)")
+            }
+            let name = String(line[..<space])
+            let base = String(name.prefix { $0 != "{" })
+            let family = ["_bucket", "_sum", "_count"].reduce(base) { $0.hasSuffix($1) ? String($0.dropLast($1.count)) : $0 }
+            guard types[base] != nil || types[family] != nil else { throw TestFailure("sample before its TYPE: \(line)") }
+            samples[name] = value
+        }
+    }
+
+    subscript(_ name: String) -> Double { samples[name] ?? -1 }
+}
+
+func adminGet(_ port: Int, _ path: String) throws -> Response { try fetch("http://127.0.0.1:\(port)\(path)") }
+
+@Suite(.serialized) struct AdminTests {
+    static let fastBeats = "supervisor: {heartbeat_interval: 100ms, heartbeat_timeout: 3s}\nworkers: {min: 1, max: 1}\n"
+
+    @Test func livezReadyzAndMetricsThatCountWhatHappens() throws {
+        let server = try TestServer(config: AdminTests.fastBeats, flags: ["--admin-listen", "127.0.0.1:0"]).start()
+        defer { server.stop() }
+        let admin = try #require(server.adminPort)
+        #expect(try adminGet(admin, "/livez").status == 200)
+        #expect(waitUntil(seconds: 5) { (try? adminGet(admin, "/readyz").status) == 200 })
+        #expect(try adminGet(admin, "/nothing").status == 404)
+        let before = try Metrics(adminGet(admin, "/metrics").body)
+        for _ in 0..<5 { #expect(try status(server.url + "/index.html") == 200) }
+        for _ in 0..<2 { #expect(try status(server.url + "/index.html", ["-I"]) == 200) }
+        #expect(try status(server.url + "/missing") == 404)
+        #expect(try status(server.url + "/", ["-X", "OPTIONS"]) == 204)
+        var after = before
+        #expect(waitUntil(seconds: 5) {
+            after = (try? Metrics(adminGet(admin, "/metrics").body)) ?? before
+            return after["webserver_request_duration_seconds_count"] - before["webserver_request_duration_seconds_count"] == 9
+        })
+        func delta(_ name: String) -> Double { after[name] - before[name] }
+        #expect(delta("webserver_responses_total{code=\"2xx\"}") == 8)
+        #expect(delta("webserver_responses_total{code=\"4xx\"}") == 1)
+        #expect(delta("webserver_requests_total{method=\"GET\"}") == 6)
+        #expect(delta("webserver_requests_total{method=\"HEAD\"}") == 2)
+        #expect(delta("webserver_requests_total{method=\"OPTIONS\"}") == 1)
+        #expect(delta("webserver_connections_accepted_total") == 9)
+        #expect(delta("webserver_connections_handled_total") == 9)
+        #expect(delta("webserver_sent_bytes_total") > 5 * 47)  // five bodies of the 47-byte index, and heads
+        #expect(after["webserver_workers{state=\"idle\"}"] + after["webserver_workers{state=\"busy\"}"] == 1)
+        #expect(after["webserver_ready"] == 1 && after.types["webserver_request_duration_seconds"] == "histogram")
+        // The histogram is cumulative and ends at +Inf = count.
+        let buckets = after.samples.filter { $0.key.hasPrefix("webserver_request_duration_seconds_bucket") }
+        #expect(buckets.count == 14)
+        #expect(after["webserver_request_duration_seconds_bucket{le=\"+Inf\"}"] == after["webserver_request_duration_seconds_count"])
+        #expect(buckets.values.allSatisfy { $0 <= after["webserver_request_duration_seconds_count"] })
+        // An idle keep-alive connection shows as waiting.
+        let fd = try openKeepAliveConnection(server.port)
+        defer { close(fd) }
+        #expect(waitUntil(seconds: 5) { ((try? Metrics(adminGet(admin, "/metrics").body))?["webserver_connections_waiting"] ?? 0) == 1 })
+        // The admin socket answers only GET and HEAD, and closes after each answer.
+        #expect(try curl(["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "http://127.0.0.1:\(admin)/metrics"]) == "405")
+    }
+
+    @Test func crashesReloadsAndCertificatesShowInMetrics() throws {
+        let certificates = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: certificates) }
+        let (cert, key) = try makeTestCertificate(in: certificates, days: 20)
+        let server = try TestServer(config: AdminTests.fastBeats + "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n",
+                                    flags: ["--admin-listen", "127.0.0.1:0"]).start()
+        defer { server.stop() }
+        let admin = try #require(server.adminPort)
+        let metrics = try Metrics(adminGet(admin, "/metrics").body)
+        let expiry = metrics["webserver_certificate_expiry_time_seconds{file=\"\(cert)\"}"]
+        let twentyDays = Date().timeIntervalSince1970 + 20 * 86400
+        #expect(abs(expiry - twentyDays) < 3 * 86400, "expiry \(expiry)")
+
+        // A worker killed: the pool replaces it and the restart is counted.
+        let worker = try #require(server.pids(of: "worker").first)
+        kill(worker, SIGKILL)
+        #expect(waitUntil(seconds: 10) {
+            ((try? Metrics(adminGet(admin, "/metrics").body))?["webserver_restarts_total{role=\"worker\"}"] ?? 0) == 1
+        })
+        #expect(waitUntil(seconds: 10) { (try? adminGet(admin, "/readyz").status) == 200 })
+
+        // A reload that applies, then one that is refused.
+        kill(server.pid, SIGHUP)
+        #expect(waitUntil(seconds: 10) { ((try? Metrics(adminGet(admin, "/metrics").body))?["webserver_last_reload_success"] ?? -1) == 1 })
+        let good = try String(contentsOf: server.configFile, encoding: .utf8)
+        try (good + "colour: blue\n").write(to: server.configFile, atomically: true, encoding: .utf8)
+        kill(server.pid, SIGHUP)
+        #expect(waitUntil(seconds: 10) { ((try? Metrics(adminGet(admin, "/metrics").body))?["webserver_last_reload_success"] ?? -1) == 0 })
+        #expect(try status(server.url + "/index.html") == 200)
+    }
+
+    /// SIGTERM: readiness turns 503 at once, while a download in flight finishes.
+    @Test func readinessTurnsAtOnceOnSigterm() throws {
+        let server = try TestServer(config: AdminTests.fastBeats, flags: ["--admin-listen", "127.0.0.1:0"], site: richSite).start()
+        defer { server.stop() }
+        let admin = try #require(server.adminPort)
+        #expect(waitUntil(seconds: 5) { (try? adminGet(admin, "/readyz").status) == 200 })
+        // A client that asks for 5 MiB and reads nothing keeps the drain going.
+        let fd = try openConnection(server.port)
+        defer { close(fd) }
+        var size: Int32 = 4096
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        _ = Array("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        usleep(300_000)
+        kill(server.pid, SIGTERM)
+        var reply = Response("")
+        #expect(waitUntil(seconds: 3) {
+            reply = (try? adminGet(admin, "/readyz")) ?? Response("")
+            return reply.status == 503
+        })
+        #expect(reply.body == "draining\n")
+        #expect(try adminGet(admin, "/livez").status == 200)
+    }
+}
