@@ -29,7 +29,12 @@ final class TestServer: @unchecked Sendable {
     var pid: Int32 { process.processIdentifier }
 
     /// `config` is YAML added to a base that sets listen, root, logs and pid file.
-    init(config: String = "", flags: [String] = [], site populate: (URL) throws -> Void = TestServer.defaultSite) throws {
+    /// `environment` is added to the server's; `launcher` runs first and execs the server (its last
+    /// arguments are the server's command line).
+    init(
+        config: String = "", flags: [String] = [], environment: [String: String] = [:], launcher: [String] = [],
+        site populate: (URL) throws -> Void = TestServer.defaultSite
+    ) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-it-\(UUID().uuidString)")
         site = directory.appendingPathComponent("site")
         try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
@@ -43,8 +48,16 @@ final class TestServer: @unchecked Sendable {
 
             """
         try (base + config).write(to: configFile, atomically: true, encoding: .utf8)
-        process.executableURL = URL(fileURLWithPath: webserverBinary)
-        process.arguments = ["serve", "--config", configFile.path] + flags
+        if launcher.isEmpty {
+            process.executableURL = URL(fileURLWithPath: webserverBinary)
+            process.arguments = ["serve", "--config", configFile.path] + flags
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = launcher + [webserverBinary, "serve", "--config", configFile.path] + flags
+        }
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.currentDirectoryURL = directory
         _ = FileManager.default.createFile(atPath: errorLog.path, contents: nil)
         process.standardError = try FileHandle(forWritingTo: errorLog)

@@ -199,3 +199,26 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(try loadConfig("root: site\n").adminListen == nil)
     }
 }
+
+@Suite struct SystemdUnitTests {
+    /// The shipped unit agrees with the server: notify type, reload by SIGHUP, the supervisor alone
+    /// signalled, a stop timeout above the drain it can take with the shipped configuration.
+    @Test func theShippedUnitFitsTheServer() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let unit = try String(contentsOf: root.appendingPathComponent("config/systemd/webserver.service"), encoding: .utf8)
+        var settings: [String: String] = [:]
+        for line in unit.split(separator: "\n") where !line.hasPrefix("#") && line.contains("=") {
+            let parts = line.split(separator: "=", maxSplits: 1)
+            settings[String(parts[0])] = String(parts[1])
+        }
+        #expect(settings["Type"] == "notify" && settings["KillMode"] == "mixed")
+        #expect(settings["ExecReload"] == "/bin/kill -HUP $MAINPID")
+        #expect(settings["RestartPreventExitStatus"] == "\(Supervisor.configErrorExit)")
+        #expect(settings["AmbientCapabilities"] == "CAP_NET_BIND_SERVICE")
+        let config = try ConfigLoader.load(path: root.appendingPathComponent("config/webserver.yaml").path)
+        let drain = config.timeouts.shutdownDelayMilliseconds + config.timeouts.shutdownMilliseconds
+            + 2 * config.supervisor.killGraceMilliseconds
+        let timeout = try #require(settings["TimeoutStopSec"].flatMap { Int($0.dropLast()) })
+        #expect(timeout * 1000 > drain, "TimeoutStopSec \(timeout)s is not above the drain of \(drain)ms")
+    }
+}

@@ -381,6 +381,7 @@ final class DocumentReader {
             if let value = section.duration("body") { config.timeouts.bodyMilliseconds = value }
             if let value = section.duration("send") { config.timeouts.sendMilliseconds = value }
             if let value = section.duration("shutdown") { config.timeouts.shutdownMilliseconds = value }
+            if let value = section.duration("shutdown_delay", allowZero: true) { config.timeouts.shutdownDelayMilliseconds = value }
             section.finish()
         }
         if let section = top.section("limits") {
@@ -733,10 +734,10 @@ final class Section {
     }
 
     /// A duration in milliseconds: `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-    func duration(_ key: String) -> Int? {
+    func duration(_ key: String, allowZero: Bool = false) -> Int? {
         guard let (text, node) = string(key) else { return nil }
-        guard let value = Section.parseDuration(text), value >= 1, value <= 86_400_000 else {
-            reader.issue(node, key: full(key), "expected a duration between 1ms and 24h such as 500ms, 30s, 5m; got '\(text)'")
+        guard let value = Section.parseDuration(text), value >= (allowZero ? 0 : 1), value <= 86_400_000 else {
+            reader.issue(node, key: full(key), "expected a duration between \(allowZero ? "0" : "1ms") and 24h such as 500ms, 30s, 5m; got '\(text)'")
             return nil
         }
         return value

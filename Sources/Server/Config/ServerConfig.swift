@@ -219,6 +219,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var sendMilliseconds: Int = 60_000
         /// Time a graceful shutdown or reload gives connections in flight, in milliseconds.
         public var shutdownMilliseconds: Int = 30_000
+        /// After SIGTERM, how long the listeners keep accepting (with /readyz already 503) before the
+        /// drain begins: the time a load balancer or Kubernetes takes to stop sending new connections.
+        public var shutdownDelayMilliseconds: Int = 0
     }
 
     public struct Limits: Codable, Sendable, Equatable {

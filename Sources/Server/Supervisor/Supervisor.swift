@@ -34,6 +34,10 @@ public final class Supervisor {
     var shuttingDown = false
     var shutdownPhase = 0
     var hardDeadline: Int64 = .max
+    /// When the drain starts after SIGTERM (`timeouts.shutdown_delay` later).
+    var drainBeginsAt: Int64 = 0
+    var lastWatchdog: Int64 = 0
+    var lastStatus: Int64 = 0
     var exitCode: Int32 = 0
     var now: Int64
     /// The admin listener, and what it reports: the manager's last sum of the pool's figures (plus what
@@ -93,13 +97,31 @@ public final class Supervisor {
 
     /// Everything that must happen before children start; any failure here is reported and fatal.
     func start() throws {
+        Systemd.takeEnvironment()
         _ = cs_prctl_set_child_subreaper()
         _ = cs_prctl_set_name("ws-supervisor")
         try lockPidFile()
         raiseDescriptorLimit()
+        var passed = Systemd.activatedSockets().compactMap { fd -> (Int32, SocketAddress)? in
+            guard let address = try? Socket.localAddress(of: fd) else {
+                log.warning("socket activation: fd \(fd) is not a TCP socket; closed")
+                closeDescriptor(fd)
+                return nil
+            }
+            return (fd, address)
+        }
         for text in config.allListen {
             guard let address = SocketAddress(parsing: text) else { continue }
-            let fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+            let fd: Int32
+            if let index = passed.firstIndex(where: { Supervisor.sameSocket($0.1, address) }) {
+                // Passed by systemd (socket activation): already bound and listening.
+                fd = passed.remove(at: index).0
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                Socket.setNonBlocking(fd)
+                log.info("socket activation: using the socket passed for \(text)")
+            } else {
+                fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+            }
             Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
             if config.deferAcceptMilliseconds > 0 {
                 try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
@@ -110,6 +132,10 @@ public final class Supervisor {
             let server = try AdminServer(address: address)
             admin = server
             try poller.add(server.fd, events: Poller.readable)
+        }
+        for (fd, address) in passed {
+            log.warning("socket activation: the socket for \(address) is not in listen or tls.listen; closed")
+            closeDescriptor(fd)
         }
         try openLogs()
         if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
@@ -217,6 +243,7 @@ public final class Supervisor {
         startChild(listener)
         startChild(manager)
         reportReady("ready")
+        Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
         log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)"])
         while true {
             poller.wait(timeoutMilliseconds: 500) { fd, _ in
@@ -402,6 +429,7 @@ public final class Supervisor {
 
     func tick() {
         admin?.expire(now: now, poller: poller)
+        notifySystemd()
         workerCrashTimes.removeAll { now - $0 > Int64(config.supervisor.restartPeriodMilliseconds) }
         if let watch = certificateWatch, watch.changed(now: now) {
             log.notice("certificate files changed on disk: reloading")
@@ -453,14 +481,24 @@ public final class Supervisor {
         guard !shuttingDown else { return }
         shuttingDown = true
         shutdownPhase = 0
-        hardDeadline = now + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)
-        log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
+        // SIGTERM (a service manager, Kubernetes) waits `shutdown_delay` with the listeners open, /readyz
+        // already 503, so load balancers stop sending before anything is refused; Ctrl-C does not wait.
+        let delay = reason == "SIGTERM" ? config.timeouts.shutdownDelayMilliseconds : 0
+        drainBeginsAt = now + Int64(delay)
+        hardDeadline = drainBeginsAt + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)
+        Systemd.notify("STOPPING=1\nSTATUS=draining")
+        if delay > 0 {
+            log.notice("shutting down (\(reason)): not ready; still accepting for \(delay)ms (timeouts.shutdown_delay), then draining")
+        } else {
+            log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
+        }
         for slot in [listener, manager] where slot.process == nil { slot.state = .stopped }
     }
 
     /// Shutdown in order: the listener stops and hands over what it accepted, then the manager drains
     /// the workers; the supervisor leaves when no child is left. Returns true when done.
     func advanceShutdown() -> Bool {
+        if shutdownPhase == 0 && now < drainBeginsAt && now < hardDeadline { return false }
         if shutdownPhase == 0 {
             if let channel = listener.channel, listener.process != nil {
                 _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.supervisor.killGraceMilliseconds)))
@@ -494,11 +532,36 @@ public final class Supervisor {
         return false
     }
 
+    /// The watchdog ping (while no child is given up on, so a crash loop gets the service restarted),
+    /// and a STATUS line every 5 seconds.
+    func notifySystemd() {
+        guard Systemd.notifySocket != nil else { return }
+        if let interval = Systemd.watchdogInterval, now - lastWatchdog >= interval, liveness().0 {
+            lastWatchdog = now
+            Systemd.notify("WATCHDOG=1")
+        }
+        if now - lastStatus >= 5000 && !shuttingDown {
+            lastStatus = now
+            let stats = managerStats
+            Systemd.notify("STATUS=\(listener.lastBeat.liveConnections) connections, \(stats[Stats.workersTotal]) workers, \(manager.lastBeat.requestsTotal) requests")
+        }
+    }
+
+    /// Whether a socket passed by systemd is the one `listen` names (a `*:PORT` entry also takes an
+    /// IPv6 any-address socket on that port, which is what `ListenStream=PORT` makes).
+    static func sameSocket(_ passed: SocketAddress, _ wanted: SocketAddress) -> Bool {
+        if passed == wanted { return true }
+        let wildcard = wanted.family == UInt8(AF_INET) && wanted.bytes.0 == 0
+        return wildcard && passed.family == UInt8(AF_INET6) && passed.bytes == (0, 0) && passed.port == wanted.port
+    }
+
     // MARK: Reload and logs
 
     func reload(reason: String = "SIGHUP") {
         guard !shuttingDown else { return }
         log.notice("\(reason): reloading \(configPath ?? "the command-line configuration")")
+        Systemd.notify("RELOADING=1\n\(Systemd.monotonicMicroseconds)")
+        defer { Systemd.notify("READY=1") }
         var newConfig: ServerConfig
         do {
             newConfig = try ConfigLoader.load(path: configPath, overrides: overrides, makeDevCertificate: true)
