@@ -144,3 +144,31 @@ let plainRequest = Array("GET /index.html HTTP/1.1\r\nHost: a\r\nConnection: clo
         #expect(accessLines(rfc, count: 1).first?.hasPrefix("2001:db8::5 - - [") == true)
     }
 }
+
+@Suite(.serialized) struct JSONAccessLogTests {
+    /// One JSON object per line that any parser reads back, with the client's address and port (the
+    /// PROXY header's), and hostile bytes escaped.
+    @Test func jsonLinesNameTheClientAndPort() throws {
+        let server = try TestServer(config: "access_log_format: json\n", flags: ["--listen", "127.0.0.1:0", "--proxy-protocol"]).start()
+        defer { server.stop() }
+        let header = Array("PROXY TCP4 203.0.113.9 127.0.0.1 51234 80\r\n".utf8)
+        var request = Array("GET /index.html?q=%22 HTTP/1.1\r\nHost: a\r\nUser-Agent: agent \"x\" \\ ".utf8)
+        request += [0xC3, 0xA9, 0x09] + Array("end\r\nReferer: http://r.example/\r\nConnection: close\r\n\r\n".utf8)
+        #expect(statusCodes(String(decoding: try exchange(port: server.port, header + request), as: UTF8.self)) == [200])
+        let missing = Array("PROXY TCP6 2001:db8::1 ::1 4711 80\r\nGET /nope HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8)
+        #expect(statusCodes(String(decoding: try exchange(port: server.port, missing), as: UTF8.self)) == [404])
+        let lines = accessLines(server, count: 2)
+        #expect(lines.count == 2)
+        let first = try #require(try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        #expect(first["client"] as? String == "203.0.113.9" && first["client_port"] as? Int == 51234)
+        #expect(first["request"] as? String == "GET /index.html?q=%22 HTTP/1.1")
+        #expect(first["status"] as? Int == 200 && first["bytes"] as? Int == 47)
+        #expect(first["referer"] as? String == "http://r.example/")
+        #expect(first["user_agent"] as? String == "agent \"x\" \\ \u{00C3}\u{00A9}\tend")
+        let time = try #require(first["time"] as? String)
+        #expect(time.count == 20 && time.hasSuffix("Z") && ISO8601DateFormatter().date(from: time) != nil)
+        let second = try #require(try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as? [String: Any])
+        #expect(second["client"] as? String == "2001:db8::1" && second["client_port"] as? Int == 4711 && second["status"] as? Int == 404)
+        #expect(second["referer"] as? String == "" && second["user_agent"] as? String == "")
+    }
+}

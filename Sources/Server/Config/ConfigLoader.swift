@@ -332,6 +332,11 @@ final class DocumentReader {
         if let (value, node) = top.string("pid_file") {
             config.pidFile = path(value, node, key: "pid_file")
         }
+        if let (value, node) = top.string("access_log_format") {
+            if ["combined", "json"].contains(value) { config.accessLogFormat = value } else {
+                issue(node, key: "access_log_format", "'\(value)' is not combined or json")
+            }
+        }
         if let (value, node) = top.string("access_log") {
             config.accessLog = value == "off" || value == "false" ? nil : path(value, node, key: "access_log")
         }

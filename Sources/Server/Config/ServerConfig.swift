@@ -48,6 +48,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var pidFile: String? = nil
     /// Access log path, or nil when access logging is off.
     public var accessLog: String? = nil
+    /// Access log line format: combined (Apache/nginx's) or json (one object per line, with the client's port).
+    public var accessLogFormat: String = "combined"
     /// Error log path, or nil for standard error.
     public var errorLog: String? = nil
     /// Lowest level written to the error log: trace, debug, info, notice, warning, error, critical.

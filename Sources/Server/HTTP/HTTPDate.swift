@@ -43,6 +43,23 @@ enum HTTPDate {
         writer.append(" +0000")
     }
 
+    /// Writes `2026-11-27T09:46:15Z` (RFC 3339, UTC) for `seconds` since the epoch: the JSON log's time.
+    static func writeISOTime(_ seconds: Int64, into writer: inout ByteWriter) {
+        let (year, month, day, _, hour, minute, second) = civil(seconds)
+        writer.appendDecimal(Int64(year))
+        writer.append(byte: 45)
+        two(month, &writer)
+        writer.append(byte: 45)
+        two(day, &writer)
+        writer.append(byte: 84)
+        two(hour, &writer)
+        writer.append(byte: 58)
+        two(minute, &writer)
+        writer.append(byte: 58)
+        two(second, &writer)
+        writer.append(byte: 90)
+    }
+
     @inline(__always)
     private static func two(_ value: Int, _ writer: inout ByteWriter) {
         writer.append(byte: UInt8(48 + value / 10))

@@ -802,6 +802,10 @@ extension Worker {
         stats[Stats.status1xx + Int(min(max(status.rawValue / 100, 1), 5)) - 1] &+= 1
         guard accessLogFD >= 0 else { return }
         if logCount >= Worker.logFlushAt { flushLog() }
+        if jsonLog {
+            return logJSON(bytes: bytes, requestLine: requestLine, referer: referer, userAgent: userAgent, client: client,
+                           status: status, bodyBytes: bodyBytes)
+        }
         var writer = ByteWriter(base: logBuffer + logCount, capacity: Worker.logCapacity - logCount)
         var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
         withUnsafeMutableBytes(of: &host) { scratch in
@@ -823,6 +827,59 @@ extension Worker {
         if !userAgent.isEmpty { appendEscaped(&writer, bytes, userAgent) } else { writer.append(byte: 45) }
         writer.append("\"\n")
         if !writer.overflowed { logCount += writer.count }
+    }
+
+    /// `access_log_format: json`: one object per line; strings escaped for JSON (control bytes, quotes,
+    /// backslashes and every byte above 0x7e as `\u00XX`, so any input makes valid JSON).
+    func logJSON(
+        bytes: UnsafeRawBufferPointer, requestLine: ByteSpan, referer: ByteSpan, userAgent: ByteSpan, client: SocketAddress,
+        status: HTTPStatus, bodyBytes: Int64
+    ) {
+        var writer = ByteWriter(base: logBuffer + logCount, capacity: Worker.logCapacity - logCount)
+        writer.append("{\"time\":\"")
+        writer.append(isoTimeBytes, Worker.isoTimeLength)
+        writer.append("\",\"client\":\"")
+        var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &host) { scratch in
+            let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let length = client.formatHost(into: base, capacity: scratch.count)
+            writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
+        }
+        writer.append("\",\"client_port\":")
+        writer.appendDecimal(Int64(client.port))
+        writer.append(",\"request\":\"")
+        appendJSONEscaped(&writer, bytes, requestLine)
+        writer.append("\",\"status\":")
+        writer.appendDecimal(Int64(status.rawValue))
+        writer.append(",\"bytes\":")
+        if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append("null") }
+        writer.append(",\"referer\":\"")
+        appendJSONEscaped(&writer, bytes, referer)
+        writer.append("\",\"user_agent\":\"")
+        appendJSONEscaped(&writer, bytes, userAgent)
+        writer.append("\"}\n")
+        if !writer.overflowed { logCount += writer.count }
+    }
+
+    func appendJSONEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) {
+        let hex: StaticString = "0123456789abcdef"
+        let end = min(span.end, span.start + 4096)
+        var index = span.start
+        while index < end {
+            let byte = bytes[index]
+            if byte == 34 || byte == 92 {
+                writer.append(byte: 92)
+                writer.append(byte: byte)
+            } else if byte < 32 || byte >= 127 {
+                writer.append("\\u00")
+                writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                writer.append(byte: hex.utf8Start[Int(byte & 15)])
+            } else {
+                writer.append(byte: byte)
+            }
+            index += 1
+        }
+        if end < span.end { writer.append("...") }
     }
 
     /// Copies a field into the log, `\xHH` for control bytes, quotes, backslashes and non-ASCII;

@@ -81,6 +81,10 @@ public final class Worker {
     var dateSecond: Int64 = -1
     let dateBytes: UnsafeMutablePointer<UInt8>
     let logTimeBytes: UnsafeMutablePointer<UInt8>
+    /// `access_log_format: json`, and its time field (rebuilt with the others once a second).
+    let jsonLog: Bool
+    let isoTimeBytes: UnsafeMutablePointer<UInt8>
+    static let isoTimeLength = 20
     static let logTimeLength = 26
 
     public init(id: Int, config: ServerConfig, hasAccessLog: Bool) throws {
@@ -104,6 +108,8 @@ public final class Worker {
         logBuffer = .allocate(capacity: Worker.logCapacity)
         dateBytes = .allocate(capacity: HTTPDate.length)
         logTimeBytes = .allocate(capacity: Worker.logTimeLength)
+        jsonLog = config.accessLogFormat == "json"
+        isoTimeBytes = .allocate(capacity: Worker.isoTimeLength + 8)
         rejectEncodedSlash = config.encodedSlash == "reject"
         plainListeners = config.listen.count
         if !config.tls.listen.isEmpty && !config.tls.defaultPairs.isEmpty {
@@ -351,6 +357,10 @@ public final class Worker {
         HTTPDate.write(second, into: &writer)
         var logWriter = ByteWriter(base: logTimeBytes, capacity: Worker.logTimeLength)
         HTTPDate.writeLogTime(second, into: &logWriter)
+        if jsonLog {
+            var isoWriter = ByteWriter(base: isoTimeBytes, capacity: Worker.isoTimeLength + 8)
+            HTTPDate.writeISOTime(second, into: &isoWriter)
+        }
     }
 
     func tick() {
