@@ -14,7 +14,7 @@ struct WebServerCommand: ParsableCommand {
             configuration, SIGUSR1 reopens the log files.
             """,
         version: Libraries.versionLine,
-        subcommands: [Serve.self, Check.self, Stop.self, Reload.self, ReopenLogs.self, Cert.self],
+        subcommands: [Serve.self, Check.self, Status.self, Stop.self, Reload.self, ReopenLogs.self, Cert.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -138,3 +138,33 @@ func adminGet(_ port: Int, _ path: String) throws -> Response { try fetch("http:
         #expect(try adminGet(admin, "/livez").status == 200)
     }
 }
+
+@Suite(.serialized) struct StatusCommandTests {
+    @Test func statusShowsProcessesConnectionsAndFigures() throws {
+        let server = try TestServer(config: AdminTests.fastBeats.replacingOccurrences(of: "max: 1", with: "max: 2")
+                                        .replacingOccurrences(of: "min: 1", with: "min: 2"),
+                                    flags: ["--admin-listen", "127.0.0.1:0"]).start()
+        defer { server.stop() }
+        let admin = try #require(server.adminPort)
+        #expect(waitUntil(seconds: 5) { server.pids(of: "worker").count == 2 })
+        let held = try (0..<3).map { _ in try openKeepAliveConnection(server.port) }
+        defer { held.forEach { close($0) } }
+        #expect(waitUntil(seconds: 5) { ((try? Metrics(adminGet(admin, "/metrics").body))?["webserver_connections_waiting"] ?? 0) == 3 })
+        let result = try run(webserverBinary, ["status", "--pid-file", server.pidFile.path, "--admin", "127.0.0.1:\(admin)"])
+        #expect(result.status == 0, "\(result.error)")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        let table = lines.prefix { !$0.isEmpty }
+        #expect(table.first?.hasPrefix("PROCESS") == true)
+        func row(_ name: String) -> [String]? { table.first { $0.hasPrefix(name) }?.split(separator: " ").map(String.init) }
+        #expect(row("supervisor")?[1] == String(server.pid))
+        #expect(row("listener")?[1] == String(try #require(server.pids(of: "listener").first)))
+        let workerConnections = table.filter { $0.hasPrefix("worker") }.compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }
+        #expect(workerConnections.count == 2 && workerConnections.reduce(0, +) == 3, "\(table)")
+        #expect(result.output.contains("ready:        ready"))
+        #expect(result.output.contains("connections:  3 open (reading 0, writing 0, waiting 3)"))
+        #expect(result.output.contains("workers:      2 busy, 0 idle") || result.output.contains("workers:      1 busy, 1 idle"))
+        // No server: a clear error, exit 1.
+        let none = try run(webserverBinary, ["status", "--pid-file", server.directory.appendingPathComponent("none.pid").path])
+        #expect(none.status == 1 && none.error.contains("no server is running"))
+    }
+}
