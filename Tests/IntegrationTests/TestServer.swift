@@ -227,6 +227,7 @@ struct LoadResult: Decodable {
     let failed: Int
     let perClient: [Int]
     let errors: [String]
+    let ports: [Int]
 }
 
 /// Starts the load generator as a second process; `finish()` waits for it and decodes its result.
@@ -234,12 +235,12 @@ final class LoadRun: @unchecked Sendable {
     let process = Process()
     let output = Pipe()
 
-    init(port: Int, clients: Int, seconds: Double, mode: String, path: String, expectedLength: Int) throws {
+    init(port: Int, clients: Int, seconds: Double, mode: String, path: String, expectedLength: Int, source: String? = nil) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [
             "python3", packageRoot.appendingPathComponent("Tests/IntegrationTests/Fixtures/load.py").path,
             "\(port)", "\(clients)", "\(seconds)", mode, path, "\(expectedLength)",
-        ]
+        ] + (source.map { [$0] } ?? [])
         process.standardOutput = output
         try process.run()
     }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Bounded HTTP load for the recovery tests, run as a second process.
 
-usage: load.py PORT CLIENTS SECONDS MODE PATH EXPECTED_LENGTH
+usage: load.py PORT CLIENTS SECONDS MODE PATH EXPECTED_LENGTH [SOURCE_ADDRESS]
 MODE is "new" (a new TCP connection per request) or "keepalive" (one connection per client, reopened
-after a failure). Each client stops after SECONDS or 100000 requests. Only 127.0.0.1 is ever a target.
-Prints one JSON object: ok, failed, and per-client failure counts.
+after a failure). Each client stops after SECONDS or 100000 requests. Only 127.0.0.1 is ever a target;
+SOURCE_ADDRESS (another loopback address such as 127.0.0.2) is the address connections come from.
+Prints one JSON object: ok, failed, per-client failure counts, and the local ports used.
 """
 import json
 import socket
@@ -14,6 +15,8 @@ import time
 
 port, clients, seconds, mode, path, expected = (
     int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))
+source = (sys.argv[7], 0) if len(sys.argv) > 7 else None
+ports = set()
 request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
 request += (b"Connection: close\r\n" if mode == "new" else b"") + b"\r\n"
 deadline = time.monotonic() + seconds
@@ -56,7 +59,8 @@ def client(index):
         count += 1
         try:
             if sock is None:
-                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=source)
+                ports.add(sock.getsockname()[1])
                 buffer = b""
             sock.sendall(request)
             buffer, close = read_response(sock, buffer)
@@ -85,4 +89,5 @@ print(json.dumps({
     "failed": sum(r["failed"] for r in results),
     "perClient": [r["failed"] for r in results],
     "errors": [e for r in results for e in r["errors"]][:10],
+    "ports": sorted(ports),
 }))
