@@ -38,6 +38,9 @@ int cs_memfd_create(const char *name, unsigned int flags) { return memfd_create(
 int cs_close_range(unsigned int first, unsigned int last, unsigned int flags) {
     return (int)syscall(SYS_close_range, first, last, flags);
 }
+int cs_posix_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
+}
 int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flags) {
     return posix_spawnattr_setflags(attributes, (short)(flags | POSIX_SPAWN_SETSID));
 }

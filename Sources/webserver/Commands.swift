@@ -14,7 +14,7 @@ struct WebServerCommand: ParsableCommand {
             configuration, SIGUSR1 reopens the log files.
             """,
         version: Libraries.versionLine,
-        subcommands: [Serve.self, Check.self, Status.self, Stop.self, Reload.self, ReopenLogs.self, Cert.self],
+        subcommands: [Serve.self, Check.self, Status.self, Stop.self, Reload.self, Upgrade.self, ReopenLogs.self, Cert.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -225,6 +225,31 @@ struct Reload: ParsableCommand {
     @OptionGroup var options: ConfigOptions
 
     func run() throws { _ = try Control.signal(options, SIGHUP, "reloading") }
+}
+
+struct Upgrade: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace the running server with the binary now on disk (SIGUSR2) without dropping a connection; a new server that fails to start leaves the old one serving.")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(help: ArgumentHelp("Seconds to wait for the new server to take over.", valueName: "seconds"))
+    var wait: Int = 30
+
+    func run() throws {
+        let old = try Control.signal(options, SIGUSR2, "upgrading")
+        let deadline = Date().addingTimeInterval(TimeInterval(wait))
+        while Date() < deadline {
+            if let new = try? Control.pid(options), new != old {
+                print("webserver: pid \(new) is serving; pid \(old) is draining")
+                return
+            }
+            if kill(old, 0) != 0 { break }
+            usleep(50_000)
+        }
+        FileHandle.standardError.write(Data("webserver: the upgrade did not take over within \(wait)s; pid \(old) still serves (see the error log)\n".utf8))
+        throw ExitCode(1)
+    }
 }
 
 struct ReopenLogs: ParsableCommand {

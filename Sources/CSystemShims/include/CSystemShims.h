@@ -40,6 +40,9 @@ void cs_use_shared_ticket_keys(void *context);
 
 int cs_close_range(unsigned int first, unsigned int last, unsigned int flags);
 int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flags);
+/* After the dup2s, close every other fd in the child (glibc 2.34): nothing inherited without
+   close-on-exec (from whoever started us) leaks into a process we start. */
+int cs_posix_spawn_file_actions_addclosefrom(posix_spawn_file_actions_t *actions, int from);
 int cs_signalfd(int fd, const sigset_t *mask, int flags);
 int cs_sigprocmask_block_all(sigset_t *previous);
 int cs_sigprocmask_unblock_all(void);

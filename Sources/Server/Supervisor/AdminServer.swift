@@ -23,6 +23,12 @@ final class AdminServer {
         fd = try Socket.listen(on: address, backlog: 64)
     }
 
+    /// A listening socket handed over by an upgrading supervisor.
+    init(adopting socket: Int32) {
+        fd = socket
+        Socket.setNonBlocking(fd)
+    }
+
     func owns(_ descriptor: Int32) -> Bool { clients[descriptor] != nil }
 
     /// Takes every waiting connection (those beyond the limit are closed at once).

@@ -37,6 +37,21 @@ public final class Supervisor {
     /// When the drain starts after SIGTERM (`timeouts.shutdown_delay` later).
     var drainBeginsAt: Int64 = 0
     var lastWatchdog: Int64 = 0
+    /// An upgrade under way (SIGUSR2): the new supervisor, the pipe it says "ready" on, and whether it
+    /// has taken over (then this one drains and leaves the pid file to it).
+    var upgradeChild: ChildProcess?
+    var upgradeReadyFD: Int32 = -1
+    var handedOver = false
+    /// The binary on disk, as it was when this process started (a new build installed at the same path
+    /// is what an upgrade runs).
+    let installedExecutable: String = {
+        if let path = getenv("WEBSERVER_EXECUTABLE") { return String(cString: path) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return CommandLine.arguments[0] }
+        let path = String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return path.hasSuffix(" (deleted)") ? String(path.dropLast(10)) : path
+    }()
     var lastStatus: Int64 = 0
     var exitCode: Int32 = 0
     var now: Int64
@@ -64,7 +79,7 @@ public final class Supervisor {
         pidFilePath = Supervisor.pidFilePath(for: config)
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
-        signals = try SignalReader([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
+        signals = try SignalReader([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE])
         restartPolicy = Supervisor.restartPolicy(for: config)
         now = monotonicMilliseconds()
     }
@@ -98,11 +113,12 @@ public final class Supervisor {
     /// Everything that must happen before children start; any failure here is reported and fatal.
     func start() throws {
         Systemd.takeEnvironment()
+        let inherited = Supervisor.inheritedFromUpgrade()
         _ = cs_prctl_set_child_subreaper()
         _ = cs_prctl_set_name("ws-supervisor")
-        try lockPidFile()
+        try lockPidFile(inherited: inherited.pidFile)
         raiseDescriptorLimit()
-        var passed = Systemd.activatedSockets().compactMap { fd -> (Int32, SocketAddress)? in
+        var passed = (Systemd.activatedSockets() + inherited.sockets).compactMap { fd -> (Int32, SocketAddress)? in
             guard let address = try? Socket.localAddress(of: fd) else {
                 log.warning("socket activation: fd \(fd) is not a TCP socket; closed")
                 closeDescriptor(fd)
@@ -118,7 +134,7 @@ public final class Supervisor {
                 fd = passed.remove(at: index).0
                 _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 Socket.setNonBlocking(fd)
-                log.info("socket activation: using the socket passed for \(text)")
+                log.info("\(inherited.sockets.isEmpty ? "socket activation" : "upgrade"): using the socket passed for \(text)")
             } else {
                 fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
             }
@@ -128,7 +144,14 @@ public final class Supervisor {
             }
             sockets.append(fd)
         }
-        if let text = config.adminListen, let address = SocketAddress(parsing: text) {
+        if let fd = inherited.admin, let text = config.adminListen, let address = SocketAddress(parsing: text),
+           let bound = try? Socket.localAddress(of: fd), Supervisor.sameSocket(bound, address) {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            let server = AdminServer(adopting: fd)
+            admin = server
+            try poller.add(server.fd, events: Poller.readable)
+        } else if let text = config.adminListen, let address = SocketAddress(parsing: text) {
+            if let fd = inherited.admin { closeDescriptor(fd) }
             let server = try AdminServer(address: address)
             admin = server
             try poller.add(server.fd, events: Poller.readable)
@@ -188,7 +211,42 @@ public final class Supervisor {
         }
     }
 
-    func lockPidFile() throws {
+    /// What an upgrading supervisor handed over (`WEBSERVER_UPGRADE=pid=4,listen=5:6,admin=7`), taken
+    /// out of the environment so children do not see it.
+    static func inheritedFromUpgrade() -> (pidFile: Int32?, sockets: [Int32], admin: Int32?) {
+        guard let value = getenv("WEBSERVER_UPGRADE").map({ String(cString: $0) }) else { return (nil, [], nil) }
+        unsetenv("WEBSERVER_UPGRADE")
+        var pidFile: Int32?
+        var sockets: [Int32] = []
+        var admin: Int32?
+        for part in value.split(separator: ",") {
+            let pair = part.split(separator: "=", maxSplits: 1)
+            guard pair.count == 2 else { continue }
+            switch pair[0] {
+            case "pid": pidFile = Int32(pair[1])
+            case "listen": sockets = pair[1].split(separator: ":").compactMap { Int32($0) }
+            case "admin": admin = Int32(pair[1])
+            default: break
+            }
+        }
+        return (pidFile, sockets, admin)
+    }
+
+    func lockPidFile(inherited: Int32? = nil) throws {
+        if let fd = inherited {
+            // The upgrading supervisor's pid file: the same open file, so the lock is already ours too.
+            var mine = stat()
+            var theirs = stat()
+            if fstat(fd, &theirs) == 0, stat(pidFilePath, &mine) == 0, mine.st_ino == theirs.st_ino, mine.st_dev == theirs.st_dev {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                let text = "\(getpid())\n"
+                _ = ftruncate(fd, 0)
+                _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
+                pidFileFD = fd
+                return
+            }
+            closeDescriptor(fd)  // another pid file now: lock that one as usual
+        }
         let fd = try syscall("open(\(pidFilePath))") { open(pidFilePath, O_RDWR | O_CREAT | cs_O_CLOEXEC, 0o644) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             var buffer = [UInt8](repeating: 0, count: 32)
@@ -255,6 +313,8 @@ public final class Supervisor {
                     ticker.drain()
                 } else if let slot = slot(forChannel: fd) {
                     handleMessages(from: slot)
+                } else if fd == upgradeReadyFD {
+                    finishUpgrade()
                 } else if let admin, fd == admin.fd {
                     admin.acceptAll(poller: poller, now: monotonicMilliseconds())
                 } else if let admin, admin.owns(fd) {
@@ -379,7 +439,12 @@ public final class Supervisor {
             if pid <= 0 { break }
             let exit = ExitStatus(status)
             guard let slot = [listener, manager].first(where: { $0.process?.pid == pid }) else {
-                log.debug("reaped orphan \(pid): \(exit)")
+                if pid == upgradeChild?.pid {
+                    upgradeChild = nil
+                    if !handedOver { log.error("upgrade failed: the new server exited (\(exit)) before it was ready; still serving") }
+                } else {
+                    log.debug("reaped orphan \(pid): \(exit)")
+                }
                 continue
             }
             if slot === manager {
@@ -470,11 +535,83 @@ public final class Supervisor {
             reload()
         case SIGUSR1:
             reopenLogs()
+        case SIGUSR2:
+            upgrade()
         case SIGCHLD:
             reap()
         default:
             break
         }
+    }
+
+    // MARK: Upgrade
+
+    /// SIGUSR2: start the binary on disk as a new supervisor, handing it the pid file (and so its
+    /// lock), every listening socket and the admin socket. It starts its own listener, manager and
+    /// workers on the same sockets; when it says "ready", this one stops accepting and drains. If it
+    /// fails to start, this one never stopped serving.
+    func upgrade() {
+        guard !shuttingDown, upgradeChild == nil else {
+            log.warning("upgrade: \(shuttingDown ? "shutting down" : "one is already under way"); ignored")
+            return
+        }
+        var ends: [Int32] = [-1, -1]
+        guard cs_pipe2(&ends, cs_O_CLOEXEC) == 0 else {
+            log.error("upgrade failed: \(SystemError(call: "pipe2", errno: errno))")
+            return
+        }
+        var fds = [ends[1], pidFileFD] + sockets
+        var description = "pid=4,listen=" + sockets.indices.map { String(5 + $0) }.joined(separator: ":")
+        if let admin {
+            description += ",admin=\(5 + sockets.count)"
+            fds.append(admin.fd)
+        }
+        var environment = ["WEBSERVER_READY_FD=3", "WEBSERVER_UPGRADE=\(description)"]
+        if let socket = Systemd.notifySocket { environment.append("NOTIFY_SOCKET=\(socket)") }
+        let arguments = Array(CommandLine.arguments.dropFirst()).filter { $0 != "--daemon" }
+        do {
+            upgradeChild = try Spawner.spawn(
+                role: nil, displayName: "webserver", arguments: arguments, fds: fds, extraEnvironment: environment,
+                executable: installedExecutable)
+        } catch {
+            closeDescriptor(ends[0])
+            closeDescriptor(ends[1])
+            log.error("upgrade failed: cannot start \(installedExecutable): \(error)")
+            return
+        }
+        closeDescriptor(ends[1])
+        upgradeReadyFD = ends[0]
+        try? poller.add(upgradeReadyFD, events: Poller.readable)
+        log.notice("upgrade: started \(installedExecutable) as pid \(upgradeChild!.pid); serving until it is ready")
+    }
+
+    /// The new supervisor's word: "ready" (it serves: this one hands over and drains), or why it could
+    /// not start, or nothing (it exited).
+    func finishUpgrade() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = read(upgradeReadyFD, &buffer, buffer.count)
+        if count < 0 && (errno == EAGAIN || errno == EINTR) { return }
+        poller.remove(upgradeReadyFD)
+        closeDescriptor(upgradeReadyFD)
+        upgradeReadyFD = -1
+        let message = count > 0 ? String(decoding: buffer.prefix(count), as: UTF8.self) : ""
+        guard message == "ready", let child = upgradeChild else {
+            log.error("upgrade failed: \(message.isEmpty ? "the new server exited before it was ready" : message); still serving")
+            return
+        }
+        handedOver = true
+        log.notice("upgrade: pid \(child.pid) is serving; this one (pid \(getpid())) stops accepting and drains")
+        Systemd.notify("MAINPID=\(child.pid)")
+        // The admin socket is the new server's now: a draining /readyz here would say 503 for it.
+        admin?.close(poller: poller)
+        admin = nil
+        beginShutdown(reason: "upgrade")
+    }
+
+    /// The new supervisor and everything below it.
+    func upgradeTree() -> Set<Int32> {
+        guard let child = upgradeChild else { return [] }
+        return Set([child.pid] + Supervisor.descendants(of: child.pid))
     }
 
     func beginShutdown(reason: String) {
@@ -486,7 +623,7 @@ public final class Supervisor {
         let delay = reason == "SIGTERM" ? config.timeouts.shutdownDelayMilliseconds : 0
         drainBeginsAt = now + Int64(delay)
         hardDeadline = drainBeginsAt + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)
-        Systemd.notify("STOPPING=1\nSTATUS=draining")
+        if !handedOver { Systemd.notify("STOPPING=1\nSTATUS=draining") }
         if delay > 0 {
             log.notice("shutting down (\(reason)): not ready; still accepting for \(delay)ms (timeouts.shutdown_delay), then draining")
         } else {
@@ -519,15 +656,15 @@ public final class Supervisor {
         if now >= hardDeadline {
             // Past the deadline: end every process below us, including workers orphaned to us.
             for slot in [listener, manager] { slot.process?.signal(SIGKILL) }
-            for pid in Supervisor.descendants(of: getpid()) { kill(pid, SIGKILL) }
+            let successor = upgradeTree()
+            for pid in Supervisor.descendants(of: getpid()) where !successor.contains(pid) { kill(pid, SIGKILL) }
             if now >= hardDeadline + 2000 { return true }
         }
         if shutdownPhase == 2 && listener.process == nil && manager.process == nil {
-            // Wait for orphaned workers (reparented to us as subreaper) too.
-            var status: Int32 = 0
-            let pid = waitpid(-1, &status, WNOHANG)
-            if pid == -1 && errno == ECHILD { return true }
-            return false
+            // Wait for orphaned workers (reparented to us as subreaper) too, but not for the supervisor
+            // an upgrade started: it is our child only until we exit.
+            let successor = upgradeTree()
+            return Supervisor.descendants(of: getpid()).allSatisfy { successor.contains($0) }
         }
         return false
     }
@@ -547,10 +684,13 @@ public final class Supervisor {
         }
     }
 
-    /// Whether a socket passed by systemd is the one `listen` names (a `*:PORT` entry also takes an
-    /// IPv6 any-address socket on that port, which is what `ListenStream=PORT` makes).
+    /// Whether a socket passed by systemd or an upgrading supervisor is the one `listen` names (a
+    /// `*:PORT` entry also takes an IPv6 any-address socket on that port, which is what
+    /// `ListenStream=PORT` makes; a port-0 entry takes a socket on any port of its address).
     static func sameSocket(_ passed: SocketAddress, _ wanted: SocketAddress) -> Bool {
         if passed == wanted { return true }
+        // Port 0 asks for any port: the socket bound for it earlier (an upgrade hands it over) is it.
+        if wanted.port == 0 && passed.family == wanted.family && passed.bytes == wanted.bytes { return true }
         let wildcard = wanted.family == UInt8(AF_INET) && wanted.bytes.0 == 0
         return wildcard && passed.family == UInt8(AF_INET6) && passed.bytes == (0, 0) && passed.port == wanted.port
     }
@@ -660,7 +800,7 @@ public final class Supervisor {
         for fd in sockets { closeDescriptor(fd) }
         sockets = []
         if pidFileFD >= 0 {
-            unlink(pidFilePath)
+            if !handedOver { unlink(pidFilePath) }  // after an upgrade the file (and its lock) is the new server's
             closeDescriptor(pidFileFD)
             pidFileFD = -1
         }

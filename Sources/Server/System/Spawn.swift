@@ -48,7 +48,7 @@ public enum Spawner {
     public static func spawn(
         role: String?, displayName: String, arguments: [String] = [], fds: [Int32],
         extraEnvironment: [String] = [],
-        newSession: Bool = false, standardStreams: (Int32, Int32, Int32)? = nil
+        newSession: Bool = false, standardStreams: (Int32, Int32, Int32)? = nil, executable path: String? = nil
     ) throws(SystemError) -> ChildProcess {
         var temporaries: [Int32] = []
         defer { for fd in temporaries { closeDescriptor(fd) } }
@@ -70,6 +70,9 @@ public enum Spawner {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         for (source, slot) in sources { posix_spawn_file_actions_adddup2(&actions, source, slot) }
+        // Nothing else: an fd this process inherited without close-on-exec (a shell's, a test
+        // harness's) must not reach a child, least of all a new supervisor that outlives us.
+        _ = cs_posix_spawn_file_actions_addclosefrom(&actions, firstSlot + Int32(fds.count))
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -101,7 +104,7 @@ public enum Spawner {
         var pid: pid_t = 0
         let result = withCStrings(argv) { argvPointer in
             withCStrings(environment) { environmentPointer in
-                posix_spawn(&pid, executable, &actions, &attributes, argvPointer, environmentPointer)
+                posix_spawn(&pid, path ?? executable, &actions, &attributes, argvPointer, environmentPointer)
             }
         }
         if result != 0 { throw SystemError(call: "posix_spawn(\(role ?? displayName))", errno: result) }

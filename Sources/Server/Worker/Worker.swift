@@ -336,14 +336,25 @@ public final class Worker {
         if draining { return }
         draining = true
         drainDeadline = now + Int64(deadline)
+        let keepalive = Int64(config.keepalive.timeoutMilliseconds)
         for case let connection? in connections {
-            if connection.phase == .idle {
+            connection.closeAfterResponse = true
+            guard connection.phase == .idle else { continue }
+            // An idle keep-alive connection closes now, unless it was busy within the last second: a
+            // client in the middle of a run of requests may have the next one on the wire, which a
+            // close would lose. Those get `Connection: close` on that next response, or close when the
+            // second is up (the tick closes idle connections past their deadline).
+            let lastActive = connection.deadline - keepalive
+            if now - lastActive >= Worker.drainIdleGrace {
                 close(connection)
             } else {
-                connection.closeAfterResponse = true
+                connection.deadline = lastActive + Worker.drainIdleGrace
             }
         }
     }
+
+    /// How recently an idle connection must have been busy to get a last request during a drain.
+    static let drainIdleGrace: Int64 = 1000
 
     // MARK: Timers, heartbeats, batching
 

@@ -1,0 +1,74 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The pid in a pid file, or nil.
+func pidInFile(_ url: URL) -> Int32? {
+    (try? String(contentsOf: url, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+}
+
+/// Stops a server process that is not a child of the test (an upgrade's new supervisor).
+func stopProcess(_ pid: Int32) {
+    kill(pid, SIGTERM)
+    if !waitUntil(seconds: 40, { kill(pid, 0) != 0 }) {
+        for child in descendants(of: pid) { kill(child, SIGKILL) }
+        kill(pid, SIGKILL)
+    }
+}
+
+@Suite(.serialized) struct UpgradeTests {
+    /// `webserver upgrade` under load: the binary on disk starts as a new supervisor on the same
+    /// sockets (and admin socket and pid file), the old one drains and exits 0, and no request fails.
+    @Test func anUpgradeUnderLoadLosesNothing() throws {
+        let server = try TestServer(config: "supervisor: {heartbeat_interval: 100ms}\n", flags: ["--admin-listen", "127.0.0.1:0"]).start()
+        defer { server.stop() }
+        let admin = try #require(server.adminPort)
+        let old = server.pid
+        let loads = try [
+            LoadRun(port: server.port, clients: 3, seconds: 3, mode: "new", path: "/index.html", expectedLength: 47),
+            LoadRun(port: server.port, clients: 3, seconds: 3, mode: "keepalive", path: "/index.html", expectedLength: 47),
+        ]
+        usleep(800_000)
+        let result = try run(webserverBinary, ["upgrade", "--pid-file", server.pidFile.path])
+        #expect(result.status == 0, "\(result.output) \(result.error)")
+        let new = try #require(pidInFile(server.pidFile))
+        defer { stopProcess(new) }
+        #expect(new != old)
+        #expect(result.output.contains("pid \(new) is serving"))
+        for load in loads {
+            let outcome = try load.finish()
+            #expect(outcome.ok > 100 && outcome.failed == 0, "\(outcome.errors)")
+        }
+        // The old supervisor drained and exited cleanly; the new one serves, /readyz included.
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus == 0)
+        #expect(try status(server.url + "/index.html") == 200)
+        #expect(try adminGet(admin, "/readyz").status == 200)
+        #expect(server.log().contains("upgrade: using the socket passed for 127.0.0.1:"))
+        #expect(FileManager.default.fileExists(atPath: server.pidFile.path))
+        // The new one answers to the usual commands through the same pid file.
+        #expect(try run(webserverBinary, ["stop", "--pid-file", server.pidFile.path]).status == 0)
+        #expect(kill(new, 0) != 0)
+    }
+
+    /// A new server that cannot start (here its configuration became invalid) changes nothing: the old
+    /// one keeps serving, with the same pid file, and says why in its log.
+    @Test func aFailedUpgradeLeavesTheOldServing() throws {
+        let server = try TestServer().start()
+        defer { server.stop() }
+        let good = try String(contentsOf: server.configFile, encoding: .utf8)
+        try (good + "colour: blue\n").write(to: server.configFile, atomically: true, encoding: .utf8)
+        let result = try run(webserverBinary, ["upgrade", "--pid-file", server.pidFile.path, "--wait", "3"])
+        #expect(result.status == 1)
+        #expect(server.waitForLog("upgrade failed"))
+        #expect(pidInFile(server.pidFile) == server.pid)
+        #expect(try status(server.url + "/index.html") == 200)
+        // Fixed, the upgrade goes through.
+        try good.write(to: server.configFile, atomically: true, encoding: .utf8)
+        #expect(try run(webserverBinary, ["upgrade", "--pid-file", server.pidFile.path]).status == 0)
+        let new = try #require(pidInFile(server.pidFile))
+        defer { stopProcess(new) }
+        #expect(new != server.pid)
+        #expect(try status(server.url + "/index.html") == 200)
+    }
+}
