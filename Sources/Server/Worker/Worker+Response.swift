@@ -807,12 +807,7 @@ extension Worker {
                            status: status, bodyBytes: bodyBytes)
         }
         var writer = ByteWriter(base: logBuffer + logCount, capacity: Worker.logCapacity - logCount)
-        var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &host) { scratch in
-            let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
-            let length = client.formatHost(into: base, capacity: scratch.count)
-            writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
-        }
+        appendHost(client, &writer)
         writer.append(" - - [")
         writer.append(logTimeBytes, Worker.logTimeLength)
         writer.append("] \"")
@@ -839,12 +834,7 @@ extension Worker {
         writer.append("{\"time\":\"")
         writer.append(isoTimeBytes, Worker.isoTimeLength)
         writer.append("\",\"client\":\"")
-        var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
-        withUnsafeMutableBytes(of: &host) { scratch in
-            let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
-            let length = client.formatHost(into: base, capacity: scratch.count)
-            writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
-        }
+        appendHost(client, &writer)
         writer.append("\",\"client_port\":")
         writer.appendDecimal(Int64(client.port))
         writer.append(",\"request\":\"")
@@ -859,6 +849,16 @@ extension Worker {
         appendJSONEscaped(&writer, bytes, userAgent)
         writer.append("\"}\n")
         if !writer.overflowed { logCount += writer.count }
+    }
+
+    /// The client's address as text (`203.0.113.9`, `2001:db8::1`), formatted on the stack.
+    func appendHost(_ client: SocketAddress, _ writer: inout ByteWriter) {
+        var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &host) { scratch in
+            let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let length = client.formatHost(into: base, capacity: scratch.count)
+            writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
+        }
     }
 
     func appendJSONEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) {
