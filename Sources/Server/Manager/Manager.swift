@@ -94,7 +94,10 @@ public final class Manager {
             now = monotonicMilliseconds()
             if draining && workers.isEmpty { break }
             if draining && now >= drainDeadline + Int64(config.supervisor.killGraceMilliseconds) {
-                for worker in workers { worker.child.signal(SIGKILL) }
+                for worker in workers {
+                    worker.child.signal(SIGKILL)
+                    worker.sentKill = true
+                }
                 reap()
                 if now >= drainDeadline + 2 * Int64(config.supervisor.killGraceMilliseconds) { break }
             }
@@ -331,7 +334,11 @@ public final class Manager {
             // Handed over and not reported closed: what it held when it died (at most a heartbeat's
             // worth of closes too many).
             let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
-            if worker.retiring {
+            // A crash is an abnormal exit the manager did not cause. Retiring alone does not make an exit
+            // expected: a worker that died first is retired when its channel fails ("channel failed").
+            let abnormal = !exit.exited || exit.code != 0
+            let causedByManager = worker.sentTerm || worker.sentKill
+            if !abnormal || (worker.retiring && causedByManager) {
                 log.info("worker \(worker.id) exited: \(description)")
             } else {
                 statsOfExited[Stats.workerRestarts] &+= 1
@@ -373,6 +380,7 @@ public final class Manager {
             if worker.retiring && now >= worker.killAt {
                 log.warning("worker \(worker.id) did not exit in time; SIGKILL")
                 worker.child.signal(SIGKILL)
+                worker.sentKill = true
                 worker.killAt = .max
             }
             if config.workers.recycleAfter > 0 && !worker.retiring && worker.assigned >= UInt64(config.workers.recycleAfter) {

@@ -16,6 +16,8 @@ final class WorkerHandle {
     /// When a retiring worker is sent SIGKILL if it has not exited.
     var killAt: Int64 = .max
     var sentTerm = false
+    /// Sent SIGKILL for outstaying its drain deadline.
+    var sentKill = false
     /// False once the worker's end of the channel is gone (it exited or crashed).
     var channelOpen = true
 
