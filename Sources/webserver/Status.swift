@@ -126,7 +126,7 @@ struct Status: ParsableCommand {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var storage = sockaddr_storage()
         var length = socklen_t(0)
-        var port = target.port.bigEndian
+        let port = target.port.bigEndian
         if target.family == UInt8(AF_INET6) {
             var address = sockaddr_in6()
             address.sin6_family = sa_family_t(AF_INET6)
@@ -142,7 +142,6 @@ struct Status: ParsableCommand {
             withUnsafeBytes(of: &address) { raw in withUnsafeMutableBytes(of: &storage) { $0.copyMemory(from: raw) } }
             length = socklen_t(MemoryLayout<sockaddr_in>.size)
         }
-        _ = port
         let connected = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) } }
         guard connected == 0 else { return nil }
         let request = "GET \(path) HTTP/1.1\r\nHost: \(host)\r\nConnection: close\r\n\r\n"
