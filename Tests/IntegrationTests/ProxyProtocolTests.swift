@@ -172,3 +172,60 @@ let plainRequest = Array("GET /index.html HTTP/1.1\r\nHost: a\r\nConnection: clo
         #expect(second["referer"] as? String == "" && second["user_agent"] as? String == "")
     }
 }
+
+@Suite(.serialized) struct UnixSocketTests {
+    /// A `unix:/path` listener beside a TCP one: the file made with its owner and mode, requests served
+    /// (plain and with a PROXY header, whose client is logged), the file removed at stop; a stale file
+    /// left by a crash is replaced; an upgrade hands the socket over.
+    @Test func unixListenersServeAndCleanUp() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("web.sock").path
+        let proxied = directory.appendingPathComponent("proxied.sock").path
+        // A stale socket file, as a crash leaves one.
+        let stale = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in for (index, byte) in path.utf8.enumerated() { raw[index] = byte } }
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        close(stale)
+        let server = try TestServer(config: "access_log_format: json\n", flags: ["--listen", "127.0.0.1:0", "--listen", "unix:\(path)"]).start()
+        defer { server.stop() }
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFSOCK && info.st_mode & 0o777 == 0o660)
+        #expect(try curl(["--unix-socket", path, "-o", "/dev/null", "-w", "%{http_code}", "http://localhost/index.html"]) == "200")
+        #expect(server.log().contains("listening on http+unix://\(path)"))
+        let line = try #require(accessLines(server, count: 1).first)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["client"] as? String == "unix:")
+        // An upgrade hands the unix socket over like the others.
+        #expect(try run(webserverBinary, ["upgrade", "--pid-file", server.pidFile.path]).status == 0)
+        let new = try #require(pidInFile(server.pidFile))
+        #expect(try curl(["--unix-socket", path, "-o", "/dev/null", "-w", "%{http_code}", "http://localhost/index.html"]) == "200")
+        stopProcess(new)
+        #expect(!FileManager.default.fileExists(atPath: path))
+
+        // PROXY on a unix socket: its peers need no trusted network (the file's mode guards it).
+        let proxiedServer = try TestServer(config: "access_log_format: json\nproxy: {trusted: [192.0.2.0/24]}\n",
+                                           flags: ["--listen", "127.0.0.1:0", "--listen", "unix:\(proxied)", "--proxy-protocol"]).start()
+        defer { proxiedServer.stop() }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var target = sockaddr_un()
+        target.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &target.sun_path) { raw in for (index, byte) in proxied.utf8.enumerated() { raw[index] = byte } }
+        let connected = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(connected == 0)
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("PROXY TCP4 198.51.100.8 127.0.0.1 40001 80\r\n".utf8) + plainRequest
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        #expect(count > 0 && String(decoding: buffer[0..<max(count, 0)], as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+        let logged = try #require(accessLines(proxiedServer, count: 1).first)
+        #expect(logged.contains("\"client\":\"198.51.100.8\",\"client_port\":40001"))
+    }
+}

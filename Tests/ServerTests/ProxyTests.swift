@@ -177,3 +177,47 @@ func client(_ lines: [String], peer: String, trusted: [String], header: ClientAd
         #expect(issues("root: site\n", overrides: overrides).map(\.key) == ["--trusted-proxy"])
     }
 }
+
+@Suite struct UnixSocketConfigTests {
+    @Test func unixListenEntriesWithOwnerAndMode() throws {
+        let config = try loadConfig("""
+            root: site
+            listen: ["127.0.0.1:8001", "unix:web.sock", {address: "unix:/run/x/api.sock", owner: "www-data:adm", mode: "0600", proxy_protocol: true}]
+            """)
+        #expect(config.listen.count == 3 && config.listen[1].hasPrefix("unix:/") && config.listen[1].hasSuffix("/web.sock"))
+        #expect(config.listenProxyProtocol == [false, false, true])
+        #expect(config.unixSockets == [
+            ServerConfig.UnixSocket(address: config.listen[1]),
+            ServerConfig.UnixSocket(address: "unix:/run/x/api.sock", owner: "www-data", group: "adm", mode: 0o600),
+        ])
+        let found = issues("root: site\nlisten: [{address: 'unix:/a.sock', mode: '999'}, {address: '127.0.0.1:1', owner: 'x'}]\n")
+        #expect(found.map(\.key) == ["listen.mode", "listen"])
+    }
+}
+
+@Suite struct UnixSocketFileTests {
+    @Test func theSocketFileGetsItsModeAndOwnerAndAStaleOneIsReplaced() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-unix-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("s.sock").path
+        let owner = getuid() == 0 ? "nobody" : nil  // changing the owner needs root
+        let first = try Socket.listenUnix(path: path, backlog: 8, mode: 0o600, owner: owner, group: nil)
+        var info = stat()
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o600)
+        if let owner { #expect(info.st_uid == getpwnam(owner)!.pointee.pw_uid) }
+        // Someone listening there: refused, like a busy port.
+        #expect(throws: SystemError.self) { _ = try Socket.listenUnix(path: path, backlog: 8, mode: 0o600, owner: nil, group: nil) }
+        #expect(Socket.unixPath(of: first) == path)
+        close(first)
+        // The file left behind (nobody listening): replaced.
+        let second = try Socket.listenUnix(path: path, backlog: 8, mode: 0o660, owner: nil, group: nil)
+        defer { close(second) }
+        #expect(stat(path, &info) == 0 && info.st_mode & 0o777 == 0o660)
+        // Not a socket: never removed.
+        let file = directory.appendingPathComponent("plain").path
+        FileManager.default.createFile(atPath: file, contents: Data("keep".utf8))
+        #expect(throws: SystemError.self) { _ = try Socket.listenUnix(path: file, backlog: 8, mode: 0o660, owner: nil, group: nil) }
+        #expect(FileManager.default.contents(atPath: file) == Data("keep".utf8))
+    }
+}

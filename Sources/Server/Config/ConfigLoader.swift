@@ -79,9 +79,9 @@ public enum ConfigLoader {
         }
         if let root = overrides.root { config.root = absolute(root, base: cwd); rootFromFile = false }
         if !overrides.listen.isEmpty {
-            config.listen = overrides.listen
+            config.listen = overrides.listen.map { $0.hasPrefix("unix:") ? "unix:" + absolute(String($0.dropFirst(5)), base: cwd) : $0 }
             config.listenProxyProtocol = overrides.listen.map { _ in overrides.proxyProtocol }
-            for value in overrides.listen where SocketAddress(parsing: value) == nil {
+            for value in overrides.listen where SocketAddress(parsing: value) == nil && !value.hasPrefix("unix:") {
                 flagIssue("--listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
             }
         }
@@ -93,12 +93,18 @@ public enum ConfigLoader {
             }
         }
         if !overrides.tlsListen.isEmpty {
-            config.tls.listen = overrides.tlsListen
+            config.tls.listen = overrides.tlsListen.map { $0.hasPrefix("unix:") ? "unix:" + absolute(String($0.dropFirst(5)), base: cwd) : $0 }
             config.tls.listenProxyProtocol = overrides.tlsListen.map { _ in overrides.proxyProtocol }
-            for value in overrides.tlsListen where SocketAddress(parsing: value) == nil {
+            for value in overrides.tlsListen where SocketAddress(parsing: value) == nil && !value.hasPrefix("unix:") {
                 flagIssue("--tls-listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
             }
         }
+        // Unix sockets from flags get the default owner and mode; ones no longer listened on are dropped.
+        for value in config.allListen where value.hasPrefix("unix:") && !config.unixSockets.contains(where: { $0.address == value }) {
+            config.unixSockets.append(ServerConfig.UnixSocket(address: value))
+        }
+        let listening = config.allListen
+        config.unixSockets.removeAll { !listening.contains($0.address) }
         if let cert = overrides.cert { config.tls.cert = absolute(cert, base: cwd) }
         if let key = overrides.key { config.tls.key = absolute(key, base: cwd) }
         if let admin = overrides.adminListen {
@@ -244,6 +250,8 @@ final class DocumentReader {
     var rootMark: (Int, Int)?
     /// Whether the YAML parsed; when not, checks of the resulting values would only add noise.
     var parsed = false
+    /// `unix:/path` listen entries with their owner and mode, as they are read.
+    var unixSockets: [ServerConfig.UnixSocket] = []
 
     init(file: String) {
         self.file = file
@@ -518,12 +526,14 @@ final class DocumentReader {
             }
             section.finish()
         }
+        config.unixSockets = unixSockets
         top.finish()
     }
 
     /// `listen` or `tls.listen`: one address or a list, each `ADDRESS:PORT` or `{address: ADDRESS:PORT,
     /// proxy_protocol: true}`; the addresses and, for each, whether a PROXY header comes first.
     private func listenEntries(_ node: Node, key: String, required: Bool) -> ([String], [Bool]) {
+
         let items: [Node]
         switch node {
         case .sequence(let sequence): items = Array(sequence)
@@ -536,17 +546,47 @@ final class DocumentReader {
         for item in items {
             var text = item.scalar?.string
             var wantsProxy = false
+            var unix = ServerConfig.UnixSocket(address: "")
+            var unixOptions = false
             if case .mapping = item, let entry = Section(item, path: key, reader: self) {
                 text = entry.string("address")?.0
-                if text == nil { issue(item, key: key, "each entry needs address: ADDRESS:PORT") }
+                if text == nil { issue(item, key: key, "each entry needs address: ADDRESS:PORT or unix:/PATH") }
                 wantsProxy = entry.boolean("proxy_protocol") ?? false
+                if let (owner, _) = entry.string("owner") {
+                    let parts = owner.split(separator: ":", maxSplits: 1).map(String.init)
+                    unix.owner = parts.first
+                    unix.group = parts.count > 1 ? parts[1] : nil
+                    unixOptions = true
+                }
+                if let (mode, node) = entry.string("mode") {
+                    if let value = Int(mode, radix: 8), (0...0o777).contains(value) { unix.mode = value } else {
+                        issue(node, key: "\(key).mode", "'\(mode)' is not an octal mode such as 0660")
+                    }
+                    unixOptions = true
+                }
                 entry.finish()
                 guard text != nil else { continue }
             }
-            guard let value = text else {
-                issue(item, key: key, "each entry must be ADDRESS:PORT or {address: ADDRESS:PORT, proxy_protocol: true}")
+            guard var value = text else {
+                issue(item, key: key, "each entry must be ADDRESS:PORT, unix:/PATH or {address: ..., proxy_protocol: true}")
                 continue
             }
+            if value.hasPrefix("unix:") {
+                // A Unix-domain socket; a relative path is relative to the configuration file.
+                let path = String(value.dropFirst(5))
+                guard !path.isEmpty, path.utf8.count < 100 else {
+                    issue(item, key: key, "'\(value)' needs a socket path shorter than 100 bytes")
+                    continue
+                }
+                value = "unix:" + ConfigLoader.absolute(path, base: base)
+                if values.contains(value) { issue(item, key: key, "'\(value)' is listed twice") }
+                unix.address = value
+                values.append(value)
+                proxy.append(wantsProxy)
+                unixSockets.append(unix)
+                continue
+            }
+            if unixOptions { issue(item, key: key, "owner and mode apply to unix:/PATH sockets only") }
             if let address = SocketAddress(parsing: value) {
                 if !seen.insert(address).inserted { issue(item, key: key, "'\(value)' is listed twice") }
                 values.append(value)

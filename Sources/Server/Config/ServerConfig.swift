@@ -7,6 +7,23 @@ import Glibc
 public struct ServerConfig: Codable, Sendable, Equatable {
     /// Addresses to listen on, as written (`127.0.0.1:8080`, `[::1]:8080`, `*:80`).
     public var listen: [String] = ["127.0.0.1:8080"]
+    /// Owner and mode of each Unix-domain socket in `listen` or `tls.listen` (`unix:/path` entries).
+    public var unixSockets: [UnixSocket] = []
+
+    /// A `unix:/path` listener's file: made by the supervisor (a stale socket file is replaced), given
+    /// this owner, group and mode, and removed when the server stops.
+    public struct UnixSocket: Codable, Sendable, Equatable {
+        public var address: String
+        public var owner: String? = nil
+        public var group: String? = nil
+        public var mode: Int = 0o660
+    }
+
+    /// The path of a `unix:/path` listen entry, or nil for a TCP address.
+    public static func unixPath(_ address: String) -> String? {
+        address.hasPrefix("unix:/") ? String(address.dropFirst(5)) : nil
+    }
+
     /// For each `listen` address, whether connections on it start with a PROXY protocol header.
     public var listenProxyProtocol: [Bool] = [false]
     /// Absolute path of the directory served.

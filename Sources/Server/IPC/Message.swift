@@ -193,7 +193,7 @@ extension Message {
     /// Reads one connection entry at `offset` of a validated `connections` message.
     static func decodeEntry(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(MessageError) -> ConnectionInfo {
         let family = bytes[offset + 2]
-        guard family == 2 || family == 10 else { throw .badField("address family \(family)") }
+        guard family == 1 || family == 2 || family == 10 else { throw .badField("address family \(family)") }
         guard bytes[offset + 3] == 0, bytes.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0 else {
             throw .badField("reserved bytes")
         }

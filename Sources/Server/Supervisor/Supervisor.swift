@@ -118,7 +118,13 @@ public final class Supervisor {
         _ = cs_prctl_set_name("ws-supervisor")
         try lockPidFile(inherited: inherited.pidFile)
         raiseDescriptorLimit()
+        // Unix-domain sockets passed on are matched by path, the others by address.
+        var passedUnix: [(Int32, String)] = []
         var passed = (Systemd.activatedSockets() + inherited.sockets).compactMap { fd -> (Int32, SocketAddress)? in
+            if let path = Socket.unixPath(of: fd) {
+                passedUnix.append((fd, path))
+                return nil
+            }
             guard let address = try? Socket.localAddress(of: fd) else {
                 log.warning("socket activation: fd \(fd) is not a TCP socket; closed")
                 closeDescriptor(fd)
@@ -127,6 +133,19 @@ public final class Supervisor {
             return (fd, address)
         }
         for text in config.allListen {
+            if let path = ServerConfig.unixPath(text) {
+                if let index = passedUnix.firstIndex(where: { $0.1 == path }) {
+                    let fd = passedUnix.remove(at: index).0
+                    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+                    Socket.setNonBlocking(fd)
+                    sockets.append(fd)
+                    continue
+                }
+                let options = config.unixSockets.first { $0.address == text } ?? ServerConfig.UnixSocket(address: text)
+                sockets.append(try Socket.listenUnix(
+                    path: path, backlog: Int32(config.backlog), mode: options.mode, owner: options.owner, group: options.group))
+                continue
+            }
             guard let address = SocketAddress(parsing: text) else { continue }
             let fd: Int32
             if let index = passed.firstIndex(where: { Supervisor.sameSocket($0.1, address) }) {
@@ -160,11 +179,19 @@ public final class Supervisor {
             log.warning("socket activation: the socket for \(address) is not in listen or tls.listen; closed")
             closeDescriptor(fd)
         }
+        for (fd, path) in passedUnix {
+            log.warning("socket activation: the socket unix:\(path) is not in listen or tls.listen; closed")
+            closeDescriptor(fd)
+        }
         try openLogs()
         if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
         for (index, fd) in sockets.enumerated() {
             let scheme = index < config.listen.count ? "http" : "https"
-            if let bound = try Socket.localAddress(of: fd) { log.notice("listening on \(scheme)://\(bound)") }
+            if let path = ServerConfig.unixPath(config.allListen[index]) {
+                log.notice("listening on \(scheme)+unix://\(path)")
+            } else if let bound = try Socket.localAddress(of: fd) {
+                log.notice("listening on \(scheme)://\(bound)")
+            }
         }
         if let ca = config.tls.madeDevCertificate {
             log.notice("made a development certificate for localhost, 127.0.0.1 and ::1, signed by the local CA \(ca); trust it with: curl --cacert \(ca) (or: webserver cert dev --install)")
@@ -797,6 +824,8 @@ public final class Supervisor {
     func cleanup() {
         admin?.close(poller: poller)
         admin = nil
+        // Unix socket files go with the server (after an upgrade they are the new one's).
+        if !handedOver { for text in config.allListen { if let path = ServerConfig.unixPath(text) { unlink(path) } } }
         for fd in sockets { closeDescriptor(fd) }
         sockets = []
         if pidFileFD >= 0 {

@@ -6,6 +6,65 @@ enum Socket {
     /// Creates a listening TCP socket bound to `address`, non-blocking and close-on-exec.
     ///
     /// The caller owns the returned fd. IPv6 sockets are IPv6-only so `[::]:80` and `0.0.0.0:80` can coexist.
+    /// A listening Unix-domain stream socket at `path`, non-blocking and close-on-exec: a stale socket
+    /// file left by a crash is replaced (anything else at the path is an error), and the file gets `mode`
+    /// and, when given, `owner`/`group` (names) before anyone can connect.
+    static func listenUnix(path: String, backlog: Int32, mode: Int, owner: String?, group: String?) throws(SystemError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
+        }
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFSOCK else { throw SystemError(call: "bind(\(path)): not a socket", errno: EEXIST) }
+            // Someone still listening there is another server, not a leftover: refuse, as for a busy port.
+            let probe = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | cs_SOCK_CLOEXEC, 0)
+            let live = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            } == 0
+            closeDescriptor(probe)
+            if live { throw SystemError(call: "bind(\(path))", errno: EADDRINUSE) }
+            unlink(path)
+        }
+        let fd = try syscall("socket(AF_UNIX)") { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0) }
+        do throws(SystemError) {
+            try syscall("bind(\(path))") {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+            try syscall("chmod(\(path))") { chmod(path, mode_t(mode)) }
+            if owner != nil || group != nil {
+                let uid = owner.flatMap { getpwnam($0)?.pointee.pw_uid } ?? UInt32.max
+                let gid = group.flatMap { getgrnam($0)?.pointee.gr_gid } ?? UInt32.max
+                if (owner != nil && uid == .max) || (group != nil && gid == .max) {
+                    throw SystemError(call: "chown(\(path)): no such user or group \(owner ?? ""):\(group ?? "")", errno: EINVAL)
+                }
+                try syscall("chown(\(path))") { chown(path, uid, gid) }
+            }
+            try syscall("listen(\(path))") { Glibc.listen(fd, backlog) }
+        } catch {
+            closeDescriptor(fd)
+            throw error
+        }
+        return fd
+    }
+
+    /// The path a Unix-domain socket is bound to, or nil for any other socket.
+    static func unixPath(of fd: Int32) -> String? {
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let result = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard result == 0, Int32(address.sun_family) == AF_UNIX else { return nil }
+        return withUnsafeBytes(of: &address.sun_path) { raw in
+            let bytes = raw.prefix { $0 != 0 }
+            return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
+        }
+    }
+
     static func listen(on address: SocketAddress, backlog: Int32) throws(SystemError) -> Int32 {
         let fd = try syscall("socket") {
             Glibc.socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0)

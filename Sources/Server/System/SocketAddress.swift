@@ -72,10 +72,16 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
             let address = withUnsafeBytes(of: &storage) { $0.load(as: sockaddr_in6.self) }
             self.init(family: UInt8(AF_INET6), port: UInt16(bigEndian: address.sin6_port),
                       bytes: unsafeBitCast(address.sin6_addr, to: (UInt64, UInt64).self))
+        case AF_UNIX:
+            // A peer on a Unix-domain socket: no address to speak of.
+            self.init(family: UInt8(AF_UNIX), port: 0, bytes: (0, 0))
         default:
             return nil
         }
     }
+
+    /// A peer that came in on a Unix-domain socket.
+    public var isUnix: Bool { family == UInt8(AF_UNIX) }
 
     /// Calls `body` with this address as a kernel `sockaddr` and its length.
     func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
@@ -104,6 +110,13 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
 
     /// Writes the host part as text (`127.0.0.1`, `::1`) into `buffer`; returns the byte count.
     func formatHost(into buffer: UnsafeMutablePointer<CChar>, capacity: Int) -> Int {
+        if isUnix {
+            let text: StaticString = "unix:"
+            guard capacity > 5 else { return 0 }
+            for index in 0..<5 { buffer[index] = CChar(bitPattern: text.utf8Start[index]) }
+            buffer[5] = 0
+            return 5
+        }
         var copy = bytes
         let family = Int32(self.family)
         let result = withUnsafePointer(to: &copy) { pointer in
