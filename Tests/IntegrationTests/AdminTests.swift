@@ -70,6 +70,7 @@ func adminGet(_ port: Int, _ path: String) throws -> Response { try fetch("http:
         #expect(delta("webserver_connections_handled_total") == 9)
         #expect(delta("webserver_sent_bytes_total") > 5 * 47)  // five bodies of the 47-byte index, and heads
         #expect(after["webserver_workers{state=\"idle\"}"] + after["webserver_workers{state=\"busy\"}"] == 1)
+        #expect(after["webserver_worker_processes"] == 1)
         #expect(after["webserver_ready"] == 1 && after.types["webserver_request_duration_seconds"] == "histogram")
         // The histogram is cumulative and ends at +Inf = count.
         let buckets = after.samples.filter { $0.key.hasPrefix("webserver_request_duration_seconds_bucket") }

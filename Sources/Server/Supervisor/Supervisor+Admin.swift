@@ -93,6 +93,8 @@ extension Supervisor {
         let total = stats[Stats.workersTotal]
         metric("webserver_workers", "gauge", "Worker processes taking connections, busy (holding any) or idle.",
                [(label("state", "busy"), busy), (label("state", "idle"), total >= busy ? total - busy : 0)])
+        metric("webserver_worker_processes", "gauge", "Worker processes taking connections (busy and idle together).",
+               [("", total)])
         metric("webserver_restarts_total", "counter", "Processes restarted after they crashed or stopped answering.",
                [(label("role", "listener"), UInt64(listener.restartTotal)), (label("role", "manager"), UInt64(manager.restartTotal)),
                 (label("role", "worker"), stats[Stats.workerRestarts])])
