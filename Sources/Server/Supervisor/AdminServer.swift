@@ -26,7 +26,7 @@ final class AdminServer {
     /// A listening socket handed over by an upgrading supervisor.
     init(adopting socket: Int32) {
         fd = socket
-        Socket.setNonBlocking(fd)
+        Socket.adopt(fd)
     }
 
     func owns(_ descriptor: Int32) -> Bool { clients[descriptor] != nil }

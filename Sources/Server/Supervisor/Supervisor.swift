@@ -136,8 +136,7 @@ public final class Supervisor {
             if let path = ServerConfig.unixPath(text) {
                 if let index = passedUnix.firstIndex(where: { $0.1 == path }) {
                     let fd = passedUnix.remove(at: index).0
-                    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                    Socket.setNonBlocking(fd)
+                    Socket.adopt(fd)
                     sockets.append(fd)
                     continue
                 }
@@ -151,8 +150,7 @@ public final class Supervisor {
             if let index = passed.firstIndex(where: { Supervisor.sameSocket($0.1, address) }) {
                 // Passed by systemd (socket activation): already bound and listening.
                 fd = passed.remove(at: index).0
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                Socket.setNonBlocking(fd)
+                Socket.adopt(fd)
                 log.info("\(inherited.sockets.isEmpty ? "socket activation" : "upgrade"): using the socket passed for \(text)")
             } else {
                 fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
@@ -165,7 +163,6 @@ public final class Supervisor {
         }
         if let fd = inherited.admin, let text = config.adminListen, let address = SocketAddress(parsing: text),
            let bound = try? Socket.localAddress(of: fd), Supervisor.sameSocket(bound, address) {
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             let server = AdminServer(adopting: fd)
             admin = server
             try poller.add(server.fd, events: Poller.readable)

@@ -38,19 +38,8 @@ public enum Systemd {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | cs_SOCK_CLOEXEC, 0)
         guard fd >= 0 else { return false }
         defer { closeDescriptor(fd) }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
-        if bytes.first == 64 { bytes[0] = 0 }  // "@name": an abstract socket
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in bytes.enumerated() { raw[index] = byte }
-        }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
         let sent = state.withCString { text in
-            withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, text, strlen(text), cs_MSG_NOSIGNAL, $0, length) }
-            }
+            Socket.withUnixAddress(path) { sendto(fd, text, strlen(text), cs_MSG_NOSIGNAL, $0, $1) } ?? -1
         }
         return sent >= 0
     }

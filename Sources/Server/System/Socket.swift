@@ -3,37 +3,46 @@ import Glibc
 
 /// Socket calls, one wrapper each.
 enum Socket {
-    /// Creates a listening TCP socket bound to `address`, non-blocking and close-on-exec.
-    ///
-    /// The caller owns the returned fd. IPv6 sockets are IPv6-only so `[::]:80` and `0.0.0.0:80` can coexist.
+    /// Calls `body` with `path` as a Unix-domain `sockaddr` and its length (`@name` is an abstract
+    /// socket); nil when the path does not fit.
+    static func withUnixAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> R) -> R? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        var bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        if bytes[0] == 64 { bytes[0] = 0 }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes[0] == 0 ? 0 : 1))
+        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) } }
+    }
+
+    /// Takes over a listening socket another process bound (systemd, an upgrading supervisor):
+    /// close-on-exec and non-blocking like the ones bound here.
+    static func adopt(_ fd: Int32) {
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        setNonBlocking(fd)
+    }
+
     /// A listening Unix-domain stream socket at `path`, non-blocking and close-on-exec: a stale socket
     /// file left by a crash is replaced (anything else at the path is an error), and the file gets `mode`
     /// and, when given, `owner`/`group` (names) before anyone can connect.
     static func listenUnix(path: String, backlog: Int32, mode: Int, owner: String?, group: String?) throws(SystemError) -> Int32 {
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[index] = byte }
-        }
+        guard withUnixAddress(path, { _, _ in true }) != nil else { throw SystemError(call: "bind(\(path)): path too long", errno: ENAMETOOLONG) }
         var info = stat()
         if lstat(path, &info) == 0 {
             guard info.st_mode & S_IFMT == S_IFSOCK else { throw SystemError(call: "bind(\(path)): not a socket", errno: EEXIST) }
             // Someone still listening there is another server, not a leftover: refuse, as for a busy port.
             let probe = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | cs_SOCK_CLOEXEC, 0)
-            let live = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-            } == 0
+            let live = withUnixAddress(path) { Glibc.connect(probe, $0, $1) } == 0
             closeDescriptor(probe)
             if live { throw SystemError(call: "bind(\(path))", errno: EADDRINUSE) }
             unlink(path)
         }
         let fd = try syscall("socket(AF_UNIX)") { Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0) }
         do throws(SystemError) {
-            try syscall("bind(\(path))") {
-                withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-                }
-            }
+            try syscall("bind(\(path))") { withUnixAddress(path) { Glibc.bind(fd, $0, $1) } ?? -1 }
             try syscall("chmod(\(path))") { chmod(path, mode_t(mode)) }
             if owner != nil || group != nil {
                 let uid = owner.flatMap { getpwnam($0)?.pointee.pw_uid } ?? UInt32.max
@@ -65,6 +74,9 @@ enum Socket {
         }
     }
 
+    /// Creates a listening TCP socket bound to `address`, non-blocking and close-on-exec.
+    ///
+    /// The caller owns the returned fd. IPv6 sockets are IPv6-only so `[::]:80` and `0.0.0.0:80` can coexist.
     static func listen(on address: SocketAddress, backlog: Int32) throws(SystemError) -> Int32 {
         let fd = try syscall("socket") {
             Glibc.socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0)

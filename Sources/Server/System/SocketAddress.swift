@@ -1,4 +1,4 @@
-import Glibc
+public import Glibc
 
 /// An IPv4 or IPv6 address with a port, in a fixed 20-byte layout that travels in IPC messages.
 ///
@@ -84,7 +84,7 @@ public struct SocketAddress: Equatable, Hashable, Sendable, CustomStringConverti
     public var isUnix: Bool { family == UInt8(AF_UNIX) }
 
     /// Calls `body` with this address as a kernel `sockaddr` and its length.
-    func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
+    public func withSockaddr<R>(_ body: (UnsafePointer<sockaddr>, socklen_t) throws(SystemError) -> R) throws(SystemError) -> R {
         if family == UInt8(AF_INET) {
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)

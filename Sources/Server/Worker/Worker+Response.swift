@@ -169,7 +169,11 @@ extension Worker {
     /// memory, or the head and sendfile, or the head and a body compressed as it goes.
     func send(_ file: CachedFile, _ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) {
         var chosen = file
-        if head.sentAcceptEncoding {
+        // A file that is never compressed needs the header only to find a refused identity, which takes
+        // a q=0 parameter: without a ';' (browsers send none) there is nothing to read.
+        let acceptEncoding = head.acceptEncoding
+        let repeated = head.repeatedAcceptEncoding
+        if head.sentAcceptEncoding && (file.varies || repeated || Worker.hasParameter(bytes, acceptEncoding)) {
             guard let representation = negotiate(file, head, bytes) else {
                 return answerError(connection, head, bytes, .notAcceptable)
             }
@@ -219,6 +223,12 @@ extension Worker {
             }
         }
         return preference.identity > 0 ? file : nil
+    }
+
+    /// Whether a field value has a ';' (so parameters such as q=0).
+    static func hasParameter(_ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) -> Bool {
+        guard !span.isEmpty else { return false }
+        return memchr(bytes.baseAddress! + span.start, 59, span.count) != nil
     }
 
     /// `file` compressed whole: from the compressed cache, or compressed now and kept there.
@@ -838,15 +848,15 @@ extension Worker {
         writer.append("\",\"client_port\":")
         writer.appendDecimal(Int64(client.port))
         writer.append(",\"request\":\"")
-        appendJSONEscaped(&writer, bytes, requestLine)
+        appendEscaped(&writer, bytes, requestLine, json: true)
         writer.append("\",\"status\":")
         writer.appendDecimal(Int64(status.rawValue))
         writer.append(",\"bytes\":")
         if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append("null") }
         writer.append(",\"referer\":\"")
-        appendJSONEscaped(&writer, bytes, referer)
+        appendEscaped(&writer, bytes, referer, json: true)
         writer.append("\",\"user_agent\":\"")
-        appendJSONEscaped(&writer, bytes, userAgent)
+        appendEscaped(&writer, bytes, userAgent, json: true)
         writer.append("\"}\n")
         if !writer.overflowed { logCount += writer.count }
     }
@@ -861,41 +871,30 @@ extension Worker {
         }
     }
 
-    func appendJSONEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) {
-        let hex: StaticString = "0123456789abcdef"
+    /// Copies a field into the log, at most 4096 input bytes, then `...`. Control bytes, quotes,
+    /// backslashes and every byte above 0x7e are escaped: as `\xHH` in the combined format, and for JSON
+    /// as `\"`, `\\` and `\u00XX`, so any request makes a valid line.
+    func appendEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan, json: Bool = false) {
+        let hex: StaticString = json ? "0123456789abcdef" : "0123456789ABCDEF"
         let end = min(span.end, span.start + 4096)
         var index = span.start
         while index < end {
             let byte = bytes[index]
-            if byte == 34 || byte == 92 {
-                writer.append(byte: 92)
+            if byte >= 32 && byte < 127 && byte != 34 && byte != 92 {
                 writer.append(byte: byte)
-            } else if byte < 32 || byte >= 127 {
-                writer.append("\\u00")
+            } else if json && byte >= 32 {
+                if byte == 34 || byte == 92 {
+                    writer.append(byte: 92)
+                    writer.append(byte: byte)
+                } else {
+                    writer.append("\\u00")
+                    writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                    writer.append(byte: hex.utf8Start[Int(byte & 15)])
+                }
+            } else {
+                writer.append(json ? "\\u00" : "\\x")
                 writer.append(byte: hex.utf8Start[Int(byte >> 4)])
                 writer.append(byte: hex.utf8Start[Int(byte & 15)])
-            } else {
-                writer.append(byte: byte)
-            }
-            index += 1
-        }
-        if end < span.end { writer.append("...") }
-    }
-
-    /// Copies a field into the log, `\xHH` for control bytes, quotes, backslashes and non-ASCII;
-    /// at most 4096 input bytes, then `...`.
-    func appendEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) {
-        let hex: StaticString = "0123456789ABCDEF"
-        let end = min(span.end, span.start + 4096)
-        var index = span.start
-        while index < end {
-            let byte = bytes[index]
-            if byte < 32 || byte >= 127 || byte == 34 || byte == 92 {
-                writer.append("\\x")
-                writer.append(byte: hex.utf8Start[Int(byte >> 4)])
-                writer.append(byte: hex.utf8Start[Int(byte & 15)])
-            } else {
-                writer.append(byte: byte)
             }
             index += 1
         }
