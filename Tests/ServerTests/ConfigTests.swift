@@ -57,6 +57,15 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(config.accessLog?.hasSuffix("/logs-access.log") == true)
     }
 
+    @Test func notSentLowatIsASizeOrOff() throws {
+        #expect(try loadConfig("root: site\n").notSentLowat == 131_072)
+        #expect(try loadConfig("root: site\nnotsent_lowat: 16k\n").notSentLowat == 16_384)
+        #expect(try loadConfig("root: site\nnotsent_lowat: off\n").notSentLowat == 0)
+        let found = issues("root: site\nnotsent_lowat: 100\n")
+        #expect(found.map { "\($0.line) \($0.key): \($0.message)" } == ["2 notsent_lowat: 100 bytes is out of range 1024...67108864"])
+        #expect(issues("root: site\nnotsent_lowat: lots\n").first?.message == "expected a size such as 8k or 16384, got 'lots'")
+    }
+
     @Test func unknownKeysNameTheKeyAndLine() {
         let found = issues("root: site\nworkers:\n  min: 1\n  maximum: 3\nlisten_on: x\n")
         #expect(found.map(\.key) == ["workers.maximum", "listen_on"])

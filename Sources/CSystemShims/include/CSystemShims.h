@@ -28,6 +28,7 @@ unsigned char *cs_CMSG_DATA(const struct cmsghdr *header);
 int cs_accept4(int socket, struct sockaddr *address, socklen_t *length, int flags);
 int cs_pidfd_open(pid_t pid, unsigned int flags);
 int cs_pidfd_send_signal(int pidfd, int signal);
+int cs_pidfd_getfd(int pidfd, int targetfd, unsigned int flags);
 int cs_prctl_set_pdeathsig(int signal);
 int cs_prctl_set_name(const char *name);
 int cs_prctl_set_child_subreaper(void);

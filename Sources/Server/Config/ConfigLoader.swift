@@ -364,6 +364,12 @@ final class DocumentReader {
         } else if let value = top.duration("defer_accept") {
             config.deferAcceptMilliseconds = value
         }
+        if let node = top.peek("notsent_lowat"), node.scalar?.string == "off" {
+            _ = top.take("notsent_lowat")
+            config.notSentLowat = 0
+        } else if let value = top.size("notsent_lowat", in: 1024...67_108_864) {
+            config.notSentLowat = value
+        }
 
         if let section = top.section("workers") {
             let minimum = section.integer("min", in: 1...1024)

@@ -79,6 +79,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     /// is accepted only once its first bytes arrive, so a client that connects and says nothing wakes no
     /// process, and the worker finds the request already waiting.
     public var deferAcceptMilliseconds: Int = 10_000
+    /// TCP_NOTSENT_LOWAT on each TCP socket, in bytes; 0 is off (the kernel's default, unlimited). A
+    /// connection's socket reports writable, and takes more, only while less than this is waiting unsent,
+    /// so a large response is fed in steps from the worker's own CPU instead of queued whole in the
+    /// kernel and pushed out from whichever CPU handles the client's acknowledgements. Accepted sockets
+    /// inherit it from the listening socket.
+    public var notSentLowat: Int = 131_072
     public var workers = Workers()
     public var keepalive = Keepalive()
     public var timeouts = Timeouts()

@@ -155,7 +155,8 @@ public final class Supervisor {
             } else {
                 fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
             }
-            Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY
+            Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT
+            try Socket.setNotSentLowat(fd, bytes: config.notSentLowat)
             if config.deferAcceptMilliseconds > 0 {
                 try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
             }
@@ -750,6 +751,14 @@ public final class Supervisor {
             return
         }
         let accessChanged = newConfig.accessLog != config.accessLog
+        if newConfig.notSentLowat != config.notSentLowat {
+            // Connections accepted from now on inherit the new value; open ones keep theirs.
+            for fd in sockets where Socket.unixPath(of: fd) == nil {
+                do { try Socket.setNotSentLowat(fd, bytes: newConfig.notSentLowat) } catch {
+                    log.warning("reload: \(error); new connections keep the previous notsent_lowat")
+                }
+            }
+        }
         config = newConfig
         restartPolicy = Supervisor.restartPolicy(for: newConfig)
         closeDescriptor(configFD)

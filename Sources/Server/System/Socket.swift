@@ -152,6 +152,15 @@ enum Socket {
         }
     }
 
+    /// Sets TCP_NOTSENT_LOWAT (`bytes`, or 0 for the kernel's default, no limit) on a TCP socket; a
+    /// listening socket passes it on to the connections it accepts.
+    static func setNotSentLowat(_ fd: Int32, bytes: Int) throws(SystemError) {
+        var value = UInt32(bytes)
+        try syscall("setsockopt(TCP_NOTSENT_LOWAT)") {
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NOTSENT_LOWAT, &value, socklen_t(MemoryLayout<UInt32>.size))
+        }
+    }
+
     /// Sets TCP_NODELAY so response heads are not held back by Nagle's algorithm.
     static func setNoDelay(_ fd: Int32) {
         var on: Int32 = 1
