@@ -49,6 +49,47 @@ import Testing
         #expect(kept.contains("Connection: keep-alive\r\n"))
     }
 
+    /// A response the server closes after carries its FIN in its last segment: the client receives no
+    /// more segments without data than for a keep-alive response (SYN-ACK and the ACK of its request),
+    /// counted by its own TCP stack (TCP_INFO). So the server, which chose to close, closes first (and
+    /// keeps the TIME_WAIT) even when the listener or manager still held the socket for a moment.
+    @Test func aClosingResponseCarriesItsFin() throws {
+        let server = try TestServer(site: richSite).start()
+        defer { server.stop() }
+        let keptOpen = try segmentsWithoutData(server.port, "GET /style.css HTTP/1.1\r\nHost: a\r\n\r\n", untilEnd: false)
+        for request in ["GET /style.css HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "GET /style.css HTTP/1.0\r\n\r\n",
+                        "GET /missing HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "BAD\r\n\r\n"] {
+            #expect(try segmentsWithoutData(server.port, request, untilEnd: true) == keptOpen, "\(request.prefix(24))")
+        }
+    }
+
+    /// Segments without payload that the client's socket received for one request and its response
+    /// (read to the end of stream, or to the end of the body), after 100 ms for stragglers.
+    func segmentsWithoutData(_ port: Int, _ request: String, untilEnd: Bool) throws -> Int {
+        let fd = try openConnection(port)
+        defer { close(fd) }
+        _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            if !untilEnd, let text = String(bytes: received, encoding: .utf8), let head = text.range(of: "\r\n\r\n"),
+               let length = text.range(of: "Content-Length: ").flatMap({ Int(text[$0.upperBound...].prefix { $0.isNumber }) }),
+               received.count >= text.utf8.distance(from: text.startIndex, to: head.upperBound) + length { break }
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count <= 0 { break }
+            received += buffer[0..<count]
+        }
+        #expect(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1."))
+        usleep(100_000)
+        var info = [UInt8](repeating: 0, count: 232)  // struct tcp_info of linux/tcp.h
+        var length = socklen_t(info.count)
+        guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0, length >= 156 else {
+            throw TestFailure("getsockopt(TCP_INFO): errno \(errno), \(length) bytes")
+        }
+        func field(_ offset: Int) -> Int { info.withUnsafeBytes { Int($0.loadUnaligned(fromByteOffset: offset, as: UInt32.self)) } }
+        return field(140) - field(152)  // tcpi_segs_in - tcpi_data_segs_in
+    }
+
     @Test func keepAliveLimitsAndIdleTimeout() throws {
         let server = try TestServer(config: "keepalive: {requests: 2, timeout: 300ms}\n", site: richSite).start()
         defer { server.stop() }

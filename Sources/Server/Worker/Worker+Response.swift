@@ -595,7 +595,10 @@ extension Worker {
             iovec(iov_base: UnsafeMutableRawPointer(mutating: inline?.baseAddress), iov_len: bodyLength)
         )
         var header = msghdr()
-        let flags = cs_MSG_NOSIGNAL | (file != nil || connection.gzip != nil ? cs_MSG_MORE : 0)
+        // MSG_MORE also when the connection closes after this response: the bytes wait in the socket
+        // for the FIN that `finish` sends right after, and leave with it in one segment.
+        let more = file != nil || connection.gzip != nil || connection.closeAfterResponse
+        let flags = cs_MSG_NOSIGNAL | (more ? cs_MSG_MORE : 0)
         var sent = 0
         while true {
             let count = withUnsafeMutablePointer(to: &vectors) { pointer in
@@ -708,7 +711,8 @@ extension Worker {
             while connection.pendingOffset < connection.pendingOutput.count {
                 let count = connection.pendingOutput.withUnsafeBytes {
                     transmit(connection, $0.baseAddress! + connection.pendingOffset,
-                             $0.count - connection.pendingOffset, more: connection.file != nil || connection.gzip != nil)
+                             $0.count - connection.pendingOffset,
+                             more: connection.file != nil || connection.gzip != nil || connection.closeAfterResponse)
                 }
                 if count > 0 {
                     stats[Stats.bytesSent] &+= UInt64(count)

@@ -453,8 +453,11 @@ public final class Worker {
     /// Closes a connection once; later calls for the same connection do nothing.
     func close(_ connection: Connection) {
         guard connections[Int(connection.fd)] === connection else { return }
-        // No EPOLL_CTL_DEL: the listener and manager closed their copies, so this close is the last
-        // reference to the socket and the kernel drops it from the epoll set itself.
+        // No EPOLL_CTL_DEL: the listener and manager have almost always closed their copies, so this
+        // close is the last reference and the kernel drops the socket from the epoll set itself. In the
+        // rare case a copy is still open for a few microseconds, the registration lasts that long and
+        // can at most wake the loop for whatever connection now has this number: a read that finds
+        // nothing (EAGAIN), and nothing else, since hang-ups are acted on only through reads and writes.
         if let tls = connection.tls {
             if connection.phase != .lingering { tls.notifyClose() }
             connection.tls = nil
@@ -611,7 +614,14 @@ public final class Worker {
     /// socket with unread input makes the kernel send a reset, which can destroy the response before the
     /// client has read it.
     func finish(_ connection: Connection) {
-        guard connection.lingerOnClose else { return close(connection) }
+        guard connection.lingerOnClose else {
+            // The FIN goes now, carrying the response's last bytes (held back by MSG_MORE), whoever
+            // holds the socket's last reference: when the worker answers a connection before the
+            // listener or manager has closed its copy, `close` alone would leave response and FIN
+            // waiting for that copy to go, and the client might close first and keep the TIME_WAIT.
+            if connection.tls == nil { shutdown(connection.fd, Int32(SHUT_WR)) }
+            return close(connection)
+        }
         connection.lingerOnClose = false
         connection.stash = []
         connection.body = nil
