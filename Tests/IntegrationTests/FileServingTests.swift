@@ -194,6 +194,20 @@ func richSite(_ site: URL) throws {
         }
     }
 
+    /// `valid` is a bound, not an average: the first request once `valid` has passed since a change
+    /// gets the new file, every time (the worker's clock is read at each wake-up, not only at its
+    /// 250 ms tick, which let a stale copy through for up to `valid` + 250 ms).
+    @Test func theFirstRequestAfterValidSeesTheChange() throws {
+        let server = try TestServer(config: "file_cache: {valid: 300ms}\n", site: richSite).start()
+        defer { server.stop() }
+        let file = server.site.appendingPathComponent("round.txt")
+        for round in 0..<8 {
+            try "round \(round)".write(to: file, atomically: false, encoding: .utf8)
+            usleep(400_000)
+            #expect(try curl([server.url + "/round.txt"]) == "round \(round)")
+        }
+    }
+
     @Test func methods() throws {
         let server = try TestServer(site: richSite).start()
         defer { server.stop() }

@@ -50,9 +50,13 @@ public final class Poller {
     }
 
     /// Waits up to `timeoutMilliseconds` (-1 forever) and calls `body` with each ready fd and its events.
-    func wait(timeoutMilliseconds: Int32, _ body: (Int32, UInt32) throws -> Void) rethrows {
+    /// Waits for events and calls `body` for each; `woke` runs first, once, when there are any.
+    func wait(
+        timeoutMilliseconds: Int32, woke: () -> Void = {}, _ body: (Int32, UInt32) throws -> Void
+    ) rethrows {
         let count = epoll_wait(fd, events, Int32(capacity), timeoutMilliseconds)
         if count <= 0 { return }
+        woke()
         for index in 0..<Int(count) {
             let event = events[index]
             try body(event.data.fd, event.events)

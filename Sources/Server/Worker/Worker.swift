@@ -160,7 +160,10 @@ public final class Worker {
         log.debug("worker started", metadata: ["id": "\(id)"])
         sendHeartbeat()
         while true {
-            poller.wait(timeoutMilliseconds: 1000) { fd, events in
+            // The clock as of this wake-up (a coarse vDSO read): deadlines and the file cache's
+            // `valid` window are measured from it, not from the last 250 ms tick, which could make a
+            // changed file be served from the cache for up to `valid` + 250 ms.
+            poller.wait(timeoutMilliseconds: 1000, woke: { now = monotonicMilliseconds() }) { fd, events in
                 if fd == channel.fd {
                     handleChannel()
                 } else if fd == ticker.fd {
