@@ -49,8 +49,8 @@ public final class Poller {
         _ = epoll_ctl(fd, EPOLL_CTL_DEL, target, &event)
     }
 
-    /// Waits up to `timeoutMilliseconds` (-1 forever) and calls `body` with each ready fd and its events.
-    /// Waits for events and calls `body` for each; `woke` runs first, once, when there are any.
+    /// Waits up to `timeoutMilliseconds` (-1 forever) and calls `body` with each ready fd and its events;
+    /// `woke` runs first, once, when there are any.
     func wait(
         timeoutMilliseconds: Int32, woke: () -> Void = {}, _ body: (Int32, UInt32) throws -> Void
     ) rethrows {

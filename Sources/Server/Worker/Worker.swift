@@ -456,11 +456,12 @@ public final class Worker {
     /// Closes a connection once; later calls for the same connection do nothing.
     func close(_ connection: Connection) {
         guard connections[Int(connection.fd)] === connection else { return }
-        // No EPOLL_CTL_DEL: the listener and manager have almost always closed their copies, so this
-        // close is the last reference and the kernel drops the socket from the epoll set itself. In the
-        // rare case a copy is still open for a few microseconds, the registration lasts that long and
-        // can at most wake the loop for whatever connection now has this number: a read that finds
-        // nothing (EAGAIN), and nothing else, since hang-ups are acted on only through reads and writes.
+        // No EPOLL_CTL_DEL: once the listener and manager have closed their copies, this close is the
+        // last reference and the kernel drops the socket from the epoll set itself. Under load the
+        // worker can answer a connection before their `close_range` has run (see `finish`); a
+        // registration then lasts those few microseconds and can at most wake the loop for whatever
+        // connection now has this number: a read that finds nothing (EAGAIN), and nothing else, since
+        // hang-ups are acted on only through reads and writes.
         if let tls = connection.tls {
             if connection.phase != .lingering { tls.notifyClose() }
             connection.tls = nil
