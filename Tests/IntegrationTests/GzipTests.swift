@@ -274,7 +274,7 @@ func gzipSite(_ site: URL) throws {
                 }
             }).start()
             defer { server.stop() }
-            let worker = try #require(server.pids(of: "worker").first)
+            let worker = try #require(server.pids(of: "worker").first, "no worker process below \(server.pid); its log:\n\(server.log())")
             func resident() -> Int {
                 let status = (try? String(contentsOfFile: "/proc/\(worker)/status", encoding: .utf8)) ?? ""
                 let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""

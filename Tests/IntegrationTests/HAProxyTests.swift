@@ -10,9 +10,18 @@ func freePort() throws -> Int {
     address.sin_family = sa_family_t(AF_INET)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    return Int(port(of: fd) ?? 0)
+}
+
+/// An IPv4 socket's own port, or its peer's; nil for any other socket or when it has none.
+func port(of fd: Int32, peer: Bool = false) -> UInt16? {
+    var address = sockaddr_in()
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-    return Int(UInt16(bigEndian: address.sin_port))
+    let result = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) }
+    }
+    guard result == 0, Int32(address.sin_family) == AF_INET else { return nil }
+    return UInt16(bigEndian: address.sin_port)
 }
 
 /// HAProxy from apt in front of WebServer instances: PROXY v2 to the servers, health checks on each

@@ -29,7 +29,7 @@ import Testing
     func lowat(_ server: TestServer) throws -> Int {
         let client = try openKeepAliveConnection(server.port)
         defer { close(client) }
-        let port = localPort(client)
+        guard let clientPort = port(of: client) else { throw TestFailure("the client socket has no port") }
         for worker in server.pids(of: "worker") {
             let pidfd = cs_pidfd_open(worker, 0)
             guard pidfd >= 0 else { continue }
@@ -42,7 +42,7 @@ import Testing
                 let fd = cs_pidfd_getfd(pidfd, target, 0)
                 guard fd >= 0 else { continue }
                 defer { close(fd) }
-                guard peerPort(fd) == port else { continue }
+                guard port(of: fd, peer: true) == clientPort else { continue }
                 var value: UInt32 = 0
                 var length = socklen_t(MemoryLayout<UInt32>.size)
                 guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_NOTSENT_LOWAT, &value, &length) == 0 else {
@@ -51,21 +51,6 @@ import Testing
                 return Int(value)
             }
         }
-        throw TestFailure("no worker holds the connection from port \(port)")
-    }
-
-    func localPort(_ fd: Int32) -> UInt16 {
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return UInt16(bigEndian: address.sin_port)
-    }
-
-    func peerPort(_ fd: Int32) -> UInt16? {
-        var address = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let result = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &length) } }
-        guard result == 0, Int32(address.sin_family) == AF_INET else { return nil }
-        return UInt16(bigEndian: address.sin_port)
+        throw TestFailure("no worker holds the connection from port \(clientPort)")
     }
 }

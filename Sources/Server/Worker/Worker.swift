@@ -377,8 +377,8 @@ public final class Worker {
         }
     }
 
+    /// Every 250 ms (the ticker); `now` was read at this wake-up.
     func tick() {
-        now = monotonicMilliseconds()
         refreshDate()
         sendReleases()
         if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
