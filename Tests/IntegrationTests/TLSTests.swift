@@ -221,6 +221,36 @@ func temporaryDirectory() throws -> URL {
         // Never on plain HTTP.
         #expect(try fetch(server.url + "/.well-known/acme-challenge/abc", ["-H", "Host: example.test"]).headers["strict-transport-security"] == nil)
     }
+
+    /// A response the server writes on its own (408 from the timer) or for bytes that never parsed
+    /// (400) carries only its own connection's facts: no Host was read, so no HSTS, even right after
+    /// another client's request for a real name got it. (The worker once kept the last request's facts
+    /// in its fields, and these responses read them.)
+    @Test func responsesWithoutARequestCarryTheirOwnConnectionsFacts() throws {
+        let certificates = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: certificates)
+        let config = """
+            workers: {min: 1, max: 1}
+            timeouts: {header: 2s}
+            tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key), hsts: "max-age=63072000"}
+
+            """
+        let server = try TestServer(config: config, site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        // B: half a head, on the one worker; its 408 comes from the timer two seconds on.
+        let slow = try TLSExchange(port: port, "GET /style.css HTTP/1.1\\r\\nHost: loc", timeout: 8)
+        // A, meanwhile: a whole request for a real name, which gets HSTS.
+        let named = try fetch("https://example.test:\(port)/style.css", ["-k", "--resolve", "example.test:\(port):127.0.0.1"])
+        #expect(named.headers["strict-transport-security"] == "max-age=63072000")
+        // C, after it: bytes that are no request get 400, without HSTS.
+        let garbage = try TLSExchange(port: port, "NOT A REQUEST\\r\\n\\r\\n", timeout: 5).finish()
+        #expect(garbage.hasPrefix("HTTP/1.1 400 "))
+        #expect(!garbage.lowercased().contains("strict-transport-security"))
+        let timedOut = try slow.finish()
+        #expect(timedOut.hasPrefix("HTTP/1.1 408 "))
+        #expect(!timedOut.lowercased().contains("strict-transport-security"))
+    }
 }
 
 /// A certificate for `name` with the given key type ("ec" P-256 or "rsa" 2048), self-signed.

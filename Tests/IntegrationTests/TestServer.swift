@@ -251,3 +251,27 @@ final class LoadRun: @unchecked Sendable {
         return try JSONDecoder().decode(LoadResult.self, from: data)
     }
 }
+
+/// A raw TLS exchange (Fixtures/tls_exchange.py, Python's ssl) started as a second process: sends
+/// `request` (escapes such as \r\n written out as backslash sequences), reads until the server closes
+/// or `timeout` passes; `finish()` waits for it and returns what came back.
+final class TLSExchange: @unchecked Sendable {
+    let process = Process()
+    let output = Pipe()
+
+    init(port: Int, _ request: String, timeout: Double) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [
+            "python3", packageRoot.appendingPathComponent("Tests/IntegrationTests/Fixtures/tls_exchange.py").path,
+            "\(port)", request, "\(timeout)",
+        ]
+        process.standardOutput = output
+        try process.run()
+    }
+
+    func finish() throws -> String {
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -315,3 +315,53 @@ struct CompressedCache {
         bytes += cost
     }
 }
+
+/// A file's compressed forms: which representation a request's Accept-Encoding gets (the file, its
+/// sidecar, or its gzip form), and the gzip form compressed whole from the worker's compressed-body
+/// cache. Owns that cache and the one deflate state whole-file compression reuses.
+final class Compressor {
+    let settings: ServerConfig.GzipSettings
+    var cache: CompressedCache
+    /// Made on the first compression and reused (`deflateReset`), with its 64 KiB input buffer.
+    var deflater: GzipDeflater?
+    var deflateInput: UnsafeMutableRawBufferPointer?
+
+    init(settings: ServerConfig.GzipSettings) {
+        self.settings = settings
+        cache = CompressedCache(budget: settings.cacheBytes)
+    }
+
+    /// The representation of `file` for this request's Accept-Encoding: its sidecar or its gzip form when
+    /// the client prefers gzip and there is one, else the file; nil (406) when the client refuses identity
+    /// and no acceptable form exists (RFC 9110 section 12.5.3: the only case a 406 is right).
+    func negotiate(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> CachedFile? {
+        let preference = EncodingPreference.of(bytes, head)
+        if preference.prefersGzip && file.varies {
+            if let sidecar = file.sidecar { return sidecar }
+            // A Range is answered from the file's own bytes, never from bytes compressed on the fly;
+            // and HTTP/1.0 has no chunked coding, so a file too large to compress whole goes as it is.
+            let rangeRequest = head.method == .get && !head.range.isEmpty && preference.identity > 0
+            if file.compressible && !rangeRequest && (head.minorVersion == 1 || file.size <= Int64(settings.cacheFileMax)) {
+                if let form = file.gzipForm { return form }
+                let form = CachedFile(gzipOf: file, level: settings.level, body: nil)
+                file.gzipForm = form
+                return form
+            }
+        }
+        return preference.identity > 0 ? file : nil
+    }
+
+    /// `file` compressed whole: from the compressed cache, or compressed now and kept there.
+    func compressedForm(_ file: CachedFile) -> CachedFile? {
+        let key = CompressedCache.key(file, level: settings.level)
+        if let cached = cache.lookup(key) { return cached }
+        if deflater == nil {
+            deflater = GzipDeflater(level: settings.level)
+            deflateInput = .allocate(byteCount: 65_536, alignment: 16)
+        }
+        guard let deflater, let deflateInput, let body = deflater.compressWhole(file, scratch: deflateInput) else { return nil }
+        let form = CachedFile(gzipOf: file, level: settings.level, body: body)
+        cache.insert(form, key: key)
+        return form
+    }
+}

@@ -204,6 +204,11 @@ final class CachedFile {
             && Int64(info.st_mtim.tv_nsec) == modifiedNanoseconds
     }
 
+    /// What preconditions and If-Range compare: the ETag in the header block and Last-Modified.
+    var validators: Validators {
+        Validators(etag: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(headers)[etag.start..<etag.end]), lastModified: modifiedSeconds)
+    }
+
     /// `openedPath` with `.gz` added, NUL-terminated.
     var sidecarPath: [UInt8] {
         var path = Array(openedPath.dropLast())

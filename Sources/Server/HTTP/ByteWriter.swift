@@ -34,6 +34,15 @@ struct ByteWriter {
     }
 
     @inline(__always)
+    mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard !bytes.isEmpty else { return }
+        append(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes.count)
+    }
+
+    /// What has been written so far.
+    var written: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    @inline(__always)
     mutating func append(byte: UInt8) {
         guard count < capacity else {
             overflowed = true

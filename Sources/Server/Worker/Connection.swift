@@ -1,11 +1,9 @@
-/// One part of a multipart response: its boundary and headers, then bytes `start..<end` of the file.
-struct ResponsePart {
-    var prefix: [UInt8]
-    var start: Int64
-    var end: Int64
-}
-
-/// One client connection inside a worker. Owns its socket and, while a body is being sent, the file.
+/// One client connection inside a worker: its socket, its transport, where it is in its life (the
+/// phase and that phase's deadline), the input not yet parsed and the output not yet sent. Nothing here
+/// belongs to one request; what a request brings travels in its `Exchange`.
+///
+/// Owns its socket (closed only through `ConnectionDriver.close`) and, while a body is being sent, the
+/// file it reads from (through `output`).
 final class Connection {
     enum Phase {
         /// Between requests; the keep-alive deadline runs.
@@ -25,11 +23,14 @@ final class Connection {
         case lingering
     }
 
-    /// The socket; the worker closes it through `Worker.close(_:)` only.
+    /// The socket.
     let fd: Int32
     /// The client's address: the kernel's, or the one a trusted proxy's PROXY header gave.
     var peer: SocketAddress
+    /// Which listening socket it came from (numbered as `ServerConfig.allListen`).
     let listenerID: UInt16
+    /// Plain, or TLS once a session is made for a connection from a TLS socket.
+    var transport = Transport.plain
     var phase = Phase.idle
     /// The epoll events the socket is registered for; 0 until it first has to wait (a request answered
     /// straight from the hand-off and closed never touches epoll).
@@ -42,27 +43,16 @@ final class Connection {
     var closeAfterResponse = false
     /// The client may still be sending (an error, an unread body): close by lingering, not at once.
     var lingerOnClose = false
-    /// Write `100 Continue` ahead of the next response head (the client waits for it to send its body).
-    var sendContinue = false
     /// The request body being skipped, if one is.
     var body: BodyReader?
-    /// The TLS state of a connection that came in on a TLS socket; nil for plain HTTP.
-    var tls: TLSSession?
     /// Bytes received but not yet parsed (a partial head, or pipelined requests behind a blocked response).
     var stash: [UInt8] = []
-    /// Response head bytes the socket did not take yet.
-    var pendingOutput: [UInt8] = []
-    var pendingOffset = 0
-    /// The file whose bytes are being sent with sendfile; held so its fd stays open until the end.
-    var file: CachedFile?
-    var fileOffset: Int64 = 0
-    var fileEnd: Int64 = 0
-    /// Further parts after the file range (multipart/byteranges), each sent in turn.
-    var parts: [ResponsePart] = []
+    /// The response bytes still to send.
+    var output = OutputQueue()
     /// Monotonic microseconds when the request being answered was parsed; 0 once it is counted.
     var startedAt: UInt64 = 0
-    /// A body being compressed as it is sent (chunked), after `pendingOutput`.
-    var gzip: GzipStream?
+    /// Closed: whoever still holds the object (a caller up the stack) must leave it alone.
+    var closed = false
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd
@@ -71,6 +61,38 @@ final class Connection {
         self.deadline = deadline
     }
 
-    /// Whether output is still waiting for the socket.
-    var hasPendingOutput: Bool { pendingOffset < pendingOutput.count || file != nil || gzip != nil }
+    /// Whether the connection speaks TLS.
+    var isSecure: Bool {
+        if case .tls = transport { return true }
+        return false
+    }
+}
+
+/// What a connection still has to send, in order: bytes (a head, an in-memory body, a part's boundary,
+/// a compressed chunk), then a range of a file, then further parts (multipart/byteranges), or chunks
+/// of a body compressed as it goes. `OutputWriter` moves it to the socket.
+struct OutputQueue {
+    /// Bytes the socket did not take yet, from `pendingOffset`.
+    var pending: [UInt8] = []
+    var pendingOffset = 0
+    /// The representation whose bytes `fileOffset..<fileEnd` go next (held so its fd stays open).
+    var file: CachedFile?
+    var fileOffset: Int64 = 0
+    var fileEnd: Int64 = 0
+    /// Further parts after the current range.
+    var parts: [ResponsePart] = []
+    /// A body being compressed as it is sent (chunked), after `pending`.
+    var gzip: GzipStream?
+
+    /// Nothing is waiting.
+    var isEmpty: Bool { pendingOffset >= pending.count && file == nil && gzip == nil }
+
+    /// Drops everything (the connection is closing).
+    mutating func clear() {
+        pending = []
+        pendingOffset = 0
+        file = nil
+        parts = []
+        gzip = nil
+    }
 }

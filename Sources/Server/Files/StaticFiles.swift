@@ -1,0 +1,397 @@
+import CSystemShims
+import Glibc
+
+/// GET and HEAD of files beneath the root, for any protocol: finds the file (the open-file cache, or
+/// opened beneath the root with its index, sidecar and `headers` lines), chooses its representation
+/// (Accept-Encoding), applies preconditions and ranges, and describes the answer as a `Response`. It
+/// writes nothing: the protocol that asked encodes and sends what it returns.
+///
+/// Owns the worker's open-file cache, compressed-body cache and the scratch buffers a request uses
+/// (path, ranges); the fields it composes go into the shared `FieldBuffer`.
+final class StaticFiles {
+    let rootFD: Int32
+    let index: String
+    let autoindex: Bool
+    let rejectEncodedSlash: Bool
+    let gzip: ServerConfig.GzipSettings
+    let rangeLimit: Int
+    var fileCache: FileCache
+    let compression: Compressor
+    let errorPages: ErrorPages
+    let headerRules: HeaderRules
+    let fields: FieldBuffer
+    /// The normalized path of the request being answered, NUL-terminated (capacity `pathCapacity`).
+    let pathBuffer: UnsafeMutablePointer<UInt8>
+    let pathCapacity: Int
+    /// Ranges of the request being answered, sorted and coalesced (capacity `limits.ranges`).
+    let rangeBuffer: UnsafeMutablePointer<(Int64, Int64)>
+    /// The multipart/byteranges boundary: random per worker, so no file's bytes can forge it.
+    let boundary: UnsafeMutablePointer<UInt8>
+    static let boundaryLength = 24
+    /// The parts of the last multipart response (capacity `limits.ranges` + 1, `partCount` initialized).
+    let parts: UnsafeMutableBufferPointer<ResponsePart>
+    var partCount = 0
+    /// The last directory listing's HTML (grown as needed).
+    var listingBytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
+
+    init(config: ServerConfig, fields: FieldBuffer) throws {
+        rootFD = try syscall("open(root)") { open(config.root, cs_O_PATH | cs_O_DIRECTORY | cs_O_CLOEXEC) }
+        index = config.index
+        autoindex = config.autoindex
+        rejectEncodedSlash = config.encodedSlash == "reject"
+        gzip = config.gzip
+        rangeLimit = config.limits.ranges
+        fileCache = FileCache(
+            capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
+            inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
+        compression = Compressor(settings: config.gzip)
+        errorPages = ErrorPages(
+            config.errorPages, rootFD: rootFD, validity: Int64(config.fileCache.validMilliseconds), inlineLimit: config.fileCache.inlineMax)
+        headerRules = HeaderRules(rules: config.headers)
+        self.fields = fields
+        pathCapacity = config.limits.requestLine + config.index.utf8.count + 8
+        pathBuffer = .allocate(capacity: pathCapacity)
+        rangeBuffer = .allocate(capacity: config.limits.ranges)
+        parts = .allocate(capacity: config.limits.ranges + 1)
+        boundary = .allocate(capacity: StaticFiles.boundaryLength)
+        var random = (UInt64(0), UInt64(0))
+        withUnsafeMutableBytes(of: &random) { _ = getrandom($0.baseAddress, $0.count, 0) }
+        let hex: StaticString = "0123456789abcdef"
+        for index in 0..<StaticFiles.boundaryLength {
+            let word = index < 16 ? random.0 >> UInt64(index * 4) : random.1 >> UInt64((index - 16) * 4)
+            boundary[index] = hex.utf8Start[Int(word & 15)]
+        }
+        BeneathRoot.symlinks = BeneathRoot.SymlinkPolicy(rawValue: config.symlinks) ?? .follow
+    }
+
+    // MARK: Finding the file
+
+    /// The answer to GET or HEAD of the request's target.
+    func respond(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
+        guard head.target.count + index.utf8.count + 4 <= pathCapacity else { return error(.uriTooLong, now: now) }
+        let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer, rejectEncodedSlash: rejectEncodedSlash)
+        guard case .path(var length, let directory, let pathEnd) = outcome else {
+            if case .rejected(let status) = outcome { return error(status, now: now) }
+            return error(.badRequest, now: now)
+        }
+        let hash = FileCache.hash(pathBuffer, length, directory: directory)
+        if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: rootFD) {
+            return answer(file, head, bytes, now: now)
+        }
+        // Not cached (or changed): open it beneath the root.
+        var key = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
+        key.append(directory ? 1 : 0)
+        var fd = openBeneathRoot()
+        if fd < 0 { return error(StaticFiles.openFailureStatus(errno), now: now) }
+        var info = stat()
+        fstat(fd, &info)
+        if info.st_mode & S_IFMT == S_IFDIR {
+            closeDescriptor(fd)
+            if !directory { return redirectToDirectory(head, bytes, pathLength: length, pathEnd: pathEnd, now: now) }
+            // Append "/index" (or just "index" at the root, whose path is ".").
+            let directoryLength = length
+            if length == 1 && pathBuffer[0] == UInt8(ascii: ".") { length = 0 } else {
+                pathBuffer[length] = UInt8(ascii: "/")
+                length += 1
+            }
+            for byte in index.utf8 {
+                pathBuffer[length] = byte
+                length += 1
+            }
+            pathBuffer[length] = 0
+            fd = openBeneathRoot()
+            if fd < 0 {
+                let code = errno
+                if code == ENOENT && autoindex {
+                    pathBuffer[directoryLength] = 0
+                    return listing(pathLength: directoryLength, now: now)
+                }
+                return error(code == ENOENT ? .notFound : StaticFiles.openFailureStatus(code), now: now)
+            }
+            fstat(fd, &info)
+        }
+        guard info.st_mode & S_IFMT == S_IFREG else {
+            closeDescriptor(fd)
+            return error(info.st_mode & S_IFMT == S_IFDIR ? .notFound : .forbidden, now: now)
+        }
+        let opened = Array(UnsafeBufferPointer(start: pathBuffer, count: length + 1))
+        let type = MediaTypes.forPath(pathBuffer, length: length)
+        let extra = headerRules.lines(forPath: pathBuffer, length: length)
+        let compressible = gzip.enabled && Int64(info.st_size) >= Int64(gzip.minLength) && gzip.compresses(type.description)
+        let sidecar = gzip.precompressed ? openSidecar(pathLength: length, of: info, type: type, key: key, extra: extra, now: now) : nil
+        guard let file = CachedFile(
+            fd: fd, info: info, contentType: type, openedPath: opened, key: key, inlineLimit: fileCache.inlineLimit,
+            now: now, extraHeaders: extra, varies: compressible || sidecar != nil, compressible: compressible)
+        else {
+            // The file changed size while it was read; the client may simply retry.
+            return error(.serviceUnavailable, now: now)
+        }
+        file.sidecar = sidecar
+        fileCache.insert(file, hash: hash)
+        return answer(file, head, bytes, now: now)
+    }
+
+    /// `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a regular file not older
+    /// than the file: its bytes with the file's type and `Content-Encoding: gzip`.
+    func openSidecar(pathLength length: Int, of info: stat, type: StaticString, key: [UInt8], extra: [UInt8], now: Int64) -> CachedFile? {
+        pathBuffer[length] = UInt8(ascii: ".")
+        pathBuffer[length + 1] = UInt8(ascii: "g")
+        pathBuffer[length + 2] = UInt8(ascii: "z")
+        pathBuffer[length + 3] = 0
+        defer { pathBuffer[length] = 0 }
+        let fd = openBeneathRoot()
+        guard fd >= 0 else { return nil }
+        var sidecar = stat()
+        guard fstat(fd, &sidecar) == 0, sidecar.st_mode & S_IFMT == S_IFREG,
+              (Int64(sidecar.st_mtim.tv_sec), Int64(sidecar.st_mtim.tv_nsec)) >= (Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec))
+        else {
+            closeDescriptor(fd)
+            return nil
+        }
+        return CachedFile(
+            fd: fd, info: sidecar, contentType: type, openedPath: Array(UnsafeBufferPointer(start: pathBuffer, count: length + 4)),
+            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extra, coding: .sidecar, varies: true)
+    }
+
+    /// Opens `pathBuffer` beneath the root (O_NONBLOCK so a FIFO cannot block the loop).
+    func openBeneathRoot() -> Int32 {
+        BeneathRoot.open(rootFD, pathBuffer, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
+    }
+
+    static func openFailureStatus(_ code: Int32) -> HTTPStatus {
+        switch code {
+        case ENOENT, ENOTDIR, ENAMETOOLONG: return .notFound
+        case EACCES, EPERM, ELOOP, EXDEV: return .forbidden
+        case EMFILE, ENFILE: return .serviceUnavailable
+        default:
+            log.error("open failed: \(SystemError(call: "openat2", errno: code))")
+            return .internalServerError
+        }
+    }
+
+    // MARK: Answering for a file
+
+    /// The answer for `file`: the representation Accept-Encoding chooses, preconditions against it
+    /// (RFC 9110 section 13.2.2), then Range, else a 200 with its whole body.
+    func answer(_ file: CachedFile, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
+        guard let chosen = representation(of: file, head, bytes) else { return error(.notAcceptable, now: now) }
+        if head.hasConditions {
+            switch conditions(chosen, head, bytes) {
+            case .proceed: break
+            case .notModified: return notModified(chosen)
+            case .preconditionFailed: return error(.preconditionFailed, now: now)
+            case .unsatisfiable: return unsatisfiable(chosen, now: now)
+            case .ranges(let count): return count == 1 ? singleRange(chosen) : multipart(chosen, count: count)
+            }
+        }
+        if chosen.coding == .gzipStream { return compressed(file, form: chosen, now: now) }
+        return whole(chosen)
+    }
+
+    /// 200 with all of `representation`. (A call of its own: built inline among `answer`'s other
+    /// returns, the response was built in a temporary and copied, a retain and release per request.)
+    @inline(never)
+    func whole(_ representation: CachedFile) -> Response {
+        Response(.ok, fields: UnsafeRawBufferPointer(representation.headers), representation: representation, body: .range(0, representation.size))
+    }
+
+    /// The representation Accept-Encoding chooses (nil: 406). A file that is never compressed needs the
+    /// header only to find a refused identity, which takes a q=0 parameter: without a ';' (browsers
+    /// send none) there is nothing to read.
+    @inline(__always)
+    func representation(of file: CachedFile, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) -> CachedFile? {
+        // (Values first: an `&&` whose right side reads the head would capture, and copy, all of it.)
+        let sent = head.sentAcceptEncoding
+        let repeated = head.repeatedAcceptEncoding
+        let acceptEncoding = head.acceptEncoding
+        guard sent && (file.varies || repeated || StaticFiles.hasParameter(bytes, acceptEncoding)) else { return file }
+        return compression.negotiate(file, head, bytes)
+    }
+
+    /// A 200 in gzip made here: compressed whole (from the cache, or now and kept) when the file is
+    /// small enough, else compressed as it is sent (the gzip form's fields; the file's bytes).
+    func compressed(_ file: CachedFile, form: CachedFile, now: Int64) -> Response {
+        guard file.size <= Int64(gzip.cacheFileMax) else {
+            return Response(.ok, fields: UnsafeRawBufferPointer(form.headers), representation: file, body: .gzipStream(level: gzip.level))
+        }
+        guard let form = compression.compressedForm(file) else { return error(.serviceUnavailable, now: now) }
+        return whole(form)
+    }
+
+    /// Whether a field value has a ';' (so parameters such as q=0).
+    static func hasParameter(_ bytes: UnsafeRawBufferPointer, _ span: ByteSpan) -> Bool {
+        guard !span.isEmpty else { return false }
+        return memchr(bytes.baseAddress! + span.start, Int32(UInt8(ascii: ";")), span.count) != nil
+    }
+
+    /// What preconditions and Range decide for a request that has any of their fields.
+    enum Conditions {
+        case proceed
+        case notModified
+        case preconditionFailed
+        case unsatisfiable
+        /// This many ranges in `rangeBuffer`.
+        case ranges(Int)
+    }
+
+    /// Preconditions (RFC 9110 section 13.2.2), then Range (section 14). Kept out of `answer` so a
+    /// request without these fields pays one branch for them.
+    @inline(never)
+    func conditions(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> Conditions {
+        let validators = file.validators
+        switch Preconditions.evaluate(head, bytes, validators) {
+        case .notModified: return .notModified
+        case .preconditionFailed: return .preconditionFailed
+        case .proceed: break
+        }
+        // Ranges apply to a file's own bytes or its sidecar's, never to a gzip form made here.
+        guard file.fd >= 0 else { return .proceed }
+        switch RangeSelection.select(head, bytes, validators, length: file.size, limit: rangeLimit, into: rangeBuffer) {
+        case .whole: return .proceed
+        case .unsatisfiable: return .unsatisfiable
+        case .ranges(let count): return .ranges(count)
+        }
+    }
+
+    /// 304: the validators (and Vary, and the `headers` lines) the 200 would have carried, no body.
+    func notModified(_ file: CachedFile) -> Response {
+        let fields = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(file.headers)[file.validatorsStart...])
+        return Response(.notModified, fields: fields, representation: file)
+    }
+
+    /// 416 with the current length, so the client can ask again.
+    func unsatisfiable(_ file: CachedFile, now: Int64) -> Response {
+        var writer = fields.writer()
+        writer.append("Content-Range: bytes */")
+        writer.appendDecimal(file.size)
+        writer.append("\r\n")
+        return error(.rangeNotSatisfiable, now: now, fieldsSoFar: writer)
+    }
+
+    /// 206 for the one range in `rangeBuffer[0]`.
+    func singleRange(_ file: CachedFile) -> Response {
+        let (first, last) = rangeBuffer[0]
+        let block = UnsafeRawBufferPointer(file.headers)
+        var writer = fields.writer()
+        writer.append(UnsafeRawBufferPointer(rebasing: block[..<file.typeEnd]))
+        writer.append("Content-Range: bytes ")
+        StaticFiles.appendRange(first, last, file.size, &writer)
+        writer.append("\r\nContent-Length: ")
+        writer.appendDecimal(last - first + 1)
+        writer.append("\r\n")
+        writer.append(UnsafeRawBufferPointer(rebasing: block[file.lengthEnd...]))
+        return Response(.partialContent, fields: writer.written, representation: file, body: .range(first, last + 1))
+    }
+
+    /// 206 multipart/byteranges (RFC 9110 section 14.6) for `count` sorted, coalesced ranges: each part
+    /// is its boundary and headers, then the bytes straight from the file.
+    func multipart(_ file: CachedFile, count: Int) -> Response {
+        let block = UnsafeRawBufferPointer(file.headers)
+        _ = parts.baseAddress!.deinitialize(count: partCount)
+        partCount = 0
+        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 512)
+        defer { scratch.deallocate() }
+        var total: Int64 = 0
+        for index in 0..<count {
+            let (first, last) = rangeBuffer[index]
+            var writer = ByteWriter(base: scratch, capacity: 512)
+            writer.append("\r\n--")
+            writer.append(boundary, StaticFiles.boundaryLength)
+            writer.append("\r\n")
+            writer.append(UnsafeRawBufferPointer(rebasing: block[..<file.typeEnd]))
+            writer.append("Content-Range: bytes ")
+            StaticFiles.appendRange(first, last, file.size, &writer)
+            writer.append("\r\n\r\n")
+            (parts.baseAddress! + partCount).initialize(to: ResponsePart(prefix: Array(writer.written), start: first, end: last + 1))
+            partCount += 1
+            total += Int64(writer.count) + last - first + 1
+        }
+        var closing = ByteWriter(base: scratch, capacity: 512)
+        closing.append("\r\n--")
+        closing.append(boundary, StaticFiles.boundaryLength)
+        closing.append("--\r\n")
+        (parts.baseAddress! + partCount).initialize(to: ResponsePart(prefix: Array(closing.written), start: 0, end: 0))
+        partCount += 1
+        total += Int64(closing.count)
+
+        var writer = fields.writer()
+        writer.append("Content-Type: multipart/byteranges; boundary=")
+        writer.append(boundary, StaticFiles.boundaryLength)
+        writer.append("\r\nContent-Length: ")
+        writer.appendDecimal(total)
+        writer.append("\r\n")
+        writer.append(UnsafeRawBufferPointer(rebasing: block[file.lengthEnd...]))
+        let body = ResponseBody.multipart(UnsafeBufferPointer(start: parts.baseAddress, count: partCount))
+        return Response(.partialContent, fields: writer.written, representation: file, body: body)
+    }
+
+    /// `first-last/length`.
+    static func appendRange(_ first: Int64, _ last: Int64, _ length: Int64, _ writer: inout ByteWriter) {
+        writer.appendDecimal(first)
+        writer.append(byte: UInt8(ascii: "-"))
+        writer.appendDecimal(last)
+        writer.append(byte: UInt8(ascii: "/"))
+        writer.appendDecimal(length)
+    }
+
+    // MARK: Directories and errors
+
+    /// 301 from `/dir` to `/dir/`. The Location is built from the normalized path, percent-encoded, never
+    /// from the raw target: `//evil.example` names the directory `evil.example` here, but echoed back it
+    /// would be a protocol-relative redirect to another site, and a decoded CR LF would split the header.
+    func redirectToDirectory(
+        _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, pathLength: Int, pathEnd: Int, now: Int64
+    ) -> Response {
+        var writer = fields.writer()
+        writer.append("Location: /")
+        let hex: StaticString = "0123456789ABCDEF"
+        for index in 0..<pathLength {
+            let byte = pathBuffer[index]
+            if RequestPath.isPathByte(byte) {
+                writer.append(byte: byte)
+            } else {
+                writer.append(byte: UInt8(ascii: "%"))
+                writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                writer.append(byte: hex.utf8Start[Int(byte & 15)])
+            }
+        }
+        writer.append(byte: UInt8(ascii: "/"))
+        writer.append(bytes, ByteSpan(start: pathEnd, end: head.target.end))  // the query, as sent (visible ASCII)
+        writer.append("\r\nContent-Length: 0\r\n")
+        if writer.overflowed { return error(.uriTooLong, now: now) }
+        return Response(.movedPermanently, fields: writer.written)
+    }
+
+    /// The `autoindex` listing of the directory at `pathBuffer[0..<pathLength]`.
+    func listing(pathLength: Int, now: Int64) -> Response {
+        let title = pathLength == 1 && pathBuffer[0] == UInt8(ascii: ".")
+            ? [UInt8(ascii: "/")] : [UInt8(ascii: "/")] + Array(UnsafeBufferPointer(start: pathBuffer, count: pathLength)) + [UInt8(ascii: "/")]
+        guard let html = DirectoryListing.html(root: rootFD, path: pathBuffer, title: title) else { return error(.forbidden, now: now) }
+        if listingBytes.count < html.count {
+            listingBytes.deallocate()
+            listingBytes = .allocate(byteCount: html.count, alignment: 1)
+        }
+        html.withUnsafeBytes { listingBytes.copyMemory(from: $0) }
+        var writer = fields.writer()
+        writer.append("Content-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nContent-Length: ")
+        writer.appendDecimal(Int64(html.count))
+        writer.append("\r\n")
+        return Response(.ok, fields: writer.written, body: .bytes(UnsafeRawBufferPointer(rebasing: listingBytes[..<html.count])))
+    }
+
+    /// An error answer: the configured page for the status (with its type and length, no validators:
+    /// they would describe the page, not what the client asked for), else the built-in body. Fields
+    /// already written (`Allow`, `Content-Range`) come first.
+    func error(_ status: HTTPStatus, now: Int64, fieldsSoFar: ByteWriter? = nil) -> Response {
+        var writer = fieldsSoFar ?? fields.writer()
+        if let page = errorPages.page(for: status, now: now) {
+            writer.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(page.headers)[..<page.lengthEnd]))
+            return Response(status, fields: writer.written, representation: page, body: .range(0, page.size))
+        }
+        let body = status.errorBody
+        writer.append("Content-Type: text/html; charset=utf-8\r\nContent-Length: ")
+        writer.appendDecimal(Int64(body.utf8CodeUnitCount))
+        writer.append("\r\n")
+        return Response(status, fields: writer.written, body: .text(body))
+    }
+}

@@ -1,0 +1,155 @@
+import Glibc
+
+/// A worker's access log: lines appended to a buffer as responses are made, written once per turn of
+/// the event loop (or when the buffer is half full), whole lines only, to an `O_APPEND` file, so lines
+/// from all workers never tear each other.
+///
+/// Formats: `combined` (Apache's and nginx's) or `json`, one object per line with every string escaped
+/// so any request makes valid JSON. The time fields are rebuilt once a second, not per line. Owns its
+/// buffer; the file descriptor is the worker's slot, replaced on `reopen`.
+final class AccessLog {
+    enum Format: String, Codable, Sendable, CaseIterable {
+        case combined
+        case json
+    }
+
+    /// The open log file, or -1 when access logging is off; replaced when the logs are reopened.
+    var fd: Int32
+    let format: Format
+    private let buffer: UnsafeMutablePointer<UInt8>
+    private var count = 0
+    static let capacity = 128 * 1024
+    static let flushAt = 64 * 1024
+    /// `[10/Oct/2000:13:55:36 +0000]`'s inside, and JSON's `2000-10-10T13:55:36Z`.
+    private let logTime: UnsafeMutablePointer<UInt8>
+    private let isoTime: UnsafeMutablePointer<UInt8>
+    static let logTimeLength = 26
+    static let isoTimeLength = 20
+
+    init(fd: Int32, format: Format) {
+        self.fd = fd
+        self.format = format
+        buffer = .allocate(capacity: AccessLog.capacity)
+        logTime = .allocate(capacity: AccessLog.logTimeLength)
+        isoTime = .allocate(capacity: AccessLog.isoTimeLength + 8)
+    }
+
+    /// Rebuilds the time fields for `second` (the caller calls this when the second changes).
+    func setTime(_ second: Int64) {
+        var logWriter = ByteWriter(base: logTime, capacity: AccessLog.logTimeLength)
+        HTTPDate.writeLogTime(second, into: &logWriter)
+        if format == .json {
+            var isoWriter = ByteWriter(base: isoTime, capacity: AccessLog.isoTimeLength + 8)
+            HTTPDate.writeISOTime(second, into: &isoWriter)
+        }
+    }
+
+    /// One line for a request: its line, referer and user agent as spans of `bytes`, the client, the
+    /// status and the body bytes sent (-1: not known when the line is made, a body compressed as sent).
+    func record(
+        _ bytes: UnsafeRawBufferPointer, requestLine: ByteSpan, referer: ByteSpan, userAgent: ByteSpan, client: SocketAddress,
+        status: HTTPStatus, bodyBytes: Int64
+    ) {
+        guard fd >= 0 else { return }
+        if count >= AccessLog.flushAt { flush() }
+        var writer = ByteWriter(base: buffer + count, capacity: AccessLog.capacity - count)
+        switch format {
+        case .combined:
+            AccessLog.appendHost(client, &writer)
+            writer.append(" - - [")
+            writer.append(logTime, AccessLog.logTimeLength)
+            writer.append("] \"")
+            AccessLog.appendEscaped(&writer, bytes, requestLine)
+            writer.append("\" ")
+            writer.appendDecimal(Int64(status.rawValue))
+            writer.append(byte: UInt8(ascii: " "))
+            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append(byte: UInt8(ascii: "-")) }
+            writer.append(" \"")
+            if !referer.isEmpty { AccessLog.appendEscaped(&writer, bytes, referer) } else { writer.append(byte: UInt8(ascii: "-")) }
+            writer.append("\" \"")
+            if !userAgent.isEmpty { AccessLog.appendEscaped(&writer, bytes, userAgent) } else { writer.append(byte: UInt8(ascii: "-")) }
+            writer.append("\"\n")
+        case .json:
+            writer.append("{\"time\":\"")
+            writer.append(isoTime, AccessLog.isoTimeLength)
+            writer.append("\",\"client\":\"")
+            AccessLog.appendHost(client, &writer)
+            writer.append("\",\"client_port\":")
+            writer.appendDecimal(Int64(client.port))
+            writer.append(",\"request\":\"")
+            AccessLog.appendEscaped(&writer, bytes, requestLine, json: true)
+            writer.append("\",\"status\":")
+            writer.appendDecimal(Int64(status.rawValue))
+            writer.append(",\"bytes\":")
+            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append("null") }
+            writer.append(",\"referer\":\"")
+            AccessLog.appendEscaped(&writer, bytes, referer, json: true)
+            writer.append("\",\"user_agent\":\"")
+            AccessLog.appendEscaped(&writer, bytes, userAgent, json: true)
+            writer.append("\"}\n")
+        }
+        if !writer.overflowed { count += writer.count }
+    }
+
+    /// The request line of bytes that did not parse: their first line, as far as it goes (1 KiB at most).
+    static func firstLine(_ bytes: UnsafeRawBufferPointer) -> ByteSpan {
+        var end = 0
+        while end < bytes.count && end < 1024 && bytes[end] != UInt8(ascii: "\r") && bytes[end] != UInt8(ascii: "\n") { end += 1 }
+        return ByteSpan(start: 0, end: end)
+    }
+
+    /// Writes the buffered lines: whole lines in one write to an O_APPEND file.
+    func flush() {
+        guard count > 0 else { return }
+        if fd >= 0 {
+            var offset = 0
+            while offset < count {
+                let written = write(fd, buffer + offset, count - offset)
+                if written < 0 && errno == EINTR { continue }
+                if written <= 0 { break }
+                offset += written
+            }
+        }
+        count = 0
+    }
+
+    /// The client's address as text (`203.0.113.9`, `2001:db8::1`), formatted on the stack.
+    static func appendHost(_ client: SocketAddress, _ writer: inout ByteWriter) {
+        var host: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0, 0, 0, 0, 0)
+        withUnsafeMutableBytes(of: &host) { scratch in
+            let base = scratch.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let length = client.formatHost(into: base, capacity: scratch.count)
+            writer.append(UnsafeRawPointer(base).assumingMemoryBound(to: UInt8.self), length)
+        }
+    }
+
+    /// Copies a field into the log, at most 4096 input bytes, then `...`. Control bytes, quotes,
+    /// backslashes and every byte above 0x7e are escaped: as `\xHH` in the combined format, and for JSON
+    /// as `\"`, `\\` and `\u00XX`, so any request makes a valid line.
+    static func appendEscaped(_ writer: inout ByteWriter, _ bytes: UnsafeRawBufferPointer, _ span: ByteSpan, json: Bool = false) {
+        let hex: StaticString = json ? "0123456789abcdef" : "0123456789ABCDEF"
+        let end = min(span.end, span.start + 4096)
+        var index = span.start
+        while index < end {
+            let byte = bytes[index]
+            if byte >= 32 && byte < 127 && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                writer.append(byte: byte)
+            } else if json && byte >= 32 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                    writer.append(byte: UInt8(ascii: "\\"))
+                    writer.append(byte: byte)
+                } else {
+                    writer.append("\\u00")
+                    writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                    writer.append(byte: hex.utf8Start[Int(byte & 15)])
+                }
+            } else {
+                writer.append(json ? "\\u00" : "\\x")
+                writer.append(byte: hex.utf8Start[Int(byte >> 4)])
+                writer.append(byte: hex.utf8Start[Int(byte & 15)])
+            }
+            index += 1
+        }
+        if end < span.end { writer.append("...") }
+    }
+}

@@ -1,0 +1,423 @@
+import CSystemShims
+import Glibc
+
+/// Every connection a worker holds, through its life: adoption from the manager, the PROXY header, the
+/// TLS handshake, reading (handing the bytes to the protocol), waiting for the socket to drain, phase
+/// deadlines, the drain at shutdown, and the close (at once, or lingering so the client can read an
+/// error before the reset a close with unread input would send).
+///
+/// Owns the connections (a table by fd: the socket number is the epoll token) and the read buffer.
+final class ConnectionDriver {
+    let poller: Poller
+    let output: OutputWriter
+    let stats: UnsafeMutablePointer<UInt64>
+    /// HTTP/1.1, the protocol every connection speaks once its handshake is done.
+    let http1: HTTP1Codec
+    private(set) var connections: [Connection?] = []
+    /// Open connections, and the running counts the heartbeat reports.
+    private(set) var live = 0
+    private(set) var acceptedTotal: UInt32 = 0
+    private(set) var closedTotal: UInt64 = 0
+    /// Closes not yet reported to the listener (the worker sends them in batches).
+    var releasedPending: UInt32 = 0
+    /// Draining: every response says `Connection: close`; nothing new is kept open.
+    private(set) var draining = false
+    /// The clock as of this wake-up (set by the worker's loop).
+    var now: Int64
+    /// One buffer for every read; a connection's unparsed bytes are copied in first.
+    let readBuffer: UnsafeMutableRawBufferPointer
+    let tlsSites: TLSSites?
+    /// Connections from listener numbers at or above this came in on a TLS socket.
+    let plainListeners: Int
+    /// Per listener number: whether its connections start with a PROXY header.
+    let proxyListeners: [Bool]
+    let trustedProxies: Networks
+    private var lastUntrustedWarning: Int64 = -1_000_000
+    let keepaliveTimeout: Int64
+    let sendTimeout: Int64
+    let handshakeTimeout: Int64
+    let proxyHeaderTimeout: Int64
+    /// How long a lingering close reads what the client still sends.
+    static let lingerMilliseconds: Int64 = 2000
+    /// How recently an idle connection must have been busy to get a last request during a drain.
+    static let drainIdleGrace: Int64 = 1000
+
+    init(
+        config: ServerConfig, poller: Poller, http1: HTTP1Codec, output: OutputWriter, stats: UnsafeMutablePointer<UInt64>,
+        tlsSites: TLSSites?
+    ) {
+        self.poller = poller
+        self.http1 = http1
+        self.output = output
+        self.stats = stats
+        self.tlsSites = tlsSites
+        now = monotonicMilliseconds()
+        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        plainListeners = config.listen.count
+        proxyListeners = config.allListen.indices.map { config.proxyProtocol(listener: $0) }
+        trustedProxies = Networks(config.proxy.trusted) ?? Networks()
+        keepaliveTimeout = Int64(config.keepalive.timeoutMilliseconds)
+        sendTimeout = Int64(config.timeouts.sendMilliseconds)
+        handshakeTimeout = Int64(config.tls.handshakeMilliseconds)
+        proxyHeaderTimeout = Int64(config.proxy.headerTimeoutMilliseconds)
+    }
+
+    @inline(__always)
+    func connection(for fd: Int32) -> Connection? {
+        Int(fd) < connections.count ? connections[Int(fd)] : nil
+    }
+
+    /// Whether `connection` is still open (it may have been closed while it was being answered).
+    @inline(__always)
+    func isOpen(_ connection: Connection) -> Bool { !connection.closed }
+
+    // MARK: Adoption, PROXY, TLS
+
+    /// Takes a connection the manager handed over and starts it.
+    func adopt(fd: Int32, info: ConnectionInfo) {
+        acceptedTotal &+= 1
+        let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + keepaliveTimeout)
+        if draining { connection.closeAfterResponse = true }
+        if Int(fd) >= connections.count {
+            connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
+        }
+        connections[Int(fd)] = connection
+        live += 1
+        if Int(info.listenerID) < proxyListeners.count && proxyListeners[Int(info.listenerID)] {
+            // Only a trusted load balancer may say who the client is; anyone else is cut off.
+            guard trustedProxies.contains(info.peer) else {
+                if now - lastUntrustedWarning >= 1000 {
+                    lastUntrustedWarning = now
+                    log.warning("closed a connection from \(info.peer.hostText) on a PROXY protocol socket: not in proxy.trusted")
+                }
+                return close(connection)
+            }
+            connection.phase = .proxyHeader
+            connection.deadline = now + proxyHeaderTimeout
+            return readProxyHeader(connection)
+        }
+        begin(connection)
+    }
+
+    /// Starts a connection's protocol: the TLS handshake on a TLS socket, else the request.
+    func begin(_ connection: Connection) {
+        if Int(connection.listenerID) >= plainListeners, let context = tlsSites?.defaultContext {
+            guard let session = TLSSession(context: context, fd: connection.fd) else {
+                log.error("cannot start a TLS session: \(TLSContext.lastError("SSL_new"))")
+                return close(connection)
+            }
+            connection.transport = .tls(session)
+            connection.phase = .handshake
+            connection.deadline = now + handshakeTimeout
+            continueHandshake(connection)
+        } else {
+            // The client usually sent its request before the hand-off (always, with defer_accept): read
+            // and answer it now. The socket joins the epoll set only if it then has to wait for more.
+            onReadable(connection)
+        }
+        if isOpen(connection) && connection.watched == 0 { watch(connection, events: Poller.readable) }
+    }
+
+    /// The PROXY header: peeked, so that nothing after it is taken from the socket; once whole, read off
+    /// exactly (the request or TLS ClientHello behind it stays for the next reader). A partial header is
+    /// taken off and kept in the stash (every byte of it belongs to the header), so a level-triggered
+    /// epoll does not wake again for bytes already seen.
+    func readProxyHeader(_ connection: Connection) {
+        let have = connection.stash.count
+        let buffer = readBuffer.baseAddress!
+        if have > 0 { connection.stash.withUnsafeBytes { buffer.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+        var count = 0
+        while true {
+            count = recv(connection.fd, buffer + have, ProxyProtocol.maximumLength - have, cs_MSG_PEEK)
+            if count < 0 && errno == EINTR { continue }
+            break
+        }
+        if count == 0 || (count < 0 && errno != EAGAIN) { return close(connection) }
+        if count < 0 { return watch(connection, events: Poller.readable) }
+        let total = have + count
+        switch ProxyProtocol.parse(UnsafeRawBufferPointer(start: buffer, count: total)) {
+        case .invalid:
+            log.debug("closed a connection from \(connection.peer.hostText): no valid PROXY header")
+            close(connection)
+        case .incomplete:
+            guard total < ProxyProtocol.maximumLength, take(connection, buffer + have, count) else { return close(connection) }
+            connection.stash = Array(UnsafeRawBufferPointer(start: buffer, count: total))
+            watch(connection, events: Poller.readable)
+        case .complete(let length, let source):
+            guard take(connection, buffer + have, length - have) else { return close(connection) }
+            connection.stash = []
+            if let source { connection.peer = source }
+            connection.phase = .idle
+            connection.deadline = now + keepaliveTimeout
+            begin(connection)
+        }
+    }
+
+    /// Reads exactly `count` bytes the socket is known to hold (they were peeked).
+    func take(_ connection: Connection, _ buffer: UnsafeMutableRawPointer, _ count: Int) -> Bool {
+        var done = 0
+        while done < count {
+            let read = recv(connection.fd, buffer + done, count - done, 0)
+            if read < 0 && errno == EINTR { continue }
+            if read <= 0 { return false }
+            done += read
+        }
+        return true
+    }
+
+    /// TLS handshake steps as the socket allows; once done, the request that usually follows at once.
+    func continueHandshake(_ connection: Connection) {
+        guard let session = connection.transport.session else { return }
+        switch session.handshake() {
+        case .done:
+            connection.phase = .idle
+            connection.deadline = now + keepaliveTimeout
+            onReadable(connection)
+            if isOpen(connection) && connection.watched == 0 { watch(connection, events: Poller.readable) }
+        case .wantRead:
+            watch(connection, events: Poller.readable)
+        case .wantWrite:
+            watch(connection, events: Poller.writable)
+        case .failed:
+            close(connection)
+        }
+    }
+
+    // MARK: Reading and writing
+
+    /// An epoll event for a connection's socket.
+    func onEvent(_ connection: Connection, events: UInt32) {
+        if events & Poller.writable != 0 || connection.phase == .writing {
+            if events & (Poller.writable | Poller.hangup) != 0 { onWritable(connection) }
+        } else {
+            onReadable(connection)
+        }
+    }
+
+    /// Reads what the socket (or OpenSSL) has, after any stashed bytes, and hands it to the protocol.
+    func onReadable(_ connection: Connection) {
+        switch connection.phase {
+        case .lingering: return drainLingering(connection)
+        case .proxyHeader: return readProxyHeader(connection)
+        case .handshake: return continueHandshake(connection)
+        case .idle, .readingHead, .readingBody, .writing: break
+        }
+        var length = takeStash(connection)
+        // A TLS read returns one record at a time: read on while records come, so what OpenSSL or the
+        // socket holds is not left waiting for an event that will not come.
+        while length < readBuffer.count {
+            let count = connection.transport.read(connection.fd, readBuffer.baseAddress! + length, readBuffer.count - length)
+            if count > 0 {
+                length += count
+                if case .plain = connection.transport { break }
+                continue
+            } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                // The end of the stream, or an error: answer what came before it, if anything.
+                if length == 0 { return close(connection) }
+            } else if length == 0 {
+                return
+            }
+            break
+        }
+        http1.process(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self)
+        // A full buffer can leave part of a TLS record inside OpenSSL, where epoll cannot see it.
+        if case .tls(let session) = connection.transport, session.hasBufferedInput, connection.output.isEmpty,
+           connection.phase != .lingering {
+            onReadable(connection)
+        }
+    }
+
+    /// Moves a connection's unparsed bytes to the front of the read buffer; returns their length.
+    @inline(__always)
+    func takeStash(_ connection: Connection) -> Int {
+        guard !connection.stash.isEmpty else { return 0 }
+        let length = connection.stash.count
+        connection.stash.withUnsafeBytes { readBuffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: length) }
+        connection.stash = []
+        return length
+    }
+
+    /// After the protocol started a response: done (its duration counted), waiting for the socket
+    /// under the send deadline, or a connection that cannot go on.
+    func responseStarted(_ connection: Connection, _ progress: OutputWriter.Progress) {
+        switch progress {
+        case .done:
+            recordDuration(connection)
+        case .blocked:
+            connection.phase = .writing
+            connection.deadline = now + sendTimeout
+            watch(connection, events: Poller.writable)
+        case .failed:
+            close(connection)
+        }
+    }
+
+    func onWritable(_ connection: Connection) {
+        if connection.phase == .handshake { return continueHandshake(connection) }
+        switch output.flush(connection) {
+        case .failed:
+            return close(connection)
+        case .blocked:
+            connection.deadline = now + sendTimeout
+            return
+        case .done:
+            break
+        }
+        recordDuration(connection)
+        if connection.closeAfterResponse { return finish(connection) }
+        watch(connection, events: Poller.readable)
+        guard isOpen(connection) else { return }
+        connection.phase = .idle
+        connection.deadline = now + keepaliveTimeout
+        // Requests that came in behind the response (pipelined) are answered now.
+        let length = takeStash(connection)
+        if length > 0 { http1.process(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self) }
+    }
+
+    /// Counts a finished response in the duration histogram (from its request's parse to the last byte
+    /// handed to the kernel).
+    @inline(__always)
+    func recordDuration(_ connection: Connection) {
+        guard connection.startedAt != 0 else { return }
+        let elapsed = monotonicMicroseconds() &- connection.startedAt
+        connection.startedAt = 0
+        stats[Stats.durationMicroseconds] &+= elapsed
+        stats[Stats.bucket(elapsed)] &+= 1
+    }
+
+    /// Registers the socket for `events`, or changes its registration; a socket that cannot be
+    /// watched is closed, since nothing would ever wake it again.
+    func watch(_ connection: Connection, events: UInt32) {
+        guard connection.watched != events else { return }
+        do {
+            if connection.watched == 0 {
+                try poller.add(connection.fd, events: events)
+            } else {
+                try poller.modify(connection.fd, events: events)
+            }
+            connection.watched = events
+        } catch {
+            log.error("cannot watch a connection: \(error)")
+            close(connection)
+        }
+    }
+
+    // MARK: Closing
+
+    /// Ends a connection whose last response has been sent: at once, or, when the client may still be
+    /// sending, by half-closing and reading what arrives for up to `lingerMilliseconds`. Closing a
+    /// socket with unread input makes the kernel send a reset, which can destroy the response before the
+    /// client has read it.
+    func finish(_ connection: Connection) {
+        guard connection.lingerOnClose else {
+            // The FIN goes now, carrying the response's last bytes (held back by MSG_MORE), whoever
+            // holds the socket's last reference: when the worker answers a connection before the
+            // listener or manager has closed its copy, `close` alone would leave response and FIN
+            // waiting for that copy to go, and the client might close first and keep the TIME_WAIT.
+            if case .plain = connection.transport { shutdown(connection.fd, Int32(SHUT_WR)) }
+            return close(connection)
+        }
+        connection.lingerOnClose = false
+        connection.stash = []
+        connection.body = nil
+        connection.transport.session?.notifyClose()
+        connection.phase = .lingering
+        connection.deadline = now + ConnectionDriver.lingerMilliseconds
+        shutdown(connection.fd, Int32(SHUT_WR))
+        watch(connection, events: Poller.readable)
+    }
+
+    /// Reads and drops what a lingering client sends; closes at its end of stream or on an error.
+    func drainLingering(_ connection: Connection) {
+        while true {
+            let count = connection.transport.read(connection.fd, readBuffer.baseAddress!, readBuffer.count)
+            if count > 0 { continue }
+            if count < 0 && errno == EINTR { continue }
+            if count < 0 && errno == EAGAIN { return }
+            return close(connection)
+        }
+    }
+
+    /// Closes a connection once; later calls for the same connection do nothing.
+    func close(_ connection: Connection) {
+        guard isOpen(connection) else { return }
+        // No EPOLL_CTL_DEL: once the listener and manager have closed their copies, this close is the
+        // last reference and the kernel drops the socket from the epoll set itself. Under load the
+        // worker can answer a connection before their `close_range` has run (see `finish`); a
+        // registration then lasts those few microseconds and can at most wake the loop for whatever
+        // connection now has this number: a read that finds nothing (EAGAIN), and nothing else, since
+        // hang-ups are acted on only through reads and writes.
+        if let session = connection.transport.session {
+            if connection.phase != .lingering { session.notifyClose() }
+            connection.transport = .plain
+        }
+        closeDescriptor(connection.fd)
+        connection.closed = true
+        connection.output.clear()
+        connections[Int(connection.fd)] = nil
+        live -= 1
+        closedTotal += 1
+        releasedPending += 1
+    }
+
+    /// Closes every connection (the worker is exiting).
+    func closeAll() {
+        for case let connection? in connections { close(connection) }
+    }
+
+    // MARK: Deadlines and draining
+
+    /// Ends the phases whose deadline has passed: a head that did not arrive in time gets 408 and a
+    /// lingering close; anything else closes.
+    func expireDeadlines() {
+        for case let connection? in connections where connection.deadline <= now {
+            switch connection.phase {
+            case .idle:
+                close(connection)
+            case .readingHead:
+                connection.stash = []
+                if !draining {
+                    http1.answerUnparsed(connection, .requestTimeout, bytes: nil, self)
+                    connection.lingerOnClose = true
+                }
+                if isOpen(connection) && connection.output.isEmpty { finish(connection) }
+            case .writing, .readingBody, .lingering, .handshake, .proxyHeader:
+                close(connection)
+            }
+        }
+    }
+
+    /// Stops keeping connections: idle ones close (unless busy within the last second, see below), the
+    /// rest get `Connection: close` on their next response.
+    func startDrain() {
+        if draining { return }
+        draining = true
+        for case let connection? in connections {
+            connection.closeAfterResponse = true
+            guard connection.phase == .idle else { continue }
+            // An idle keep-alive connection closes now, unless it was busy within the last second: a
+            // client in the middle of a run of requests may have the next one on the wire, which a
+            // close would lose. Those get `Connection: close` on that next response, or close when the
+            // second is up (the deadline sweep closes idle connections past their deadline).
+            let lastActive = connection.deadline - keepaliveTimeout
+            if now - lastActive >= ConnectionDriver.drainIdleGrace {
+                close(connection)
+            } else {
+                connection.deadline = lastActive + ConnectionDriver.drainIdleGrace
+            }
+        }
+    }
+
+    /// What each connection is doing now, for the gauges: (reading, writing, waiting).
+    func phaseCounts() -> (reading: UInt64, writing: UInt64, waiting: UInt64) {
+        var counts: (reading: UInt64, writing: UInt64, waiting: UInt64) = (0, 0, 0)
+        for case let connection? in connections {
+            switch connection.phase {
+            case .idle: counts.waiting += 1
+            case .writing: counts.writing += 1
+            case .readingHead, .readingBody, .handshake, .proxyHeader, .lingering: counts.reading += 1
+            }
+        }
+        return counts
+    }
+}
