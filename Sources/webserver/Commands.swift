@@ -116,7 +116,7 @@ struct Serve: ParsableCommand {
             readyFD = fd
             unsetenv("WEBSERVER_READY_FD")
         }
-        ErrorLogHandler.bootstrap(role: "supervisor", level: config.logLevel)
+        ErrorLogHandler.bootstrap(role: "supervisor", level: config.logLevel.rawValue)
         let supervisor = try Supervisor(config: config, configPath: path, overrides: overrides, readyFD: readyFD)
         let status = supervisor.run()
         if status != 0 { throw ExitCode(status) }

@@ -28,7 +28,7 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let config = try ConfigLoader.load(path: root.appendingPathComponent("config/webserver.yaml").path)
         #expect(config.root == root.appendingPathComponent("public").path)
-        #expect(config.listen == ["127.0.0.1:8080"])
+        #expect(config.listen.map(\.address) == ["127.0.0.1:8080"])
         #expect(config.accessLog == nil)
     }
 
@@ -43,7 +43,7 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
             access_log: logs-access.log
             defer_accept: 3s
             """)
-        #expect(config.listen == ["127.0.0.1:0", "[::1]:9000"])
+        #expect(config.listen.map(\.address) == ["127.0.0.1:0", "[::1]:9000"])
         #expect(config.deferAcceptMilliseconds == 3000)
         #expect(try loadConfig("root: site\ndefer_accept: off\n").deferAcceptMilliseconds == 0)
         #expect(try loadConfig("root: site\n").deferAcceptMilliseconds == 10_000)
@@ -123,10 +123,10 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         overrides.accessLog = "off"
         overrides.logLevel = "debug"
         let config = try loadConfig("root: site\nlisten: [\"127.0.0.1:1\", \"127.0.0.1:2\"]\naccess_log: a.log\n", overrides: overrides)
-        #expect(config.listen == ["127.0.0.1:1234"])
+        #expect(config.listen.map(\.address) == ["127.0.0.1:1234"])
         #expect(config.workers.min == 2 && config.workers.max == 6)
         #expect(config.accessLog == nil)
-        #expect(config.logLevel == "debug")
+        #expect(config.logLevel == .debug)
     }
 
     @Test func badFlagsNameTheFlag() {
@@ -171,7 +171,7 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
               - match: "*.css"
                 set: {Cache-Control: no-cache}
             """)
-        #expect(config.symlinks == "owner-match" && config.encodedSlash == "reject" && config.autoindex)
+        #expect(config.symlinks == .ownerMatch && config.encodedSlash == .reject && config.autoindex)
         #expect(config.errorPages == ["404": "/errors/404.html"])
         #expect(config.headers == [ServerConfig.HeaderRule(match: "*.css", set: [["Cache-Control", "no-cache"]])])
         #expect(config.headers[0].matches("/a/b.css") && !config.headers[0].matches("/a/b.js"))
@@ -229,5 +229,55 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
             + 2 * config.supervisor.killGraceMilliseconds
         let timeout = try #require(settings["TimeoutStopSec"].flatMap { Int($0.dropLast()) })
         #expect(timeout * 1000 > drain, "TimeoutStopSec \(timeout)s is not above the drain of \(drain)ms")
+    }
+}
+
+struct ChoiceCase: CustomTestStringConvertible, Sendable {
+    let key: String
+    let yaml: @Sendable (String) -> String
+    let valid: [String]
+    let read: @Sendable (ServerConfig) -> String
+    var testDescription: String { key }
+}
+
+/// Every key with a fixed set of choices: each valid value is read as itself (case-insensitive), any
+/// other is an issue at its line that names the key and lists the choices, which come from the type.
+@Suite struct ConfigChoiceTests {
+    static let cases: [ChoiceCase] = [
+        ChoiceCase(key: "symlinks", yaml: { "symlinks: \($0)" }, valid: ["follow", "owner-match", "never"], read: { $0.symlinks.rawValue }),
+        ChoiceCase(key: "encoded_slash", yaml: { "encoded_slash: \($0)" }, valid: ["decode", "reject"], read: { $0.encodedSlash.rawValue }),
+        ChoiceCase(key: "access_log_format", yaml: { "access_log_format: \($0)" }, valid: ["combined", "json"], read: { $0.accessLogFormat.rawValue }),
+        ChoiceCase(key: "log_level", yaml: { "log_level: \($0)" }, valid: ["trace", "debug", "info", "notice", "warning", "error", "critical"],
+                   read: { $0.logLevel.rawValue }),
+        ChoiceCase(key: "proxy.forwarded_header", yaml: { "proxy: {forwarded_header: \($0)}" }, valid: ["x-forwarded-for", "forwarded", "none"],
+                   read: { $0.proxy.forwardedHeader.rawValue }),
+        ChoiceCase(key: "tls.min_version", yaml: { "tls: {min_version: '\($0)'}" }, valid: ["1.2", "1.3"], read: { $0.tls.minVersion.rawValue }),
+    ]
+
+    @Test(arguments: cases)
+    func choice(_ row: ChoiceCase) throws {
+        for value in row.valid {
+            #expect(row.read(try loadConfig("root: site\n" + row.yaml(value) + "\n")) == value)
+            #expect(row.read(try loadConfig("root: site\n" + row.yaml(value.uppercased()) + "\n")) == value)
+        }
+        let found = issues("root: site\n" + row.yaml("bogus") + "\n")
+        #expect(found.map(\.key) == [row.key] && found.map(\.line) == [2])
+        let listed = row.valid.dropLast().joined(separator: ", ") + " or " + row.valid.last!
+        #expect(found.first?.message == "'bogus' is not one of \(listed)")
+    }
+
+    /// The configuration travels to every child as JSON: each choice must survive the trip.
+    @Test func choicesSurviveTheTransport() throws {
+        var config = ServerConfig()
+        config.symlinks = .ownerMatch
+        config.encodedSlash = .reject
+        config.accessLogFormat = .json
+        config.logLevel = .debug
+        config.proxy.forwardedHeader = .forwarded
+        config.tls.minVersion = .tls13
+        config.tls.sites = [TLSSite(certificates: [CertificatePair(certificate: "/a.pem", key: "/a-key.pem")], ocsp: "/a.der")]
+        let fd = try ConfigTransport.makeDescriptor(config)
+        defer { close(fd) }
+        #expect(try ConfigTransport.read(from: fd) == config)
     }
 }

@@ -156,9 +156,8 @@ func client(_ lines: [String], peer: String, trusted: [String], header: ClientAd
             root: site
             proxy: {trusted: [10.0.0.0/8, "fd00::/8"], header_timeout: 2s, forwarded_header: forwarded}
             """)
-        #expect(config.listen == ["127.0.0.1:8001", "127.0.0.1:8002"] && config.listenProxyProtocol == [false, true])
-        #expect(config.proxyProtocol(listener: 1) && !config.proxyProtocol(listener: 0))
-        #expect(config.proxy == ServerConfig.ProxySettings(trusted: ["10.0.0.0/8", "fd00::/8"], headerTimeoutMilliseconds: 2000, forwardedHeader: "forwarded"))
+        #expect(config.listen == [ListenSocket(address: "127.0.0.1:8001"), ListenSocket(address: "127.0.0.1:8002", proxyProtocol: true)])
+        #expect(config.proxy == ServerConfig.ProxySettings(trusted: ["10.0.0.0/8", "fd00::/8"], headerTimeoutMilliseconds: 2000, forwardedHeader: .forwarded))
         #expect(ServerConfig().proxy.trusted == ["127.0.0.0/8", "::1"])
         let found = issues("""
             root: site
@@ -172,7 +171,7 @@ func client(_ lines: [String], peer: String, trusted: [String], header: ClientAd
         overrides.proxyProtocol = true
         overrides.trustedProxies = ["192.0.2.0/24"]
         let flagged = try loadConfig("root: site\n", overrides: overrides)
-        #expect(flagged.listenProxyProtocol == [true] && flagged.proxy.trusted == ["192.0.2.0/24"])
+        #expect(flagged.listen.map(\.proxyProtocol) == [true] && flagged.proxy.trusted == ["192.0.2.0/24"])
         overrides.trustedProxies = ["nope"]
         #expect(issues("root: site\n", overrides: overrides).map(\.key) == ["--trusted-proxy"])
     }
@@ -184,12 +183,15 @@ func client(_ lines: [String], peer: String, trusted: [String], header: ClientAd
             root: site
             listen: ["127.0.0.1:8001", "unix:web.sock", {address: "unix:/run/x/api.sock", owner: "www-data:adm", mode: "0600", proxy_protocol: true}]
             """)
-        #expect(config.listen.count == 3 && config.listen[1].hasPrefix("unix:/") && config.listen[1].hasSuffix("/web.sock"))
-        #expect(config.listenProxyProtocol == [false, false, true])
-        #expect(config.unixSockets == [
-            ServerConfig.UnixSocket(address: config.listen[1]),
-            ServerConfig.UnixSocket(address: "unix:/run/x/api.sock", owner: "www-data", group: "adm", mode: 0o600),
-        ])
+        #expect(config.listen.count == 3 && config.listen[1].address.hasPrefix("unix:/") && config.listen[1].address.hasSuffix("/web.sock"))
+        #expect(config.listen[1].unixPath?.hasSuffix("/web.sock") == true && config.listen[0].unixPath == nil)
+        #expect(config.listen.map(\.proxyProtocol) == [false, false, true])
+        #expect(config.listen[1].mode == 0o660 && config.listen[1].owner == nil)
+        var api = ListenSocket(address: "unix:/run/x/api.sock", proxyProtocol: true)
+        api.owner = "www-data"
+        api.group = "adm"
+        api.mode = 0o600
+        #expect(config.listen[2] == api)
         let found = issues("root: site\nlisten: [{address: 'unix:/a.sock', mode: '999'}, {address: '127.0.0.1:1', owner: 'x'}]\n")
         #expect(found.map(\.key) == ["listen.mode", "listen"])
     }

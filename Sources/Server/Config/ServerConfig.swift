@@ -1,39 +1,21 @@
 import Glibc
+public import Logging
 
 /// The whole effective configuration: the file's values with the command line's flags applied.
 ///
 /// The supervisor validates it once and passes it to every child as JSON in a memfd, so children never
 /// re-read the file and always run with exactly what the supervisor checked.
 public struct ServerConfig: Codable, Sendable, Equatable {
-    /// Addresses to listen on, as written (`127.0.0.1:8080`, `[::1]:8080`, `*:80`).
-    public var listen: [String] = ["127.0.0.1:8080"]
-    /// Owner and mode of each Unix-domain socket in `listen` or `tls.listen` (`unix:/path` entries).
-    public var unixSockets: [UnixSocket] = []
-
-    /// A `unix:/path` listener's file: made by the supervisor (a stale socket file is replaced), given
-    /// this owner, group and mode, and removed when the server stops.
-    public struct UnixSocket: Codable, Sendable, Equatable {
-        public var address: String
-        public var owner: String? = nil
-        public var group: String? = nil
-        public var mode: Int = 0o660
-    }
-
-    /// The path of a `unix:/path` listen entry, or nil for a TCP address.
-    public static func unixPath(_ address: String) -> String? {
-        address.hasPrefix("unix:/") ? String(address.dropFirst(5)) : nil
-    }
-
-    /// For each `listen` address, whether connections on it start with a PROXY protocol header.
-    public var listenProxyProtocol: [Bool] = [false]
+    /// The plain sockets (HTTP), in order.
+    public var listen: [ListenSocket] = [ListenSocket(address: "127.0.0.1:8080")]
     /// Absolute path of the directory served.
     public var root: String = ""
     /// File served for a request to a directory.
     public var index: String = "index.html"
-    /// Symlinks beneath the root: follow, owner-match or never.
-    public var symlinks: String = "follow"
-    /// `%2F` in a path: decode (a separator, as nginx does) or reject (404, as Apache does by default).
-    public var encodedSlash: String = "decode"
+    /// Symlinks beneath the root.
+    public var symlinks = SymlinkPolicy.follow
+    /// `%2F` in a path: a separator (as nginx takes it), or 404 (as Apache answers by default).
+    public var encodedSlash = EncodedSlash.decode
     /// HTML listings of directories without an index file (off: 404).
     public var autoindex = false
     /// Pages served, with their status, instead of the built-in error bodies: status → URL path.
@@ -65,12 +47,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var pidFile: String? = nil
     /// Access log path, or nil when access logging is off.
     public var accessLog: String? = nil
-    /// Access log line format: combined (Apache/nginx's) or json (one object per line, with the client's port).
-    public var accessLogFormat: String = "combined"
+    /// Access log line format.
+    public var accessLogFormat = AccessLogFormat.combined
     /// Error log path, or nil for standard error.
     public var errorLog: String? = nil
-    /// Lowest level written to the error log: trace, debug, info, notice, warning, error, critical.
-    public var logLevel: String = "info"
+    /// Lowest level written to the error log.
+    public var logLevel = Logger.Level.info
     /// Most connections open at once across the server; the listener stops accepting at this number.
     public var maxConnections: Int = 10_000
     /// Listen backlog for each socket.
@@ -103,118 +85,11 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var trusted: [String] = ["127.0.0.0/8", "::1"]
         /// Time a connection on a PROXY socket has to send its whole header, in milliseconds.
         public var headerTimeoutMilliseconds = 5000
-        /// The header whose hops give the client's address behind a trusted proxy:
-        /// x-forwarded-for, forwarded (RFC 7239) or none.
-        public var forwardedHeader = "x-forwarded-for"
+        /// The header whose hops give the client's address behind a trusted proxy.
+        public var forwardedHeader = ForwardedHeader.xForwardedFor
     }
 
-    /// Whether connections on listener `id` (numbered as in `allListen`) start with a PROXY header.
-    public func proxyProtocol(listener id: Int) -> Bool {
-        id < listen.count ? listenProxyProtocol.indices.contains(id) && listenProxyProtocol[id]
-            : tls.listenProxyProtocol.indices.contains(id - listen.count) && tls.listenProxyProtocol[id - listen.count]
-    }
     public var tls = TLSSettings()
-
-    /// Compression of responses with gzip (zlib), negotiated by Accept-Encoding.
-    public struct GzipSettings: Codable, Sendable, Equatable {
-        /// Compress compressible files on the fly (each version once, then from the cache).
-        public var enabled = true
-        /// zlib level, 1 (fastest) to 9 (smallest).
-        public var level = 6
-        /// Files shorter than this are sent as they are: the gzip header and trailer alone are 18 bytes.
-        public var minLength = 256
-        /// Media types compressed (`text/*` matches every text type; parameters are ignored).
-        public var types: [String] = [
-            "text/*", "application/javascript", "application/json", "application/*+json", "application/xml",
-            "application/*+xml", "application/yaml", "application/wasm", "image/svg+xml", "image/bmp",
-            "image/vnd.microsoft.icon", "font/ttf", "font/otf", "application/x-tar",
-        ]
-        /// Media types never compressed, even when `types` matches: formats that are compressed already.
-        public var never: [String] = [
-            "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "font/woff", "font/woff2",
-            "application/zip", "application/gzip", "application/zstd", "application/x-bzip2", "application/x-xz",
-            "application/x-7z-compressed", "application/x-rar-compressed", "application/pdf", "video/*", "audio/*",
-        ]
-        /// Serve `FILE.gz` beside `FILE` to clients that accept gzip, when it is not older than `FILE`.
-        public var precompressed = true
-        /// Memory each worker keeps for compressed bodies (least recently used dropped first); 0 keeps none.
-        public var cacheBytes = 33_554_432
-        /// Files up to this size are compressed whole and cached; larger ones stream through zlib with
-        /// chunked transfer coding (HTTP/1.0 clients get them uncompressed).
-        public var cacheFileMax = 1_048_576
-
-        /// Whether `contentType` (with or without parameters) is to be compressed.
-        public func compresses(_ contentType: String) -> Bool {
-            let type = String(contentType.prefix { $0 != ";" && $0 != " " }).lowercased()
-            func matches(_ pattern: String) -> Bool {
-                if pattern == "*/*" { return true }
-                let pattern = pattern.lowercased()
-                if let star = pattern.firstIndex(of: "*") {
-                    // "text/*", or "application/*+json" (a structured-syntax suffix).
-                    let prefix = pattern[..<star]
-                    let suffix = pattern[pattern.index(after: star)...]
-                    return type.count >= prefix.count + suffix.count && type.hasPrefix(prefix) && type.hasSuffix(suffix)
-                }
-                return type == pattern
-            }
-            return types.contains(where: matches) && !never.contains(where: matches)
-        }
-    }
-
-    /// HTTPS: the sockets that speak TLS, and the certificate they present.
-    public struct TLSSettings: Codable, Sendable, Equatable {
-        /// Addresses to listen on with TLS, written like `listen`.
-        public var listen: [String] = []
-        /// For each of them, whether connections start with a PROXY protocol header (before the TLS
-        /// handshake).
-        public var listenProxyProtocol: [Bool] = []
-        /// Certificate chain (PEM: the leaf, then intermediates) and its unencrypted key: the default
-        /// site's first pair. `cert` and `key` may also be lists (an ECDSA and an RSA certificate side by
-        /// side), all in `defaultPairs`.
-        public var cert: String? = nil
-        public var key: String? = nil
-        public var moreDefaultPairs: [[String]] = []
-        /// More sites on the same sockets, each its [certificate, key] pairs, chosen by SNI.
-        public var sites: [[[String]]] = []
-        /// OCSP responses to staple (DER files the operator keeps fresh): the default site's, and each
-        /// site's ("" for none).
-        public var ocsp: String? = nil
-        public var siteOCSP: [String] = []
-
-        /// Every [certificate, key] pair of the default site.
-        public var defaultPairs: [[String]] {
-            guard let cert, let key else { return [] }
-            return [[cert, key]] + moreDefaultPairs
-        }
-        /// Lowest protocol version: "1.2" or "1.3".
-        public var minVersion: String = "1.2"
-        /// TLS 1.2 cipher list (OpenSSL syntax): forward-secret AEAD suites only, as Mozilla's
-        /// "intermediate" profile without the DHE ones (no CBC, so no LUCKY13 class of attacks).
-        public var ciphers: String = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-        /// TLS 1.3 cipher suites.
-        public var ciphersuites: String = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
-        /// Key exchange groups, in order of preference.
-        public var groups: String = "X25519:P-256"
-        /// Time a client has to finish the TLS handshake, in milliseconds.
-        public var handshakeMilliseconds: Int = 10_000
-        /// Answer requests on the plain sockets with a redirect to the first TLS socket (301 for GET and
-        /// HEAD, 308 for the rest), except ACME HTTP-01 challenges beneath /.well-known/acme-challenge/.
-        public var redirectHTTP = false
-        /// The port of the first TLS socket as bound (port 0 resolved), set by the supervisor for redirects.
-        public var redirectPort: Int = 0
-        /// The Strict-Transport-Security value sent on TLS responses (nil: none); never for localhost,
-        /// 127.0.0.1 or ::1, which a browser would otherwise pin for every local project.
-        public var hsts: String? = nil
-        /// Session resumption (tickets, and the worker's session cache); off makes every connection a full
-        /// handshake, as the benchmark's row (f) needs.
-        public var sessionResumption = true
-        /// How often the supervisor makes a new session ticket key (the previous one still decrypts).
-        public var ticketKeyRotationMilliseconds: Int = 43_200_000
-        /// When `cert` and `key` are missing, make them with the local development CA (`webserver cert dev`).
-        public var devCertificate = false
-        /// Set by the loader when it just made the development certificate: the CA to tell the user about.
-        public var madeDevCertificate: String? = nil
-    }
 
     /// The worker pool's bounds and scaling thresholds.
     public struct Workers: Codable, Sendable, Equatable {
@@ -294,5 +169,5 @@ public struct ServerConfig: Codable, Sendable, Equatable {
 
     /// Every socket in the order the supervisor binds them and the listener numbers them: the plain ones,
     /// then the TLS ones. A connection's listener number says which kind it came from.
-    public var allListen: [String] { listen + tls.listen }
+    public var allListen: [ListenSocket] { listen + tls.listen }
 }

@@ -10,18 +10,8 @@ enum BeneathRoot {
     /// Cleared the first time openat2 answers ENOSYS; per process.
     nonisolated(unsafe) static var hasOpenat2 = true
 
-    /// What to do with symlinks beneath the root (the `symlinks` key).
-    enum SymlinkPolicy: String, Sendable {
-        /// Follow them while they stay beneath the root.
-        case follow
-        /// Follow one only when the link and what it points to have the same owner (Apache's
-        /// SymLinksIfOwnerMatch), so a user cannot publish another user's files by linking to them.
-        case ownerMatch = "owner-match"
-        /// Never follow one (403).
-        case never
-    }
-
-    /// Set once when a worker starts, from its configuration.
+    /// What to do with symlinks beneath the root (the `symlinks` key): set once when a worker starts,
+    /// from its configuration.
     nonisolated(unsafe) static var symlinks = SymlinkPolicy.follow
 
     /// Opens `path` beneath `root` with `flags`. The path must be normalized (no `.`, `..` or empty

@@ -38,7 +38,7 @@ final class StaticFiles {
         rootFD = try syscall("open(root)") { open(config.root, cs_O_PATH | cs_O_DIRECTORY | cs_O_CLOEXEC) }
         index = config.index
         autoindex = config.autoindex
-        rejectEncodedSlash = config.encodedSlash == "reject"
+        rejectEncodedSlash = config.encodedSlash == .reject
         gzip = config.gzip
         rangeLimit = config.limits.ranges
         fileCache = FileCache(
@@ -61,7 +61,7 @@ final class StaticFiles {
             let word = index < 16 ? random.0 >> UInt64(index * 4) : random.1 >> UInt64((index - 16) * 4)
             boundary[index] = hex.utf8Start[Int(word & 15)]
         }
-        BeneathRoot.symlinks = BeneathRoot.SymlinkPolicy(rawValue: config.symlinks) ?? .follow
+        BeneathRoot.symlinks = config.symlinks
     }
 
     // MARK: Finding the file

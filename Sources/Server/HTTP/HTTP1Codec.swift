@@ -49,7 +49,7 @@ final class HTTP1Codec {
         bodyTimeout = Int64(config.timeouts.bodyMilliseconds)
         keepaliveTimeout = Int64(config.keepalive.timeoutMilliseconds)
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
-        forwardedHeader = ClientAddress.Header(rawValue: config.proxy.forwardedHeader) ?? .none
+        forwardedHeader = config.proxy.forwardedHeader
         hstsLine = config.tls.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) }
         headBuffer = .allocate(capacity: HTTP1Codec.headCapacity)
         date = .allocate(capacity: HTTPDate.length)

@@ -5,9 +5,10 @@ import Glibc
 /// of fds with peer addresses to the manager in one sendmsg. Enforces `max_connections` from the
 /// release notices workers send back.
 ///
-/// Fd slots: 3 channel to the supervisor, 4 listener end of the manager channel, 5 listener end of the
-/// release channel, 6 config memfd, 7... the listening sockets in `listen` order. The listening sockets
-/// stay the supervisor's too, so a listener that dies loses nothing: the backlog waits for the next one.
+/// Fd slots (`ListenerSlots`): its channel to the supervisor, the send end of the manager channel, the
+/// receive end of the release channel, the config memfd, then the listening sockets in `allListen`
+/// order. The listening sockets stay the supervisor's too, so a listener that dies loses nothing: the
+/// backlog waits for the next one.
 public final class Listener {
     var config: ServerConfig
     let poller: Poller
@@ -39,13 +40,13 @@ public final class Listener {
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
-        supervisor = Channel(fd: 3)
-        manager = Channel(fd: 4)
-        releases = Channel(fd: 5)
-        sockets = (0..<socketCount).map { Int32(7 + $0) }
+        supervisor = Channel(fd: ListenerSlots.supervisor)
+        manager = Channel(fd: ListenerSlots.connections)
+        releases = Channel(fd: ListenerSlots.release)
+        sockets = (0..<socketCount).map { ListenerSlots.firstSocket + Int32($0) }
         live = initialLive
         now = monotonicMilliseconds()
-        for fd in [3, 4, 5] + sockets { Socket.setNonBlocking(fd) }
+        for fd in [ListenerSlots.supervisor, ListenerSlots.connections, ListenerSlots.release] + sockets { Socket.setNonBlocking(fd) }
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(releases.fd, events: Poller.readable)
         try poller.add(manager.fd, events: 0)

@@ -8,14 +8,9 @@ import Glibc
 /// so any request makes valid JSON. The time fields are rebuilt once a second, not per line. Owns its
 /// buffer; the file descriptor is the worker's slot, replaced on `reopen`.
 final class AccessLog {
-    enum Format: String, Codable, Sendable, CaseIterable {
-        case combined
-        case json
-    }
-
     /// The open log file, or -1 when access logging is off; replaced when the logs are reopened.
     var fd: Int32
-    let format: Format
+    let format: AccessLogFormat
     private let buffer: UnsafeMutablePointer<UInt8>
     private var count = 0
     static let capacity = 128 * 1024
@@ -26,7 +21,7 @@ final class AccessLog {
     static let logTimeLength = 26
     static let isoTimeLength = 20
 
-    init(fd: Int32, format: Format) {
+    init(fd: Int32, format: AccessLogFormat) {
         self.fd = fd
         self.format = format
         buffer = .allocate(capacity: AccessLog.capacity)

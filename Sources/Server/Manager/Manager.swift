@@ -4,9 +4,9 @@ import Glibc
 /// The manager process: a wait queue of accepted connections, a pool of workers it grows and shrinks,
 /// least-loaded hand-off, reaping and replacing dead or silent workers.
 ///
-/// Fd slots: 3 channel to the supervisor, 4 manager end of the listener channel, 5 the release
-/// channel's worker end (passed on to every worker, never read here), 6 config memfd, 7 access log
-/// (with `--access-log`). Owns the connections in its wait queue until a worker's channel takes them.
+/// Fd slots (`ManagerSlots`): its channel to the supervisor, the receive end of the listener channel,
+/// the release channel's worker end (passed on to every worker), the config memfd, and the access log
+/// when there is one. Owns the connections in its wait queue until a worker's channel takes them.
 public final class Manager {
     var config: ServerConfig
     let poller: Poller
@@ -14,10 +14,10 @@ public final class Manager {
     let signals: SignalReader
     let supervisor: Channel
     let listener: Channel
-    let releaseFD: Int32 = 5
+    let releaseFD = ManagerSlots.release
     /// The release channel's worker end, used here only to release a crashed worker's connections.
     let releases: Channel
-    var configFD: Int32 = 6
+    var configFD = ManagerSlots.config
     var accessLogFD: Int32
     var errorLogFD: Int32 = -1
 
@@ -49,14 +49,14 @@ public final class Manager {
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
-        supervisor = Channel(fd: 3)
-        listener = Channel(fd: 4)
-        releases = Channel(fd: 5)
-        accessLogFD = hasAccessLog ? 7 : -1
+        supervisor = Channel(fd: ManagerSlots.supervisor)
+        listener = Channel(fd: ManagerSlots.connections)
+        releases = Channel(fd: ManagerSlots.release)
+        accessLogFD = hasAccessLog ? ManagerSlots.accessLog : -1
         policy = Manager.policy(for: config)
         now = monotonicMilliseconds()
-        Socket.setNonBlocking(3)
-        Socket.setNonBlocking(4)
+        Socket.setNonBlocking(ManagerSlots.supervisor)
+        Socket.setNonBlocking(ManagerSlots.connections)
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(listener.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
@@ -252,12 +252,11 @@ public final class Manager {
         }
         let id = nextWorkerID
         nextWorkerID += 1
-        var fds = [pair.1, releaseFD, configFD]
-        if accessLogFD >= 0 { fds.append(accessLogFD) }
+        let fds = WorkerSlots.arrange(manager: pair.1, release: releaseFD, config: configFD, accessLog: accessLogFD >= 0 ? accessLogFD : nil)
         var arguments = ["--id", "\(id)", "--parent", "\(getpid())"]
         if accessLogFD >= 0 { arguments.append("--access-log") }
         do {
-            let child = try Spawner.spawn(role: "worker", displayName: "webserver: worker", arguments: arguments, fds: fds)
+            let child = try Spawner.spawn(role: .worker, arguments: arguments, fds: fds)
             closeDescriptor(pair.1)
             let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now)
             // Before any connection: the worker reads its channel in order.

@@ -5,13 +5,8 @@ import Glibc
 /// the request from, so hops to the right of the first untrusted one were written by proxies we trust,
 /// and anything to its left was written by someone we do not.
 public enum ClientAddress {
-    /// Which header carries the chain. Only one is read: a proxy that appends to one usually passes
-    /// the other on from the client untouched, where anyone could have written it.
-    public enum Header: String, Sendable, Codable {
-        case xForwardedFor = "x-forwarded-for"
-        case forwarded
-        case none
-    }
+    /// Which header carries the chain (`proxy.forwarded_header`).
+    public typealias Header = ForwardedHeader
 
     /// At most this many hops are read from the right; a longer chain stops at the last one read.
     static let maximumHops = 32

@@ -8,7 +8,7 @@ public enum ChildMain {
     public static func run(arguments: [String]) -> Never {
         blockAllSignals()
         guard arguments.count >= 2, arguments[1].hasPrefix("--role=") else { exit(2) }
-        let role = String(arguments[1].dropFirst("--role=".count))
+        guard let role = Role(rawValue: String(arguments[1].dropFirst("--role=".count))) else { exit(2) }
         var options: [String: String] = [:]
         var flags = Set<String>()
         var index = 2
@@ -26,47 +26,41 @@ public enum ChildMain {
         let hasAccessLog = flags.contains("--access-log")
         let configSlot: Int32
         let slots: Int32
-        let name: String
         switch role {
-        case "worker":
-            configSlot = 5
-            slots = hasAccessLog ? 4 : 3
-            name = "ws-worker"
-        case "listener":
-            configSlot = 6
-            slots = 4 + (Int32(options["--sockets"] ?? "") ?? 0)
-            name = "ws-listener"
-        case "manager":
-            configSlot = 6
-            slots = hasAccessLog ? 5 : 4
-            name = "ws-manager"
-        default:
-            exit(2)
+        case .worker:
+            configSlot = WorkerSlots.config
+            slots = WorkerSlots.count(accessLog: hasAccessLog)
+        case .listener:
+            configSlot = ListenerSlots.config
+            slots = ListenerSlots.count(sockets: Int(options["--sockets"] ?? "") ?? 0)
+        case .manager:
+            configSlot = ManagerSlots.config
+            slots = ManagerSlots.count(accessLog: hasAccessLog)
         }
-        let parentAlive = Spawner.prepareChild(name: name, slots: slots, parent: parent)
+        let parentAlive = Spawner.prepareChild(name: role.processName, slots: slots, parent: parent)
         let config: ServerConfig
         do {
             config = try ConfigTransport.read(from: configSlot)
         } catch {
-            ErrorLogHandler.bootstrap(role: role, level: "info")
+            ErrorLogHandler.bootstrap(role: role.rawValue, level: "info")
             log.critical("cannot read the configuration passed by the parent: \(error)")
             exit(Supervisor.configErrorExit)
         }
         let id = Int(options["--id"] ?? "") ?? 0
-        ErrorLogHandler.bootstrap(role: role == "worker" ? "worker \(id)" : role, level: config.logLevel)
+        ErrorLogHandler.bootstrap(role: role == .worker ? "worker \(id)" : role.rawValue, level: config.logLevel.rawValue)
         if !parentAlive {
             log.warning("parent \(parent) exited before this \(role) started; exiting")
             exit(0)
         }
         do {
             switch role {
-            case "worker":
+            case .worker:
                 exit(try Worker(id: id, config: config, hasAccessLog: hasAccessLog).run())
-            case "listener":
+            case .listener:
                 let sockets = Int(options["--sockets"] ?? "") ?? 0
                 let initialLive = Int(options["--initial-live"] ?? "") ?? 0
                 exit(try Listener(config: config, socketCount: sockets, initialLive: initialLive).run())
-            default:
+            case .manager:
                 exit(try Manager(config: config, hasAccessLog: hasAccessLog).run())
             }
         } catch {

@@ -42,8 +42,8 @@ extension Supervisor {
     func noteCertificateExpiries() {
         certificateExpiries = []
         guard !config.tls.listen.isEmpty else { return }
-        for pair in config.tls.defaultPairs + config.tls.sites.flatMap({ $0 }) {
-            if let expiry = TLSContext.expiry(ofCertificate: pair[0]) { certificateExpiries.append((pair[0], expiry)) }
+        for pair in config.tls.allSites.flatMap(\.certificates) {
+            if let expiry = TLSContext.expiry(ofCertificate: pair.certificate) { certificateExpiries.append((pair.certificate, expiry)) }
         }
     }
 

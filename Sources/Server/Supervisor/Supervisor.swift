@@ -132,17 +132,17 @@ public final class Supervisor {
             }
             return (fd, address)
         }
-        for text in config.allListen {
-            if let path = ServerConfig.unixPath(text) {
+        for socket in config.allListen {
+            let text = socket.address
+            if let path = socket.unixPath {
                 if let index = passedUnix.firstIndex(where: { $0.1 == path }) {
                     let fd = passedUnix.remove(at: index).0
                     Socket.adopt(fd)
                     sockets.append(fd)
                     continue
                 }
-                let options = config.unixSockets.first { $0.address == text } ?? ServerConfig.UnixSocket(address: text)
                 sockets.append(try Socket.listenUnix(
-                    path: path, backlog: Int32(config.backlog), mode: options.mode, owner: options.owner, group: options.group))
+                    path: path, backlog: Int32(config.backlog), mode: socket.mode, owner: socket.owner, group: socket.group))
                 continue
             }
             guard let address = SocketAddress(parsing: text) else { continue }
@@ -185,7 +185,7 @@ public final class Supervisor {
         if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
         for (index, fd) in sockets.enumerated() {
             let scheme = index < config.listen.count ? "http" : "https"
-            if let path = ServerConfig.unixPath(config.allListen[index]) {
+            if let path = config.allListen[index].unixPath {
                 log.notice("listening on \(scheme)+unix://\(path)")
             } else if let bound = try Socket.localAddress(of: fd) {
                 log.notice("listening on \(scheme)://\(bound)")
@@ -195,15 +195,15 @@ public final class Supervisor {
             log.notice("made a development certificate for localhost, 127.0.0.1 and ::1, signed by the local CA \(ca); trust it with: curl --cacert \(ca) (or: webserver cert dev --install)")
         }
         noteCertificateExpiries()
-        for pair in config.tls.listen.isEmpty ? [] : config.tls.defaultPairs + config.tls.sites.flatMap({ $0 }) {
-            guard let expiry = TLSContext.expiry(ofCertificate: pair[0]) else { continue }
+        for pair in config.tls.listen.isEmpty ? [] : config.tls.allSites.flatMap(\.certificates) {
+            guard let expiry = TLSContext.expiry(ofCertificate: pair.certificate) else { continue }
             let date = ISO8601DateFormatter.string(from: Date(timeIntervalSince1970: TimeInterval(expiry)), timeZone: TimeZone(identifier: "UTC")!,
                                                    formatOptions: [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime])
             let days = (expiry - Int64(time(nil))) / 86400
             if expiry < Int64(time(nil)) {
-                log.warning("the certificate \(pair[0]) expired on \(date) UTC; clients will refuse it")
+                log.warning("the certificate \(pair.certificate) expired on \(date) UTC; clients will refuse it")
             } else if days < 14 {
-                log.warning("the certificate \(pair[0]) expires on \(date) UTC (in \(days == 1 ? "1 day" : "\(days) days"))")
+                log.warning("the certificate \(pair.certificate) expires on \(date) UTC (in \(days == 1 ? "1 day" : "\(days) days"))")
             }
         }
         try dropPrivileges()
@@ -381,17 +381,19 @@ public final class Supervisor {
             if slot === listener {
                 let initialLive = Int(manager.lastBeat.liveConnections + manager.lastBeat.queueDepth)
                 process = try Spawner.spawn(
-                    role: "listener", displayName: "webserver: listener",
+                    role: .listener,
                     arguments: ["--parent", "\(getpid())", "--sockets", "\(sockets.count)", "--initial-live", "\(initialLive)"],
-                    fds: [theirs, listenerManager.listenerEnd, release.listenerEnd, configFD] + sockets)
+                    fds: ListenerSlots.arrange(
+                        supervisor: theirs, connections: listenerManager.listenerEnd, release: release.listenerEnd, config: configFD,
+                        sockets: sockets))
             } else {
-                var fds = [theirs, listenerManager.managerEnd, release.workerEnd, configFD]
                 var arguments = ["--parent", "\(getpid())"]
-                if accessLogFD >= 0 {
-                    fds.append(accessLogFD)
-                    arguments.append("--access-log")
-                }
-                process = try Spawner.spawn(role: "manager", displayName: "webserver: manager", arguments: arguments, fds: fds)
+                if accessLogFD >= 0 { arguments.append("--access-log") }
+                process = try Spawner.spawn(
+                    role: .manager, arguments: arguments,
+                    fds: ManagerSlots.arrange(
+                        supervisor: theirs, connections: listenerManager.managerEnd, release: release.workerEnd, config: configFD,
+                        accessLog: accessLogFD >= 0 ? accessLogFD : nil))
             }
             let channel = Channel(fd: mine)
             if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys)) }
@@ -513,8 +515,7 @@ public final class Supervisor {
 
     /// Every certificate and key file the TLS sockets use.
     static func certificatePaths(_ config: ServerConfig) -> [String] {
-        (config.tls.defaultPairs + config.tls.sites.flatMap { $0 }).flatMap { $0 }
-            + (config.tls.ocsp.map { [$0] } ?? []) + config.tls.siteOCSP.filter { !$0.isEmpty }
+        config.tls.files
     }
 
     func tick() {
@@ -736,7 +737,7 @@ public final class Supervisor {
             lastReload = (false, Int64(time(nil)))
             return
         }
-        if newConfig.allListen != config.allListen || newConfig.user != config.user || newConfig.backlog != config.backlog
+        if newConfig.allListen.map(\.address) != config.allListen.map(\.address) || newConfig.user != config.user || newConfig.backlog != config.backlog
             || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds || newConfig.adminListen != config.adminListen {
             log.error("reload failed: 'listen', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
             lastReload = (false, Int64(time(nil)))
@@ -831,7 +832,7 @@ public final class Supervisor {
         admin?.close(poller: poller)
         admin = nil
         // Unix socket files go with the server (after an upgrade they are the new one's).
-        if !handedOver { for text in config.allListen { if let path = ServerConfig.unixPath(text) { unlink(path) } } }
+        if !handedOver { for socket in config.allListen { if let path = socket.unixPath { unlink(path) } } }
         for fd in sockets { closeDescriptor(fd) }
         sockets = []
         if pidFileFD >= 0 {

@@ -45,6 +45,12 @@ public enum Spawner {
         return "/proc/self/exe"
     }()
 
+    /// Starts `role` with `fds` in slots 3, 4, ... (build the list with the role's `*Slots.arrange`).
+    static func spawn(role: Role, arguments: [String] = [], fds: [Int32]) throws(SystemError) -> ChildProcess {
+        try spawn(role: role.rawValue, displayName: role.displayName, arguments: arguments, fds: fds)
+    }
+
+    /// Starts this executable (or `path`) with argv `[displayName, --role=ROLE (when given), arguments...]`.
     public static func spawn(
         role: String?, displayName: String, arguments: [String] = [], fds: [Int32],
         extraEnvironment: [String] = [],

@@ -14,14 +14,14 @@ public final class TLSContext: @unchecked Sendable {
         public let description: String
     }
 
-    /// A context presenting every certificate in `pairs` ([certificate, key] each): one per key type, so
-    /// an ECDSA and an RSA certificate for the same names sit side by side and OpenSSL picks the one the
-    /// client's signature algorithms allow.
-    public init(pairs: [[String]], settings: ServerConfig.TLSSettings) throws(Failure) {
+    /// A context presenting every certificate of `site`: one per key type, so an ECDSA and an RSA
+    /// certificate for the same names sit side by side and OpenSSL picks the one the client's signature
+    /// algorithms allow; and its OCSP response, when it has one.
+    public init(site: TLSSite, settings: ServerConfig.TLSSettings) throws(Failure) {
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
         self.context = context
         let resumption = settings.sessionResumption
-        _ = cossl_SSL_CTX_set_min_proto_version(context, settings.minVersion == "1.3" ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
+        _ = cossl_SSL_CTX_set_min_proto_version(context, settings.minVersion == .tls13 ? cossl_TLS1_3_VERSION : cossl_TLS1_2_VERSION)
         guard SSL_CTX_set_cipher_list(context, settings.ciphers) == 1 else {
             throw Failure(description: TLSContext.lastError("tls.ciphers '\(settings.ciphers)' names no usable TLS 1.2 cipher"))
         }
@@ -44,8 +44,8 @@ public final class TLSContext: @unchecked Sendable {
             _ = SSL_CTX_set_num_tickets(context, 0)
         }
         cossl_use_alpn_http11(context)
-        for pair in pairs where pair.count == 2 {
-            let (certificate, key) = (pair[0], pair[1])
+        for pair in site.certificates {
+            let (certificate, key) = (pair.certificate, pair.key)
             try TLSContext.check(certificate: certificate, key: key)
             guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
                 throw Failure(description: TLSContext.lastError("cannot read the certificate \(certificate)"))
@@ -61,6 +61,7 @@ public final class TLSContext: @unchecked Sendable {
                 throw Failure(description: "the key \(key) does not match the certificate \(certificate)")
             }
         }
+        if let ocsp = site.ocsp { try useOCSPResponse(ocsp) }
     }
 
     /// Whether a certificate of this context is valid for `name` (SAN, wildcards of one label).
@@ -239,14 +240,9 @@ public final class TLSSites: @unchecked Sendable {
     let sites: [TLSContext]
 
     public init(settings: ServerConfig.TLSSettings) throws(TLSContext.Failure) {
-        defaultContext = try TLSContext(pairs: settings.defaultPairs, settings: settings)
-        if let ocsp = settings.ocsp { try defaultContext.useOCSPResponse(ocsp) }
+        defaultContext = try TLSContext(site: settings.defaultSite, settings: settings)
         var sites: [TLSContext] = []
-        for (index, pairs) in settings.sites.enumerated() {
-            let site = try TLSContext(pairs: pairs, settings: settings)
-            if index < settings.siteOCSP.count, !settings.siteOCSP[index].isEmpty { try site.useOCSPResponse(settings.siteOCSP[index]) }
-            sites.append(site)
-        }
+        for site in settings.sites { sites.append(try TLSContext(site: site, settings: settings)) }
         self.sites = sites
         if !sites.isEmpty {
             cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, _, argument in

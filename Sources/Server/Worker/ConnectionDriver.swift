@@ -54,7 +54,7 @@ final class ConnectionDriver {
         now = monotonicMilliseconds()
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
         plainListeners = config.listen.count
-        proxyListeners = config.allListen.indices.map { config.proxyProtocol(listener: $0) }
+        proxyListeners = config.allListen.map(\.proxyProtocol)
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
         keepaliveTimeout = Int64(config.keepalive.timeoutMilliseconds)
         sendTimeout = Int64(config.timeouts.sendMilliseconds)

@@ -35,7 +35,7 @@ public final class Worker {
         stats = .allocate(capacity: Stats.count)
         stats.initialize(repeating: 0, count: Stats.count)
         var tlsSites: TLSSites? = nil
-        if !config.tls.listen.isEmpty && !config.tls.defaultPairs.isEmpty {
+        if !config.tls.listen.isEmpty && !config.tls.defaultSite.certificates.isEmpty {
             do {
                 tlsSites = try TLSSites(settings: config.tls)
             } catch {
@@ -44,7 +44,7 @@ public final class Worker {
         }
         let fields = FieldBuffer.allocate()
         let handler = try RequestHandler(config: config, fields: fields)
-        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlots.accessLog : -1, format: config.accessLogFormat == "json" ? .json : .combined)
+        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlots.accessLog : -1, format: config.accessLogFormat)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
         driver = ConnectionDriver(config: config, poller: poller, http1: http1, output: output, stats: stats, tlsSites: tlsSites)

@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+
+/// The checks that need the final values, file and flags together: the root exists, TLS sockets have a
+/// certificate that loads and matches its key (made first when `tls.dev_certificate` asks), the user
+/// the server becomes can read them, keys that need another key have it, sockets do not collide.
+struct ConfigValidation {
+    /// Where an issue about a key points.
+    struct Place {
+        var file: String
+        var line: Int
+        var column: Int
+        var key: String
+    }
+
+    /// The file's name for issues without a line of their own ("command line" when there is no file).
+    let file: String
+    let overrides: ConfigOverrides
+    /// Where `root` came from: the file's line, or `--root`.
+    let rootPlace: Place?
+
+    private func issue(_ key: String, _ message: String, file: String? = nil) -> ConfigIssue {
+        ConfigIssue(file: file ?? self.file, line: 0, column: 0, key: key, message: message)
+    }
+
+    /// Checks `config` (making the root absolute and real, and the development certificate when asked
+    /// and nothing else is wrong); returns the issues.
+    func check(_ config: inout ServerConfig, makeDevCertificate: Bool, previousIssues: Int) -> [ConfigIssue] {
+        var issues = checkRoot(&config)
+        issues += checkTLS(&config, makeDevCertificate: makeDevCertificate && previousIssues == 0 && issues.isEmpty)
+        if config.tls.redirectHTTP && config.tls.listen.isEmpty {
+            issues.append(issue("tls.redirect_http", "needs a TLS socket to redirect to (tls.listen)"))
+        }
+        let plain = Set(config.listen.compactMap { SocketAddress(parsing: $0.address) })
+        for socket in config.tls.listen {
+            if let address = SocketAddress(parsing: socket.address), address.port != 0, plain.contains(address) {
+                issues.append(issue("tls.listen", "'\(socket.address)' is also a plain listen address"))
+            }
+        }
+        return issues
+    }
+
+    /// `root` is set, exists and is a directory; it becomes its real path.
+    private func checkRoot(_ config: inout ServerConfig) -> [ConfigIssue] {
+        guard !config.root.isEmpty else {
+            return [issue("root", "no root directory: set 'root' in the config or pass --root DIR")]
+        }
+        let place = rootPlace ?? Place(file: file, line: 0, column: 0, key: "root")
+        func problem(_ message: String) -> [ConfigIssue] {
+            [ConfigIssue(file: place.file, line: place.line, column: place.column, key: place.key, message: message)]
+        }
+        var info = stat()
+        if stat(config.root, &info) != 0 { return problem("'\(config.root)' does not exist") }
+        if info.st_mode & S_IFMT != S_IFDIR { return problem("'\(config.root)' is not a directory") }
+        if let real = realpath(config.root, nil) {
+            config.root = String(cString: real)
+            free(real)
+        }
+        return []
+    }
+
+    /// A certificate and key that load and match, for every TLS socket; readable by `user`.
+    private func checkTLS(_ config: inout ServerConfig, makeDevCertificate: Bool) -> [ConfigIssue] {
+        guard !config.tls.listen.isEmpty else { return [] }
+        var issues: [ConfigIssue] = []
+        let first = config.tls.defaultSite.certificates.first
+        let bothMissing = first.map { access($0.certificate, F_OK) != 0 && access($0.key, F_OK) != 0 } ?? false
+        if config.tls.devCertificate && bothMissing, let first {
+            // Only when both are missing: one without the other is an operator's file, never overwritten.
+            guard makeDevCertificate else { return [] }  // `check`: the certificate is made on the first `serve`
+            do {
+                let made = try DevCertificates.make(certificate: first.certificate, key: first.key)
+                config.tls.madeDevCertificate = made.caCertificate
+            } catch {
+                return [issue("tls.dev_certificate", error.description)]
+            }
+        }
+        let certificates = config.tls.defaultSite.certificates
+        if certificates.isEmpty || certificates.contains(where: { $0.certificate.isEmpty || $0.key.isEmpty }) {
+            return [issue("tls", "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key")]
+        }
+        do {
+            _ = try TLSSites(settings: config.tls)
+        } catch {
+            let fromFlags = overrides.cert != nil || overrides.key != nil
+            issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: fromFlags ? "command line" : nil))
+        }
+        // Workers read the certificates after the supervisor has become `user`: a key only root can read
+        // would fail there, after a start that looked fine, so say it now.
+        if let user = config.user, getuid() == 0 {
+            for path in config.tls.files where !ConfigValidation.readable(path, byUser: user) {
+                issues.append(issue("tls", "\(path) is not readable by '\(user)', whom the server runs as once the sockets are bound; give that user read access (for example: chgrp ssl-cert FILE; chmod 640 FILE, with '\(user)' in ssl-cert)"))
+            }
+        }
+        return issues
+    }
+
+    /// Whether `user` may read the file at `path` by its mode bits (owner, then its groups, then others).
+    static func readable(_ path: String, byUser user: String) -> Bool {
+        guard let entry = getpwnam(user) else { return false }
+        var info = stat()
+        guard stat(path, &info) == 0 else { return true }  // a missing file is reported elsewhere
+        let uid = entry.pointee.pw_uid
+        let gid = entry.pointee.pw_gid
+        if uid == 0 { return true }
+        if info.st_uid == uid { return info.st_mode & S_IRUSR != 0 }
+        var groups = [gid_t](repeating: 0, count: 256)
+        var count = Int32(groups.count)
+        _ = getgrouplist(entry.pointee.pw_name, gid, &groups, &count)
+        if groups.prefix(Int(max(0, count))).contains(info.st_gid) || info.st_gid == gid { return info.st_mode & S_IRGRP != 0 }
+        return info.st_mode & S_IROTH != 0
+    }
+}

@@ -1,0 +1,48 @@
+extension ServerConfig {
+    /// Compression of responses with gzip (zlib), negotiated by Accept-Encoding.
+    public struct GzipSettings: Codable, Sendable, Equatable {
+        /// Compress compressible files on the fly (each version once, then from the cache).
+        public var enabled = true
+        /// zlib level, 1 (fastest) to 9 (smallest).
+        public var level = 6
+        /// Files shorter than this are sent as they are: the gzip header and trailer alone are 18 bytes.
+        public var minLength = 256
+        /// Media types compressed (`text/*` matches every text type; parameters are ignored).
+        public var types: [String] = [
+            "text/*", "application/javascript", "application/json", "application/*+json", "application/xml",
+            "application/*+xml", "application/yaml", "application/wasm", "image/svg+xml", "image/bmp",
+            "image/vnd.microsoft.icon", "font/ttf", "font/otf", "application/x-tar",
+        ]
+        /// Media types never compressed, even when `types` matches: formats that are compressed already.
+        public var never: [String] = [
+            "image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "font/woff", "font/woff2",
+            "application/zip", "application/gzip", "application/zstd", "application/x-bzip2", "application/x-xz",
+            "application/x-7z-compressed", "application/x-rar-compressed", "application/pdf", "video/*", "audio/*",
+        ]
+        /// Serve `FILE.gz` beside `FILE` to clients that accept gzip, when it is not older than `FILE`.
+        public var precompressed = true
+        /// Memory each worker keeps for compressed bodies (least recently used dropped first); 0 keeps none.
+        public var cacheBytes = 33_554_432
+        /// Files up to this size are compressed whole and cached; larger ones stream through zlib with
+        /// chunked transfer coding (HTTP/1.0 clients get them uncompressed).
+        public var cacheFileMax = 1_048_576
+
+        /// Whether `contentType` (with or without parameters) is to be compressed.
+        public func compresses(_ contentType: String) -> Bool {
+            let type = String(contentType.prefix { $0 != ";" && $0 != " " }).lowercased()
+            func matches(_ pattern: String) -> Bool {
+                if pattern == "*/*" { return true }
+                let pattern = pattern.lowercased()
+                if let star = pattern.firstIndex(of: "*") {
+                    // "text/*", or "application/*+json" (a structured-syntax suffix).
+                    let prefix = pattern[..<star]
+                    let suffix = pattern[pattern.index(after: star)...]
+                    return type.count >= prefix.count + suffix.count && type.hasPrefix(prefix) && type.hasSuffix(suffix)
+                }
+                return type == pattern
+            }
+            return types.contains(where: matches) && !never.contains(where: matches)
+        }
+    }
+
+}

@@ -1,0 +1,122 @@
+import Yams
+
+/// One reader per section of plain values: each takes its section, reads every key it knows, checks
+/// the values that only make sense together, and reports the rest as unknown.
+extension DocumentReader {
+    func workers(_ section: Section, _ current: ServerConfig.Workers) -> ServerConfig.Workers {
+        var workers = current
+        if let value = section.integer("min", in: 1...1024) { workers.min = value }
+        if let node = section.peek("max"), node.scalar?.string == "auto" {
+            _ = section.take("max")
+            workers.max = ServerConfig.processorCount
+        } else if let value = section.integer("max", in: 1...1024) {
+            workers.max = value
+        }
+        if workers.min > workers.max {
+            issue(section.anchor, key: "workers", "min (\(workers.min)) is above max (\(workers.max))")
+        }
+        if let value = section.integer("connections_per_worker", in: 1...1_000_000) { workers.connectionsPerWorker = value }
+        if let value = section.duration("idle_timeout") { workers.idleMilliseconds = value }
+        if let value = section.integer("recycle_after", in: 0...Int(Int32.max)) { workers.recycleAfter = value }
+        section.finish()
+        return workers
+    }
+
+    func keepalive(_ section: Section, _ current: ServerConfig.Keepalive) -> ServerConfig.Keepalive {
+        var keepalive = current
+        if let value = section.duration("timeout") { keepalive.timeoutMilliseconds = value }
+        if let value = section.integer("requests", in: 1...10_000_000) { keepalive.requests = value }
+        section.finish()
+        return keepalive
+    }
+
+    func timeouts(_ section: Section, _ current: ServerConfig.Timeouts) -> ServerConfig.Timeouts {
+        var timeouts = current
+        if let value = section.duration("header") { timeouts.headerMilliseconds = value }
+        if let value = section.duration("body") { timeouts.bodyMilliseconds = value }
+        if let value = section.duration("send") { timeouts.sendMilliseconds = value }
+        if let value = section.duration("shutdown") { timeouts.shutdownMilliseconds = value }
+        if let value = section.duration("shutdown_delay", allowZero: true) { timeouts.shutdownDelayMilliseconds = value }
+        section.finish()
+        return timeouts
+    }
+
+    func limits(_ section: Section, _ current: ServerConfig.Limits) -> ServerConfig.Limits {
+        var limits = current
+        if let value = section.size("request_line", in: 64...1_048_576) { limits.requestLine = value }
+        if let value = section.size("header_bytes", in: 256...1_048_576) { limits.headerBytes = value }
+        if let value = section.integer("header_count", in: 1...10_000) { limits.headerCount = value }
+        if let value = section.size("header_field", in: 64...1_048_576) { limits.headerField = value }
+        if let value = section.size("body", in: 0...(1 << 30)) { limits.bodyBytes = value }
+        if let value = section.integer("ranges", in: 1...1000) { limits.ranges = value }
+        if limits.requestLine > limits.headerBytes {
+            issue(section.anchor, key: "limits", "request_line (\(limits.requestLine)) is above header_bytes (\(limits.headerBytes))")
+        }
+        section.finish()
+        return limits
+    }
+
+    func fileCache(_ section: Section, _ current: ServerConfig.FileCacheSettings) -> ServerConfig.FileCacheSettings {
+        var cache = current
+        if let value = section.integer("entries", in: 0...1_000_000) { cache.entries = value }
+        if let value = section.duration("valid") { cache.validMilliseconds = value }
+        if let value = section.size("inline_max", in: 0...16_777_216) { cache.inlineMax = value }
+        section.finish()
+        return cache
+    }
+
+    /// `admin.listen`: an address, or `off`.
+    func adminListen(_ section: Section, _ current: String?) -> String? {
+        var listen = current
+        if let (value, node) = section.string("listen") {
+            if value == "off" { listen = nil } else if SocketAddress(parsing: value) != nil { listen = value } else {
+                issue(node, key: "admin.listen", "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535), or off")
+            }
+        }
+        section.finish()
+        return listen
+    }
+
+    func proxy(_ section: Section, _ current: ServerConfig.ProxySettings) -> ServerConfig.ProxySettings {
+        var proxy = current
+        if let node = section.take("trusted") {
+            let items: [Node]
+            if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+            var values: [String] = []
+            for item in items {
+                let text = item.scalar?.string ?? ""
+                if Networks([text]) != nil { values.append(text) } else {
+                    issue(item, key: "proxy.trusted", "'\(text)' is not a network such as 10.0.0.0/8, 192.0.2.7 or fd00::/8")
+                }
+            }
+            proxy.trusted = values
+        }
+        if let value = section.duration("header_timeout") { proxy.headerTimeoutMilliseconds = value }
+        if let value = section.choice("forwarded_header", ForwardedHeader.self) { proxy.forwardedHeader = value }
+        section.finish()
+        return proxy
+    }
+
+    func supervision(_ section: Section, _ current: ServerConfig.Supervision) -> ServerConfig.Supervision {
+        var supervision = current
+        if let value = section.duration("heartbeat_interval") { supervision.heartbeatIntervalMilliseconds = value }
+        if let value = section.duration("heartbeat_timeout") { supervision.heartbeatTimeoutMilliseconds = value }
+        if let value = section.duration("kill_grace") { supervision.killGraceMilliseconds = value }
+        if let value = section.duration("restart_delay") { supervision.restartDelayMilliseconds = value }
+        if let value = section.duration("restart_delay_max") { supervision.restartDelayMaxMilliseconds = value }
+        if let value = section.integer("restart_intensity", in: 1...1000) { supervision.restartIntensity = value }
+        if let value = section.duration("restart_period") { supervision.restartPeriodMilliseconds = value }
+        if supervision.heartbeatIntervalMilliseconds < 10 {
+            issue(section.anchor, key: "supervisor.heartbeat_interval", "must be at least 10ms")
+        }
+        if supervision.heartbeatTimeoutMilliseconds <= supervision.heartbeatIntervalMilliseconds {
+            issue(section.anchor, key: "supervisor.heartbeat_timeout",
+                  "(\(supervision.heartbeatTimeoutMilliseconds)ms) must be longer than heartbeat_interval (\(supervision.heartbeatIntervalMilliseconds)ms)")
+        }
+        if supervision.restartDelayMaxMilliseconds < supervision.restartDelayMilliseconds {
+            issue(section.anchor, key: "supervisor.restart_delay_max", "is below restart_delay")
+        }
+        section.finish()
+        return supervision
+    }
+}
