@@ -12,7 +12,7 @@ final class ChildSlot {
         case stopped
     }
 
-    let role: String
+    let role: Role
     var state = State.waiting(until: 0)
     var process: ChildProcess?
     /// The supervisor's end of this child's channel; owned here.
@@ -25,7 +25,10 @@ final class ChildSlot {
     /// Restarts since the server started (for the status and metrics of issue 7).
     var restartTotal = 0
 
-    init(role: String) { self.role = role }
+    init(role: Role) { self.role = role }
+
+    /// The role's name, for the log and the metrics' labels.
+    var name: String { role.rawValue }
 }
 
 /// Restart timing: exponential backoff with jitter, and a crash-loop limit over a sliding window
@@ -35,6 +38,20 @@ struct RestartPolicy {
     var maxDelay: Int
     var intensity: Int
     var period: Int
+
+    init(baseDelay: Int, maxDelay: Int, intensity: Int, period: Int) {
+        self.baseDelay = baseDelay
+        self.maxDelay = maxDelay
+        self.intensity = intensity
+        self.period = period
+    }
+
+    /// The policy `supervisor` configures.
+    init(_ supervisor: ServerConfig.Supervision) {
+        self.init(
+            baseDelay: supervisor.restartDelayMilliseconds, maxDelay: supervisor.restartDelayMaxMilliseconds,
+            intensity: supervisor.restartIntensity, period: supervisor.restartPeriodMilliseconds)
+    }
 
     /// Records a restart at `now` in `history`; returns the delay before it, or nil when the crash loop
     /// limit is passed and the child must not be restarted.

@@ -21,7 +21,7 @@ extension Supervisor {
 
     /// Alive: the supervisor answers, and neither the listener nor the manager has been given up on.
     func liveness() -> (Bool, String) {
-        for slot in [listener, manager] where slot.state == .failed { return (false, "the \(slot.role) is in a crash loop") }
+        for slot in [listener, manager] where slot.state == .failed { return (false, "the \(slot.name) is in a crash loop") }
         return (true, "")
     }
 
@@ -29,22 +29,13 @@ extension Supervisor {
     /// crash-looping (restarts of the listener or manager pending, or workers dying
     /// `supervisor.restart_intensity` times within `restart_period`).
     func readiness() -> (Bool, String) {
-        if shuttingDown { return (false, "draining") }
+        if lifecycle.isShuttingDown { return (false, "draining") }
         for slot in [listener, manager] where slot.state != .running {
-            return (false, slot.state == .failed ? "the \(slot.role) is in a crash loop" : "the \(slot.role) is not running")
+            return (false, slot.state == .failed ? "the \(slot.name) is in a crash loop" : "the \(slot.name) is not running")
         }
         if managerStats[Stats.workersTotal] == 0 { return (false, "no worker is running") }
         if workerCrashTimes.count >= config.supervisor.restartIntensity { return (false, "workers are crashing") }
         return (true, "")
-    }
-
-    /// The certificates of every site with their notAfter, for /metrics.
-    func noteCertificateExpiries() {
-        certificateExpiries = []
-        guard !config.tls.listen.isEmpty else { return }
-        for pair in config.tls.allSites.flatMap(\.certificates) {
-            if let expiry = TLSContext.expiry(ofCertificate: pair.certificate) { certificateExpiries.append((pair.certificate, expiry)) }
-        }
     }
 
     /// The Prometheus text format (version 0.0.4).

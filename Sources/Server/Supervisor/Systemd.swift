@@ -64,3 +64,20 @@ public enum Systemd {
         return (0..<count).map { 3 + $0 }
     }
 }
+
+extension Supervisor {
+    /// The watchdog ping (while no child is given up on, so a crash loop gets the service restarted),
+    /// and a STATUS line every 5 seconds.
+    func notifySystemd() {
+        guard Systemd.notifySocket != nil else { return }
+        if let interval = Systemd.watchdogInterval, now - lastWatchdog >= interval, liveness().0 {
+            lastWatchdog = now
+            Systemd.notify("WATCHDOG=1")
+        }
+        if now - lastStatus >= 5000 && !lifecycle.isShuttingDown {
+            lastStatus = now
+            let stats = managerStats
+            Systemd.notify("STATUS=\(listener.lastBeat.liveConnections) connections, \(stats[Stats.workersTotal]) workers, \(manager.lastBeat.requestsTotal) requests")
+        }
+    }
+}

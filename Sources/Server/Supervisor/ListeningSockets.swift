@@ -1,0 +1,124 @@
+import Glibc
+
+/// Every listening socket, bound once by the supervisor before it drops privileges (or taken over from
+/// systemd's socket activation or an upgrading server) and kept for the server's life, so a crashed
+/// listener loses nothing: the kernel's backlog holds new connections until the next one starts.
+///
+/// Owns the sockets: `fds` in `allListen` order (plain, then TLS), which is also the order listeners
+/// number them in. Closed when nothing accepts any more (shutdown) or at exit.
+final class ListeningSockets {
+    private(set) var fds: [Int32] = []
+
+    /// Binds (or adopts) a socket for every `listen` and `tls.listen` entry. `passed` are sockets
+    /// systemd or an upgrading server handed over: each is matched to an entry like socket activation
+    /// (by address, a port-0 entry taking the socket bound for it; Unix sockets by path) and used instead
+    /// of binding; any left over is closed with a warning.
+    func open(_ config: ServerConfig, passed passedFDs: [Int32], fromUpgrade: Bool) throws {
+        var passedUnix: [(fd: Int32, path: String)] = []
+        var passed = passedFDs.compactMap { fd -> (fd: Int32, address: SocketAddress)? in
+            if let path = Socket.unixPath(of: fd) {
+                passedUnix.append((fd, path))
+                return nil
+            }
+            guard let address = try? Socket.localAddress(of: fd) else {
+                log.warning("socket activation: fd \(fd) is not a TCP socket; closed")
+                closeDescriptor(fd)
+                return nil
+            }
+            return (fd, address)
+        }
+        for socket in config.allListen {
+            if let path = socket.unixPath {
+                if let index = passedUnix.firstIndex(where: { $0.path == path }) {
+                    let fd = passedUnix.remove(at: index).fd
+                    Socket.adopt(fd)
+                    fds.append(fd)
+                } else {
+                    fds.append(try Socket.listenUnix(
+                        path: path, backlog: Int32(config.backlog), mode: socket.mode, owner: socket.owner, group: socket.group))
+                }
+                continue
+            }
+            guard let address = SocketAddress(parsing: socket.address) else { continue }
+            let fd: Int32
+            if let index = passed.firstIndex(where: { ListeningSockets.sameSocket($0.address, address) }) {
+                // Passed by systemd (socket activation) or the server before an upgrade: bound and listening.
+                fd = passed.remove(at: index).fd
+                Socket.adopt(fd)
+                log.info("\(fromUpgrade ? "upgrade" : "socket activation"): using the socket passed for \(socket.address)")
+            } else {
+                fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+            }
+            Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT
+            try Socket.setNotSentLowat(fd, bytes: config.notSentLowat)
+            if config.deferAcceptMilliseconds > 0 {
+                try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
+            }
+            fds.append(fd)
+        }
+        for (fd, address) in passed {
+            log.warning("socket activation: the socket for \(address) is not in listen or tls.listen; closed")
+            closeDescriptor(fd)
+        }
+        for (fd, path) in passedUnix {
+            log.warning("socket activation: the socket unix:\(path) is not in listen or tls.listen; closed")
+            closeDescriptor(fd)
+        }
+    }
+
+    /// Says where the server listens (with the ports the kernel chose for port 0).
+    func announce(_ config: ServerConfig) throws {
+        for (index, fd) in fds.enumerated() {
+            let scheme = index < config.listen.count ? "http" : "https"
+            if let path = config.allListen[index].unixPath {
+                log.notice("listening on \(scheme)+unix://\(path)")
+            } else if let bound = try Socket.localAddress(of: fd) {
+                log.notice("listening on \(scheme)://\(bound)")
+            }
+        }
+    }
+
+    /// `config` with what only binding tells: the port of the first TLS socket (for HTTP-to-HTTPS
+    /// redirects, when the configuration said port 0).
+    func bound(_ config: ServerConfig) -> ServerConfig {
+        var config = config
+        let first = config.listen.count
+        if first < fds.count, let address = try? Socket.localAddress(of: fds[first]) {
+            config.tls.redirectPort = Int(address.port)
+        }
+        return config
+    }
+
+    /// Sets a new `notsent_lowat` on the TCP sockets: connections accepted from now on inherit it; open
+    /// ones keep theirs.
+    func setNotSentLowat(_ bytes: Int) {
+        for fd in fds where Socket.unixPath(of: fd) == nil {
+            do { try Socket.setNotSentLowat(fd, bytes: bytes) } catch {
+                log.warning("reload: \(error); new connections keep the previous notsent_lowat")
+            }
+        }
+    }
+
+    /// Closes every socket: nothing accepts any more, so clients are refused rather than left in a
+    /// backlog nobody reads.
+    func close() {
+        for fd in fds { closeDescriptor(fd) }
+        fds = []
+    }
+
+    /// Removes the Unix socket files (at stop; after an upgrade they are the new server's).
+    static func removeFiles(_ config: ServerConfig) {
+        for socket in config.allListen { if let path = socket.unixPath { unlink(path) } }
+    }
+
+    /// Whether a socket passed by systemd or an upgrading supervisor is the one `listen` names (a
+    /// `*:PORT` entry also takes an IPv6 any-address socket on that port, which is what
+    /// `ListenStream=PORT` makes; a port-0 entry takes a socket on any port of its address).
+    static func sameSocket(_ passed: SocketAddress, _ wanted: SocketAddress) -> Bool {
+        if passed == wanted { return true }
+        // Port 0 asks for any port: the socket bound for it earlier (an upgrade hands it over) is it.
+        if wanted.port == 0 && passed.family == wanted.family && passed.bytes == wanted.bytes { return true }
+        let wildcard = wanted.family == UInt8(AF_INET) && wanted.bytes.0 == 0
+        return wildcard && passed.family == UInt8(AF_INET6) && passed.bytes == (0, 0) && passed.port == wanted.port
+    }
+}

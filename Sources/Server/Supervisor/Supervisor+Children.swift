@@ -1,0 +1,156 @@
+import Glibc
+
+/// Child supervision: starting the listener and the manager with their fd slots, reading their
+/// heartbeats, stopping one that misses them, reaping, and restarting with backoff until a crash loop.
+extension Supervisor {
+    func slot(forChannel fd: Int32) -> ChildSlot? {
+        if listener.channel?.fd == fd { return listener }
+        if manager.channel?.fd == fd { return manager }
+        return nil
+    }
+
+    func startChild(_ slot: ChildSlot) {
+        do {
+            let (mine, theirs) = try Socket.seqpacketPair()
+            defer { closeDescriptor(theirs) }
+            let process: ChildProcess
+            switch slot.role {
+            case .listener:
+                // A restarted listener starts from the connections the manager last said were open.
+                let initialLive = Int(manager.lastBeat.liveConnections + manager.lastBeat.queueDepth)
+                process = try Spawner.spawn(
+                    role: .listener,
+                    arguments: ["--parent", "\(getpid())", "--sockets", "\(sockets.fds.count)", "--initial-live", "\(initialLive)"],
+                    fds: ListenerSlots.arrange(
+                        supervisor: theirs, connections: listenerManager.listenerEnd, release: release.listenerEnd, config: configFD,
+                        sockets: sockets.fds))
+            case .manager, .worker:
+                let accessLog = logs.accessLogFD >= 0 ? logs.accessLogFD : nil
+                process = try Spawner.spawn(
+                    role: .manager, arguments: ["--parent", "\(getpid())"] + (accessLog == nil ? [] : ["--access-log"]),
+                    fds: ManagerSlots.arrange(
+                        supervisor: theirs, connections: listenerManager.managerEnd, release: release.workerEnd, config: configFD,
+                        accessLog: accessLog))
+            }
+            let channel = Channel(fd: mine)
+            if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys.bytes)) }
+            try poller.add(mine, events: Poller.readable)
+            if process.pidfd >= 0 { try poller.add(process.pidfd, events: Poller.readable) }
+            slot.process = process
+            slot.channel = channel
+            slot.state = .running
+            slot.startedAt = now
+            slot.lastHeartbeatAt = now
+            log.info("\(slot.name) started", metadata: ["pid": "\(process.pid)"])
+        } catch {
+            log.error("cannot start the \(slot.name): \(error)")
+            scheduleRestart(slot)
+        }
+    }
+
+    func scheduleRestart(_ slot: ChildSlot) {
+        guard !lifecycle.isShuttingDown else {
+            slot.state = .stopped
+            return
+        }
+        if let delay = restartPolicy.nextDelay(now: now, history: &slot.restarts, random: Double.random(in: 0...1)) {
+            slot.state = .waiting(until: now + Int64(delay))
+            slot.restartTotal += 1
+            log.warning("restarting the \(slot.name) in \(delay)ms")
+        } else {
+            slot.state = .failed
+            log.critical(
+                "the \(slot.name) crashed \(slot.restarts.count) times within \(config.supervisor.restartPeriodMilliseconds)ms: crash loop, not restarting it; fix the cause and restart webserver")
+        }
+    }
+
+    func handleMessages(from slot: ChildSlot) {
+        guard let channel = slot.channel else { return }
+        let open = channel.receiveAll(from: slot.name, malformed: { _ in stop(slot, reason: "malformed message") }) { message, fds in
+            switch message {
+            case .heartbeat(let beat):
+                slot.lastBeat = beat
+                slot.lastHeartbeatAt = now
+            case .stats(let stats) where slot === manager:
+                if stats[Stats.workerRestarts] > managerStats[Stats.workerRestarts] {
+                    workerCrashTimes.append(now)
+                }
+                managerStats = stats
+            default:
+                Channel.reject(message, fds: fds, from: slot.name)
+            }
+        }
+        if !open {
+            // The child is exiting; reap() restarts it. Its channel is done either way.
+            poller.remove(channel.fd)
+            channel.close()
+        }
+    }
+
+    /// SIGTERM now, SIGKILL after the grace period if it has not exited.
+    func stop(_ slot: ChildSlot, reason: String) {
+        guard let process = slot.process, slot.state == .running else { return }
+        log.warning("stopping the \(slot.name) (pid \(process.pid)): \(reason)")
+        process.signal(SIGTERM)
+        slot.state = .stopping(killAt: now + Int64(config.supervisor.killGraceMilliseconds))
+    }
+
+    /// Starts what is due, stops what missed its heartbeats, kills what outstayed its grace.
+    func superviseChildren() {
+        for slot in [listener, manager] {
+            switch slot.state {
+            case .waiting(let until) where now >= until && !lifecycle.isShuttingDown:
+                startChild(slot)
+            case .running:
+                if now - slot.lastHeartbeatAt > Int64(config.supervisor.heartbeatTimeoutMilliseconds) {
+                    stop(slot, reason: "no heartbeat for \(now - slot.lastHeartbeatAt)ms")
+                }
+            case .stopping(let killAt) where now >= killAt:
+                log.error("the \(slot.name) did not stop in time: SIGKILL")
+                slot.process?.signal(SIGKILL)
+                slot.state = .stopping(killAt: .max)
+            default:
+                break
+            }
+        }
+    }
+
+    /// Collects exited children: ours are restarted (or not), orphaned workers are just reaped.
+    func reap() {
+        var status: Int32 = 0
+        while true {
+            let pid = waitpid(-1, &status, WNOHANG)
+            if pid <= 0 { break }
+            let exit = ExitStatus(status)
+            guard let slot = [listener, manager].first(where: { $0.process?.pid == pid }) else {
+                if !upgradeExited(pid, exit) { log.debug("reaped orphan \(pid): \(exit)") }
+                continue
+            }
+            if slot === manager {
+                // A new manager counts from zero: keep what this one had counted.
+                statsOfPastManagers.add(managerStats, gauges: false)
+                managerStats = Stats()
+            }
+            if let channel = slot.channel {
+                poller.remove(channel.fd)
+                channel.close()
+            }
+            if let process = slot.process, process.pidfd >= 0 { poller.remove(process.pidfd) }
+            slot.process?.closePidfd()
+            slot.process = nil
+            slot.channel = nil
+            if lifecycle.isShuttingDown {
+                slot.state = .stopped
+                log.info("\(slot.name) exited: \(exit)")
+            } else if exit.exited && exit.code == Supervisor.configErrorExit {
+                slot.state = .failed
+                log.critical("the \(slot.name) rejected its configuration (exit 78); not restarting; shutting down")
+                exitCode = 1
+                beginShutdown(reason: "configuration error in the \(slot.name)")
+            } else {
+                log.error("the \(slot.name) (pid \(pid)) exited unexpectedly: \(exit)")
+                scheduleRestart(slot)
+            }
+        }
+    }
+}

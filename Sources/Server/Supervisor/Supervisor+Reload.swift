@@ -1,0 +1,66 @@
+import Glibc
+
+/// Reload (SIGHUP, or certificates changed on disk) and log reopening (SIGUSR1).
+extension Supervisor {
+    /// Loads the file again with the same flags; on success new workers start with it and the old ones
+    /// drain; on failure every error is logged and nothing changes.
+    func reload(reason: String = "SIGHUP") {
+        guard !lifecycle.isShuttingDown else { return }
+        log.notice("\(reason): reloading \(configPath ?? "the command-line configuration")")
+        Systemd.notify("RELOADING=1\n\(Systemd.monotonicMicroseconds)")
+        defer { Systemd.notify("READY=1") }
+        var newConfig: ServerConfig
+        do {
+            newConfig = try ConfigLoader.load(path: configPath, overrides: overrides, makeDevCertificate: true)
+        } catch {
+            for issue in error.issues { log.error("reload: \(issue)") }
+            log.error("reload failed: still serving with the previous configuration")
+            lastReload = (false, Int64(time(nil)))
+            return
+        }
+        if newConfig.allListen.map(\.address) != config.allListen.map(\.address) || newConfig.user != config.user
+            || newConfig.backlog != config.backlog || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds
+            || newConfig.adminListen != config.adminListen {
+            log.error("reload failed: 'listen', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
+            lastReload = (false, Int64(time(nil)))
+            return
+        }
+        newConfig = sockets.bound(newConfig)
+        let fd: Int32
+        do {
+            fd = try ConfigTransport.makeDescriptor(newConfig)
+        } catch {
+            log.error("reload failed: \(error)")
+            return
+        }
+        let accessChanged = newConfig.accessLog != config.accessLog
+        if newConfig.notSentLowat != config.notSentLowat { sockets.setNotSentLowat(newConfig.notSentLowat) }
+        config = newConfig
+        restartPolicy = RestartPolicy(newConfig.supervisor)
+        closeDescriptor(configFD)
+        configFD = fd
+        if accessChanged { reopenLogs() }
+        for slot in [listener, manager] {
+            guard let channel = slot.channel else { continue }
+            _ = try? channel.send(.reload, fd: fd)
+        }
+        certificateWatch?.watch(newConfig.tls.files)
+        lastReload = (true, Int64(time(nil)))
+        noteCertificateExpiries()
+        log.notice("reloaded: new workers start with the new configuration, old ones drain")
+    }
+
+    /// Opens the logs again and hands them down: the manager (for itself and its workers) gets both,
+    /// the listener the error log.
+    func reopenLogs() {
+        let (fds, access, error) = logs.reopen(config)
+        if let channel = manager.channel, access || error {
+            _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
+        }
+        if let channel = listener.channel, error, let errorFD = fds.last {
+            _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fd: errorFD)
+        }
+        if error, let last = fds.last { closeDescriptor(last) }
+        log.notice("logs reopened")
+    }
+}

@@ -1,0 +1,90 @@
+import Glibc
+
+/// A graceful shutdown in its phases: (after SIGTERM) a delay with everything serving and /readyz 503,
+/// then the listener stops and hands over what it accepted, then the manager drains the workers; past
+/// the hard deadline everything left is killed.
+struct Shutdown {
+    enum Phase {
+        /// `timeouts.shutdown_delay`: still accepting, so load balancers stop sending before anything is
+        /// refused.
+        case delaying
+        /// The listener was told to stop; the sockets close once it has exited.
+        case stoppingListener
+        /// The manager was told to drain its workers; done when no process below is left.
+        case drainingManager
+    }
+
+    var phase = Phase.delaying
+    /// Why (for the log, and: only SIGTERM waits for the delay).
+    let reason: String
+    /// When the delay ends and the drain starts.
+    let drainAt: Int64
+    /// When whatever is left is killed: the delay, `timeouts.shutdown` and twice `kill_grace` after the
+    /// signal (or at once, after a second Ctrl-C).
+    var hardDeadline: Int64
+}
+
+extension Supervisor {
+    func beginShutdown(reason: String) {
+        guard !lifecycle.isShuttingDown else { return }
+        // SIGTERM (a service manager, Kubernetes) waits `shutdown_delay` with the listeners open, /readyz
+        // already 503, so load balancers stop sending before anything is refused; Ctrl-C does not wait.
+        let delay = reason == "SIGTERM" ? config.timeouts.shutdownDelayMilliseconds : 0
+        let drainAt = now + Int64(delay)
+        lifecycle = .shuttingDown(Shutdown(
+            reason: reason, drainAt: drainAt,
+            hardDeadline: drainAt + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)))
+        if !upgrade.handedOver { Systemd.notify("STOPPING=1\nSTATUS=draining") }
+        if delay > 0 {
+            log.notice("shutting down (\(reason)): not ready; still accepting for \(delay)ms (timeouts.shutdown_delay), then draining")
+        } else {
+            log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
+        }
+        for slot in [listener, manager] where slot.process == nil { slot.state = .stopped }
+    }
+
+    /// A second Ctrl-C: the hard deadline is now.
+    func stopNow() {
+        guard case .shuttingDown(var shutdown) = lifecycle else { return }
+        shutdown.hardDeadline = now
+        lifecycle = .shuttingDown(shutdown)
+    }
+
+    /// Moves the shutdown on as far as it can go now; true when it is done (no process below is left,
+    /// but an upgrade's new server, which is ours only until we exit).
+    func advanceShutdown() -> Bool {
+        guard case .shuttingDown(var shutdown) = lifecycle else { return false }
+        defer { lifecycle = .shuttingDown(shutdown) }
+        if shutdown.phase == .delaying {
+            if now < shutdown.drainAt && now < shutdown.hardDeadline { return false }
+            if let channel = listener.channel, listener.process != nil {
+                _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.supervisor.killGraceMilliseconds)))
+                listener.state = .stopping(killAt: now + 2 * Int64(config.supervisor.killGraceMilliseconds))
+            }
+            shutdown.phase = .stoppingListener
+        }
+        if shutdown.phase == .stoppingListener && listener.process == nil {
+            // Nothing accepts any more: close the sockets so clients get refused rather than stuck in a backlog.
+            sockets.close()
+            if let channel = manager.channel, manager.process != nil {
+                _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))
+                manager.state = .stopping(killAt: now + Int64(config.timeouts.shutdownMilliseconds + config.supervisor.killGraceMilliseconds))
+            }
+            shutdown.phase = .drainingManager
+        }
+        if now >= shutdown.hardDeadline {
+            // Past the deadline: end every process below us, including workers orphaned to us.
+            for slot in [listener, manager] { slot.process?.signal(SIGKILL) }
+            let successor = upgradeTree()
+            for pid in ProcessTree.descendants(of: getpid()) where !successor.contains(pid) { kill(pid, SIGKILL) }
+            if now >= shutdown.hardDeadline + 2000 { return true }
+        }
+        if shutdown.phase == .drainingManager && listener.process == nil && manager.process == nil {
+            // Wait for orphaned workers (reparented to us as subreaper) too, but not for the supervisor
+            // an upgrade started: it is our child only until we exit.
+            let successor = upgradeTree()
+            return ProcessTree.descendants(of: getpid()).allSatisfy { successor.contains($0) }
+        }
+        return false
+    }
+}
