@@ -2,44 +2,6 @@ import Foundation
 import Glibc
 import Testing
 
-extension TestServer {
-    /// The admin listener's port, from the log.
-    var adminPort: Int? {
-        let text = log()
-        guard let range = text.range(of: "admin on http://127.0.0.1:") else { return nil }
-        return Int(text[range.upperBound...].prefix { $0.isNumber })
-    }
-}
-
-/// Prometheus text parsed back: sample (name with labels) to value, and the declared type of each name.
-struct Metrics {
-    var samples: [String: Double] = [:]
-    var types: [String: String] = [:]
-
-    init(_ text: String) throws {
-        for line in text.split(separator: "\n") {
-            if line.hasPrefix("# TYPE ") {
-                let words = line.split(separator: " ")
-                types[String(words[2])] = String(words[3])
-                continue
-            }
-            if line.hasPrefix("#") { continue }
-            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
-                throw TestFailure("not a sample: \(line)")
-            }
-            let name = String(line[..<space])
-            let base = String(name.prefix { $0 != "{" })
-            let family = ["_bucket", "_sum", "_count"].reduce(base) { $0.hasSuffix($1) ? String($0.dropLast($1.count)) : $0 }
-            guard types[base] != nil || types[family] != nil else { throw TestFailure("sample before its TYPE: \(line)") }
-            samples[name] = value
-        }
-    }
-
-    subscript(_ name: String) -> Double { samples[name] ?? -1 }
-}
-
-func adminGet(_ port: Int, _ path: String) throws -> Response { try fetch("http://127.0.0.1:\(port)\(path)") }
-
 @Suite(.serialized) struct AdminTests {
     static let fastBeats = "supervisor: {heartbeat_interval: 100ms, heartbeat_timeout: 3s}\nworkers: {min: 1, max: 1}\n"
 
@@ -128,7 +90,7 @@ func adminGet(_ port: Int, _ path: String) throws -> Response { try fetch("http:
         var size: Int32 = 4096
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         _ = Array("GET /big.bin HTTP/1.1\r\nHost: a\r\n\r\n".utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        usleep(300_000)
+        #expect(waitUntil(seconds: 5) { server.metrics()?["webserver_connections_writing"] == 1 })
         kill(server.pid, SIGTERM)
         var reply = Response("")
         #expect(waitUntil(seconds: 3) {

@@ -71,17 +71,19 @@ import Testing
         let original = try String(contentsOf: server.configFile, encoding: .utf8)
         // A bad edit: the reload fails, names the line, and the old configuration keeps serving.
         try (original + "index: [oops]\n").write(to: server.configFile, atomically: true, encoding: .utf8)
-        let bad = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path])
-        #expect(bad.status == 0)
-        #expect(server.waitForLog("reload failed: still serving with the previous configuration"))
-        #expect(server.log().contains("webserver.yaml:5:8: index: expected a single value"))
+        var command: Int32 = -1
+        #expect(try server.reload(expecting: false) { command = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path]).status })
+        #expect(command == 0)
+        #expect(server.log().contains("reload failed: still serving with the previous configuration"))
+        #expect(server.log().contains("webserver.yaml:6:8: index: expected a single value"))
         #expect(try curl([server.url + "/"]).contains("hello"))
         // A good edit: new workers start with it, old ones drain.
         try (original + "index: home.html\n").write(to: server.configFile, atomically: true, encoding: .utf8)
-        _ = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path])
-        #expect(server.waitForLog("reloaded: new workers start"))
+        let old = try #require(server.pids(of: "worker").first)
+        #expect(try server.reload { command = try run(webserverBinary, ["reload", "--pid-file", server.pidFile.path]).status })
+        #expect(command == 0)
         #expect(waitUntil(seconds: 10) { ((try? curl([server.url + "/"])) ?? "").contains("home two") })
-        #expect(server.waitForLog("worker 1 exited"))
+        #expect(waitUntil(seconds: 10) { !server.pids(of: "worker").contains(old) })
     }
 
     @Test func reopenLogsAfterRotation() throws {
@@ -93,11 +95,18 @@ import Testing
         try FileManager.default.moveItem(at: server.accessLog, to: rotated)
         let result = try run(webserverBinary, ["reopen-logs", "--pid-file", server.pidFile.path])
         #expect(result.status == 0)
-        #expect(server.waitForLog("logs reopened"))
-        usleep(200_000)
-        #expect(try status(server.url + "/index.html") == 200)
-        #expect(waitUntil(seconds: 5) { ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").contains("GET /index.html ") })
-        #expect(try !String(contentsOf: rotated, encoding: .utf8).contains("GET /index.html "))
+        // Once the worker has its new file, a request's line lands there; from then on, none goes to the
+        // rotated one.
+        func newLog() -> String { (try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "" }
+        var attempt = 0
+        #expect(waitUntil(seconds: 5) {
+            attempt += 1
+            _ = try? status(server.url + "/index.html?before=\(attempt)")
+            return newLog().contains("GET /index.html?before=\(attempt) ")
+        })
+        #expect(try status(server.url + "/index.html?after") == 200)
+        #expect(waitUntil(seconds: 5) { newLog().contains("GET /index.html?after ") })
+        #expect(try !String(contentsOf: rotated, encoding: .utf8).contains("GET /index.html?after "))
     }
 
     @Test func stopAndThePidFileLock() throws {
@@ -128,7 +137,7 @@ import Testing
         #expect(shell(command, directory: directory) == 0)
         #expect(try String(contentsOfFile: output, encoding: .utf8).contains("started in the background"))
         let log = try String(contentsOfFile: errorLog, encoding: .utf8)
-        let port = try #require(TestServer.port(in: log))
+        let port = try #require(TestServer.announcedPort(in: log))
         let pid = try #require(Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(getsid(pid) == pid)  // its own session, no terminal
         #expect(try curl(["http://127.0.0.1:\(port)/"]) == "daemon\n")
@@ -144,31 +153,3 @@ import Testing
     }
 }
 
-/// Runs `command` with /bin/sh through posix_spawn and waitpid; returns its exit code.
-///
-/// Used for `serve --daemon`, whose process exits while its detached child keeps running: Foundation's
-/// Process did not see that exit here, so this waits for the pid itself.
-func shell(_ command: String, directory: URL) -> Int32 {
-    var pid: pid_t = 0
-    let arguments = ["/bin/sh", "-c", "cd '\(directory.path)' && \(command)"]
-    var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    guard posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ) == 0 else { return -1 }
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    return (status >> 8) & 0xff
-}
-
-/// A socket listening on a free loopback port, to make a port busy.
-func openListener() throws -> (fd: Int32, port: Int) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    guard bound else { throw TestFailure("cannot listen") }
-    return (fd, Int(UInt16(bigEndian: address.sin_port)))
-}

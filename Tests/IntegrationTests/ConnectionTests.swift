@@ -64,23 +64,16 @@ import Testing
     }
 
     /// Segments without payload that the client's socket received for one request and its response
-    /// (read to the end of stream, or to the end of the body), after 100 ms for stragglers.
+    /// (read to the end of stream, or to the end of the body), after 100 ms for stragglers: segments
+    /// that should not come at all can only be shown absent by giving them the time to come.
     func segmentsWithoutData(_ port: Int, _ request: String, untilEnd: Bool) throws -> Int {
-        let fd = try openConnection(port)
-        defer { close(fd) }
-        _ = request.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            if !untilEnd, let text = String(bytes: received, encoding: .utf8), let head = text.range(of: "\r\n\r\n"),
-               let length = text.range(of: "Content-Length: ").flatMap({ Int(text[$0.upperBound...].prefix { $0.isNumber }) }),
-               received.count >= text.utf8.distance(from: text.startIndex, to: head.upperBound) + length { break }
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count <= 0 { break }
-            received += buffer[0..<count]
-        }
+        let connection = try RawConnection(port: port)
+        defer { connection.close() }
+        connection.send(request)
+        let received = untilEnd ? connection.readAll().0 : try connection.readResponse()
         #expect(String(decoding: received, as: UTF8.self).hasPrefix("HTTP/1."))
         usleep(100_000)
+        let fd = connection.fd
         var info = [UInt8](repeating: 0, count: 232)  // struct tcp_info of linux/tcp.h
         var length = socklen_t(info.count)
         guard getsockopt(fd, Int32(IPPROTO_TCP), TCP_INFO, &info, &length) == 0, length >= 156 else {
@@ -111,6 +104,7 @@ import Testing
         defer { deferred.stop() }
         let silent = try openConnection(deferred.port)
         defer { close(silent) }
+        // Given 200 ms in which it would be accepted (and take the slot) if the kernel passed it on.
         usleep(200_000)
         #expect(try status(deferred.url + "/style.css", ["--max-time", "3"]) == 200)
         // Once it speaks it is accepted and answered like any other.
@@ -123,7 +117,8 @@ import Testing
         let immediate = try TestServer(config: "max_connections: 1\ndefer_accept: off\n", site: richSite).start()
         defer { immediate.stop() }
         let holder = try openConnection(immediate.port)
-        usleep(300_000)
+        let worker = try #require(immediate.pids(of: "worker").first)
+        #expect(waitUntil(seconds: 5) { clientSockets(of: worker) == 1 })
         #expect(try status(immediate.url + "/style.css", ["--max-time", "1"]) == 0)  // waits in the backlog
         close(holder)
         #expect(try status(immediate.url + "/style.css", ["--max-time", "5"]) == 200)
@@ -144,21 +139,8 @@ import Testing
         // timeout: together they take longer than 500ms, but neither head does.
         let server = try TestServer(config: "timeouts: {header: 500ms}\n", site: richSite).start()
         defer { server.stop() }
-        let fd = try openConnection(server.port)
-        defer { close(fd) }
-        for part in ["GET /style.css HTTP/1.1\r\nHost: a\r\n", "\r\nGET /style.css HTTP/1.1\r\nHost: a\r\n", "Connection: close\r\n\r\n"] {
-            _ = part.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-            usleep(300_000)
-        }
-        var received: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        var tv = timeval(tv_sec: 3, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        while true {
-            let count = recv(fd, &buffer, buffer.count, 0)
-            if count <= 0 { break }
-            received += buffer[0..<count]
-        }
+        let parts = ["GET /style.css HTTP/1.1\r\nHost: a\r\n", "\r\nGET /style.css HTTP/1.1\r\nHost: a\r\n", "Connection: close\r\n\r\n"]
+        let (received, _) = try exchangeInParts(port: server.port, parts.map { Array($0.utf8) }, pause: 300_000, timeout: 3)
         #expect(statusCodes(String(decoding: received, as: UTF8.self)) == [200, 200])
     }
 

@@ -2,63 +2,6 @@ import Foundation
 import Glibc
 import Testing
 
-/// Parses `curl -si` output into a status, lowercase header names and a body.
-struct Response {
-    let status: Int
-    let headers: [String: String]
-    let body: String
-
-    init(_ raw: String) {
-        let parts = raw.components(separatedBy: "\r\n\r\n")
-        let lines = parts[0].components(separatedBy: "\r\n")
-        status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? -1
-        var headers: [String: String] = [:]
-        for line in lines.dropFirst() {
-            guard let colon = line.firstIndex(of: ":") else { continue }
-            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-        self.headers = headers
-        body = parts.dropFirst().joined(separator: "\r\n\r\n")
-    }
-}
-
-func fetch(_ url: String, _ extra: [String] = []) throws -> Response {
-    Response(try curl(["-i"] + extra + [url]))
-}
-
-/// A site with the files the request-path rules need.
-func richSite(_ site: URL) throws {
-    let files: [(String, String)] = [
-        ("index.html", "<!doctype html><p>home</p>\n"),
-        ("docs/index.html", "<p>docs</p>\n"),
-        ("empty/.keep", ""),
-        ("app.mjs", "export const x = 1;\n"),
-        ("module.wasm", "\0asm"),
-        ("photo.webp", "RIFF"),
-        ("photo.avif", "avif"),
-        ("font.woff2", "wOF2"),
-        ("style.css", "body{}\n"),
-        ("zero.txt", ""),
-        (".env", "SECRET=1\n"),
-        (".git/config", "[core]\n"),
-        (".well-known/security.txt", "Contact: mailto:x@example.invalid\n"),
-        ("a b.txt", "space\n"),
-        ("secret.txt", "locked\n"),
-    ]
-    for (name, content) in files {
-        let url = site.appendingPathComponent(name)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try content.write(to: url, atomically: true, encoding: .utf8)
-    }
-    chmod(site.appendingPathComponent("secret.txt").path, 0)
-    symlink("/etc/hostname", site.appendingPathComponent("escape").path)
-    symlink("index.html", site.appendingPathComponent("inside-link.html").path)
-    mkfifo(site.appendingPathComponent("fifo").path, 0o644)
-    var big = [UInt8](repeating: 0, count: 5 * 1024 * 1024 + 17)
-    for index in big.indices { big[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
-    _ = FileManager.default.createFile(atPath: site.appendingPathComponent("big.bin").path, contents: Data(big))
-}
-
 /// GET and HEAD semantics against a real server, with curl.
 @Suite(.serialized) struct FileServingTests {
     @Test func getServesTheFileWithItsHeaders() throws {

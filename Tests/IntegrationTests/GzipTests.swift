@@ -2,51 +2,8 @@ import Foundation
 import Glibc
 import Testing
 
-/// Text that compresses like source code: words from a small vocabulary in a random order.
-func sourceLikeText(bytes count: Int, seed: UInt64 = 1) -> [UInt8] {
-    let words = ["function", "return", "const", "let", "=>", "{", "}", "(", ")", "value", "index", "if", "else", "\n", "  "]
-    var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
-    var text: [UInt8] = []
-    text.reserveCapacity(count + 16)
-    while text.count < count {
-        state ^= state << 13
-        state ^= state >> 7
-        state ^= state << 17
-        text += Array(words[Int(state % UInt64(words.count))].utf8)
-        text.append(32)
-    }
-    return Array(text.prefix(count))
-}
-
-/// One raw request (Connection: close) with the given extra header lines; the response's status, headers
-/// (lowercase names) and body bytes.
-func rawFetch(_ port: Int, _ path: String, method: String = "GET", _ lines: [String] = []) throws -> (Int, [String: String], [UInt8]) {
-    let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" + lines.map { $0 + "\r\n" }.joined() + "\r\n"
-    let bytes = try exchange(port: port, Array(request.utf8))
-    guard let end = bytes.firstRange(of: Array("\r\n\r\n".utf8)) else { throw TestFailure("no head in \(bytes.count) bytes") }
-    let response = Response(String(decoding: bytes[..<end.upperBound], as: UTF8.self))
-    return (response.status, response.headers, Array(bytes[end.upperBound...]))
-}
-
 /// Headers that differ between two identical requests (Date) left out, for comparing GET with HEAD.
 func comparable(_ headers: [String: String]) -> [String: String] { headers.filter { $0.key != "date" } }
-
-func gzipSite(_ site: URL) throws {
-    try Data(sourceLikeText(bytes: 100 * 1024)).write(to: site.appendingPathComponent("app.js"))
-    try Data(sourceLikeText(bytes: 100)).write(to: site.appendingPathComponent("small.txt"))
-    try Data(sourceLikeText(bytes: 300)).write(to: site.appendingPathComponent("page.html"))
-    try Data(repeating: 7, count: 4096).write(to: site.appendingPathComponent("photo.png"))
-    // A precompressed pair: the sidecar made by gzip(1), not by us.
-    let styled = site.appendingPathComponent("style.css")
-    try Data(sourceLikeText(bytes: 50_000, seed: 9)).write(to: styled)
-    _ = try run("gzip", ["-k", "-9", styled.path])
-    // A sidecar older than its file (a stale build): ignored.
-    let stale = site.appendingPathComponent("stale.js")
-    try Data(sourceLikeText(bytes: 20_000, seed: 3)).write(to: stale)
-    _ = try run("gzip", ["-k", stale.path])
-    var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_000_000_000, tv_nsec: 0)]
-    utimensat(AT_FDCWD, stale.path + ".gz", &times, 0)
-}
 
 @Suite(.serialized) struct GzipTests {
     /// `curl --compressed` gives back the file byte for byte at every size: below the minimum length

@@ -2,28 +2,6 @@ import Foundation
 import Glibc
 import Testing
 
-/// A port nothing listens on now (bound and released; a race only with other tests picking ports).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    return Int(port(of: fd) ?? 0)
-}
-
-/// An IPv4 socket's own port, or its peer's; nil for any other socket or when it has none.
-func port(of fd: Int32, peer: Bool = false) -> UInt16? {
-    var address = sockaddr_in()
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let result = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { peer ? getpeername(fd, $0, &length) : getsockname(fd, $0, &length) }
-    }
-    guard result == 0, Int32(address.sin_family) == AF_INET else { return nil }
-    return UInt16(bigEndian: address.sin_port)
-}
-
 /// HAProxy from apt in front of WebServer instances: PROXY v2 to the servers, health checks on each
 /// server's /readyz, retries with redispatch. Started and stopped by the test; its stats page says which
 /// server is up.
@@ -153,7 +131,7 @@ let haproxyAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/h
 
         // 1. SIGKILL to every process of the first instance, mid-load.
         var load = try LoadRun(port: haproxy.port, clients: 4, seconds: 4, mode: "new", path: "/index.html", expectedLength: 47, source: "127.0.0.2")
-        usleep(1_000_000)
+        #expect(first.waitForTraffic())
         for pid in [first.pid] + descendants(of: first.pid) { kill(pid, SIGKILL) }
         var result = try load.finish()
         usedPorts.formUnion(result.ports)
@@ -171,7 +149,7 @@ let haproxyAvailable = FileManager.default.isExecutableFile(atPath: "/usr/sbin/h
         // new connections within a check interval, the instance keeps accepting for its shutdown delay,
         // then drains.
         load = try LoadRun(port: haproxy.port, clients: 4, seconds: 4, mode: "new", path: "/index.html", expectedLength: 47, source: "127.0.0.2")
-        usleep(1_000_000)
+        #expect(second.waitForTraffic())
         kill(second.pid, SIGTERM)
         result = try load.finish()
         usedPorts.formUnion(result.ports)

@@ -1,21 +1,6 @@
 import Foundation
 import Testing
 
-/// What a raw exchange gave: the statuses in order, and whether the server closed the connection
-/// (rather than leaving it open past the read timeout).
-struct Outcome: Equatable, CustomStringConvertible {
-    let statuses: [Int]
-    let closed: Bool
-    var description: String { "\(statuses) \(closed ? "closed" : "open")" }
-}
-
-/// Sends `request` on a new connection and reads until the server closes it or `timeout` passes.
-func outcome(port: Int, _ request: [UInt8], timeout: Double = 1.5) throws -> (Outcome, String) {
-    let (received, closed) = try exchangeNotingClose(port: port, request, timeout: timeout)
-    let text = String(decoding: received, as: UTF8.self)
-    return (Outcome(statuses: statusCodes(text), closed: closed), text)
-}
-
 struct SmugglingCase: CustomTestStringConvertible, Sendable {
     let section: String
     let request: String
@@ -125,7 +110,6 @@ struct SmugglingCase: CustomTestStringConvertible, Sendable {
         #expect(got == Outcome(statuses: [405], closed: true))
     }
 }
-
 
 /// Conditional requests and ranges (RFC 9110 sections 13 and 14) against the real server, with curl.
 @Suite struct ValidatorAndRangeTests {

@@ -2,36 +2,6 @@ import Foundation
 import Glibc
 import Testing
 
-/// Lines of the access log once `count` are there.
-func accessLines(_ server: TestServer, count: Int) -> [String] {
-    var lines: [String] = []
-    _ = waitUntil(seconds: 5) {
-        lines = ((try? String(contentsOf: server.accessLog, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        return lines.count >= count
-    }
-    return lines
-}
-
-/// Sends `parts` one after another with `pause` between them, then reads until the server closes.
-func exchangeInParts(port: Int, _ parts: [[UInt8]], pause: useconds_t = 100_000) throws -> ([UInt8], Bool) {
-    let fd = try openConnection(port)
-    defer { close(fd) }
-    var tv = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    for (index, part) in parts.enumerated() {
-        if index > 0 { usleep(pause) }
-        _ = part.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    }
-    var received: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let count = recv(fd, &buffer, buffer.count, 0)
-        if count == 0 || (count < 0 && errno != EAGAIN && errno != EWOULDBLOCK) { return (received, true) }
-        if count < 0 { return (received, false) }
-        received += buffer[0..<count]
-    }
-}
-
 let plainRequest = Array("GET /index.html HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".utf8)
 
 @Suite(.serialized) struct ProxyProtocolIntegrationTests {

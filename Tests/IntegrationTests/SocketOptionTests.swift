@@ -15,13 +15,11 @@ import Testing
 
         let original = try String(contentsOf: server.configFile, encoding: .utf8)
         try (original + "notsent_lowat: 16k\n").write(to: server.configFile, atomically: true, encoding: .utf8)
-        kill(server.pid, SIGHUP)
-        #expect(server.waitForLog("reloaded: new workers start"))
+        #expect(server.reload { kill(server.pid, SIGHUP) })
         #expect(try lowat(server) == 16_384)
 
         try (original + "notsent_lowat: off\n").write(to: server.configFile, atomically: true, encoding: .utf8)
-        kill(server.pid, SIGHUP)
-        #expect(server.waitForLog("reloaded: new workers start", count: 2))
+        #expect(server.reload { kill(server.pid, SIGHUP) })
         #expect(try lowat(server) == 0)  // the kernel's default: no limit
     }
 

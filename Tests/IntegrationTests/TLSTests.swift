@@ -1,34 +1,6 @@
 import Foundation
 import Testing
 
-/// A certificate for localhost and 127.0.0.1 made with the openssl command (the test's tool; the server
-/// itself only reads it), in `directory`; returns the certificate and key paths.
-func makeTestCertificate(in directory: URL, days: Int = 30, encrypted: Bool = false) throws -> (cert: String, key: String) {
-    let cert = directory.appendingPathComponent("cert.pem").path
-    let key = directory.appendingPathComponent("key.pem").path
-    var arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert,
-                     "-days", String(days), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
-    arguments += encrypted ? ["-passout", "pass:secret"] : ["-nodes"]
-    let result = try run("openssl", arguments)
-    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
-    return (cert, key)
-}
-
-extension TestServer {
-    /// The port of the first TLS socket, from the log.
-    var tlsPort: Int? {
-        let text = log()
-        guard let range = text.range(of: "listening on https://127.0.0.1:") else { return nil }
-        return Int(text[range.upperBound...].prefix { $0.isNumber })
-    }
-}
-
-func temporaryDirectory() throws -> URL {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-tls-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    return directory
-}
-
 @Suite struct TLSTests {
     func tlsServer(_ extra: String = "") throws -> (TestServer, String, Int) {
         let certificates = try temporaryDirectory()
@@ -253,17 +225,6 @@ func temporaryDirectory() throws -> URL {
     }
 }
 
-/// A certificate for `name` with the given key type ("ec" P-256 or "rsa" 2048), self-signed.
-func makeNamedCertificate(_ name: String, type: String, in directory: URL) throws -> (cert: String, key: String) {
-    let cert = directory.appendingPathComponent("\(name)-\(type).pem").path
-    let key = directory.appendingPathComponent("\(name)-\(type)-key.pem").path
-    let keyOptions = type == "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
-    let result = try run("openssl", ["req", "-x509"] + keyOptions + ["-nodes", "-keyout", key, "-out", cert, "-days", "30",
-                                     "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name),DNS:*.\(name)"])
-    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
-    return (cert, key)
-}
-
 @Suite struct SNITests {
     @Test func eachNameGetsItsCertificateAndUnknownNamesTheDefault() throws {
         let directory = try temporaryDirectory()
@@ -316,7 +277,7 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
             """
         let server = try TestServer(config: config, site: richSite).start()
         defer { server.stop() }
-        #expect(server.waitForLog("worker 2 started"))
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
         let port = try #require(server.tlsPort)
         let workers = server.pids(of: "worker")
         #expect(workers.count == 2)
@@ -329,8 +290,11 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
             client.executableURL = URL(fileURLWithPath: "/bin/sh")
             client.arguments = ["-c", "(sleep 1.2) | openssl s_client -connect 127.0.0.1:\(port) -servername localhost -tls1_3 \(sessionArgument) > \(output) 2>&1"]
             try client.run()
-            usleep(700_000)
-            let holder = workers.first { clientSockets(of: $0) > 0 }
+            var holder: Int32?
+            waitUntil(seconds: 1) {
+                holder = workers.first { clientSockets(of: $0) > 0 }
+                return holder != nil
+            }
             client.waitUntilExit()
             return ((try? String(contentsOfFile: output, encoding: .utf8)) ?? "", holder)
         }
@@ -389,9 +353,11 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
         let inFlight = Process()
         let inFlightOutput = directory.appendingPathComponent("in-flight.txt").path
         inFlight.executableURL = URL(fileURLWithPath: "/bin/sh")
-        inFlight.arguments = ["-c", "curl -sk --limit-rate 4M -o /dev/null -w '%{http_code} %{size_download}' https://127.0.0.1:\(port)/big.bin > \(inFlightOutput)"]
+        let inFlightBody = directory.appendingPathComponent("in-flight.bin").path
+        inFlight.arguments = ["-c", "curl -sk --limit-rate 4M -o \(inFlightBody) -w '%{http_code} %{size_download}' https://127.0.0.1:\(port)/big.bin > \(inFlightOutput)"]
         try inFlight.run()
-        usleep(500_000)
+        // Its handshake is done and its body flowing before the certificate changes.
+        #expect(waitUntil(seconds: 5) { ((try? FileManager.default.attributesOfItem(atPath: inFlightBody)[.size] as? Int) ?? 0) > 0 })
 
         // Replaced as certbot and Kubernetes do: new files renamed over the old ones.
         func replace(with pair: (cert: String, key: String)) throws {
@@ -400,17 +366,19 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
             rename(key + ".new", key)
             rename(cert + ".new", cert)
         }
-        try replace(with: second)
-        #expect(server.waitForLog("certificate files changed on disk: reloading"))
+        #expect(try server.reload { try replace(with: second) })
+        #expect(server.log().contains("certificate files changed on disk: reloading"))
         #expect(waitUntil(seconds: 10) { (try? subject())?.contains("CN = second.test") == true })
         inFlight.waitUntilExit()
         #expect((try? String(contentsOfFile: inFlightOutput, encoding: .utf8)) == "200 \(8 << 20)")
 
         // A key that does not match its certificate is refused; the previous certificate keeps serving.
-        try FileManager.default.copyItem(atPath: other.key, toPath: key + ".new")
-        rename(key + ".new", key)
-        #expect(server.waitForLog("does not match the certificate"))
-        #expect(server.waitForLog("reload failed: still serving with the previous configuration"))
+        #expect(try server.reload(expecting: false) {
+            try FileManager.default.copyItem(atPath: other.key, toPath: key + ".new")
+            rename(key + ".new", key)
+        })
+        #expect(server.log().contains("does not match the certificate"))
+        #expect(server.log().contains("reload failed: still serving with the previous configuration"))
         #expect(try subject().contains("CN = second.test"))
     }
 }

@@ -2,20 +2,6 @@ import Foundation
 import Glibc
 import Testing
 
-/// The pid in a pid file, or nil.
-func pidInFile(_ url: URL) -> Int32? {
-    (try? String(contentsOf: url, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-}
-
-/// Stops a server process that is not a child of the test (an upgrade's new supervisor).
-func stopProcess(_ pid: Int32) {
-    kill(pid, SIGTERM)
-    if !waitUntil(seconds: 40, { kill(pid, 0) != 0 }) {
-        for child in descendants(of: pid) { kill(child, SIGKILL) }
-        kill(pid, SIGKILL)
-    }
-}
-
 @Suite(.serialized) struct UpgradeTests {
     /// `webserver upgrade` under load: the binary on disk starts as a new supervisor on the same
     /// sockets (and admin socket and pid file), the old one drains and exits 0, and no request fails.
@@ -28,7 +14,7 @@ func stopProcess(_ pid: Int32) {
             LoadRun(port: server.port, clients: 3, seconds: 3, mode: "new", path: "/index.html", expectedLength: 47),
             LoadRun(port: server.port, clients: 3, seconds: 3, mode: "keepalive", path: "/index.html", expectedLength: 47),
         ]
-        usleep(800_000)
+        #expect(server.waitForTraffic())
         let result = try run(webserverBinary, ["upgrade", "--pid-file", server.pidFile.path])
         #expect(result.status == 0, "\(result.output) \(result.error)")
         let new = try #require(pidInFile(server.pidFile))

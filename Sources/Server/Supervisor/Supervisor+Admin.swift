@@ -90,6 +90,8 @@ extension Supervisor {
                [(label("role", "listener"), UInt64(listener.restartTotal)), (label("role", "manager"), UInt64(manager.restartTotal)),
                 (label("role", "worker"), stats[Stats.workerRestarts])])
         metric("webserver_start_time_seconds", "gauge", "When the server started (Unix time).", [("", UInt64(startedAt))])
+        metric("webserver_reloads_total", "counter", "Reloads (SIGHUP, or certificates changed on disk), applied or refused.",
+               [(label("result", "applied"), reloads.applied), (label("result", "refused"), reloads.refused)])
         if let reload = lastReload {
             metric("webserver_last_reload_success", "gauge", "1 if the last reload applied, 0 if it was refused.", [("", reload.succeeded ? 1 : 0)])
             metric("webserver_last_reload_time_seconds", "gauge", "When the last reload was tried (Unix time).", [("", UInt64(reload.at))])

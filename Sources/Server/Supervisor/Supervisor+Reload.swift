@@ -15,14 +15,14 @@ extension Supervisor {
         } catch {
             for issue in error.issues { log.error("reload: \(issue)") }
             log.error("reload failed: still serving with the previous configuration")
-            lastReload = (false, Int64(time(nil)))
+            recordReload(applied: false)
             return
         }
         if newConfig.allListen.map(\.address) != config.allListen.map(\.address) || newConfig.user != config.user
             || newConfig.backlog != config.backlog || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds
             || newConfig.adminListen != config.adminListen {
             log.error("reload failed: 'listen', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
-            lastReload = (false, Int64(time(nil)))
+            recordReload(applied: false)
             return
         }
         newConfig = sockets.bound(newConfig)
@@ -31,6 +31,7 @@ extension Supervisor {
             fd = try ConfigTransport.makeDescriptor(newConfig)
         } catch {
             log.error("reload failed: \(error)")
+            recordReload(applied: false)
             return
         }
         let accessChanged = newConfig.accessLog != config.accessLog
@@ -45,9 +46,15 @@ extension Supervisor {
             _ = try? channel.send(.reload, fd: fd)
         }
         certificateWatch?.watch(newConfig.tls.files)
-        lastReload = (true, Int64(time(nil)))
+        recordReload(applied: true)
         noteCertificateExpiries()
         log.notice("reloaded: new workers start with the new configuration, old ones drain")
+    }
+
+    /// The result for /metrics: the last reload's and the running counts.
+    func recordReload(applied: Bool) {
+        lastReload = (applied, Int64(time(nil)))
+        if applied { reloads.applied += 1 } else { reloads.refused += 1 }
     }
 
     /// Opens the logs again and hands them down: the manager (for itself and its workers) gets both,

@@ -57,6 +57,8 @@ public final class Supervisor {
     var managerStats = Stats()
     var statsOfPastManagers = Stats()
     var lastReload: (succeeded: Bool, at: Int64)?
+    /// Reloads applied and refused since the server started.
+    var reloads: (applied: UInt64, refused: UInt64) = (0, 0)
     var workerCrashTimes: [Int64] = []
     var certificateExpiries: [(path: String, expiry: Int64)] = []
     let startedAt = time(nil)

@@ -1,0 +1,33 @@
+import Foundation
+
+// Certificates the tests make with the openssl command (the server itself only reads them).
+
+/// A certificate for localhost and 127.0.0.1 made with the openssl command (the test's tool; the server
+/// itself only reads it), in `directory`; returns the certificate and key paths.
+func makeTestCertificate(in directory: URL, days: Int = 30, encrypted: Bool = false) throws -> (cert: String, key: String) {
+    let cert = directory.appendingPathComponent("cert.pem").path
+    let key = directory.appendingPathComponent("key.pem").path
+    var arguments = ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-keyout", key, "-out", cert,
+                     "-days", String(days), "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    arguments += encrypted ? ["-passout", "pass:secret"] : ["-nodes"]
+    let result = try run("openssl", arguments)
+    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    return (cert, key)
+}
+
+func temporaryDirectory() throws -> URL {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-tls-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory
+}
+
+/// A certificate for `name` with the given key type ("ec" P-256 or "rsa" 2048), self-signed.
+func makeNamedCertificate(_ name: String, type: String, in directory: URL) throws -> (cert: String, key: String) {
+    let cert = directory.appendingPathComponent("\(name)-\(type).pem").path
+    let key = directory.appendingPathComponent("\(name)-\(type)-key.pem").path
+    let keyOptions = type == "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+    let result = try run("openssl", ["req", "-x509"] + keyOptions + ["-nodes", "-keyout", key, "-out", cert, "-days", "30",
+                                     "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name),DNS:*.\(name)"])
+    guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    return (cert, key)
+}
