@@ -26,17 +26,26 @@ func withValidators<R>(_ body: (Validators) -> R) -> R {
     return tag.withUnsafeBytes { body(Validators(etag: $0, lastModified: lastModified)) }
 }
 
-struct PreconditionCase: CustomTestStringConvertible, Sendable {
+/// One row of a table: the RFC section, the request's fields (and method), what it should come to and,
+/// for ranges, which bytes.
+struct ConditionalCase<Outcome: Equatable & Sendable>: CustomTestStringConvertible, Sendable {
     let section: String
     let fields: [String]
-    let outcome: Preconditions.Outcome
-    init(_ section: String, _ fields: [String], _ outcome: Preconditions.Outcome) {
+    let method: String
+    let outcome: Outcome
+    let ranges: [ClosedRange<Int64>]
+    init(_ section: String, _ fields: [String], method: String = "GET", _ outcome: Outcome, _ ranges: [ClosedRange<Int64>] = []) {
         self.section = section
         self.fields = fields
+        self.method = method
         self.outcome = outcome
+        self.ranges = ranges
     }
-    var testDescription: String { "\(section): \(fields.joined(separator: " | "))" }
+    var testDescription: String { "\(section): \(method) \(fields.joined(separator: " | "))" }
 }
+
+typealias PreconditionCase = ConditionalCase<Preconditions.Outcome>
+typealias RangeCase = ConditionalCase<RangeSelection.Outcome>
 
 /// RFC 9110 section 13.2.2's order, one row a case: no sockets, no files.
 @Suite struct PreconditionTests {
@@ -78,23 +87,6 @@ struct PreconditionCase: CustomTestStringConvertible, Sendable {
         }
         #expect(outcome == row.outcome)
     }
-}
-
-struct RangeCase: CustomTestStringConvertible, Sendable {
-    let section: String
-    let fields: [String]
-    let method: String
-    let outcome: RangeSelection.Outcome
-    /// The ranges chosen (first...last), for `.ranges`.
-    let ranges: [ClosedRange<Int64>]
-    init(_ section: String, _ fields: [String], method: String = "GET", _ outcome: RangeSelection.Outcome, _ ranges: [ClosedRange<Int64>] = []) {
-        self.section = section
-        self.fields = fields
-        self.method = method
-        self.outcome = outcome
-        self.ranges = ranges
-    }
-    var testDescription: String { "\(section): \(method) \(fields.joined(separator: " | "))" }
 }
 
 /// Which bytes of a 1000-byte representation a request gets (RFC 9110 section 14), one row a case.

@@ -36,12 +36,12 @@ public enum ConfigLoader {
     ) throws(ConfigErrors) -> ServerConfig {
         var config = ServerConfig()
         var issues: [ConfigIssue] = []
-        var rootPlace: ConfigValidation.Place? = nil
+        var rootPlace: ConfigIssue? = nil
         if let path {
             let reader = DocumentReader(file: path)
             if let text = try? String(contentsOfFile: path, encoding: .utf8) {
                 reader.read(text, into: &config)
-                if let (line, column) = reader.rootMark { rootPlace = ConfigValidation.Place(file: path, line: line, column: column, key: "root") }
+                if let (line, column) = reader.rootMark { rootPlace = ConfigIssue(file: path, line: line, column: column, key: "root", message: "") }
                 if !reader.parsed { throw ConfigErrors(issues: reader.issues) }
             } else {
                 reader.issue(line: 0, column: 0, key: "", "cannot read the file: \(String(cString: strerror(errno)))")
@@ -49,7 +49,7 @@ public enum ConfigLoader {
             issues += reader.issues
         }
         issues += overrides.apply(to: &config)
-        if overrides.root != nil { rootPlace = ConfigValidation.Place(file: "command line", line: 0, column: 0, key: "--root") }
+        if overrides.root != nil { rootPlace = ConfigIssue(file: "command line", line: 0, column: 0, key: "--root", message: "") }
         issues += ConfigValidation(file: path ?? "command line", overrides: overrides, rootPlace: rootPlace)
             .check(&config, makeDevCertificate: makeDevCertificate, previousIssues: issues.count)
         if !issues.isEmpty { throw ConfigErrors(issues: issues) }

@@ -5,19 +5,11 @@ import Glibc
 /// certificate that loads and matches its key (made first when `tls.dev_certificate` asks), the user
 /// the server becomes can read them, keys that need another key have it, sockets do not collide.
 struct ConfigValidation {
-    /// Where an issue about a key points.
-    struct Place {
-        var file: String
-        var line: Int
-        var column: Int
-        var key: String
-    }
-
     /// The file's name for issues without a line of their own ("command line" when there is no file).
     let file: String
     let overrides: ConfigOverrides
-    /// Where `root` came from: the file's line, or `--root`.
-    let rootPlace: Place?
+    /// Where `root` came from (the file's line, or `--root`): an issue about it points there.
+    let rootPlace: ConfigIssue?
 
     private func issue(_ key: String, _ message: String, file: String? = nil) -> ConfigIssue {
         ConfigIssue(file: file ?? self.file, line: 0, column: 0, key: key, message: message)
@@ -45,9 +37,10 @@ struct ConfigValidation {
         guard !config.root.isEmpty else {
             return [issue("root", "no root directory: set 'root' in the config or pass --root DIR")]
         }
-        let place = rootPlace ?? Place(file: file, line: 0, column: 0, key: "root")
         func problem(_ message: String) -> [ConfigIssue] {
-            [ConfigIssue(file: place.file, line: place.line, column: place.column, key: place.key, message: message)]
+            var issue = rootPlace ?? self.issue("root", "")
+            issue.message = message
+            return [issue]
         }
         var info = stat()
         if stat(config.root, &info) != 0 { return problem("'\(config.root)' does not exist") }

@@ -32,10 +32,9 @@ extension DocumentReader {
 
     func timeouts(_ section: Section, _ current: ServerConfig.Timeouts) -> ServerConfig.Timeouts {
         var timeouts = current
-        if let value = section.duration("header") { timeouts.headerMilliseconds = value }
-        if let value = section.duration("body") { timeouts.bodyMilliseconds = value }
-        if let value = section.duration("send") { timeouts.sendMilliseconds = value }
-        if let value = section.duration("shutdown") { timeouts.shutdownMilliseconds = value }
+        section.durations(
+            ["header": \.headerMilliseconds, "body": \.bodyMilliseconds, "send": \.sendMilliseconds, "shutdown": \.shutdownMilliseconds],
+            into: &timeouts)
         if let value = section.duration("shutdown_delay", allowZero: true) { timeouts.shutdownDelayMilliseconds = value }
         section.finish()
         return timeouts
@@ -99,13 +98,13 @@ extension DocumentReader {
 
     func supervision(_ section: Section, _ current: ServerConfig.Supervision) -> ServerConfig.Supervision {
         var supervision = current
-        if let value = section.duration("heartbeat_interval") { supervision.heartbeatIntervalMilliseconds = value }
-        if let value = section.duration("heartbeat_timeout") { supervision.heartbeatTimeoutMilliseconds = value }
-        if let value = section.duration("kill_grace") { supervision.killGraceMilliseconds = value }
-        if let value = section.duration("restart_delay") { supervision.restartDelayMilliseconds = value }
-        if let value = section.duration("restart_delay_max") { supervision.restartDelayMaxMilliseconds = value }
+        section.durations(
+            [
+                "heartbeat_interval": \.heartbeatIntervalMilliseconds, "heartbeat_timeout": \.heartbeatTimeoutMilliseconds,
+                "kill_grace": \.killGraceMilliseconds, "restart_delay": \.restartDelayMilliseconds,
+                "restart_delay_max": \.restartDelayMaxMilliseconds, "restart_period": \.restartPeriodMilliseconds,
+            ], into: &supervision)
         if let value = section.integer("restart_intensity", in: 1...1000) { supervision.restartIntensity = value }
-        if let value = section.duration("restart_period") { supervision.restartPeriodMilliseconds = value }
         if supervision.heartbeatIntervalMilliseconds < 10 {
             issue(section.anchor, key: "supervisor.heartbeat_interval", "must be at least 10ms")
         }

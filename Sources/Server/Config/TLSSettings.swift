@@ -2,11 +2,6 @@
 public struct CertificatePair: Codable, Sendable, Equatable {
     public var certificate: String
     public var key: String
-
-    public init(certificate: String, key: String) {
-        self.certificate = certificate
-        self.key = key
-    }
 }
 
 /// A site's certificates (an ECDSA and an RSA one may stand side by side; OpenSSL picks by what the
@@ -15,11 +10,6 @@ public struct TLSSite: Codable, Sendable, Equatable {
     public var certificates: [CertificatePair] = []
     /// A DER OCSP response the operator keeps fresh, or nil.
     public var ocsp: String? = nil
-
-    public init(certificates: [CertificatePair] = [], ocsp: String? = nil) {
-        self.certificates = certificates
-        self.ocsp = ocsp
-    }
 }
 
 extension ServerConfig {

@@ -79,6 +79,13 @@ final class Section {
         return value
     }
 
+    /// Each duration key that is there, into its field (milliseconds) of `value`.
+    func durations<Value>(_ fields: KeyValuePairs<String, WritableKeyPath<Value, Int>>, into value: inout Value) {
+        for (key, field) in fields {
+            if let milliseconds = duration(key) { value[keyPath: field] = milliseconds }
+        }
+    }
+
     static func parseDuration(_ text: String) -> Int? {
         let units: [(String, Int)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)]
         for (suffix, scale) in units where text.hasSuffix(suffix) {

@@ -9,16 +9,22 @@ import Glibc
 /// Owns the worker's open-file cache, compressed-body cache and the scratch buffers a request uses
 /// (path, ranges); the fields it composes go into the shared `FieldBuffer`.
 final class StaticFiles {
+    /// The root, opened O_PATH once: every file is opened beneath it.
     let rootFD: Int32
+    /// `index`, `autoindex` and `encoded_slash`.
     let index: String
     let autoindex: Bool
     let rejectEncodedSlash: Bool
+    /// `gzip`, and `limits.ranges` (more ranges get the whole file).
     let gzip: ServerConfig.GzipSettings
     let rangeLimit: Int
+    /// Open files with their validators and small bodies; their compressed forms; error pages; the
+    /// `headers` rules, applied when a file is opened.
     var fileCache: FileCache
     let compression: Compressor
     let errorPages: ErrorPages
     let headerRules: HeaderRules
+    /// Where fields that are not a file's prebuilt block are composed (shared with the handler).
     let fields: FieldBuffer
     /// The normalized path of the request being answered, NUL-terminated (capacity `pathCapacity`).
     let pathBuffer: UnsafeMutablePointer<UInt8>

@@ -18,9 +18,6 @@ final class HTTP1Codec {
     /// `limits.body`: a larger Content-Length is refused with 413 before any of it is read; 0 no limit.
     let bodyLimit: Int64
     let keepaliveRequests: Int
-    let headerTimeout: Int64
-    let bodyTimeout: Int64
-    let keepaliveTimeout: Int64
     /// `proxy.trusted`, and the header whose hops name the client behind them.
     let trustedProxies: Networks
     let forwardedHeader: ClientAddress.Header
@@ -45,9 +42,6 @@ final class HTTP1Codec {
         bodyLimits = BodyReader.Limits(chunkLine: 4096, trailerBytes: config.limits.headerBytes)
         bodyLimit = Int64(config.limits.bodyBytes)
         keepaliveRequests = config.keepalive.requests
-        headerTimeout = Int64(config.timeouts.headerMilliseconds)
-        bodyTimeout = Int64(config.timeouts.bodyMilliseconds)
-        keepaliveTimeout = Int64(config.keepalive.timeoutMilliseconds)
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
         forwardedHeader = config.proxy.forwardedHeader
         hstsLine = config.tls.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) }
@@ -91,10 +85,7 @@ final class HTTP1Codec {
             switch RequestParser.parse(bytes, limits: limits, into: &head) {
             case .incomplete:
                 connection.stash = Array(bytes)
-                if connection.phase != .readingHead {
-                    connection.phase = .readingHead
-                    connection.deadline = driver.now + headerTimeout
-                }
+                if connection.phase != .readingHead { connection.enter(.readingHead, at: driver.now, driver.timeouts) }
                 return
             case .invalid(let status):
                 requestsTotal += 1
@@ -128,13 +119,7 @@ final class HTTP1Codec {
                 }
             }
         }
-        if connection.body != nil {
-            connection.phase = .readingBody
-            connection.deadline = driver.now + bodyTimeout
-        } else {
-            connection.phase = .idle
-            connection.deadline = driver.now + keepaliveTimeout
-        }
+        connection.enter(connection.body != nil ? .readingBody : .idle, at: driver.now, driver.timeouts)
     }
 
     /// Answers one parsed request: its exchange, the connection's keep-alive decision, the body's

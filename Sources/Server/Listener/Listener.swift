@@ -5,7 +5,7 @@ import Glibc
 /// of fds with peer addresses to the manager in one sendmsg. Enforces `max_connections` from the
 /// release notices workers send back.
 ///
-/// Fd slots (`ListenerSlots`): its channel to the supervisor, the send end of the manager channel, the
+/// Fd slots (`ListenerSlot`): its channel to the supervisor, the send end of the manager channel, the
 /// receive end of the release channel, the config memfd, then the listening sockets in `allListen`
 /// order. The listening sockets stay the supervisor's too, so a listener that dies loses nothing: the
 /// backlog waits for the next one.
@@ -40,13 +40,13 @@ public final class Listener {
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
-        supervisor = Channel(fd: ListenerSlots.supervisor)
-        manager = Channel(fd: ListenerSlots.connections)
-        releases = Channel(fd: ListenerSlots.release)
-        sockets = (0..<socketCount).map { ListenerSlots.firstSocket + Int32($0) }
+        supervisor = Channel(fd: ListenerSlot.supervisor.fd)
+        manager = Channel(fd: ListenerSlot.connections.fd)
+        releases = Channel(fd: ListenerSlot.release.fd)
+        sockets = (0..<socketCount).map { ListenerSlot.firstSocket.fd + Int32($0) }
         live = initialLive
         now = monotonicMilliseconds()
-        for fd in [ListenerSlots.supervisor, ListenerSlots.connections, ListenerSlots.release] + sockets { Socket.setNonBlocking(fd) }
+        for fd in [ListenerSlot.supervisor.fd, ListenerSlot.connections.fd, ListenerSlot.release.fd] + sockets { Socket.setNonBlocking(fd) }
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(releases.fd, events: Poller.readable)
         try poller.add(manager.fd, events: 0)

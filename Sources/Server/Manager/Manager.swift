@@ -4,7 +4,7 @@ import Glibc
 /// The manager process: a wait queue of accepted connections, a pool of workers it grows and shrinks,
 /// least-loaded hand-off, reaping and replacing dead or silent workers.
 ///
-/// Fd slots (`ManagerSlots`): its channel to the supervisor, the receive end of the listener channel,
+/// Fd slots (`ManagerSlot`): its channel to the supervisor, the receive end of the listener channel,
 /// the release channel's worker end (passed on to every worker), the config memfd, and the access log
 /// when there is one. Owns the connections in its wait queue until a worker's channel takes them.
 public final class Manager {
@@ -14,10 +14,10 @@ public final class Manager {
     let signals: SignalReader
     let supervisor: Channel
     let listener: Channel
-    let releaseFD = ManagerSlots.release
+    let releaseFD = ManagerSlot.release.fd
     /// The release channel's worker end, used here only to release a crashed worker's connections.
     let releases: Channel
-    var configFD = ManagerSlots.config
+    var configFD = ManagerSlot.config.fd
     var accessLogFD: Int32
     var errorLogFD: Int32 = -1
 
@@ -49,14 +49,14 @@ public final class Manager {
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
-        supervisor = Channel(fd: ManagerSlots.supervisor)
-        listener = Channel(fd: ManagerSlots.connections)
-        releases = Channel(fd: ManagerSlots.release)
-        accessLogFD = hasAccessLog ? ManagerSlots.accessLog : -1
+        supervisor = Channel(fd: ManagerSlot.supervisor.fd)
+        listener = Channel(fd: ManagerSlot.connections.fd)
+        releases = Channel(fd: ManagerSlot.release.fd)
+        accessLogFD = hasAccessLog ? ManagerSlot.accessLog.fd : -1
         policy = Manager.policy(for: config)
         now = monotonicMilliseconds()
-        Socket.setNonBlocking(ManagerSlots.supervisor)
-        Socket.setNonBlocking(ManagerSlots.connections)
+        Socket.setNonBlocking(ManagerSlot.supervisor.fd)
+        Socket.setNonBlocking(ManagerSlot.connections.fd)
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(listener.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
@@ -252,7 +252,7 @@ public final class Manager {
         }
         let id = nextWorkerID
         nextWorkerID += 1
-        let fds = WorkerSlots.arrange(manager: pair.1, release: releaseFD, config: configFD, accessLog: accessLogFD >= 0 ? accessLogFD : nil)
+        let fds = WorkerSlot.arrange([(.manager, pair.1), (.release, releaseFD), (.config, configFD)] + (accessLogFD >= 0 ? [(.accessLog, accessLogFD)] : []))
         var arguments = ["--id", "\(id)", "--parent", "\(getpid())"]
         if accessLogFD >= 0 { arguments.append("--access-log") }
         do {

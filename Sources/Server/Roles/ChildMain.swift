@@ -28,14 +28,14 @@ public enum ChildMain {
         let slots: Int32
         switch role {
         case .worker:
-            configSlot = WorkerSlots.config
-            slots = WorkerSlots.count(accessLog: hasAccessLog)
+            configSlot = WorkerSlot.config.fd
+            slots = WorkerSlot.kept(through: hasAccessLog ? .accessLog : .config)
         case .listener:
-            configSlot = ListenerSlots.config
-            slots = ListenerSlots.count(sockets: Int(options["--sockets"] ?? "") ?? 0)
+            configSlot = ListenerSlot.config.fd
+            slots = ListenerSlot.kept(through: .config, extra: Int(options["--sockets"] ?? "") ?? 0)
         case .manager:
-            configSlot = ManagerSlots.config
-            slots = ManagerSlots.count(accessLog: hasAccessLog)
+            configSlot = ManagerSlot.config.fd
+            slots = ManagerSlot.kept(through: hasAccessLog ? .accessLog : .config)
         }
         let parentAlive = Spawner.prepareChild(name: role.processName, slots: slots, parent: parent)
         let config: ServerConfig

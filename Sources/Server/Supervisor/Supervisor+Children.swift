@@ -21,16 +21,16 @@ extension Supervisor {
                 process = try Spawner.spawn(
                     role: .listener,
                     arguments: ["--parent", "\(getpid())", "--sockets", "\(sockets.fds.count)", "--initial-live", "\(initialLive)"],
-                    fds: ListenerSlots.arrange(
-                        supervisor: theirs, connections: listenerManager.listenerEnd, release: release.listenerEnd, config: configFD,
-                        sockets: sockets.fds))
+                    fds: ListenerSlot.arrange(
+                        [(.supervisor, theirs), (.connections, listenerManager.listenerEnd), (.release, release.listenerEnd), (.config, configFD)],
+                        then: sockets.fds))
             case .manager, .worker:
                 let accessLog = logs.accessLogFD >= 0 ? logs.accessLogFD : nil
                 process = try Spawner.spawn(
                     role: .manager, arguments: ["--parent", "\(getpid())"] + (accessLog == nil ? [] : ["--access-log"]),
-                    fds: ManagerSlots.arrange(
-                        supervisor: theirs, connections: listenerManager.managerEnd, release: release.workerEnd, config: configFD,
-                        accessLog: accessLog))
+                    fds: ManagerSlot.arrange(
+                        [(.supervisor, theirs), (.connections, listenerManager.managerEnd), (.release, release.workerEnd), (.config, configFD)]
+                            + (accessLog.map { [(.accessLog, $0)] } ?? [])))
             }
             let channel = Channel(fd: mine)
             if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys.bytes)) }

@@ -61,6 +61,47 @@ final class Connection {
         self.deadline = deadline
     }
 
+    /// How long each phase may last, in milliseconds: one deadline per phase, from the configuration.
+    struct Timeouts {
+        let idle: Int64
+        let readingHead: Int64
+        let readingBody: Int64
+        let writing: Int64
+        let handshake: Int64
+        let proxyHeader: Int64
+        /// Reading what a client sends after an error, before the close (not configurable: long
+        /// enough for a client to read a response, short enough not to matter).
+        static let lingering: Int64 = 2000
+
+        init(_ config: ServerConfig) {
+            idle = Int64(config.keepalive.timeoutMilliseconds)
+            readingHead = Int64(config.timeouts.headerMilliseconds)
+            readingBody = Int64(config.timeouts.bodyMilliseconds)
+            writing = Int64(config.timeouts.sendMilliseconds)
+            handshake = Int64(config.tls.handshakeMilliseconds)
+            proxyHeader = Int64(config.proxy.headerTimeoutMilliseconds)
+        }
+
+        func limit(_ phase: Phase) -> Int64 {
+            switch phase {
+            case .idle: return idle
+            case .readingHead: return readingHead
+            case .readingBody: return readingBody
+            case .writing: return writing
+            case .handshake: return handshake
+            case .proxyHeader: return proxyHeader
+            case .lingering: return Timeouts.lingering
+            }
+        }
+    }
+
+    /// Enters `phase` (or starts it again): its deadline is its timeout from `now`.
+    @inline(__always)
+    func enter(_ phase: Phase, at now: Int64, _ timeouts: Timeouts) {
+        self.phase = phase
+        deadline = now + timeouts.limit(phase)
+    }
+
     /// Whether the connection speaks TLS.
     var isSecure: Bool {
         if case .tls = transport { return true }

@@ -33,12 +33,8 @@ final class ConnectionDriver {
     let proxyListeners: [Bool]
     let trustedProxies: Networks
     private var lastUntrustedWarning: Int64 = -1_000_000
-    let keepaliveTimeout: Int64
-    let sendTimeout: Int64
-    let handshakeTimeout: Int64
-    let proxyHeaderTimeout: Int64
-    /// How long a lingering close reads what the client still sends.
-    static let lingerMilliseconds: Int64 = 2000
+    /// Each phase's timeout.
+    let timeouts: Connection.Timeouts
     /// How recently an idle connection must have been busy to get a last request during a drain.
     static let drainIdleGrace: Int64 = 1000
 
@@ -56,10 +52,7 @@ final class ConnectionDriver {
         plainListeners = config.listen.count
         proxyListeners = config.allListen.map(\.proxyProtocol)
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
-        keepaliveTimeout = Int64(config.keepalive.timeoutMilliseconds)
-        sendTimeout = Int64(config.timeouts.sendMilliseconds)
-        handshakeTimeout = Int64(config.tls.handshakeMilliseconds)
-        proxyHeaderTimeout = Int64(config.proxy.headerTimeoutMilliseconds)
+        timeouts = Connection.Timeouts(config)
     }
 
     @inline(__always)
@@ -76,7 +69,7 @@ final class ConnectionDriver {
     /// Takes a connection the manager handed over and starts it.
     func adopt(fd: Int32, info: ConnectionInfo) {
         acceptedTotal &+= 1
-        let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + keepaliveTimeout)
+        let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + timeouts.idle)
         if draining { connection.closeAfterResponse = true }
         if Int(fd) >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
@@ -92,8 +85,7 @@ final class ConnectionDriver {
                 }
                 return close(connection)
             }
-            connection.phase = .proxyHeader
-            connection.deadline = now + proxyHeaderTimeout
+            connection.enter(.proxyHeader, at: now, timeouts)
             return readProxyHeader(connection)
         }
         begin(connection)
@@ -107,8 +99,7 @@ final class ConnectionDriver {
                 return close(connection)
             }
             connection.transport = .tls(session)
-            connection.phase = .handshake
-            connection.deadline = now + handshakeTimeout
+            connection.enter(.handshake, at: now, timeouts)
             continueHandshake(connection)
         } else {
             // The client usually sent its request before the hand-off (always, with defer_accept): read
@@ -147,8 +138,7 @@ final class ConnectionDriver {
             guard take(connection, buffer + have, length - have) else { return close(connection) }
             connection.stash = []
             if let source { connection.peer = source }
-            connection.phase = .idle
-            connection.deadline = now + keepaliveTimeout
+            connection.enter(.idle, at: now, timeouts)
             begin(connection)
         }
     }
@@ -170,8 +160,7 @@ final class ConnectionDriver {
         guard let session = connection.transport.session else { return }
         switch session.handshake() {
         case .done:
-            connection.phase = .idle
-            connection.deadline = now + keepaliveTimeout
+            connection.enter(.idle, at: now, timeouts)
             onReadable(connection)
             if isOpen(connection) && connection.watched == 0 { watch(connection, events: Poller.readable) }
         case .wantRead:
@@ -244,8 +233,7 @@ final class ConnectionDriver {
         case .done:
             recordDuration(connection)
         case .blocked:
-            connection.phase = .writing
-            connection.deadline = now + sendTimeout
+            connection.enter(.writing, at: now, timeouts)
             watch(connection, events: Poller.writable)
         case .failed:
             close(connection)
@@ -258,7 +246,7 @@ final class ConnectionDriver {
         case .failed:
             return close(connection)
         case .blocked:
-            connection.deadline = now + sendTimeout
+            connection.enter(.writing, at: now, timeouts)  // it moved: the send deadline starts again
             return
         case .done:
             break
@@ -267,8 +255,7 @@ final class ConnectionDriver {
         if connection.closeAfterResponse { return finish(connection) }
         watch(connection, events: Poller.readable)
         guard isOpen(connection) else { return }
-        connection.phase = .idle
-        connection.deadline = now + keepaliveTimeout
+        connection.enter(.idle, at: now, timeouts)
         // Requests that came in behind the response (pipelined) are answered now.
         let length = takeStash(connection)
         if length > 0 { http1.process(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self) }
@@ -305,7 +292,7 @@ final class ConnectionDriver {
     // MARK: Closing
 
     /// Ends a connection whose last response has been sent: at once, or, when the client may still be
-    /// sending, by half-closing and reading what arrives for up to `lingerMilliseconds`. Closing a
+    /// sending, by half-closing and reading what arrives for up to `Timeouts.lingering`. Closing a
     /// socket with unread input makes the kernel send a reset, which can destroy the response before the
     /// client has read it.
     func finish(_ connection: Connection) {
@@ -321,8 +308,7 @@ final class ConnectionDriver {
         connection.stash = []
         connection.body = nil
         connection.transport.session?.notifyClose()
-        connection.phase = .lingering
-        connection.deadline = now + ConnectionDriver.lingerMilliseconds
+        connection.enter(.lingering, at: now, timeouts)
         shutdown(connection.fd, Int32(SHUT_WR))
         watch(connection, events: Poller.readable)
     }
@@ -399,7 +385,7 @@ final class ConnectionDriver {
             // client in the middle of a run of requests may have the next one on the wire, which a
             // close would lose. Those get `Connection: close` on that next response, or close when the
             // second is up (the deadline sweep closes idle connections past their deadline).
-            let lastActive = connection.deadline - keepaliveTimeout
+            let lastActive = connection.deadline - timeouts.idle
             if now - lastActive >= ConnectionDriver.drainIdleGrace {
                 close(connection)
             } else {

@@ -5,7 +5,7 @@ import Glibc
 /// and its signals. The loop is all this type does; the connections are the `ConnectionDriver`'s, the
 /// protocol is `HTTP1Codec`, answers come from the `RequestHandler`, lines go to the `AccessLog`.
 ///
-/// Fd slots (`WorkerSlots`): the manager channel, the release channel to the listener, the config memfd,
+/// Fd slots (`WorkerSlot`): the manager channel, the release channel to the listener, the config memfd,
 /// and the access log when there is one. The worker owns every connection the manager hands it.
 public final class Worker {
     let id: Int
@@ -30,8 +30,8 @@ public final class Worker {
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 250)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
-        channel = Channel(fd: WorkerSlots.manager)
-        releaseChannel = Channel(fd: WorkerSlots.release)
+        channel = Channel(fd: WorkerSlot.manager.fd)
+        releaseChannel = Channel(fd: WorkerSlot.release.fd)
         stats = .allocate(capacity: Stats.count)
         stats.initialize(repeating: 0, count: Stats.count)
         var tlsSites: TLSSites? = nil
@@ -44,12 +44,12 @@ public final class Worker {
         }
         let fields = FieldBuffer.allocate()
         let handler = try RequestHandler(config: config, fields: fields)
-        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlots.accessLog : -1, format: config.accessLogFormat)
+        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
         driver = ConnectionDriver(config: config, poller: poller, http1: http1, output: output, stats: stats, tlsSites: tlsSites)
-        Socket.setNonBlocking(WorkerSlots.manager)
-        Socket.setNonBlocking(WorkerSlots.release)
+        Socket.setNonBlocking(WorkerSlot.manager.fd)
+        Socket.setNonBlocking(WorkerSlot.release.fd)
         try poller.add(channel.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
