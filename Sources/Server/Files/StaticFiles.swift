@@ -198,7 +198,8 @@ final class StaticFiles {
     /// returns, the response was built in a temporary and copied, a retain and release per request.)
     @inline(never)
     func whole(_ representation: CachedFile) -> Response {
-        Response(.ok, fields: UnsafeRawBufferPointer(representation.headers), representation: representation, body: .range(0, representation.size))
+        Response(.ok, fields: UnsafeRawBufferPointer(representation.headers), representation: representation,
+                 body: StaticFiles.body(of: representation, 0, representation.size))
     }
 
     /// The representation Accept-Encoding chooses (nil: 406). A file that is never compressed needs the
@@ -286,7 +287,7 @@ final class StaticFiles {
         writer.appendDecimal(last - first + 1)
         writer.append("\r\n")
         writer.append(UnsafeRawBufferPointer(rebasing: block[file.lengthEnd...]))
-        return Response(.partialContent, fields: writer.written, representation: file, body: .range(first, last + 1))
+        return Response(.partialContent, fields: writer.written, representation: file, body: StaticFiles.body(of: file, first, last + 1))
     }
 
     /// 206 multipart/byteranges (RFC 9110 section 14.6) for `count` sorted, coalesced ranges: each part
@@ -329,6 +330,13 @@ final class StaticFiles {
         writer.append(UnsafeRawBufferPointer(rebasing: block[file.lengthEnd...]))
         let body = ResponseBody.multipart(UnsafeBufferPointer(start: parts.baseAddress, count: partCount))
         return Response(.partialContent, fields: writer.written, representation: file, body: body)
+    }
+
+    /// Bytes `start..<end` of `file`: from its in-memory copy when it has one, else from its file.
+    @inline(__always)
+    static func body(of file: CachedFile, _ start: Int64, _ end: Int64) -> ResponseBody {
+        guard let memory = file.body else { return .fileRange(start, end) }
+        return .bytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(memory)[Int(start)..<Int(end)]))
     }
 
     /// `first-last/length`.
@@ -392,7 +400,7 @@ final class StaticFiles {
         var writer = fieldsSoFar ?? fields.writer()
         if let page = errorPages.page(for: status, now: now) {
             writer.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(page.headers)[..<page.lengthEnd]))
-            return Response(status, fields: writer.written, representation: page, body: .range(0, page.size))
+            return Response(status, fields: writer.written, representation: page, body: StaticFiles.body(of: page, 0, page.size))
         }
         let body = status.errorBody
         writer.append("Content-Type: text/html; charset=utf-8\r\nContent-Length: ")

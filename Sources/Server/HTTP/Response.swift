@@ -32,7 +32,7 @@ struct Response: ~Copyable {
         case .none: return 0
         case .text(let text): return Int64(text.utf8CodeUnitCount)
         case .bytes(let bytes): return Int64(bytes.count)
-        case .range(let start, let end): return end - start
+        case .fileRange(let start, let end): return end - start
         case .multipart(let parts): return parts.reduce(0) { $0 + Int64($1.prefix.count) + $1.end - $1.start }
         case .gzipStream: return -1
         }
@@ -45,10 +45,11 @@ enum ResponseBody {
     case none
     /// A built-in text (error bodies).
     case text(StaticString)
-    /// Bytes the handler made for this response (a directory listing).
+    /// Bytes in memory: the representation's copy of itself (kept while the response holds the
+    /// representation), or what the handler made (a listing, kept until its next response).
     case bytes(UnsafeRawBufferPointer)
-    /// Bytes `start..<end` of the representation: from its in-memory copy when it has one, else its file.
-    case range(Int64, Int64)
+    /// Bytes `start..<end` of the representation's file (sendfile, or read through TLS).
+    case fileRange(Int64, Int64)
     /// multipart/byteranges: each part's boundary and headers, then its range of the representation.
     case multipart(UnsafeBufferPointer<ResponsePart>)
     /// The representation (the file itself) compressed with gzip at `level` while it is sent, in chunks.

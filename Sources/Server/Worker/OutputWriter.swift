@@ -40,12 +40,8 @@ final class OutputWriter {
             return write(connection, head: head, inline: inline, range: nil, representation: nil, parts: [])
         case .bytes(let bytes):
             return write(connection, head: head, inline: bytes, range: nil, representation: nil, parts: [])
-        case .range(let start, let end):
+        case .fileRange(let start, let end):
             if start == end { return write(connection, head: head, inline: none, range: nil, representation: nil, parts: []) }
-            if let memory = response.representation?.body {
-                let inline = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(memory)[Int(start)..<Int(end)])
-                return write(connection, head: head, inline: inline, range: nil, representation: nil, parts: [])
-            }
             return write(connection, head: head, inline: none, range: (start, end), representation: response.representation, parts: [])
         case .multipart(let parts):
             return write(connection, head: head, inline: none, range: (0, 0), representation: response.representation, parts: Array(parts))
