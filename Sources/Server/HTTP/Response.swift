@@ -69,9 +69,10 @@ struct ResponsePart {
 /// the next one is made.
 struct FieldBuffer {
     let base: UnsafeMutablePointer<UInt8>
-    /// Room for a redirect's Location (the request line is at most a few KiB) and a file's fields with
-    /// every `headers` rule (2 KiB at most); the protocol's own fields go in front of them.
-    static let capacity = 3072
+    /// Room for a redirect's Location (a target up to the default `limits.request_line`, 8 KiB; a longer
+    /// one gets 414) and a file's fields with every `headers` rule (2 KiB at most); the protocol's own
+    /// fields go in front of them.
+    static let capacity = 9216
 
     static func allocate() -> FieldBuffer { FieldBuffer(base: .allocate(capacity: capacity)) }
 
