@@ -124,6 +124,35 @@ import Testing
         #expect(try status(immediate.url + "/style.css", ["--max-time", "5"]) == 200)
     }
 
+    /// A client that sends part of a head and closes its side (an aborted browser, a slowloris tool)
+    /// gets its connection closed at once: the request can never be finished. A complete request before
+    /// it is answered first. And the worker does not spin on the end of the stream until the header
+    /// deadline: four such clients held open for a second cost it almost no CPU (issue 14).
+    @Test func aHalfClosedPartialHeadClosesAtOnceWithoutSpinning() throws {
+        let server = try TestServer(config: "workers: {min: 1, max: 1}\n", site: richSite).start()  // timeouts.header: 30s
+        defer { server.stop() }
+        let start = Date()
+        let (partial, closed) = try exchangeNotingClose(port: server.port, Array("GET / HTTP/1.1\r\nHost: a\r\n".utf8), timeout: 5, shutdownWrite: true)
+        #expect(partial.isEmpty && closed)
+        #expect(Date().timeIntervalSince(start) < 2)
+        let (answered, closedAfter) = try exchangeNotingClose(
+            port: server.port, Array("GET /style.css HTTP/1.1\r\nHost: a\r\n\r\nGET /style.css HT".utf8), timeout: 5, shutdownWrite: true)
+        #expect(statusCodes(String(decoding: answered, as: UTF8.self)) == [200] && closedAfter)
+
+        let worker = try #require(server.pids(of: "worker").first)
+        let clients = try (0..<4).map { _ in try RawConnection(port: server.port) }
+        defer { for client in clients { client.close() } }
+        for client in clients {
+            client.send("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: slow")
+            shutdown(client.fd, Int32(SHUT_WR))
+        }
+        let before = cpuSeconds(of: worker)
+        usleep(1_000_000)  // the window measured
+        let used = cpuSeconds(of: worker) - before
+        #expect(used < 0.2, "the worker used \(used) s of CPU in one second")
+        for client in clients { #expect(client.readAll().closed) }
+    }
+
     @Test func slowHeadersGet408() throws {
         let server = try TestServer(config: "timeouts: {header: 400ms}\n", site: richSite).start()
         defer { server.stop() }

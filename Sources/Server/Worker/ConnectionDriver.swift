@@ -192,6 +192,7 @@ final class ConnectionDriver {
         case .idle, .readingHead, .readingBody, .writing: break
         }
         var length = takeStash(connection)
+        var ended = false
         // A TLS read returns one record at a time: read on while records come, so what OpenSSL or the
         // socket holds is not left waiting for an event that will not come.
         while length < readBuffer.count {
@@ -203,17 +204,35 @@ final class ConnectionDriver {
             } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
                 // The end of the stream, or an error: answer what came before it, if anything.
                 if length == 0 { return close(connection) }
+                ended = true
             } else if length == 0 {
                 return
             }
             break
         }
         http1.process(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self)
+        if ended { return inputEnded(connection) }
         // A full buffer can leave part of a TLS record inside OpenSSL, where epoll cannot see it.
         if case .tls(let session) = connection.transport, session.hasBufferedInput, connection.output.isEmpty,
            connection.phase != .lingering {
             onReadable(connection)
         }
+    }
+
+    /// The client closed its side (or the read failed) after bytes that have been answered as far as
+    /// they went: nothing more will come, so a response in flight is the last (the connection closes
+    /// after it), and anything else waiting (part of a head, a body being skipped) never completes:
+    /// the connection closes now. Level-triggered epoll would otherwise report the end of the stream
+    /// again at every turn, and the loop would spin until the header deadline.
+    func inputEnded(_ connection: Connection) {
+        guard isOpen(connection) else { return }
+        if !connection.output.isEmpty {
+            connection.closeAfterResponse = true
+            connection.stash = []
+            return
+        }
+        connection.lingerOnClose = false
+        finish(connection)
     }
 
     /// Moves a connection's unparsed bytes to the front of the read buffer; returns their length.

@@ -89,3 +89,12 @@ func stopProcess(_ pid: Int32) {
         kill(pid, SIGKILL)
     }
 }
+
+/// CPU time a process has used so far (user and system), in seconds, from /proc/PID/stat.
+func cpuSeconds(of pid: Int32) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return 0 }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
