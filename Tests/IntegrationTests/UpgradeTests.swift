@@ -58,3 +58,42 @@ import Testing
         #expect(try status(server.url + "/index.html") == 200)
     }
 }
+
+@Suite(.serialized) struct HungUpgradeTests {
+    /// An upgrade to a binary that never says it is ready (here a script that sleeps in its place) is
+    /// given `timeouts.upgrade`, then stopped with everything it holds; the old server keeps serving,
+    /// takes the next upgrade, and after `stop` leaves neither the port nor the pid file behind.
+    @Test func aNewServerThatNeverBecomesReadyIsStopped() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let binary = directory.appendingPathComponent("webserver").path
+        try FileManager.default.copyItem(atPath: webserverBinary, toPath: binary)
+        let server = try TestServer(config: "timeouts: {upgrade: 2s}\n", binary: binary).start()
+        defer { server.stop() }
+        let port = server.port
+        // The binary on disk replaced, as a deploy does, by one that hangs at start.
+        let hanging = directory.appendingPathComponent("hanging").path
+        try "#!/bin/sh\nexec sleep 600\n".write(toFile: hanging, atomically: true, encoding: .utf8)
+        chmod(hanging, 0o755)
+        rename(hanging, binary)
+        func sleepers() -> [Int32] { descendants(of: server.pid).filter { commandLine(of: $0).contains("sleep 600") } }
+
+        kill(server.pid, SIGUSR2)
+        #expect(waitUntil(seconds: 5) { !sleepers().isEmpty })
+        // Stopped after its two seconds; the old one still serves and says why.
+        #expect(waitUntil(seconds: 10) { sleepers().isEmpty })
+        #expect(server.log().contains("was not ready within 2000ms (timeouts.upgrade); stopped it; still serving"))
+        #expect(try status(server.url + "/index.html") == 200)
+        #expect(pidInFile(server.pidFile) == server.pid)
+        // The next upgrade is taken (not refused as one already under way), and a stop while it hangs
+        // stops it too: nothing keeps the port or the pid file.
+        kill(server.pid, SIGUSR2)
+        #expect(waitUntil(seconds: 5) { !sleepers().isEmpty })
+        #expect(!server.log().contains("one is already under way"))
+        #expect(server.stop() == 0)
+        #expect(!FileManager.default.fileExists(atPath: server.pidFile.path))
+        #expect(sleepers().isEmpty)
+        let (fd, _) = try bindLoopback(port: port)
+        close(fd)
+    }
+}

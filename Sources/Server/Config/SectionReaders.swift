@@ -33,7 +33,10 @@ extension DocumentReader {
     func timeouts(_ section: Section, _ current: ServerConfig.Timeouts) -> ServerConfig.Timeouts {
         var timeouts = current
         section.durations(
-            ["header": \.headerMilliseconds, "body": \.bodyMilliseconds, "send": \.sendMilliseconds, "shutdown": \.shutdownMilliseconds],
+            [
+                "header": \.headerMilliseconds, "body": \.bodyMilliseconds, "send": \.sendMilliseconds,
+                "shutdown": \.shutdownMilliseconds, "upgrade": \.upgradeMilliseconds,
+            ],
             into: &timeouts)
         if let value = section.duration("shutdown_delay", allowZero: true) { timeouts.shutdownDelayMilliseconds = value }
         section.finish()

@@ -122,6 +122,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         /// After SIGTERM, how long the listeners keep accepting (with /readyz already 503) before the
         /// drain begins: the time a load balancer or Kubernetes takes to stop sending new connections.
         public var shutdownDelayMilliseconds: Int = 0
+        /// How long the new server an upgrade starts has to say it is ready; past it, it is stopped and
+        /// the old one goes on serving.
+        public var upgradeMilliseconds: Int = 30_000
     }
 
     public struct Limits: Codable, Sendable, Equatable {

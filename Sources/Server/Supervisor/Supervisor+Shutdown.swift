@@ -35,6 +35,10 @@ extension Supervisor {
             reason: reason, drainAt: drainAt,
             hardDeadline: drainAt + Int64(config.timeouts.shutdownMilliseconds + 2 * config.supervisor.killGraceMilliseconds)))
         if !upgrade.handedOver { Systemd.notify("STOPPING=1\nSTATUS=draining") }
+        if upgrade.isPending, let child = upgrade.child {
+            log.warning("stopping with an upgrade under way: stopped the new server (pid \(child.pid)), which was not ready yet")
+            abandonUpgrade()
+        }
         if delay > 0 {
             log.notice("shutting down (\(reason)): not ready; still accepting for \(delay)ms (timeouts.shutdown_delay), then draining")
         } else {

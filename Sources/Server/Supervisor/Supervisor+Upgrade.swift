@@ -8,7 +8,14 @@ struct Upgrade {
     var child: ChildProcess?
     /// The read end of the new server's "ready" pipe; -1 when none is pending.
     var readyFD: Int32 = -1
+    /// When the new server must have said "ready" (`timeouts.upgrade` after it started).
+    var deadline: Int64 = .max
+    /// It was stopped for missing its deadline, or because this server stops: its exit is expected.
+    var abandoned = false
     var handedOver = false
+
+    /// A new server is starting and has not said "ready" yet.
+    var isPending: Bool { child != nil && readyFD >= 0 && !handedOver }
 
     /// What an upgrading supervisor handed over (`WEBSERVER_UPGRADE=pid=4,listen=5:6,admin=7`), taken
     /// out of the environment so children do not see it.
@@ -80,6 +87,8 @@ extension Supervisor {
         }
         closeDescriptor(ends[1])
         upgrade.readyFD = ends[0]
+        upgrade.deadline = now + Int64(config.timeouts.upgradeMilliseconds)
+        upgrade.abandoned = false
         try? poller.add(upgrade.readyFD, events: Poller.readable)
         log.notice("upgrade: started \(executable) as pid \(upgrade.child!.pid); serving until it is ready")
     }
@@ -111,8 +120,35 @@ extension Supervisor {
     func upgradeExited(_ pid: Int32, _ exit: ExitStatus) -> Bool {
         guard pid == upgrade.child?.pid else { return false }
         upgrade.child = nil
-        if !upgrade.handedOver { log.error("upgrade failed: the new server exited (\(exit)) before it was ready; still serving") }
+        if upgrade.readyFD >= 0 {
+            poller.remove(upgrade.readyFD)
+            closeDescriptor(upgrade.readyFD)
+            upgrade.readyFD = -1
+        }
+        if !upgrade.handedOver && !upgrade.abandoned {
+            log.error("upgrade failed: the new server exited (\(exit)) before it was ready; still serving")
+        }
         return true
+    }
+
+    /// A new server that has not said "ready" by its deadline is stopped: it holds the listening
+    /// sockets and the pid file too, and left alone it would keep them after this server stops (a port
+    /// that takes connections nobody answers).
+    func checkUpgradeDeadline() {
+        guard upgrade.isPending, now >= upgrade.deadline, let child = upgrade.child else { return }
+        log.error("upgrade failed: the new server (pid \(child.pid)) was not ready within \(config.timeouts.upgradeMilliseconds)ms (timeouts.upgrade); stopped it; still serving")
+        abandonUpgrade()
+    }
+
+    /// Kills a pending upgrade's new server and everything it started (SIGKILL: it has not served
+    /// anything, and it must let go of the sockets now); `reap` collects them.
+    func abandonUpgrade() {
+        guard upgrade.isPending, let child = upgrade.child else { return }
+        upgrade.abandoned = true
+        for pid in [child.pid] + ProcessTree.descendants(of: child.pid) { kill(pid, SIGKILL) }
+        poller.remove(upgrade.readyFD)
+        closeDescriptor(upgrade.readyFD)
+        upgrade.readyFD = -1
     }
 
     /// The new supervisor and everything below it.

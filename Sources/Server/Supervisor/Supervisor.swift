@@ -193,6 +193,7 @@ public final class Supervisor {
             reload(reason: "certificate files changed")
         }
         if ticketKeys.due(now: now, interval: config.tls.ticketKeyRotationMilliseconds) { rotateTicketKeys() }
+        checkUpgradeDeadline()
         superviseChildren()
     }
 

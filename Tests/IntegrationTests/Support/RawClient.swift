@@ -159,12 +159,16 @@ func rawFetch(_ port: Int, _ path: String, method: String = "GET", _ lines: [Str
     return (response.status, response.headers, Array(bytes[end.upperBound...]))
 }
 
-/// A loopback socket bound to a port the kernel picks, listening when asked; the caller closes it.
-func bindLoopback(listening: Bool) throws -> (fd: Int32, port: Int) {
+/// A loopback socket bound to `port` (0: one the kernel picks), listening when asked; the caller
+/// closes it. Binding a port a test used shows nothing holds it any more.
+func bindLoopback(port wanted: Int = 0, listening: Bool = false) throws -> (fd: Int32, port: Int) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(wanted).bigEndian
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var on: Int32 = 1  // a port left in TIME_WAIT is free; one a socket listens on is not
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
     let bound = withUnsafePointer(to: &address) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
     }

@@ -33,10 +33,11 @@ final class TestServer: @unchecked Sendable {
 
     /// `config` is YAML added to a base that sets listen, root, logs, pid file and the admin listener.
     /// `environment` is added to the server's; `launcher` runs first and execs the server (its last
-    /// arguments are the server's command line).
+    /// arguments are the server's command line). `binary` is the server's executable (a copy, for a test
+    /// that replaces it on disk).
     init(
         config: String = "", flags: [String] = [], environment: [String: String] = [:], launcher: [String] = [],
-        site populate: (URL) throws -> Void = TestServer.defaultSite
+        binary: String = webserverBinary, site populate: (URL) throws -> Void = TestServer.defaultSite
     ) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-it-\(UUID().uuidString)")
         site = directory.appendingPathComponent("site")
@@ -53,7 +54,7 @@ final class TestServer: @unchecked Sendable {
             """
         try (base + config).write(to: configFile, atomically: true, encoding: .utf8)
         if launcher.isEmpty {
-            process.executableURL = URL(fileURLWithPath: webserverBinary)
+            process.executableURL = URL(fileURLWithPath: binary)
             process.arguments = ["serve", "--config", configFile.path] + flags
         } else {
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
