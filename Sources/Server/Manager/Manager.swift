@@ -74,7 +74,9 @@ public final class Manager {
         for _ in 0..<config.workers.min { spawnWorker() }
         sendHeartbeat()
         while true {
-            poller.wait(timeoutMilliseconds: 1000) { fd, events in
+            // The clock as of this wake-up: a heartbeat read now counts as now, even after this process
+            // itself was stopped for a while (a long page fault, a VM pause).
+            poller.wait(timeoutMilliseconds: 1000, woke: { now = monotonicMilliseconds() }) { fd, events in
                 if fd == listener.fd {
                     receiveConnections()
                 } else if fd == supervisor.fd {
@@ -368,13 +370,20 @@ public final class Manager {
         now = monotonicMilliseconds()
         let interval = Int64(config.supervisor.heartbeatIntervalMilliseconds)
         if now - lastHeartbeat >= interval { sendHeartbeat() }
+        let timeout = Int64(config.supervisor.heartbeatTimeoutMilliseconds)
         for worker in workers {
-            if !worker.retiring && now - worker.lastHeartbeatAt > Int64(config.supervisor.heartbeatTimeoutMilliseconds) {
-                log.warning("worker \(worker.id) missed its heartbeats; stopping it")
-                worker.child.signal(SIGTERM)
-                worker.sentTerm = true
+            if !worker.retiring && now - worker.lastHeartbeatAt > timeout {
+                // Judged on what the worker has sent: read what is queued first.
+                handleWorker(worker, events: 0)
+            }
+            if !worker.retiring && now - worker.lastHeartbeatAt > timeout {
+                // A worker that misses its heartbeats is stuck in its loop, where it would read a
+                // SIGTERM too: SIGKILL at once, no grace to wait out.
+                log.warning("worker \(worker.id) missed its heartbeats for \(now - worker.lastHeartbeatAt)ms; SIGKILL")
+                worker.child.signal(SIGKILL)
+                worker.sentKill = true
                 retire(worker, reason: "silent")
-                worker.killAt = now + Int64(config.supervisor.killGraceMilliseconds)
+                worker.killAt = .max
             }
             if worker.retiring && now >= worker.killAt {
                 log.warning("worker \(worker.id) did not exit in time; SIGKILL")

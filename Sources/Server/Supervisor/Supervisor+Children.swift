@@ -58,9 +58,15 @@ extension Supervisor {
             slot.restartTotal += 1
             log.warning("restarting the \(slot.name) in \(delay)ms")
         } else {
+            // A server without a listener (or a manager) would keep its sockets bound and take
+            // connections nobody answers. Stop instead: the sockets close (clients are refused at once,
+            // balancers fail over), what is in flight drains, and the exit status asks a service
+            // manager to restart the whole tree (systemd's Restart=on-failure).
             slot.state = .failed
             log.critical(
-                "the \(slot.name) crashed \(slot.restarts.count) times within \(config.supervisor.restartPeriodMilliseconds)ms: crash loop, not restarting it; fix the cause and restart webserver")
+                "the \(slot.name) crashed \(slot.restarts.count) times within \(config.supervisor.restartPeriodMilliseconds)ms: crash loop, not restarting it; stopping the server (exit status \(Supervisor.crashLoopExit))")
+            exitCode = Supervisor.crashLoopExit
+            beginShutdown(reason: "the \(slot.name) is in a crash loop")
         }
     }
 
@@ -102,8 +108,15 @@ extension Supervisor {
             case .waiting(let until) where now >= until && !lifecycle.isShuttingDown:
                 startChild(slot)
             case .running:
-                if now - slot.lastHeartbeatAt > Int64(config.supervisor.heartbeatTimeoutMilliseconds) {
-                    stop(slot, reason: "no heartbeat for \(now - slot.lastHeartbeatAt)ms")
+                let timeout = Int64(config.supervisor.heartbeatTimeoutMilliseconds)
+                // Judged on what the child has sent: read what is queued first (after a stall of this
+                // process, its heartbeats are waiting there).
+                if now - slot.lastHeartbeatAt > timeout { handleMessages(from: slot) }
+                if slot.state == .running && now - slot.lastHeartbeatAt > timeout, let process = slot.process {
+                    // Missing heartbeats means stuck in its loop, where a SIGTERM would be read too.
+                    log.warning("the \(slot.name) (pid \(process.pid)) sent no heartbeat for \(now - slot.lastHeartbeatAt)ms: SIGKILL")
+                    process.signal(SIGKILL)
+                    slot.state = .stopping(killAt: .max)
                 }
             case .stopping(let killAt) where now >= killAt:
                 log.error("the \(slot.name) did not stop in time: SIGKILL")
@@ -148,7 +161,11 @@ extension Supervisor {
                 exitCode = 1
                 beginShutdown(reason: "configuration error in the \(slot.name)")
             } else {
-                log.error("the \(slot.name) (pid \(pid)) exited unexpectedly: \(exit)")
+                if case .stopping = slot.state {
+                    log.error("the \(slot.name) (pid \(pid)) was stopped: \(exit)")
+                } else {
+                    log.error("the \(slot.name) (pid \(pid)) exited unexpectedly: \(exit)")
+                }
                 scheduleRestart(slot)
             }
         }

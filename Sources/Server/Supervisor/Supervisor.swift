@@ -67,6 +67,9 @@ public final class Supervisor {
 
     /// Exit status of a child that found its configuration unusable: never restarted.
     public static let configErrorExit: Int32 = 78
+    /// Exit status after the listener or the manager crash-looped (EX_SOFTWARE): the server stopped
+    /// itself, and a service manager should start it again.
+    public static let crashLoopExit: Int32 = 70
 
     public init(config: ServerConfig, configPath: String?, overrides: ConfigOverrides, readyFD: Int32 = -1) throws {
         self.config = config
@@ -147,7 +150,9 @@ public final class Supervisor {
         Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
         log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)"])
         while true {
-            poller.wait(timeoutMilliseconds: 500) { fd, _ in
+            // The clock as of this wake-up: heartbeats read now count as now, even after this process
+            // itself was stopped for a while (SIGSTOP, a long page fault, a VM pause).
+            poller.wait(timeoutMilliseconds: 500, woke: { now = monotonicMilliseconds() }) { fd, _ in
                 if fd == signals.fd {
                     for signal in signals.pending() { handleSignal(signal) }
                 } else if fd == certificateWatch?.fd {
