@@ -177,3 +177,40 @@ import Testing
         #expect(slow == "200 \(original.count)")
     }
 }
+
+@Suite struct DeployTests {
+    /// `root` through a symlink, swapped by a deploy (`current -> releases/42`): the new release is
+    /// served within `file_cache.valid` with no reload, and deleting the old release changes nothing.
+    /// A root deleted and made again is served again the same way (issue 14).
+    @Test func aSwappedRootSymlinkIsServedWithoutAReload() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        chmod(directory.path, 0o755)
+        func release(_ name: String) throws {
+            let folder = directory.appendingPathComponent("releases/\(name)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try "release \(name)\n".write(to: folder.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        }
+        try release("41")
+        try release("42")
+        let current = directory.appendingPathComponent("current").path
+        symlink("releases/41", current)
+        let server = try TestServer(flags: ["--root", current]).start()
+        defer { server.stop() }
+        #expect(try curl([server.url + "/"]) == "release 41\n")
+
+        // The deploy: a new link renamed over the old one.
+        symlink("releases/42", current + ".new")
+        rename(current + ".new", current)
+        #expect(waitUntil(seconds: 3) { (try? curl([server.url + "/"])) == "release 42\n" })
+        try FileManager.default.removeItem(at: directory.appendingPathComponent("releases/41"))
+        #expect(try curl([server.url + "/"]) == "release 42\n")
+
+        // A root deleted and made again (a deploy that replaces the directory).
+        let live = directory.appendingPathComponent("releases/42")
+        try FileManager.default.removeItem(at: live)
+        try release("42")
+        try "again\n".write(to: live.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+        #expect(waitUntil(seconds: 3) { (try? curl([server.url + "/"])) == "again\n" })
+    }
+}

@@ -32,7 +32,8 @@ struct ConfigValidation {
         return issues
     }
 
-    /// `root` is set, exists and is a directory; it becomes its real path.
+    /// `root` is set, exists and is a directory. It stays the path as written (made absolute): a symlink
+    /// in it is followed by the workers each time they look, so a deploy can swap it.
     private func checkRoot(_ config: inout ServerConfig) -> [ConfigIssue] {
         guard !config.root.isEmpty else {
             return [issue("root", "no root directory: set 'root' in the config or pass --root DIR")]
@@ -45,10 +46,6 @@ struct ConfigValidation {
         var info = stat()
         if stat(config.root, &info) != 0 { return problem("'\(config.root)' does not exist") }
         if info.st_mode & S_IFMT != S_IFDIR { return problem("'\(config.root)' is not a directory") }
-        if let real = realpath(config.root, nil) {
-            config.root = String(cString: real)
-            free(real)
-        }
         return []
     }
 

@@ -7,18 +7,21 @@ final class ErrorPages {
     /// Status → URL path beneath the root.
     private let paths: [UInt16: String]
     private var files: [UInt16: CachedFile] = [:]
-    private let rootFD: Int32
+    private let root: SiteRoot
     private let validity: Int64
     private let inlineLimit: Int
 
-    init(_ configured: [String: String], rootFD: Int32, validity: Int64, inlineLimit: Int) {
+    init(_ configured: [String: String], root: SiteRoot, validity: Int64, inlineLimit: Int) {
         var paths: [UInt16: String] = [:]
         for (status, path) in configured { if let code = UInt16(status) { paths[code] = path } }
         self.paths = paths
-        self.rootFD = rootFD
+        self.root = root
         self.validity = validity
         self.inlineLimit = inlineLimit
     }
+
+    /// Forgets the pages opened (the root names another directory now).
+    func removeAll() { files = [:] }
 
     /// The configured page for `status`; nil when none is configured or it cannot be served (the
     /// built-in body is sent then, and the log says why).
@@ -26,7 +29,7 @@ final class ErrorPages {
         guard !paths.isEmpty, let path = paths[status.rawValue] else { return nil }
         if let file = files[status.rawValue] {
             if now - file.validatedAt < validity { return file }
-            if FileCache.stillCurrent(file, root: rootFD) {
+            if FileCache.stillCurrent(file, root: root.fd) {
                 file.validatedAt = now
                 return file
             }
@@ -35,7 +38,7 @@ final class ErrorPages {
         var relative = Array(path.utf8.dropFirst())
         relative.append(0)
         let fd = relative.withUnsafeBufferPointer {
-            BeneathRoot.open(rootFD, $0.baseAddress!, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
+            BeneathRoot.open(root.fd, $0.baseAddress!, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
         }
         guard fd >= 0 else {
             log.warning("error page \(path) for \(status.rawValue) cannot be opened: \(String(cString: strerror(errno)))")

@@ -299,6 +299,11 @@ struct FileCache {
         return info
     }
 
+    /// Drops every entry (the root names another directory now).
+    mutating func removeAll() {
+        for index in slots.indices { slots[index] = nil }
+    }
+
     /// Adds `file` in its slot, evicting the file that was there. A capacity of 0 caches nothing.
     mutating func insert(_ file: CachedFile, hash: UInt64) {
         guard capacity > 0 else { return }

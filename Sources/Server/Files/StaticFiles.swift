@@ -9,8 +9,8 @@ import Glibc
 /// Owns the worker's open-file cache, compressed-body cache and the scratch buffers a request uses
 /// (path, ranges); the fields it composes go into the shared `FieldBuffer`.
 final class StaticFiles {
-    /// The root, opened O_PATH once: every file is opened beneath it.
-    let rootFD: Int32
+    /// The root: every file is opened beneath its fd, which follows the path (a swapped symlink).
+    let root: SiteRoot
     /// `index`, `autoindex` and `encoded_slash`.
     let index: String
     let autoindex: Bool
@@ -41,7 +41,7 @@ final class StaticFiles {
     var listingBytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
     init(config: ServerConfig, fields: FieldBuffer) throws {
-        rootFD = try syscall("open(root)") { open(config.root, cs_O_PATH | cs_O_DIRECTORY | cs_O_CLOEXEC) }
+        root = try SiteRoot(path: config.root, now: monotonicMilliseconds())
         index = config.index
         autoindex = config.autoindex
         rejectEncodedSlash = config.encodedSlash == .reject
@@ -52,7 +52,7 @@ final class StaticFiles {
             inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
         compression = Compressor(settings: config.gzip)
         errorPages = ErrorPages(
-            config.errorPages, rootFD: rootFD, validity: Int64(config.fileCache.validMilliseconds), inlineLimit: config.fileCache.inlineMax)
+            config.errorPages, root: root, validity: Int64(config.fileCache.validMilliseconds), inlineLimit: config.fileCache.inlineMax)
         headerRules = HeaderRules(rules: config.headers)
         self.fields = fields
         pathCapacity = config.limits.requestLine + config.index.utf8.count + 8
@@ -70,6 +70,14 @@ final class StaticFiles {
         BeneathRoot.symlinks = config.symlinks
     }
 
+    /// Looks at the root's path again (every `file_cache.valid`); when it names another directory now,
+    /// the files cached beneath the old one are dropped.
+    func refreshRoot(now: Int64) {
+        guard root.refresh(now: now, validity: fileCache.validity) else { return }
+        fileCache.removeAll()
+        errorPages.removeAll()
+    }
+
     // MARK: Finding the file
 
     /// The answer to GET or HEAD of the request's target.
@@ -81,7 +89,7 @@ final class StaticFiles {
             return error(.badRequest, now: now)
         }
         let hash = FileCache.hash(pathBuffer, length, directory: directory)
-        if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: rootFD) {
+        if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: root.fd) {
             return answer(file, head, bytes, now: now)
         }
         // Not cached (or changed): open it beneath the root.
@@ -161,7 +169,7 @@ final class StaticFiles {
 
     /// Opens `pathBuffer` beneath the root (O_NONBLOCK so a FIFO cannot block the loop).
     func openBeneathRoot() -> Int32 {
-        BeneathRoot.open(rootFD, pathBuffer, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
+        BeneathRoot.open(root.fd, pathBuffer, flags: O_RDONLY | cs_O_CLOEXEC | cs_O_NONBLOCK | O_NOCTTY)
     }
 
     static func openFailureStatus(_ code: Int32) -> HTTPStatus {
@@ -380,7 +388,7 @@ final class StaticFiles {
     func listing(pathLength: Int, now: Int64) -> Response {
         let title = pathLength == 1 && pathBuffer[0] == UInt8(ascii: ".")
             ? [UInt8(ascii: "/")] : [UInt8(ascii: "/")] + Array(UnsafeBufferPointer(start: pathBuffer, count: pathLength)) + [UInt8(ascii: "/")]
-        guard let html = DirectoryListing.html(root: rootFD, path: pathBuffer, title: title) else { return error(.forbidden, now: now) }
+        guard let html = DirectoryListing.html(root: root.fd, path: pathBuffer, title: title) else { return error(.forbidden, now: now) }
         if listingBytes.count < html.count {
             listingBytes.deallocate()
             listingBytes = .allocate(byteCount: html.count, alignment: 1)

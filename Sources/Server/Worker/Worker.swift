@@ -17,6 +17,8 @@ public final class Worker {
     let releaseChannel: Channel
     let driver: ConnectionDriver
     let accessLog: AccessLog
+    /// The static files' root, looked at again from the tick.
+    let files: StaticFiles
     /// This worker's figures for /metrics (`Stats` slots), sent to the manager with each heartbeat.
     let stats: UnsafeMutablePointer<UInt64>
     var drainDeadline: Int64 = 0
@@ -44,6 +46,7 @@ public final class Worker {
         }
         let fields = FieldBuffer.allocate()
         let handler = try RequestHandler(config: config, fields: fields)
+        files = handler.files
         accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
@@ -141,6 +144,7 @@ public final class Worker {
         sendReleases()
         if driver.now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
         driver.expireDeadlines()
+        files.refreshRoot(now: driver.now)
     }
 
     func sendHeartbeat() {
