@@ -13,8 +13,10 @@ public struct Stats: Equatable, Sendable {
     public static let durationMicroseconds = 10
     public static let handled = 11
     public static let workerRestarts = 12
+    /// Access-log lines that could not be written (a full disk, a file-size limit) and were dropped.
+    public static let accessLogDropped = 13
     /// Requests by duration: one slot per upper bound in `durationBounds`, then one for +Inf.
-    public static let durationBuckets = 13
+    public static let durationBuckets = 14
     /// Upper bounds of the duration histogram, in microseconds.
     public static let durationBounds: [UInt64] = [500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000]
     // Gauges (now, summed over live workers only).

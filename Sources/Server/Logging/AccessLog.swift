@@ -6,7 +6,12 @@ import Glibc
 ///
 /// Formats: `combined` (Apache's and nginx's) or `json`, one object per line with every string escaped
 /// so any request makes valid JSON. The time fields are rebuilt once a second, not per line. Owns its
-/// buffer; the file descriptor is the worker's slot, replaced on `reopen`.
+/// buffer; the file descriptor is the worker's slot, replaced when the logs are reopened.
+///
+/// When the file cannot take what is written (a full disk, a file-size limit), the lines that did not
+/// go are dropped and counted (`Stats.accessLogDropped`, in /metrics), the error log says so at most
+/// once a minute, and a line the write stopped inside is taken back off the end of the file: the file
+/// only ever holds whole lines, and the next lines are written whole once there is room again.
 final class AccessLog {
     /// The open log file, or -1 when access logging is off; replaced when the logs are reopened.
     var fd: Int32
@@ -21,9 +26,17 @@ final class AccessLog {
     static let logTimeLength = 26
     static let isoTimeLength = 20
 
-    init(fd: Int32, format: AccessLogFormat) {
+    /// This worker's figures: the dropped lines are counted there.
+    private let stats: UnsafeMutablePointer<UInt64>
+    /// Lines dropped since the error log last said so, and when it did.
+    private var droppedUnreported: UInt64 = 0
+    private var lastReport: Int64 = -1_000_000
+    static let reportInterval: Int64 = 60_000
+
+    init(fd: Int32, format: AccessLogFormat, stats: UnsafeMutablePointer<UInt64>) {
         self.fd = fd
         self.format = format
+        self.stats = stats
         buffer = .allocate(capacity: AccessLog.capacity)
         logTime = .allocate(capacity: AccessLog.logTimeLength)
         isoTime = .allocate(capacity: AccessLog.isoTimeLength + 8)
@@ -96,16 +109,54 @@ final class AccessLog {
     /// Writes the buffered lines: whole lines in one write to an O_APPEND file.
     func flush() {
         guard count > 0 else { return }
-        if fd >= 0 {
-            var offset = 0
-            while offset < count {
-                let written = write(fd, buffer + offset, count - offset)
-                if written < 0 && errno == EINTR { continue }
-                if written <= 0 { break }
+        defer { count = 0 }
+        guard fd >= 0 else { return }
+        var offset = 0
+        var failure: Int32 = 0
+        while offset < count {
+            let written = write(fd, buffer + offset, count - offset)
+            if written > 0 {
                 offset += written
+                continue
             }
+            if written < 0 && errno == EINTR { continue }
+            failure = written < 0 ? errno : ENOSPC
+            break
         }
-        count = 0
+        guard offset < count else { return }
+        // The write stopped inside a line (or before one): take the torn part back, drop the rest.
+        var lineStart = offset
+        while lineStart > 0 && buffer[lineStart - 1] != UInt8(ascii: "\n") { lineStart -= 1 }
+        if lineStart < offset { takeBack(UnsafeRawBufferPointer(start: buffer + lineStart, count: offset - lineStart)) }
+        var dropped: UInt64 = 0
+        for index in lineStart..<count where buffer[index] == UInt8(ascii: "\n") { dropped += 1 }
+        stats[Stats.accessLogDropped] &+= dropped
+        droppedUnreported &+= dropped
+        let now = monotonicMilliseconds()
+        if now - lastReport >= AccessLog.reportInterval {
+            lastReport = now
+            log.error("access log: \(droppedUnreported) lines dropped: \(SystemError(call: "write", errno: failure == 0 ? ENOSPC : failure)); whole lines resume when there is room (see webserver_access_log_dropped_lines_total)")
+            droppedUnreported = 0
+        }
+    }
+
+    /// Removes `torn`, the start of a line a write stopped inside, from the end of the file, if it is
+    /// still the end: on a full disk nobody can have written after it, and the bytes are compared first
+    /// (through a read-only open of the same file: the log's own fd is write-only), so another worker's
+    /// line is never cut.
+    private func takeBack(_ torn: UnsafeRawBufferPointer) {
+        let reader = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC)
+        guard reader >= 0 else { return }
+        defer { closeDescriptor(reader) }
+        var info = stat()
+        guard fstat(reader, &info) == 0, Int(info.st_size) >= torn.count else { return }
+        let start = off_t(Int(info.st_size) - torn.count)
+        let tail = UnsafeMutableRawBufferPointer.allocate(byteCount: torn.count, alignment: 1)
+        defer { tail.deallocate() }
+        guard pread(reader, tail.baseAddress, torn.count, start) == torn.count,
+              memcmp(tail.baseAddress!, torn.baseAddress!, torn.count) == 0
+        else { return }
+        _ = ftruncate(fd, start)
     }
 
     /// The client's address as text (`203.0.113.9`, `2001:db8::1`), formatted on the stack.

@@ -78,6 +78,8 @@ extension Supervisor {
         text += "webserver_request_duration_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
         text += "webserver_request_duration_seconds_sum \(Double(stats[Stats.durationMicroseconds]) / 1_000_000)\n"
         text += "webserver_request_duration_seconds_count \(cumulative)\n"
+        metric("webserver_access_log_dropped_lines_total", "counter", "Access-log lines dropped because the file could not take them (a full disk).",
+               [("", stats[Stats.accessLogDropped])])
         metric("webserver_sent_bytes_total", "counter", "Bytes written to client sockets (heads and bodies; TLS payload).",
                [("", stats[Stats.bytesSent])])
         let busy = stats[Stats.workersBusy]

@@ -47,7 +47,7 @@ public final class Worker {
         let fields = FieldBuffer.allocate()
         let handler = try RequestHandler(config: config, fields: fields)
         files = handler.files
-        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat)
+        accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat, stats: stats)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
         driver = ConnectionDriver(config: config, poller: poller, http1: http1, output: output, stats: stats, tlsSites: tlsSites)
