@@ -287,6 +287,11 @@ struct Cert: ParsableCommand {
         @Flag(help: "Remove the CA from the system's trust store.")
         var uninstall = false
 
+        @Option(help: ArgumentHelp(
+            "Run as root: give the certificate and its key to this user, the one the server runs as (default: nobody, the server's user when the config sets none).",
+            valueName: "user"))
+        var user: String?
+
         func run() throws {
             let directory = URL(fileURLWithPath: dir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
             let storeFile = "/usr/local/share/ca-certificates/webserver-dev-ca.crt"
@@ -299,7 +304,15 @@ struct Cert: ParsableCommand {
             let result: DevCertificates.Result
             do {
                 result = try DevCertificates.make(certificate: directory + "/dev.pem", key: directory + "/dev-key.pem", names: names)
-            } catch {
+                let owner = user ?? ServerConfig.defaultUser
+                if getuid() == 0 && owner != "root" {
+                    guard getpwnam(owner) != nil else {
+                        FileHandle.standardError.write(Data("webserver: no user '\(owner)' to give the certificate to (--user)\n".utf8))
+                        throw ExitCode(1)
+                    }
+                    DevCertificates.give([result.certificate, result.key], to: owner)
+                }
+            } catch let error as DevCertificates.Failure {
                 FileHandle.standardError.write(Data("webserver: \(error.description)\n".utf8))
                 throw ExitCode(1)
             }

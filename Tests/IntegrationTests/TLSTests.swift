@@ -338,6 +338,7 @@ import Testing
         let key = live.appendingPathComponent("key.pem").path
         try FileManager.default.copyItem(atPath: first.cert, toPath: cert)
         try FileManager.default.copyItem(atPath: first.key, toPath: key)
+        readableByTheServer(key)
         let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n", site: richSite).start()
         defer { server.stop() }
         let port = try #require(server.tlsPort)
@@ -363,6 +364,7 @@ import Testing
         func replace(with pair: (cert: String, key: String)) throws {
             try FileManager.default.copyItem(atPath: pair.cert, toPath: cert + ".new")
             try FileManager.default.copyItem(atPath: pair.key, toPath: key + ".new")
+            readableByTheServer(key + ".new")
             rename(key + ".new", key)
             rename(cert + ".new", cert)
         }
@@ -375,6 +377,7 @@ import Testing
         // A key that does not match its certificate is refused; the previous certificate keeps serving.
         #expect(try server.reload(expecting: false) {
             try FileManager.default.copyItem(atPath: other.key, toPath: key + ".new")
+            readableByTheServer(key + ".new")
             rename(key + ".new", key)
         })
         #expect(server.log().contains("does not match the certificate"))
@@ -394,9 +397,15 @@ import Testing
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("site"), withIntermediateDirectories: true)
         let file = directory.appendingPathComponent("webserver.yaml")
         try "user: nobody\nroot: site\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n".write(to: file, atomically: true, encoding: .utf8)
+        chown(key, 0, 0)
         chmod(key, 0o600)
         let refused = try run(webserverBinary, ["check", "--config", file.path])
         #expect(refused.status == 1 && refused.error.contains("is not readable by 'nobody'"))
+        // With no `user` the server started as root runs as nobody all the same, and says why.
+        let noUser = directory.appendingPathComponent("no-user.yaml")
+        try "root: site\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n".write(to: noUser, atomically: true, encoding: .utf8)
+        let defaulted = try run(webserverBinary, ["check", "--config", noUser.path])
+        #expect(defaulted.status == 1 && defaulted.error.contains("no 'user' is set, and a server started as root runs as nobody"))
         chmod(key, 0o644)
         #expect(try run(webserverBinary, ["check", "--config", file.path]).status == 0)
     }
@@ -485,6 +494,7 @@ import Testing
                      "-out", path("leaf.pem"), "-days", "30", "-extfile", path("leaf.ext")])
         let chain = try String(contentsOfFile: path("leaf.pem"), encoding: .utf8) + String(contentsOfFile: path("inter.pem"), encoding: .utf8)
         try chain.write(toFile: path("fullchain.pem"), atomically: true, encoding: .utf8)
+        readableByTheServer(path("leaf-key.pem"))
         let server = try TestServer(config: "tls: {listen: ['127.0.0.1:0'], cert: \(path("fullchain.pem")), key: \(path("leaf-key.pem"))}\n", site: richSite).start()
         defer { server.stop() }
         let port = try #require(server.tlsPort)

@@ -46,6 +46,11 @@ struct ConfigValidation {
         var info = stat()
         if stat(config.root, &info) != 0 { return problem("'\(config.root)' does not exist") }
         if info.st_mode & S_IFMT != S_IFDIR { return problem("'\(config.root)' is not a directory") }
+        // The workers open files beneath it once the server has become its user.
+        if let user = config.effectiveUser, user != "root", !ConfigValidation.reachable(config.root, byUser: user) {
+            let whom = config.user == nil ? "'\(user)' (no 'user' is set, and a server started as root runs as \(user))" : "'\(user)'"
+            return problem("'\(config.root)' cannot be read by \(whom), whom the server runs as once the sockets are bound: give that user read access to it and every directory above it, or set 'user'")
+        }
         return []
     }
 
@@ -61,6 +66,8 @@ struct ConfigValidation {
             do {
                 let made = try DevCertificates.make(certificate: first.certificate, key: first.key)
                 config.tls.madeDevCertificate = made.caCertificate
+                // Made as root for a server that will run as another user: that user reads them.
+                if let user = config.effectiveUser { DevCertificates.give([first.certificate, first.key], to: user) }
             } catch {
                 return [issue("tls.dev_certificate", error.description)]
             }
@@ -75,11 +82,12 @@ struct ConfigValidation {
             let fromFlags = overrides.cert != nil || overrides.key != nil
             issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: fromFlags ? "command line" : nil))
         }
-        // Workers read the certificates after the supervisor has become `user`: a key only root can read
+        // Workers read the certificates after the server has become its user: a key only root can read
         // would fail there, after a start that looked fine, so say it now.
-        if let user = config.user, getuid() == 0 {
+        if let user = config.effectiveUser, user != "root" {
+            let whom = config.user == nil ? "'\(user)' (no 'user' is set, and a server started as root runs as \(user))" : "'\(user)'"
             for path in config.tls.files where !ConfigValidation.readable(path, byUser: user) {
-                issues.append(issue("tls", "\(path) is not readable by '\(user)', whom the server runs as once the sockets are bound; give that user read access (for example: chgrp ssl-cert FILE; chmod 640 FILE, with '\(user)' in ssl-cert)"))
+                issues.append(issue("tls", "\(path) is not readable by \(whom), whom the server runs as once the sockets are bound; give that user read access (for example: chgrp ssl-cert FILE; chmod 640 FILE, with the user in ssl-cert), or set 'user'"))
             }
         }
         return issues
@@ -87,17 +95,45 @@ struct ConfigValidation {
 
     /// Whether `user` may read the file at `path` by its mode bits (owner, then its groups, then others).
     static func readable(_ path: String, byUser user: String) -> Bool {
-        guard let entry = getpwnam(user) else { return false }
+        guard let account = Account(user) else { return false }
         var info = stat()
         guard stat(path, &info) == 0 else { return true }  // a missing file is reported elsewhere
-        let uid = entry.pointee.pw_uid
-        let gid = entry.pointee.pw_gid
-        if uid == 0 { return true }
-        if info.st_uid == uid { return info.st_mode & S_IRUSR != 0 }
-        var groups = [gid_t](repeating: 0, count: 256)
-        var count = Int32(groups.count)
-        _ = getgrouplist(entry.pointee.pw_name, gid, &groups, &count)
-        if groups.prefix(Int(max(0, count))).contains(info.st_gid) || info.st_gid == gid { return info.st_mode & S_IRGRP != 0 }
-        return info.st_mode & S_IROTH != 0
+        return account.may(read: true, search: false, info)
+    }
+
+    /// Whether `user` may list and enter the directory `path` and search every directory above it.
+    static func reachable(_ path: String, byUser user: String) -> Bool {
+        guard let account = Account(user) else { return false }
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            prefix += "/" + component
+            var info = stat()
+            guard stat(prefix, &info) == 0 else { return true }  // a missing directory is reported elsewhere
+            guard account.may(read: prefix == path, search: true, info) else { return false }
+        }
+        return true
+    }
+
+    /// A user's ids and groups, for permission checks by mode bits.
+    struct Account {
+        let uid: uid_t
+        let groups: [gid_t]
+
+        init?(_ name: String) {
+            guard let entry = getpwnam(name) else { return nil }
+            uid = entry.pointee.pw_uid
+            var groups = [gid_t](repeating: 0, count: 256)
+            var count = Int32(groups.count)
+            _ = getgrouplist(entry.pointee.pw_name, entry.pointee.pw_gid, &groups, &count)
+            self.groups = Array(groups.prefix(Int(max(0, count)))) + [entry.pointee.pw_gid]
+        }
+
+        /// Whether the owner, group or other bits that apply to this user allow reading and searching.
+        func may(read: Bool, search: Bool, _ info: stat) -> Bool {
+            if uid == 0 { return true }
+            let (r, x): (mode_t, mode_t) =
+                info.st_uid == uid ? (S_IRUSR, S_IXUSR) : groups.contains(info.st_gid) ? (S_IRGRP, S_IXGRP) : (S_IROTH, S_IXOTH)
+            return (!read || info.st_mode & r != 0) && (!search || info.st_mode & x != 0)
+        }
     }
 }

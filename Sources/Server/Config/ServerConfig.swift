@@ -41,8 +41,17 @@ public struct ServerConfig: Codable, Sendable, Equatable {
             return path == match
         }
     }
-    /// User to switch to after binding, when started as root.
+    /// User to switch to after binding, when started as root (nil: `ServerConfig.defaultUser`).
     public var user: String? = nil
+    /// Who serves requests when the server is started as root and `user` is not set: never root.
+    public static let defaultUser = "nobody"
+
+    /// The user the server runs as once its sockets are bound: `user`, or `defaultUser` when started as
+    /// root; nil when it was not started as root (it stays who it is).
+    public var effectiveUser: String? {
+        guard getuid() == 0 || geteuid() == 0 else { return nil }
+        return user ?? ServerConfig.defaultUser
+    }
     /// Where the supervisor writes its pid, or nil for the default location.
     public var pidFile: String? = nil
     /// Access log path, or nil when access logging is off.

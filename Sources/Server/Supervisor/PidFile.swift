@@ -54,10 +54,12 @@ final class PidFile {
         _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
     }
 
-    /// Releases the file at stop: removed unless it was handed over to an upgrade's new server.
+    /// Releases the file at stop: removed unless it was handed over to an upgrade's new server. A user
+    /// the server became may not remove it from a directory root owns (/run): then it is emptied, which
+    /// the commands read as no server running, like a file nobody holds the lock on.
     func release(handedOver: Bool) {
         guard fd >= 0 else { return }
-        if !handedOver { unlink(path) }
+        if !handedOver && unlink(path) != 0 { _ = ftruncate(fd, 0) }
         closeDescriptor(fd)
         fd = -1
     }

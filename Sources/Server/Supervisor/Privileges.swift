@@ -18,21 +18,30 @@ enum Privileges {
         }
     }
 
-    /// Becomes `user` (its uid, gid and only that group) when started as root, once the sockets are
-    /// bound and the logs open; the access log is given to it so a reopened one stays writable.
-    static func drop(to user: String?, logs: ServerLogs) throws {
-        guard getuid() == 0 || geteuid() == 0 else { return }
-        guard let name = user else {
-            log.warning("running as root: set 'user' in the config to drop privileges after binding")
+    /// Becomes the configured `user` (its uid, gid and only that group) when started as root, once the
+    /// sockets are bound and the logs open, or `nobody` when none is set: no request is ever served as
+    /// root. The logs are given to that user, so it can write them on.
+    static func drop(to config: ServerConfig, logs: ServerLogs) throws {
+        guard let name = config.effectiveUser else { return }
+        if name == "root" {
+            log.warning("running as root, as 'user: root' asks: every request is served with root's rights")
             return
         }
-        guard let entry = getpwnam(name) else { throw StartupError("user '\(name)' does not exist") }
+        guard let entry = getpwnam(name) else {
+            throw StartupError(config.user == nil
+                ? "no 'user' is set and the default, '\(name)', does not exist: set 'user' to the account the server should run as"
+                : "user '\(name)' does not exist")
+        }
         let uid = entry.pointee.pw_uid
         let gid = entry.pointee.pw_gid
-        logs.giveAccessLog(to: uid, gid)
+        logs.give(to: uid, gid)
         try syscall("setgroups") { setgroups(1, [gid]) }
         try syscall("setgid") { setgid(gid) }
         try syscall("setuid") { setuid(uid) }
-        log.info("running as user \(name)")
+        if config.user == nil {
+            log.notice("running as user \(name) (no 'user' is set; set one to choose another)")
+        } else {
+            log.info("running as user \(name)")
+        }
     }
 }

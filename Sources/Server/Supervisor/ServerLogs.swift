@@ -7,6 +7,8 @@ import Glibc
 final class ServerLogs {
     /// The open access log, or -1 when access logging is off; owned here.
     private(set) var accessLogFD: Int32 = -1
+    /// The error log file, when there is one: kept open only to give it to the server's user.
+    private var errorLogFD: Int32 = -1
 
     /// Opens the configured files (the error log replaces fd 2).
     func open(_ config: ServerConfig) throws {
@@ -16,13 +18,18 @@ final class ServerLogs {
         if let path = config.errorLog {
             let fd = try syscall("open(\(path))") { Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | cs_O_CLOEXEC, 0o644) }
             _ = dup2(fd, 2)
-            closeDescriptor(fd)
+            errorLogFD = fd
         }
     }
 
-    /// Lets `uid`/`gid` (the user the server becomes) write the access log it opened as root.
-    func giveAccessLog(to uid: uid_t, _ gid: gid_t) {
-        if accessLogFD >= 0 { _ = fchown(accessLogFD, uid, gid) }
+    /// Gives the log files opened as root to `uid`/`gid`, the user the server becomes, so that user can
+    /// open them again when they are reopened (SIGUSR1).
+    func give(to uid: uid_t, _ gid: gid_t) {
+        for fd in [accessLogFD, errorLogFD] where fd >= 0 { _ = fchown(fd, uid, gid) }
+        if errorLogFD >= 0 {
+            closeDescriptor(errorLogFD)
+            errorLogFD = -1
+        }
     }
 
     /// Opens both files again: the access log replaces the one held here; the error log is put on fd 2.

@@ -105,7 +105,7 @@ public final class Supervisor {
         }
         noteCertificateExpiries()
         warnAboutExpiringCertificates()
-        try Privileges.drop(to: config.user, logs: logs)
+        try Privileges.drop(to: config, logs: logs)
         config = sockets.bound(config)
         if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
         if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: config.tls.files) {

@@ -40,6 +40,13 @@ public enum DevCertificates {
     }
 
     /// Makes the CA if its files are missing, then a new leaf for localhost, 127.0.0.1, ::1 and `names`.
+    /// Gives `paths` to `user` (owner and group), for a server that runs as that user to read what root
+    /// made; nothing when the user does not exist or this process cannot change owners.
+    public static func give(_ paths: [String], to user: String) {
+        guard let entry = getpwnam(user) else { return }
+        for path in paths { _ = chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+    }
+
     public static func make(certificate: String, key: String, names: [String] = [], days: Int = 397) throws(Failure) -> Result {
         let extra = names.filter { !["localhost", "127.0.0.1", "::1"].contains($0.lowercased()) }
         for name in extra where !isLocal(name) {

@@ -1,6 +1,15 @@
 import Foundation
+import Glibc
+import Server
 
 // Certificates the tests make with the openssl command (the server itself only reads them).
+
+/// Run as root (CI), a server with no `user` serves as nobody: its key must be readable by that user,
+/// as an operator would arrange. This gives the file to it; elsewhere it does nothing.
+func readableByTheServer(_ path: String) {
+    guard getuid() == 0, let entry = getpwnam(ServerConfig.defaultUser) else { return }
+    chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid)
+}
 
 /// A certificate for localhost and 127.0.0.1 made with the openssl command (the test's tool; the server
 /// itself only reads it), in `directory`; returns the certificate and key paths.
@@ -12,12 +21,16 @@ func makeTestCertificate(in directory: URL, days: Int = 30, encrypted: Bool = fa
     arguments += encrypted ? ["-passout", "pass:secret"] : ["-nodes"]
     let result = try run("openssl", arguments)
     guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    readableByTheServer(key)
     return (cert, key)
 }
 
+/// A fresh directory for a test's files; run as root, it is the server's user's, so the server can
+/// remove what it makes there (a Unix socket, a pid file) after it stopped being root.
 func temporaryDirectory() throws -> URL {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-tls-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    readableByTheServer(directory.path)
     return directory
 }
 
@@ -29,5 +42,6 @@ func makeNamedCertificate(_ name: String, type: String, in directory: URL) throw
     let result = try run("openssl", ["req", "-x509"] + keyOptions + ["-nodes", "-keyout", key, "-out", cert, "-days", "30",
                                      "-subj", "/CN=\(name)", "-addext", "subjectAltName=DNS:\(name),DNS:*.\(name)"])
     guard result.status == 0 else { throw TestFailure("openssl req: \(result.error)") }
+    readableByTheServer(key)
     return (cert, key)
 }

@@ -43,6 +43,9 @@ final class TestServer: @unchecked Sendable {
         site = directory.appendingPathComponent("site")
         try FileManager.default.createDirectory(at: site, withIntermediateDirectories: true)
         chmod(directory.path, 0o755)
+        // Run as root (CI), the server serves as nobody (no `user` is set): its directory is nobody's,
+        // as an operator gives a server its runtime directory, so it can remove its pid file at stop.
+        if getuid() == 0, let entry = getpwnam(ServerConfig.defaultUser) { chown(directory.path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
         try populate(site)
         let base = """
             listen: ["127.0.0.1:0"]
