@@ -66,12 +66,28 @@ import Testing
         #expect(tls13.contains("TLSv1.3"))
     }
 
+    /// Plain HTTP sent to the HTTPS port gets a 400, in plain HTTP, that says the port speaks HTTPS (as
+    /// nginx does), not a bare reset; and the TLS port still speaks TLS to the next client (issue 14).
+    @Test func plainHTTPOnTheTLSPortIsTold() throws {
+        let (server, cert, port) = try tlsServer()
+        defer { server.stop() }
+        let reply = try fetch("http://127.0.0.1:\(port)/style.css")
+        #expect(reply.status == 400)
+        #expect(reply.body.contains("This port speaks HTTPS"))
+        #expect(reply.headers["connection"] == "close" && reply.headers["strict-transport-security"] == nil)
+        #expect(server.accessLogLineCount() >= 1)
+        #expect(try curl(["--cacert", cert, "--resolve", "localhost:\(port):127.0.0.1", "https://localhost:\(port)/style.css"]) == "body{}\n")
+    }
+
     @Test func aSilentHandshakeTimesOutAndGarbageIsClosed() throws {
         let (server, _, port) = try tlsServer(", handshake_timeout: 500ms")
         defer { server.stop() }
-        // Plain HTTP on the TLS port: the handshake fails and the connection is closed, not answered.
+        // Plain HTTP on the TLS port is told so (400) and closed; other bytes that are no TLS record fail
+        // the handshake and are closed unanswered.
         let (plain, _) = try outcome(port: port, Array("GET / HTTP/1.1\r\nHost: a\r\n\r\n".utf8), timeout: 5)
-        #expect(plain.closed && plain.statuses.isEmpty)
+        #expect(plain.closed && plain.statuses == [400])
+        let (garbage, _) = try outcome(port: port, [0x00, 0x01, 0x02, 0x03, 0x0d, 0x0a, 0x0d, 0x0a], timeout: 5)
+        #expect(garbage.closed && garbage.statuses.isEmpty)
         // A client that sends a partial ClientHello and stops is closed at the handshake timeout.
         let start = Date()
         let (partial, _) = try outcome(port: port, [0x16, 0x03, 0x01, 0x00, 0x80, 0x01], timeout: 5)

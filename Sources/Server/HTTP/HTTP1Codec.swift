@@ -191,6 +191,21 @@ final class HTTP1Codec {
         transmit(connection, response, exchange, driver)
     }
 
+    /// A plain HTTP request on a TLS socket (nginx's "plain HTTP request was sent to HTTPS port"): 400
+    /// with a body that says to use https, logged by its request line; the connection closes after it.
+    func answerPlainHTTPOnTLS(_ connection: Connection, _ bytes: UnsafeRawBufferPointer, _ driver: ConnectionDriver) {
+        connection.closeAfterResponse = true
+        let exchange = Exchange.unparsed(peer: connection.peer, secure: false)
+        let response = handler.plainHTTPOnTLS()
+        count(response.status)
+        if accessLog.fd >= 0 {
+            accessLog.record(
+                bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: exchange.client,
+                status: response.status, bodyBytes: response.bodyLength)
+        }
+        transmit(connection, response, exchange, driver)
+    }
+
     @inline(__always)
     func count(_ status: HTTPStatus) {
         stats[Stats.status1xx + Int(min(max(status.rawValue / 100, 1), 5)) - 1] &+= 1

@@ -53,6 +53,8 @@ final class Connection {
     var startedAt: UInt64 = 0
     /// Closed: whoever still holds the object (a caller up the stack) must leave it alone.
     var closed = false
+    /// On a TLS socket: the client's first byte has been looked at (a TLS record, not plain HTTP).
+    var sawFirstByte = false
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd

@@ -158,6 +158,16 @@ final class ConnectionDriver {
     /// TLS handshake steps as the socket allows; once done, the request that usually follows at once.
     func continueHandshake(_ connection: Connection) {
         guard let session = connection.transport.session else { return }
+        if !connection.sawFirstByte {
+            // A TLS connection starts with a handshake record (0x16). A letter is a plain HTTP request
+            // sent to the HTTPS port: it gets a 400 that says so, in plain HTTP, not a bare reset.
+            var first: UInt8 = 0
+            let count = recv(connection.fd, &first, 1, cs_MSG_PEEK)
+            if count < 0 && (errno == EAGAIN || errno == EINTR) { return watch(connection, events: Poller.readable) }
+            if count <= 0 { return close(connection) }
+            connection.sawFirstByte = true
+            if first >= UInt8(ascii: "A") && first <= UInt8(ascii: "Z") { return answerPlainHTTP(connection) }
+        }
         switch session.handshake() {
         case .done:
             connection.enter(.idle, at: now, timeouts)
@@ -170,6 +180,20 @@ final class ConnectionDriver {
         case .failed:
             close(connection)
         }
+    }
+
+    /// Plain HTTP on a TLS socket: the request is read (for the access log), the TLS session dropped
+    /// unused, and the answer is a 400 in plain HTTP saying the port speaks HTTPS, then a lingering close.
+    func answerPlainHTTP(_ connection: Connection) {
+        connection.transport = .plain
+        var length = 0
+        while length < readBuffer.count {
+            let count = read(connection.fd, readBuffer.baseAddress! + length, readBuffer.count - length)
+            if count > 0 { length += count } else if count < 0 && errno == EINTR { continue } else { break }
+        }
+        connection.lingerOnClose = true
+        http1.answerPlainHTTPOnTLS(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self)
+        if isOpen(connection) && connection.output.isEmpty { finish(connection) }
     }
 
     // MARK: Reading and writing

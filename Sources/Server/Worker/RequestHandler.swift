@@ -41,6 +41,16 @@ final class RequestHandler {
         files.error(status, now: now)
     }
 
+    /// The answer to plain HTTP sent to a TLS socket.
+    func plainHTTPOnTLS() -> Response {
+        let body: StaticString = "<html><body><h1>400 Bad Request</h1><p>This port speaks HTTPS: use an https:// address.</p></body></html>\n"
+        var writer = fields.writer()
+        writer.append("Content-Type: text/html; charset=utf-8\r\nContent-Length: ")
+        writer.appendDecimal(Int64(body.utf8CodeUnitCount))
+        writer.append("\r\n")
+        return Response(.badRequest, fields: writer.written, body: .text(body))
+    }
+
     /// HTTP to HTTPS (`tls.redirect_http`): the same host (its port replaced by the TLS socket's) and the
     /// target as sent; 301 for GET and HEAD, 308 for other methods so they keep their method and body.
     func redirectToTLS(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
