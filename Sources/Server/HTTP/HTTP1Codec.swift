@@ -93,20 +93,12 @@ final class HTTP1Codec {
                 if driver.isOpen(connection) && connection.output.isEmpty { driver.finish(connection) }
                 return
             case .complete:
-                offset += head.headLength
                 // The next request's head gets its own header deadline, from its own first byte.
                 connection.phase = .idle
-                respond(connection, head, bytes, driver)
+                // The body bytes already here are read (and their framing checked) before the answer.
+                offset += head.headLength + respond(connection, head, bytes, driver)
                 if !driver.isOpen(connection) { return }  // closed while answering
-                if head.hasBody {
-                    if connection.closeAfterResponse {
-                        connection.lingerOnClose = true
-                    } else {
-                        connection.body = head.chunked
-                            ? BodyReader(chunkedWithMaxContent: bodyLimit, limits: bodyLimits)
-                            : BodyReader(contentLength: head.contentLength)
-                    }
-                }
+                if head.hasBody && connection.closeAfterResponse { connection.lingerOnClose = true }
                 if !connection.output.isEmpty {
                     if !connection.closeAfterResponse && offset < length {
                         connection.stash = Array(UnsafeRawBufferPointer(rebasing: input[offset..<length]))
@@ -122,9 +114,11 @@ final class HTTP1Codec {
         connection.enter(connection.body != nil ? .readingBody : .idle, at: driver.now, driver.timeouts)
     }
 
-    /// Answers one parsed request: its exchange, the connection's keep-alive decision, the body's
-    /// limit and `100 Continue`, then the handler's answer.
-    func respond(_ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ driver: ConnectionDriver) {
+    /// Answers one parsed request: its exchange, the connection's keep-alive decision, its body (the
+    /// limit, the bytes of it already read, their framing, `100 Continue`), then the handler's answer.
+    /// Returns how many bytes after the head belonged to the body; a body not all here yet is the
+    /// connection's `body` reader, which skips the rest as it comes.
+    func respond(_ connection: Connection, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ driver: ConnectionDriver) -> Int {
         requestsTotal += 1
         connection.requests += 1
         connection.startedAt = monotonicMicroseconds()
@@ -143,21 +137,42 @@ final class HTTP1Codec {
         if !head.keepAlive || driver.draining || connection.requests >= keepaliveRequests {
             connection.closeAfterResponse = true
         }
+        var consumed = 0
         if head.hasBody {
             // The body is never needed here, only skipped; one larger than limits.body is refused before
             // it is read (RFC 9110 section 15.5.14), and the connection closes after the 413.
             let length = head.contentLength
             if bodyLimit > 0 && length > bodyLimit {
                 connection.closeAfterResponse = true
-                return send(connection, handler.error(.contentTooLarge, now: driver.now), exchange, head, bytes, driver)
+                send(connection, handler.error(.contentTooLarge, now: driver.now), exchange, head, bytes, driver)
+                return 0
             }
-            // RFC 9110 section 10.1.1: the client waits for 100 before sending; HTTP/1.0 ignores it.
-            // (Values first: an `&&` whose right side reads the head would capture, and copy, all of it.)
-            let expectsContinue = head.expectContinue
-            let http11 = head.minorVersion == 1
-            if expectsContinue && http11 && !connection.closeAfterResponse { exchange.expectsContinue = true }
+            // What of the body has come is read now: a message whose framing is broken (a bad chunk size,
+            // a chunk without its CRLF) is invalid (RFC 9112 section 7.1) and gets 400, not an answer.
+            var reader = head.chunked
+                ? BodyReader(chunkedWithMaxContent: bodyLimit, limits: bodyLimits) : BodyReader(contentLength: length)
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[head.headLength...])
+            let read = reader.consume(rest)
+            switch read {
+            case .invalid, .tooLarge:
+                connection.closeAfterResponse = true
+                let status: HTTPStatus = read == .tooLarge ? .contentTooLarge : .badRequest
+                send(connection, handler.error(status, now: driver.now), exchange, head, bytes, driver)
+                return 0
+            case .done(let bodyBytes):
+                consumed = bodyBytes
+            case .needMore:
+                consumed = rest.count
+                if !connection.closeAfterResponse { connection.body = reader }
+                // RFC 9110 section 10.1.1: the client waits for 100 before sending; HTTP/1.0 ignores it.
+                // (Values first: an `&&` whose right side reads the head would capture, and copy, all of it.)
+                let expectsContinue = head.expectContinue
+                let http11 = head.minorVersion == 1
+                if expectsContinue && http11 && !connection.closeAfterResponse { exchange.expectsContinue = true }
+            }
         }
         send(connection, handler.respond(exchange, head, bytes, now: driver.now), exchange, head, bytes, driver)
+        return consumed
     }
 
     /// Counts and logs the answer to a request, then encodes and sends it.

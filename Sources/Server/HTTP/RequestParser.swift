@@ -80,8 +80,10 @@ public enum RequestParser {
         let lineEnd = index + 8
         if lineEnd - lineStart > limits.requestLine { return .invalid(.uriTooLong) }
         let major = bytes[index + 5] - 48
-        let minor = bytes[index + 7] - 48
-        guard major == 1, minor <= 1 else { return .invalid(.versionNotSupported) }
+        // RFC 9110 section 2.5: a higher minor version of HTTP/1 is answered as the highest minor this
+        // server implements, 1.1 (a recipient must not treat 1.2 as a new major version).
+        let minor = min(bytes[index + 7] - 48, 1)
+        guard major == 1 else { return .invalid(.versionNotSupported) }
         index += 10
 
         head.minorVersion = minor
