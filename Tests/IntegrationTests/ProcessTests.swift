@@ -210,6 +210,25 @@ let fastSupervision = """
         close(second)
     }
 
+    /// SIGTERM with no `shutdown_delay`: connections the kernel had already accepted, waiting in the
+    /// backlog (here while `max_connections` held the listener back), are answered, not reset when the
+    /// sockets close (issue 14).
+    @Test func queuedConnectionsAreAnsweredAtShutdown() throws {
+        let server = try TestServer(config: "max_connections: 1\n").start()
+        defer { server.stop() }
+        let holder = try openKeepAliveConnection(server.port)
+        defer { close(holder) }
+        let clients = try (0..<3).map { _ in try RawConnection(port: server.port) }
+        defer { for client in clients { client.close() } }
+        for client in clients { client.send("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n") }
+        kill(server.pid, SIGTERM)
+        for client in clients {
+            let (bytes, closed) = client.readAll()
+            #expect(statusCodes(String(decoding: bytes, as: UTF8.self)) == [200] && closed)
+        }
+        #expect(server.stop() == 0)
+    }
+
     @Test func aCrashedWorkersConnectionsAreReleased() throws {
         // With max_connections 2, two connections on a worker that is then killed must not keep the
         // listener believing the server is full.

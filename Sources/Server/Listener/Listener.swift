@@ -204,6 +204,30 @@ public final class Listener {
         if drainDeadline == .max { drainDeadline = monotonicMilliseconds() + Int64(config.supervisor.killGraceMilliseconds) }
         log.info("listener stopping: \(reason)")
         updateAccepting()
+        takeTheBacklog()
+    }
+
+    /// Accepts every connection the kernel has already queued (past `max_connections`: they were
+    /// accepted by the kernel, and closing the listening sockets would reset them) and hands them to
+    /// the manager, whose draining workers answer them with `Connection: close`.
+    func takeTheBacklog() {
+        var taken = 0
+        for (index, socket) in sockets.enumerated() {
+            while taken < ListeningBacklog.sweepLimit {
+                if pendingFDs.count >= Message.maxBatch {
+                    flush()
+                    if waitingForManager { return }  // the run loop sends the rest as the manager takes it
+                }
+                guard let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) else { break }
+                pendingFDs.append(fd)
+                pendingInfo.append(ConnectionInfo(listenerID: UInt16(index), peer: address))
+                live += 1
+                acceptedTotal &+= 1
+                taken += 1
+            }
+        }
+        flush()
+        if taken > 0 { log.info("took \(taken) queued connections before stopping") }
     }
 
     func tick() {

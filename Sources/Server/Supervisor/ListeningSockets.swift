@@ -99,6 +99,37 @@ final class ListeningSockets {
         }
     }
 
+    /// Takes the connections the kernel queued after the listener stopped and sends them to the manager
+    /// over the listener's end of their channel (`channelFD`, which the supervisor keeps), so that
+    /// closing the sockets next resets none of them; returns how many went.
+    func handOverBacklog(through channelFD: Int32) -> Int {
+        let copy = fcntl(channelFD, F_DUPFD_CLOEXEC, 0)
+        guard copy >= 0 else { return 0 }
+        let channel = Channel(fd: copy)
+        defer { channel.close() }
+        var peer = sockaddr_storage()
+        var fds: [Int32] = []
+        var entries: [ConnectionInfo] = []
+        var sent = 0
+        func send() {
+            guard !fds.isEmpty else { return }
+            let went = fds.withUnsafeBufferPointer { (try? channel.send(.connections(entries), fds: $0)) ?? false }
+            if went { sent += fds.count } else { log.warning("shutdown: the manager could not take \(fds.count) queued connections; closed") }
+            for fd in fds { closeDescriptor(fd) }
+            fds.removeAll()
+            entries.removeAll()
+        }
+        for (index, socket) in self.fds.enumerated() {
+            while let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) {
+                fds.append(fd)
+                entries.append(ConnectionInfo(listenerID: UInt16(index), peer: address))
+                if fds.count == Message.maxBatch { send() }
+            }
+        }
+        send()
+        return sent
+    }
+
     /// Closes every socket: nothing accepts any more, so clients are refused rather than left in a
     /// backlog nobody reads.
     func close() {

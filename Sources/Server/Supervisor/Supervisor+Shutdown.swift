@@ -68,7 +68,12 @@ extension Supervisor {
             shutdown.phase = .stoppingListener
         }
         if shutdown.phase == .stoppingListener && listener.process == nil {
-            // Nothing accepts any more: close the sockets so clients get refused rather than stuck in a backlog.
+            // Nothing accepts any more: what the kernel queued since the listener's last sweep goes to
+            // the manager, then the sockets close, so clients are refused rather than stuck in a backlog.
+            if manager.process != nil {
+                let taken = sockets.handOverBacklog(through: listenerManager.listenerEnd)
+                if taken > 0 { log.info("shutdown: handed \(taken) queued connections to the manager") }
+            }
             sockets.close()
             if let channel = manager.channel, manager.process != nil {
                 _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))
