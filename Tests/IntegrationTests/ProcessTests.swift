@@ -114,6 +114,37 @@ let fastSupervision = """
         #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 && !server.pids(of: "worker").contains(victim) })
     }
 
+    /// A worker that dies as the manager hands it a connection is a crash like any other: the failed
+    /// send must not make its death look like the manager's doing (issue 14: restarts_total read 9 after
+    /// 10 kills), and the connection goes to another worker. The manager is held (SIGSTOP) so that the
+    /// connections reach it before it learns of the deaths.
+    @Test func aWorkerThatDiesAsItIsHandedAConnectionCountsAsARestart() throws {
+        let config = fastSupervision.replacingOccurrences(of: "heartbeat_timeout: 1s", with: "heartbeat_timeout: 5s")
+        let server = try TestServer(config: config + "workers: {min: 2, max: 2}\n").start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        let manager = try #require(server.pids(of: "manager").first)
+        let workers = server.pids(of: "worker")
+        kill(manager, SIGSTOP)
+        let clients = try (0..<4).map { _ in try RawConnection(port: server.port) }
+        for client in clients {
+            client.setTimeout(10)
+            client.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        }
+        usleep(300_000)  // the listener passes them on; they wait on the manager's channel
+        for worker in workers { kill(worker, SIGKILL) }
+        usleep(200_000)
+        kill(manager, SIGCONT)
+        for client in clients {
+            let response = String(decoding: (try? client.readResponse()) ?? [], as: UTF8.self)
+            #expect(response.hasPrefix("HTTP/1.1 200"), "\(response)")
+            client.close()
+        }
+        #expect(waitUntil(seconds: 10) { server.metrics()?[#"webserver_restarts_total{role="worker"}"#] == 2 },
+                "\(server.metrics()?[#"webserver_restarts_total{role="worker"}"#] ?? -1) restarts after 2 kills")
+        #expect(server.log().components(separatedBy: "connections it held are lost").count - 1 == 2)
+    }
+
     /// A child that stops heartbeating is stuck in its loop (here: SIGSTOP), where it would read a
     /// SIGTERM too: it gets SIGKILL when its heartbeat timeout passes, not SIGTERM and `kill_grace`
     /// more, so it is replaced a heartbeat timeout (1 s) after it went silent, not 4 s (issue 14).
@@ -140,6 +171,8 @@ let fastSupervision = """
         #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 1 && server.pids(of: "worker").first != old })
         #expect(Date().timeIntervalSince(started) < 2.8)
         #expect(server.log().contains("missed its heartbeats for"))
+        // It had failed: the pool replaced it, and that is a restart.
+        #expect(waitUntil(seconds: 5) { server.metrics()?[#"webserver_restarts_total{role="worker"}"#] == 1 })
         #expect(try status(server.url + "/") == 200)
     }
 

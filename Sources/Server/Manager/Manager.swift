@@ -335,11 +335,13 @@ public final class Manager {
             // Handed over and not reported closed: what it held when it died (at most a heartbeat's
             // worth of closes too many).
             let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
-            // A crash is an abnormal exit the manager did not cause. Retiring alone does not make an exit
-            // expected: a worker that died first is retired when its channel fails ("channel failed").
+            // A crash is an abnormal exit the manager did not cause: only death by a signal the manager
+            // sent is its doing. Having sent one is not enough: a worker that died first is retired when
+            // a send to it fails, and the SIGTERM then sent to its corpse did not kill it.
             let abnormal = !exit.exited || exit.code != 0
-            let causedByManager = worker.sentTerm || worker.sentKill
-            if !abnormal || (worker.retiring && causedByManager) {
+            let causedByManager = !exit.exited
+                && ((exit.signal == SIGTERM && worker.sentTerm) || (exit.signal == SIGKILL && worker.sentKill))
+            if !abnormal || causedByManager {
                 log.info("worker \(worker.id) exited: \(description)")
             } else {
                 statsOfExited[Stats.workerRestarts] &+= 1
@@ -380,8 +382,8 @@ public final class Manager {
                 // A worker that misses its heartbeats is stuck in its loop, where it would read a
                 // SIGTERM too: SIGKILL at once, no grace to wait out.
                 log.warning("worker \(worker.id) missed its heartbeats for \(now - worker.lastHeartbeatAt)ms; SIGKILL")
+                // Not marked sentKill: a worker killed for silence had failed, and counts as a restart.
                 worker.child.signal(SIGKILL)
-                worker.sentKill = true
                 retire(worker, reason: "silent")
                 worker.killAt = .max
             }

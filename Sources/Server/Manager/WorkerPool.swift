@@ -15,8 +15,9 @@ final class WorkerHandle {
     var retiring = false
     /// When a retiring worker is sent SIGKILL if it has not exited.
     var killAt: Int64 = .max
+    /// Sent SIGTERM because the shutdown message could not be sent.
     var sentTerm = false
-    /// Sent SIGKILL for outstaying its drain deadline.
+    /// Sent SIGKILL for outstaying its drain deadline (not for silence: that is a failure, a restart).
     var sentKill = false
     /// False once the worker's end of the channel is gone (it exited or crashed).
     var channelOpen = true
