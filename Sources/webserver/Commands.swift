@@ -174,10 +174,7 @@ enum Control {
             FileHandle.standardError.write(Data("webserver: no server is running (stale pid file \(path))\n".utf8))
             throw ExitCode(1)
         }
-        var buffer = [UInt8](repeating: 0, count: 32)
-        let count = read(fd, &buffer, 31)
-        let text = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let pid = Int32(text), pid > 0 else {
+        guard let pid = PidFile.pid(in: fd) else {
             FileHandle.standardError.write(Data("webserver: pid file \(path) does not hold a pid\n".utf8))
             throw ExitCode(1)
         }

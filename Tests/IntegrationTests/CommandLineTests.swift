@@ -109,6 +109,34 @@ import Testing
         #expect(try !String(contentsOf: rotated, encoding: .utf8).contains("GET /index.html?after "))
     }
 
+    /// A server started at the moment another took the pid file's lock finds the file still empty: it
+    /// waits for the pid to appear and names it, and never names an empty pid (issue 14). The test holds
+    /// the lock itself, as the other server would.
+    @Test func aPidFileLockedButNotYetWrittenIsWaitedFor() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let pidFile = directory.appendingPathComponent("webserver.pid").path
+        let fd = open(pidFile, O_RDWR | O_CREAT, 0o644)
+        #expect(fd >= 0 && flock(fd, LOCK_EX) == 0)
+        defer { close(fd) }
+        let arguments = ["serve", "--root", directory.path, "--listen", "127.0.0.1:0", "--pid-file", pidFile]
+        // Written a moment after the second server looked.
+        let writer = Thread {
+            usleep(150_000)
+            _ = "4242\n".withCString { pwrite(fd, $0, 5, 0) }
+        }
+        writer.start()
+        let second = try run(webserverBinary, arguments, directory: directory)
+        #expect(second.status == 1)
+        #expect(second.error.contains("another webserver is running (pid 4242, pid file \(pidFile))"), "\(second.error)")
+        // Never written: it says what it knows.
+        _ = ftruncate(fd, 0)
+        let third = try run(webserverBinary, arguments, directory: directory)
+        #expect(third.status == 1)
+        #expect(third.error.contains("another webserver holds the pid file \(pidFile) and has written no pid in it"), "\(third.error)")
+        #expect(!third.error.contains("(pid ,"))
+    }
+
     @Test func stopAndThePidFileLock() throws {
         let server = try TestServer().start()
         // A second server with the same pid file refuses to start and says who is running.

@@ -7,7 +7,7 @@ import Glibc
 ///
 /// Owns the open file while the server runs; an upgrade hands the same open file to the new server
 /// (so the new one holds the same lock), and then only the new one removes it.
-final class PidFile {
+public final class PidFile {
     let path: String
     private(set) var fd: Int32 = -1
 
@@ -38,14 +38,28 @@ final class PidFile {
         }
         let opened = try syscall("open(\(path))") { open(path, O_RDWR | O_CREAT | cs_O_CLOEXEC, 0o644) }
         if flock(opened, LOCK_EX | LOCK_NB) != 0 {
-            var buffer = [UInt8](repeating: 0, count: 32)
-            let count = pread(opened, &buffer, 31, 0)
-            closeDescriptor(opened)
-            let pid = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw StartupError("another webserver is running (pid \(pid), pid file \(path))")
+            defer { closeDescriptor(opened) }
+            // The holder writes its pid just after taking the lock: a server started at the same moment
+            // can find the file locked and still empty. Give it half a second to appear.
+            for _ in 0..<20 {
+                if let pid = Self.pid(in: opened) {
+                    throw StartupError("another webserver is running (pid \(pid), pid file \(path))")
+                }
+                usleep(25_000)
+            }
+            throw StartupError(
+                "another webserver holds the pid file \(path) and has written no pid in it: it is starting or stopping")
         }
         fd = opened
         writePid()
+    }
+
+    /// The pid written in the open file `fd`, if it holds one.
+    public static func pid(in fd: Int32) -> Int32? {
+        var buffer = [UInt8](repeating: 0, count: 32)
+        let count = pread(fd, &buffer, 31, 0)
+        let text = String(decoding: buffer.prefix(max(0, count)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return Int32(text).flatMap { $0 > 0 ? $0 : nil }
     }
 
     private func writePid() {
