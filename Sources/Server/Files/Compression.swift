@@ -326,6 +326,8 @@ final class Compressor {
     var deflater: GzipDeflater?
     var deflateInput: UnsafeMutableRawBufferPointer?
 
+    deinit { deflateInput?.deallocate() }
+
     init(settings: ServerConfig.GzipSettings) {
         self.settings = settings
         cache = CompressedCache(budget: settings.cacheBytes)

@@ -40,6 +40,14 @@ final class StaticFiles {
     /// The last directory listing's HTML (grown as needed).
     var listingBytes = UnsafeMutableRawBufferPointer(start: nil, count: 0)
 
+    deinit {
+        _ = parts.baseAddress!.deinitialize(count: partCount)
+        parts.deallocate()
+        pathBuffer.deallocate()
+        rangeBuffer.deallocate()
+        boundary.deallocate()
+    }
+
     init(config: ServerConfig, fields: FieldBuffer) throws {
         root = try SiteRoot(path: config.root, now: monotonicMilliseconds())
         index = config.index

@@ -31,6 +31,11 @@ final class HTTP1Codec {
     /// Requests parsed (and bytes that did not parse), for the heartbeat.
     private(set) var requestsTotal: UInt64 = 0
 
+    deinit {
+        headBuffer.deallocate()
+        date.deallocate()
+    }
+
     init(config: ServerConfig, handler: RequestHandler, accessLog: AccessLog, output: OutputWriter, stats: UnsafeMutablePointer<UInt64>) {
         self.handler = handler
         self.accessLog = accessLog

@@ -33,6 +33,12 @@ final class AccessLog {
     private var lastReport: Int64 = -1_000_000
     static let reportInterval: Int64 = 60_000
 
+    deinit {
+        buffer.deallocate()
+        logTime.deallocate()
+        isoTime.deallocate()
+    }
+
     init(fd: Int32, format: AccessLogFormat, stats: UnsafeMutablePointer<UInt64>) {
         self.fd = fd
         self.format = format

@@ -44,6 +44,8 @@ public final class Manager {
     /// Scratch for the fds of one outgoing message.
     let sendFDs = UnsafeMutableBufferPointer<Int32>.allocate(capacity: Message.maxBatch)
 
+    deinit { sendFDs.deallocate() }
+
     public init(config: ServerConfig, hasAccessLog: Bool) throws {
         self.config = config
         poller = try Poller()

@@ -38,6 +38,8 @@ final class ConnectionDriver {
     /// How recently an idle connection must have been busy to get a last request during a drain.
     static let drainIdleGrace: Int64 = 1000
 
+    deinit { readBuffer.deallocate() }
+
     init(
         config: ServerConfig, poller: Poller, http1: HTTP1Codec, output: OutputWriter, stats: UnsafeMutablePointer<UInt64>,
         tlsSites: TLSSites?

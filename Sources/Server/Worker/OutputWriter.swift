@@ -22,6 +22,8 @@ final class OutputWriter {
     /// This worker's figures (`Stats` slots): bytes written to sockets.
     let stats: UnsafeMutablePointer<UInt64>
 
+    deinit { record.deallocate() }
+
     init(headCapacity: Int, stats: UnsafeMutablePointer<UInt64>) {
         record = .allocate(byteCount: Transport.recordSize + headCapacity, alignment: 16)
         self.stats = stats

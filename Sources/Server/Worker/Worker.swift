@@ -21,10 +21,18 @@ public final class Worker {
     let files: StaticFiles
     /// This worker's figures for /metrics (`Stats` slots), sent to the manager with each heartbeat.
     let stats: UnsafeMutablePointer<UInt64>
+    /// The fields a response's head is built with, shared by the handler and the files (this worker's).
+    let fields: FieldBuffer
     var drainDeadline: Int64 = 0
     var lastHeartbeat: Int64 = 0
     /// The wall-clock second the Date header and the log's time fields were built for.
     var dateSecond: Int64 = -1
+
+    /// What this worker allocated for the others; they are released with it.
+    deinit {
+        stats.deallocate()
+        fields.base.deallocate()
+    }
 
     public init(id: Int, config: ServerConfig, hasAccessLog: Bool) throws {
         self.id = id
@@ -44,7 +52,7 @@ public final class Worker {
                 throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
             }
         }
-        let fields = FieldBuffer.allocate()
+        fields = FieldBuffer.allocate()
         let handler = try RequestHandler(config: config, fields: fields)
         files = handler.files
         accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat, stats: stats)
