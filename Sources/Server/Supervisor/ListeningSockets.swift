@@ -99,34 +99,44 @@ final class ListeningSockets {
         }
     }
 
-    /// Takes the connections the kernel queued after the listener stopped and sends them to the manager
-    /// over the listener's end of their channel (`channelFD`, which the supervisor keeps), so that
-    /// closing the sockets next resets none of them; returns how many went.
-    func handOverBacklog(through channelFD: Int32) -> Int {
-        let copy = fcntl(channelFD, F_DUPFD_CLOEXEC, 0)
-        guard copy >= 0 else { return 0 }
-        let channel = Channel(fd: copy)
-        defer { channel.close() }
+    /// At the start of a shutdown: connections stop waiting in the kernel for their first bytes
+    /// (`defer_accept`). Such a connection is established for its client but is not in the accept
+    /// queue until data comes, so no sweep could take it and the close would reset it; from now on a
+    /// new one is queued at once, and one already waiting is queued when its request arrives (usually
+    /// the next instant), in time for the sweeps before the close.
+    func stopDeferringAccept() {
+        for fd in fds where Socket.unixPath(of: fd) == nil { try? Socket.setDeferAccept(fd, seconds: 0) }
+    }
+
+    /// Takes the connections the kernel queued on the sockets while no listener runs and sends them to
+    /// the manager over the listener's end of their channel (`channelFD`, which the supervisor keeps);
+    /// returns how many went. With `thenClose`, each socket is closed the moment an accept finds its
+    /// queue empty, and only then are the connections sent: one the kernel completes between that accept
+    /// and the close is reset, and that window is kept to the two system calls. (A socket filter could
+    /// shut it, but attaching one needs privileges the server has given up; `timeouts.shutdown_delay`
+    /// with a balancer's health checks sends nobody there in the first place.)
+    func handOverBacklog(through channelFD: Int32, thenClose: Bool) -> Int {
         var peer = sockaddr_storage()
-        var fds: [Int32] = []
-        var entries: [ConnectionInfo] = []
+        var taken: [(fd: Int32, info: ConnectionInfo)] = []
+        for (index, socket) in fds.enumerated() {
+            while let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) {
+                taken.append((fd, ConnectionInfo(listenerID: UInt16(index), peer: address)))
+            }
+            if thenClose { closeDescriptor(socket) }
+        }
+        if thenClose { fds = [] }
+        guard !taken.isEmpty else { return 0 }
+        let copy = fcntl(channelFD, F_DUPFD_CLOEXEC, 0)
+        let channel = copy >= 0 ? Channel(fd: copy) : nil
+        defer { channel?.close() }
         var sent = 0
-        func send() {
-            guard !fds.isEmpty else { return }
-            let went = fds.withUnsafeBufferPointer { (try? channel.send(.connections(entries), fds: $0)) ?? false }
+        for start in stride(from: 0, to: taken.count, by: Message.maxBatch) {
+            let batch = taken[start..<min(start + Message.maxBatch, taken.count)]
+            let fds = batch.map(\.fd)
+            let went = fds.withUnsafeBufferPointer { (try? channel?.send(.connections(batch.map(\.info)), fds: $0)) ?? false }
             if went { sent += fds.count } else { log.warning("shutdown: the manager could not take \(fds.count) queued connections; closed") }
             for fd in fds { closeDescriptor(fd) }
-            fds.removeAll()
-            entries.removeAll()
         }
-        for (index, socket) in self.fds.enumerated() {
-            while let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) {
-                fds.append(fd)
-                entries.append(ConnectionInfo(listenerID: UInt16(index), peer: address))
-                if fds.count == Message.maxBatch { send() }
-            }
-        }
-        send()
         return sent
     }
 

@@ -4,17 +4,22 @@ import Glibc
 /// then the listener stops and hands over what it accepted, then the manager drains the workers; past
 /// the hard deadline everything left is killed.
 struct Shutdown {
-    enum Phase {
+    enum Phase: Equatable {
         /// `timeouts.shutdown_delay`: still accepting, so load balancers stop sending before anything is
         /// refused.
         case delaying
-        /// The listener was told to stop; the sockets close once it has exited.
+        /// The listener was told to stop; once it has exited, the supervisor takes what queues.
         case stoppingListener
+        /// The listener is gone; until the given time the supervisor still takes what queues on the
+        /// sockets and hands it to the manager, then closes them.
+        case settling(until: Int64)
         /// The manager was told to drain its workers; done when no process below is left.
         case drainingManager
     }
 
     var phase = Phase.delaying
+    /// Connections the supervisor took off the sockets' queues and handed to the manager.
+    var handedOver = 0
     /// Why (for the log, and: only SIGTERM waits for the delay).
     let reason: String
     /// When the delay ends and the drain starts.
@@ -22,6 +27,12 @@ struct Shutdown {
     /// When whatever is left is killed: the delay, `timeouts.shutdown` and twice `kill_grace` after the
     /// signal (or at once, after a second Ctrl-C).
     var hardDeadline: Int64
+
+    /// How long the sockets stay open after the listener is gone, their queues taken by the supervisor:
+    /// a connection that was waiting for its first bytes under `defer_accept` when the stop began is
+    /// established for its client but not yet queued, and a close would reset it. A fifth of a second
+    /// lets such a request arrive (a client, or a balancer in TCP mode, sends it right after connecting).
+    static let settleMilliseconds: Int64 = 200
 }
 
 extension Supervisor {
@@ -61,6 +72,8 @@ extension Supervisor {
         defer { lifecycle = .shuttingDown(shutdown) }
         if shutdown.phase == .delaying {
             if now < shutdown.drainAt && now < shutdown.hardDeadline { return false }
+            // The sockets are the new server's too once an upgrade handed them over: left as they are.
+            if config.deferAcceptMilliseconds > 0 && !upgrade.handedOver { sockets.stopDeferringAccept() }
             if let channel = listener.channel, listener.process != nil {
                 _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.supervisor.killGraceMilliseconds)))
                 listener.state = .stopping(killAt: now + 2 * Int64(config.supervisor.killGraceMilliseconds))
@@ -68,13 +81,20 @@ extension Supervisor {
             shutdown.phase = .stoppingListener
         }
         if shutdown.phase == .stoppingListener && listener.process == nil {
-            // Nothing accepts any more: what the kernel queued since the listener's last sweep goes to
-            // the manager, then the sockets close, so clients are refused rather than stuck in a backlog.
-            if manager.process != nil {
-                let taken = sockets.handOverBacklog(through: listenerManager.listenerEnd)
-                if taken > 0 { log.info("shutdown: handed \(taken) queued connections to the manager") }
+            shutdown.phase = manager.process != nil ? .settling(until: now + Shutdown.settleMilliseconds) : .settling(until: now)
+        }
+        if case .settling(let until) = shutdown.phase {
+            // The listener is gone: what the kernel queues goes to the manager from here, for a moment,
+            // then the sockets close, so clients are refused rather than stuck in a backlog nobody reads.
+            if manager.process == nil {
+                sockets.close()
+            } else if now < until && now < shutdown.hardDeadline {
+                shutdown.handedOver += sockets.handOverBacklog(through: listenerManager.listenerEnd, thenClose: false)
+                return false
+            } else {
+                shutdown.handedOver += sockets.handOverBacklog(through: listenerManager.listenerEnd, thenClose: true)
             }
-            sockets.close()
+            if shutdown.handedOver > 0 { log.info("shutdown: handed \(shutdown.handedOver) queued connections to the manager") }
             if let channel = manager.channel, manager.process != nil {
                 _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))
                 manager.state = .stopping(killAt: now + Int64(config.timeouts.shutdownMilliseconds + config.supervisor.killGraceMilliseconds))
