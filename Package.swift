@@ -28,6 +28,11 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
+        .systemLibrary(
+            name: "CNghttp2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
         .target(name: "CSystemShims"),
         .target(
             name: "Server",
@@ -35,6 +40,7 @@ let package = Package(
                 "CSystemShims",
                 "COpenSSL",
                 "CZlib",
+                "CNghttp2",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -22,19 +22,33 @@ static inline long cossl_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *list
 static inline long cossl_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) { return SSL_CTX_set_session_cache_mode(ctx, mode); }
 static inline uint64_t cossl_SSL_CTX_set_options(SSL_CTX *ctx, uint64_t options) { return SSL_CTX_set_options(ctx, options); }
 
-/* ALPN: the server speaks http/1.1 only. A client that offers ALPN without it (say, h2 alone) gets the
-   no_application_protocol alert, as RFC 7301 section 3.2 asks; one that offers no ALPN at all is fine. */
-static int cossl_alpn_select_http11(SSL *ssl, const unsigned char **out, unsigned char *outlen,
-                                    const unsigned char *in, unsigned int inlen, void *arg) {
-    (void)ssl; (void)arg;
-    static const unsigned char ours[] = "\x08http/1.1";
+/* ALPN: h2 (when the server's HTTP/2 is on) before http/1.1, in the server's order of preference
+   whatever the client's order. A client that offers ALPN without either (say, spdy/3 alone) gets the
+   no_application_protocol alert, as RFC 7301 section 3.2 asks; one that offers no ALPN at all is fine
+   (it speaks HTTP/1.1). The callback's argument is non-NULL when h2 is offered. */
+static int cossl_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                             const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl;
+    static const unsigned char both[] = "\x02h2\x08http/1.1";
+    static const unsigned char http11[] = "\x08http/1.1";
+    const unsigned char *ours = arg != NULL ? both : http11;
+    unsigned int length = arg != NULL ? sizeof(both) - 1 : sizeof(http11) - 1;
     unsigned char *selected = NULL;
-    if (SSL_select_next_proto(&selected, outlen, ours, sizeof(ours) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+    if (SSL_select_next_proto(&selected, outlen, ours, length, in, inlen) != OPENSSL_NPN_NEGOTIATED)
         return SSL_TLSEXT_ERR_ALERT_FATAL;
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
 }
-static inline void cossl_use_alpn_http11(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, cossl_alpn_select_http11, NULL); }
+static inline void cossl_use_alpn(SSL_CTX *ctx, int h2) {
+    SSL_CTX_set_alpn_select_cb(ctx, cossl_alpn_select, h2 ? (void *)1 : NULL);
+}
+/* Whether the handshake chose h2. */
+static inline int cossl_alpn_is_h2(const SSL *ssl) {
+    const unsigned char *protocol = NULL;
+    unsigned int length = 0;
+    SSL_get0_alpn_selected(ssl, &protocol, &length);
+    return length == 2 && protocol[0] == 'h' && protocol[1] == '2';
+}
 
 /* SNI: the callback and its argument are set through SSL_CTX_ctrl macros. */
 typedef int (*cossl_servername_cb)(SSL *ssl, int *alert, void *arg);

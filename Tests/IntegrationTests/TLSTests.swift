@@ -19,7 +19,11 @@ import Testing
         // Two requests on one connection: curl reuses it (one handshake).
         let output = try run("curl", ["-sv", "--cacert", cert, "--resolve", resolve, url + "/style.css", url + "/index.html"])
         #expect(output.error.contains("Re-using existing connection") || output.error.contains("Reusing existing connection"))
-        #expect(output.error.contains("ALPN: server accepted http/1.1"))
+        #expect(output.error.contains("ALPN: server accepted h2"))
+        // The same over HTTP/1.1: one connection, kept alive.
+        let http11 = try run("curl", ["-sv", "--http1.1", "--cacert", cert, "--resolve", resolve, url + "/style.css", url + "/index.html"])
+        #expect(http11.error.contains("Re-using existing connection") || http11.error.contains("Reusing existing connection"))
+        #expect(http11.error.contains("ALPN: server accepted http/1.1"))
         // A file larger than a TLS record and than the socket buffers, byte for byte.
         let big = server.site.appendingPathComponent("big.bin")
         var bytes = [UInt8](repeating: 0, count: 3_000_000)
@@ -50,11 +54,13 @@ import Testing
         // client's security level is lowered so that it really offers 1.1.
         let tls11 = try sClient(["-tls1_1", "-cipher", "'DEFAULT@SECLEVEL=0'"])
         #expect(tls11.1.contains("alert protocol version"))
-        // A client offering only h2 is refused with no_application_protocol, not served something else.
-        let h2 = try sClient(["-alpn", "h2"])
-        #expect(h2.1.contains("no application protocol") || h2.1.contains("alert number 120"))
-        let h11 = try sClient(["-alpn", "h2,http/1.1"])
-        #expect(h11.1.contains("ALPN protocol: http/1.1"))
+        // ALPN: h2 first whatever the client's order, http/1.1 for clients without it; a client offering
+        // neither is refused with no_application_protocol, not served something else.
+        #expect(try sClient(["-alpn", "h2"]).1.contains("ALPN protocol: h2"))
+        #expect(try sClient(["-alpn", "http/1.1,h2"]).1.contains("ALPN protocol: h2"))
+        #expect(try sClient(["-alpn", "http/1.1"]).1.contains("ALPN protocol: http/1.1"))
+        let spdy = try sClient(["-alpn", "spdy/3"])
+        #expect(spdy.1.contains("no application protocol") || spdy.1.contains("alert number 120"))
     }
 
     @Test func minimumVersionOneThreeRefusesTLS12() throws {

@@ -77,7 +77,7 @@ struct ConfigValidation {
             return [issue("tls", "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key")]
         }
         do {
-            _ = try TLSSites(settings: config.tls)
+            _ = try TLSSites(settings: config.tls, http2: config.http2.enabled)
         } catch {
             let fromFlags = overrides.cert != nil || overrides.key != nil
             issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: fromFlags ? "command line" : nil))

@@ -70,6 +70,11 @@ final class DocumentReader {
         if let section = top.section("admin") { config.adminListen = adminListen(section, config.adminListen) }
         if let section = top.section("proxy") { config.proxy = proxy(section, config.proxy) }
         if let section = top.section("gzip") { config.gzip = gzip(section, config.gzip) }
+        if let node = top.peek("http2"), node.scalar != nil {
+            if let value = top.boolean("http2") { config.http2.enabled = value }
+        } else if let section = top.section("http2") {
+            config.http2 = http2(section, config.http2)
+        }
         if let section = top.section("tls") { config.tls = tls(section, config.tls) }
         if let section = top.section("supervisor") { config.supervisor = supervision(section, config.supervisor) }
         top.finish()

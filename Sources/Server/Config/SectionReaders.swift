@@ -58,6 +58,22 @@ extension DocumentReader {
         return limits
     }
 
+    /// `http2: false`, or a section of its settings.
+    func http2(_ section: Section, _ current: ServerConfig.HTTP2Settings) -> ServerConfig.HTTP2Settings {
+        var http2 = current
+        if let value = section.boolean("enabled") { http2.enabled = value }
+        if let value = section.boolean("cleartext") { http2.cleartext = value }
+        if let value = section.integer("max_concurrent_streams", in: 1...10_000) { http2.maxConcurrentStreams = value }
+        if let value = section.size("initial_window_size", in: 1...2_147_483_647) { http2.initialWindowSize = value }
+        if let value = section.integer("max_continuations", in: 0...1000) { http2.maxContinuations = value }
+        if let value = section.integer("reset_burst", in: 1...1_000_000) { http2.resetBurst = value }
+        if let value = section.integer("resets_per_second", in: 1...1_000_000) { http2.resetsPerSecond = value }
+        if let value = section.integer("max_queued_acks", in: 1...1_000_000) { http2.maxQueuedAcks = value }
+        if let value = section.integer("max_empty_data_frames", in: 0...1_000_000) { http2.maxEmptyDataFrames = value }
+        section.finish()
+        return http2
+    }
+
     func fileCache(_ section: Section, _ current: ServerConfig.FileCacheSettings) -> ServerConfig.FileCacheSettings {
         var cache = current
         if let value = section.integer("entries", in: 0...1_000_000) { cache.entries = value }

@@ -83,6 +83,7 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var supervisor = Supervision()
     public var fileCache = FileCacheSettings()
     public var gzip = GzipSettings()
+    public var http2 = HTTP2Settings()
     public var proxy = ProxySettings()
     /// The admin listener (/livez, /readyz, /metrics), or nil for none.
     public var adminListen: String? = nil

@@ -214,10 +214,10 @@ final class GzipStream {
         output.deallocate()
     }
 
-    /// The next piece of the body: one chunk (`SIZE CRLF data CRLF`), with the last chunk (`0 CRLF
-    /// CRLF`) after the final data. `consumed` is how much of the file it read. Nil when the file
-    /// cannot be read.
-    func nextChunk(consumed: inout Int) -> UnsafeRawBufferPointer? {
+    /// The next piece of the compressed body as it is (HTTP/2 frames it in DATA frames): up to
+    /// `dataCapacity` bytes, empty only once `finished`. `consumed` is how much of the file it read.
+    /// Nil when the file cannot be read.
+    func nextData(consumed: inout Int) -> UnsafeRawBufferPointer? {
         let data = output + GzipStream.prefixRoom
         var produced = 0
         while produced < GzipStream.dataCapacity && !finished {
@@ -237,6 +237,14 @@ final class GzipStream {
             // zlib holds back output until it has enough; with input left to read, read more.
             if written == 0 && deflater.pendingInput == 0 && inputOffset >= source.size && !ended { return nil }
         }
+        return UnsafeRawBufferPointer(start: data, count: produced)
+    }
+
+    /// The next piece of the body framed for HTTP/1.1: one chunk (`SIZE CRLF data CRLF`), with the
+    /// last chunk (`0 CRLF CRLF`) after the final data. Nil when the file cannot be read.
+    func nextChunk(consumed: inout Int) -> UnsafeRawBufferPointer? {
+        guard let data = nextData(consumed: &consumed) else { return nil }
+        let produced = data.count
         var start = GzipStream.prefixRoom
         var end = GzipStream.prefixRoom
         if produced > 0 {

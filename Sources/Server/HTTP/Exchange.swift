@@ -49,3 +49,20 @@ struct Exchange {
         return true
     }
 }
+
+extension Exchange {
+    /// A parsed request's exchange on `connection`: the client (the peer, or the hop a trusted proxy
+    /// names in `forwardedHeader`), and whether its Host is local (looked at only when HSTS is on:
+    /// `checkHost`).
+    @inline(__always)
+    init(
+        _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, connection: Connection, trusted: Networks,
+        forwardedHeader: ClientAddress.Header, checkHost: Bool
+    ) {
+        self.init(minorVersion: head.minorVersion, method: head.method, secure: connection.isSecure, client: connection.peer, hostIsLocal: true)
+        if head.forwardedFor.count | head.forwarded.count != 0 && forwardedHeader != .none {
+            client = ClientAddress.resolve(bytes, head, peer: connection.peer, trusted: trusted, header: forwardedHeader)
+        }
+        if checkHost && secure { hostIsLocal = Exchange.isLocalHost(bytes, head.host) }
+    }
+}

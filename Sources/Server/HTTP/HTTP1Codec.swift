@@ -13,14 +13,8 @@ final class HTTP1Codec {
     let accessLog: AccessLog
     let output: OutputWriter
     let stats: UnsafeMutablePointer<UInt64>
-    let limits: ParserLimits
+    let rules: RequestRules
     let bodyLimits: BodyReader.Limits
-    /// `limits.body`: a larger Content-Length is refused with 413 before any of it is read; 0 no limit.
-    let bodyLimit: Int64
-    let keepaliveRequests: Int
-    /// `proxy.trusted`, and the header whose hops name the client behind them.
-    let trustedProxies: Networks
-    let forwardedHeader: ClientAddress.Header
     /// `Strict-Transport-Security: ...` CRLF, for TLS responses to hosts that are not local.
     let hstsLine: [UInt8]?
     /// Where a response head is encoded: the protocol's lines, then the handler's fields.
@@ -41,14 +35,8 @@ final class HTTP1Codec {
         self.accessLog = accessLog
         self.output = output
         self.stats = stats
-        limits = ParserLimits(
-            requestLine: config.limits.requestLine, headerBytes: config.limits.headerBytes,
-            headerCount: config.limits.headerCount, headerField: config.limits.headerField)
+        rules = RequestRules(config)
         bodyLimits = BodyReader.Limits(chunkLine: 4096, trailerBytes: config.limits.headerBytes)
-        bodyLimit = Int64(config.limits.bodyBytes)
-        keepaliveRequests = config.keepalive.requests
-        trustedProxies = Networks(config.proxy.trusted) ?? Networks()
-        forwardedHeader = config.proxy.forwardedHeader
         hstsLine = config.tls.hsts.map { Array("Strict-Transport-Security: \($0)\r\n".utf8) }
         headBuffer = .allocate(capacity: HTTP1Codec.headCapacity)
         date = .allocate(capacity: HTTPDate.length)
@@ -87,7 +75,7 @@ final class HTTP1Codec {
                 continue
             }
             let bytes = UnsafeRawBufferPointer(rebasing: input[offset..<length])
-            switch RequestParser.parse(bytes, limits: limits, into: &head) {
+            switch RequestParser.parse(bytes, limits: rules.limits, into: &head) {
             case .incomplete:
                 connection.stash = Array(bytes)
                 if connection.phase != .readingHead { connection.enter(.readingHead, at: driver.now, driver.timeouts) }
@@ -127,19 +115,9 @@ final class HTTP1Codec {
         requestsTotal += 1
         connection.requests += 1
         connection.startedAt = monotonicMicroseconds()
-        switch head.method {
-        case .get: stats[Stats.methodGet] &+= 1
-        case .head: stats[Stats.methodHead] &+= 1
-        case .options: stats[Stats.methodOptions] &+= 1
-        default: stats[Stats.methodOther] &+= 1
-        }
-        var exchange = Exchange(
-            minorVersion: head.minorVersion, method: head.method, secure: connection.isSecure, client: connection.peer, hostIsLocal: true)
-        if head.forwardedFor.count | head.forwarded.count != 0 && forwardedHeader != .none {
-            exchange.client = ClientAddress.resolve(bytes, head, peer: connection.peer, trusted: trustedProxies, header: forwardedHeader)
-        }
-        if hstsLine != nil && exchange.secure { exchange.hostIsLocal = Exchange.isLocalHost(bytes, head.host) }
-        if !head.keepAlive || driver.draining || connection.requests >= keepaliveRequests {
+        Stats.count(head.method, in: stats)
+        var exchange = rules.exchange(head, bytes, connection, checkHost: hstsLine != nil)
+        if !head.keepAlive || driver.draining || connection.requests >= rules.keepaliveRequests {
             connection.closeAfterResponse = true
         }
         var consumed = 0
@@ -147,7 +125,7 @@ final class HTTP1Codec {
             // The body is never needed here, only skipped; one larger than limits.body is refused before
             // it is read (RFC 9110 section 15.5.14), and the connection closes after the 413.
             let length = head.contentLength
-            if bodyLimit > 0 && length > bodyLimit {
+            if rules.bodyTooLarge(length) {
                 connection.closeAfterResponse = true
                 send(connection, handler.error(.contentTooLarge, now: driver.now), exchange, head, bytes, driver)
                 return 0
@@ -155,7 +133,7 @@ final class HTTP1Codec {
             // What of the body has come is read now: a message whose framing is broken (a bad chunk size,
             // a chunk without its CRLF) is invalid (RFC 9112 section 7.1) and gets 400, not an answer.
             var reader = head.chunked
-                ? BodyReader(chunkedWithMaxContent: bodyLimit, limits: bodyLimits) : BodyReader(contentLength: length)
+                ? BodyReader(chunkedWithMaxContent: rules.bodyLimit, limits: bodyLimits) : BodyReader(contentLength: length)
             let rest = UnsafeRawBufferPointer(rebasing: bytes[head.headLength...])
             let read = reader.consume(rest)
             switch read {
@@ -227,9 +205,7 @@ final class HTTP1Codec {
     }
 
     @inline(__always)
-    func count(_ status: HTTPStatus) {
-        stats[Stats.status1xx + Int(min(max(status.rawValue / 100, 1), 5)) - 1] &+= 1
-    }
+    func count(_ status: HTTPStatus) { Stats.count(status, in: stats) }
 
     // MARK: Responses
 

@@ -15,8 +15,11 @@ public struct Stats: Equatable, Sendable {
     public static let workerRestarts = 12
     /// Access-log lines that could not be written (a full disk, a file-size limit) and were dropped.
     public static let accessLogDropped = 13
+    /// Connections that spoke HTTP/2, and the streams (requests) they carried.
+    public static let http2Connections = 14
+    public static let http2Streams = 15
     /// Requests by duration: one slot per upper bound in `durationBounds`, then one for +Inf.
-    public static let durationBuckets = 14
+    public static let durationBuckets = 16
     /// Upper bounds of the duration histogram, in microseconds.
     public static let durationBounds: [UInt64] = [500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000]
     // Gauges (now, summed over live workers only).
@@ -45,6 +48,31 @@ public struct Stats: Equatable, Sendable {
     /// Adds `other`'s counters (and, with `gauges`, its gauges) to these.
     public mutating func add(_ other: Stats, gauges: Bool) {
         for index in 0..<(gauges ? Stats.count : Stats.firstGauge) { values[index] &+= other.values[index] }
+    }
+
+    /// Counts a request's method.
+    @inline(__always)
+    static func count(_ method: HTTPMethod, in stats: UnsafeMutablePointer<UInt64>) {
+        switch method {
+        case .get: stats[methodGet] &+= 1
+        case .head: stats[methodHead] &+= 1
+        case .options: stats[methodOptions] &+= 1
+        default: stats[methodOther] &+= 1
+        }
+    }
+
+    /// Counts a response by its status class.
+    @inline(__always)
+    static func count(_ status: HTTPStatus, in stats: UnsafeMutablePointer<UInt64>) {
+        stats[status1xx + Int(min(max(status.rawValue / 100, 1), 5)) - 1] &+= 1
+    }
+
+    /// Counts a finished response in the duration histogram, from `startedAt` (monotonic microseconds).
+    @inline(__always)
+    static func recordDuration(since startedAt: UInt64, in stats: UnsafeMutablePointer<UInt64>) {
+        let elapsed = monotonicMicroseconds() &- startedAt
+        stats[durationMicroseconds] &+= elapsed
+        stats[bucket(elapsed)] &+= 1
     }
 
     /// The slot for a request that took `microseconds`.

@@ -67,6 +67,10 @@ extension Supervisor {
         metric("webserver_requests_total", "counter", "Requests by method.",
                [("GET", Stats.methodGet), ("HEAD", Stats.methodHead), ("OPTIONS", Stats.methodOptions), ("other", Stats.methodOther)]
                    .map { (label("method", $0.0), stats[$0.1]) })
+        metric("webserver_http2_connections_total", "counter", "Connections that spoke HTTP/2 (ALPN h2, or h2c with prior knowledge).",
+               [("", stats[Stats.http2Connections])])
+        metric("webserver_http2_streams_total", "counter", "Requests carried by HTTP/2 streams (also counted in webserver_requests_total).",
+               [("", stats[Stats.http2Streams])])
         text += "# HELP webserver_request_duration_seconds From a request's parse to its last byte handed to the kernel.\n"
         text += "# TYPE webserver_request_duration_seconds histogram\n"
         var cumulative: UInt64 = 0

@@ -3,7 +3,7 @@ import COpenSSL
 import Glibc
 
 /// A TLS server context from a certificate chain and its key: what every TLS connection in a worker is
-/// made from. TLS 1.2 and 1.3 only by default, X25519 and P-256, ALPN http/1.1, no renegotiation, no
+/// made from. TLS 1.2 and 1.3 only by default, X25519 and P-256, ALPN h2 (unless HTTP/2 is off) and http/1.1, no renegotiation, no
 /// compression, partial writes and buffers released while a connection is idle.
 public final class TLSContext: @unchecked Sendable {
     let context: OpaquePointer
@@ -17,7 +17,7 @@ public final class TLSContext: @unchecked Sendable {
     /// A context presenting every certificate of `site`: one per key type, so an ECDSA and an RSA
     /// certificate for the same names sit side by side and OpenSSL picks the one the client's signature
     /// algorithms allow; and its OCSP response, when it has one.
-    public init(site: TLSSite, settings: ServerConfig.TLSSettings) throws(Failure) {
+    public init(site: TLSSite, settings: ServerConfig.TLSSettings, http2: Bool = false) throws(Failure) {
         guard let context = SSL_CTX_new(TLS_server_method()) else { throw Failure(description: TLSContext.lastError("SSL_CTX_new")) }
         self.context = context
         let resumption = settings.sessionResumption
@@ -43,7 +43,7 @@ public final class TLSContext: @unchecked Sendable {
             _ = cossl_SSL_CTX_set_options(context, cossl_SSL_OP_NO_TICKET)
             _ = SSL_CTX_set_num_tickets(context, 0)
         }
-        cossl_use_alpn_http11(context)
+        cossl_use_alpn(context, http2 ? 1 : 0)
         for pair in site.certificates {
             let (certificate, key) = (pair.certificate, pair.key)
             try TLSContext.check(certificate: certificate, key: key)
@@ -229,6 +229,9 @@ final class TLSSession {
         ERR_clear_error()
     }
 
+    /// Whether the handshake chose h2 by ALPN.
+    var choseHTTP2: Bool { cossl_alpn_is_h2(ssl) != 0 }
+
     /// Whether decrypted bytes are buffered inside OpenSSL (epoll cannot see them).
     var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
 }
@@ -239,10 +242,10 @@ public final class TLSSites: @unchecked Sendable {
     public let defaultContext: TLSContext
     let sites: [TLSContext]
 
-    public init(settings: ServerConfig.TLSSettings) throws(TLSContext.Failure) {
-        defaultContext = try TLSContext(site: settings.defaultSite, settings: settings)
+    public init(settings: ServerConfig.TLSSettings, http2: Bool = false) throws(TLSContext.Failure) {
+        defaultContext = try TLSContext(site: settings.defaultSite, settings: settings, http2: http2)
         var sites: [TLSContext] = []
-        for site in settings.sites { sites.append(try TLSContext(site: site, settings: settings)) }
+        for site in settings.sites { sites.append(try TLSContext(site: site, settings: settings, http2: http2)) }
         self.sites = sites
         if !sites.isEmpty {
             cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, _, argument in

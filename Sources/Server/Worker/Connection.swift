@@ -31,6 +31,9 @@ final class Connection {
     let listenerID: UInt16
     /// Plain, or TLS once a session is made for a connection from a TLS socket.
     var transport = Transport.plain
+    /// The HTTP/2 session once the connection speaks HTTP/2 (ALPN h2, or the preface on a plain
+    /// socket with `http2.cleartext`); nil for HTTP/1.1.
+    var http2: HTTP2Session?
     var phase = Phase.idle
     /// The epoll events the socket is registered for; 0 until it first has to wait (a request answered
     /// straight from the hand-off and closed never touches epoll).

@@ -11,8 +11,11 @@ final class ConnectionDriver {
     let poller: Poller
     let output: OutputWriter
     let stats: UnsafeMutablePointer<UInt64>
-    /// HTTP/1.1, the protocol every connection speaks once its handshake is done.
+    /// HTTP/1.1, the protocol every connection speaks once its handshake is done, unless it speaks
+    /// HTTP/2: ALPN chose h2, or (`http2.cleartext`) a plain connection opened with the preface.
     let http1: HTTP1Codec
+    let http2: HTTP2Codec
+    let http2Cleartext: Bool
     private(set) var connections: [Connection?] = []
     /// Open connections, and the running counts the heartbeat reports.
     private(set) var live = 0
@@ -41,11 +44,13 @@ final class ConnectionDriver {
     deinit { readBuffer.deallocate() }
 
     init(
-        config: ServerConfig, poller: Poller, http1: HTTP1Codec, output: OutputWriter, stats: UnsafeMutablePointer<UInt64>,
-        tlsSites: TLSSites?
+        config: ServerConfig, poller: Poller, http1: HTTP1Codec, http2: HTTP2Codec, output: OutputWriter,
+        stats: UnsafeMutablePointer<UInt64>, tlsSites: TLSSites?
     ) {
         self.poller = poller
         self.http1 = http1
+        self.http2 = http2
+        http2Cleartext = config.http2.cleartext
         self.output = output
         self.stats = stats
         self.tlsSites = tlsSites
@@ -173,6 +178,12 @@ final class ConnectionDriver {
         switch session.handshake() {
         case .done:
             connection.enter(.idle, at: now, timeouts)
+            if session.choseHTTP2 {
+                guard http2.start(connection) else { return close(connection) }
+                // The server's SETTINGS go at once (RFC 9113 section 3.4), before the client's preface.
+                http2.send(connection, connection.http2!, self)
+                guard isOpen(connection) else { return }
+            }
             onReadable(connection)
             if isOpen(connection) && connection.watched == 0 { watch(connection, events: Poller.readable) }
         case .wantRead:
@@ -202,6 +213,12 @@ final class ConnectionDriver {
 
     /// An epoll event for a connection's socket.
     func onEvent(_ connection: Connection, events: UInt32) {
+        if connection.http2 != nil {
+            // HTTP/2 waits for the socket (EPOLLOUT alone) or for the client, whose frames (window
+            // updates among them) are read in any phase.
+            if events & Poller.writable != 0 { return onWritable(connection) }
+            return onReadable(connection)
+        }
         if events & Poller.writable != 0 || connection.phase == .writing {
             if events & (Poller.writable | Poller.hangup) != 0 { onWritable(connection) }
         } else {
@@ -236,13 +253,40 @@ final class ConnectionDriver {
             }
             break
         }
-        http1.process(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self)
+        let input = UnsafeRawBufferPointer(rebasing: readBuffer[0..<length])
+        if let session = connection.http2 {
+            http2.process(connection, session, input, self)
+        } else if http2Cleartext && connection.requests == 0 && !connection.isSecure && input[0] == UInt8(ascii: "P") {
+            startCleartextHTTP2(connection, input)
+        } else {
+            http1.process(connection, input, self)
+        }
         if ended { return inputEnded(connection) }
         // A full buffer can leave part of a TLS record inside OpenSSL, where epoll cannot see it.
         if case .tls(let session) = connection.transport, session.hasBufferedInput, connection.output.isEmpty,
            connection.phase != .lingering {
             onReadable(connection)
         }
+    }
+
+    /// A plain connection's first bytes with `http2.cleartext`: the HTTP/2 preface (RFC 9113 section
+    /// 3.3, prior knowledge) starts HTTP/2; a part of it waits for the rest; anything else is HTTP/1.1.
+    func startCleartextHTTP2(_ connection: Connection, _ input: UnsafeRawBufferPointer) {
+        let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        let compared = min(input.count, preface.utf8CodeUnitCount)
+        var matches = true
+        for index in 0..<compared where input[index] != preface.utf8Start[index] {
+            matches = false
+            break
+        }
+        guard matches else { return http1.process(connection, input, self) }
+        if compared < preface.utf8CodeUnitCount {
+            connection.stash = Array(input)
+            if connection.phase != .readingHead { connection.enter(.readingHead, at: now, timeouts) }
+            return
+        }
+        guard http2.start(connection), let session = connection.http2 else { return close(connection) }
+        http2.process(connection, session, input, self)
     }
 
     /// The client closed its side (or the read failed) after bytes that have been answered as far as
@@ -252,6 +296,12 @@ final class ConnectionDriver {
     /// again at every turn, and the loop would spin until the header deadline.
     func inputEnded(_ connection: Connection) {
         guard isOpen(connection) else { return }
+        if connection.http2 != nil {
+            // No more frames can come: what is queued goes, then the connection closes.
+            if connection.output.isEmpty { return finish(connection) }
+            connection.closeAfterResponse = true
+            return
+        }
         if !connection.output.isEmpty {
             connection.closeAfterResponse = true
             connection.stash = []
@@ -285,8 +335,25 @@ final class ConnectionDriver {
         }
     }
 
+    /// The socket is full: the rest waits for EPOLLOUT under the send deadline.
+    func waitForSocket(_ connection: Connection) {
+        connection.enter(.writing, at: now, timeouts)
+        watch(connection, events: Poller.writable)
+    }
+
     func onWritable(_ connection: Connection) {
         if connection.phase == .handshake { return continueHandshake(connection) }
+        if let session = connection.http2 {
+            if connection.closeAfterResponse {
+                // The client's input ended: only what was queued goes.
+                switch output.flush(connection) {
+                case .failed: return close(connection)
+                case .blocked: return
+                case .done: return finish(connection)
+                }
+            }
+            return http2.send(connection, session, self)
+        }
         switch output.flush(connection) {
         case .failed:
             return close(connection)
@@ -311,10 +378,8 @@ final class ConnectionDriver {
     @inline(__always)
     func recordDuration(_ connection: Connection) {
         guard connection.startedAt != 0 else { return }
-        let elapsed = monotonicMicroseconds() &- connection.startedAt
+        Stats.recordDuration(since: connection.startedAt, in: stats)
         connection.startedAt = 0
-        stats[Stats.durationMicroseconds] &+= elapsed
-        stats[Stats.bucket(elapsed)] &+= 1
     }
 
     /// Registers the socket for `events`, or changes its registration; a socket that cannot be
@@ -385,6 +450,7 @@ final class ConnectionDriver {
         closeDescriptor(connection.fd)
         connection.closed = true
         connection.output.clear()
+        connection.http2 = nil
         connections[Int(connection.fd)] = nil
         live -= 1
         closedTotal += 1
@@ -402,6 +468,10 @@ final class ConnectionDriver {
     /// lingering close; anything else closes.
     func expireDeadlines() {
         for case let connection? in connections where connection.deadline <= now {
+            if let session = connection.http2 {
+                http2.expire(connection, session, self)
+                continue
+            }
             switch connection.phase {
             case .idle:
                 close(connection)
@@ -424,6 +494,10 @@ final class ConnectionDriver {
         if draining { return }
         draining = true
         for case let connection? in connections {
+            if let session = connection.http2 {
+                http2.drain(connection, session, self)
+                continue
+            }
             connection.closeAfterResponse = true
             guard connection.phase == .idle else { continue }
             // An idle keep-alive connection closes now, unless it was busy within the last second: a

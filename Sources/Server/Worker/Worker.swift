@@ -47,7 +47,7 @@ public final class Worker {
         var tlsSites: TLSSites? = nil
         if !config.tls.listen.isEmpty && !config.tls.defaultSite.certificates.isEmpty {
             do {
-                tlsSites = try TLSSites(settings: config.tls)
+                tlsSites = try TLSSites(settings: config.tls, http2: config.http2.enabled)
             } catch {
                 throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
             }
@@ -58,7 +58,9 @@ public final class Worker {
         accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat, stats: stats)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
-        driver = ConnectionDriver(config: config, poller: poller, http1: http1, output: output, stats: stats, tlsSites: tlsSites)
+        let http2 = HTTP2Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats, date: http1.date)
+        driver = ConnectionDriver(
+            config: config, poller: poller, http1: http1, http2: http2, output: output, stats: stats, tlsSites: tlsSites)
         Socket.setNonBlocking(WorkerSlot.manager.fd)
         Socket.setNonBlocking(WorkerSlot.release.fd)
         try poller.add(channel.fd, events: Poller.readable)
@@ -95,7 +97,7 @@ public final class Worker {
         }
         driver.closeAll()
         endOfIteration()
-        log.debug("worker exiting", metadata: ["id": "\(id)", "requests": "\(driver.http1.requestsTotal)"])
+        log.debug("worker exiting", metadata: ["id": "\(id)", "requests": "\(driver.http1.requestsTotal + driver.http2.requestsTotal)"])
         return 0
     }
 
@@ -158,7 +160,7 @@ public final class Worker {
     func sendHeartbeat() {
         lastHeartbeat = driver.now
         let beat = Heartbeat(
-            liveConnections: UInt32(driver.live), acceptedTotal: driver.acceptedTotal, requestsTotal: driver.http1.requestsTotal,
+            liveConnections: UInt32(driver.live), acceptedTotal: driver.acceptedTotal, requestsTotal: driver.http1.requestsTotal + driver.http2.requestsTotal,
             closedTotal: driver.closedTotal)
         _ = try? channel.send(.heartbeat(beat))
         // The gauges are counted now: what each connection is doing.
