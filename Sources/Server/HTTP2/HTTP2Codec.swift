@@ -158,7 +158,13 @@ final class HTTP2Codec {
         nghttp2_session_terminate_session(session.session, code)
         session.goingAway = true
         send(connection, session, driver)
-        if driver.isOpen(connection) { driver.close(connection) }
+        // Lingering: closing with the client's frames unread would make the kernel reset the
+        // connection, and the client would lose the GOAWAY that says why.
+        if driver.isOpen(connection) && connection.phase != .lingering {
+            connection.lingerOnClose = true
+            // A full socket: the GOAWAY goes out first (`ConnectionDriver.onWritable`), then the close.
+            if connection.output.isEmpty { driver.finish(connection) } else { connection.closeAfterResponse = true }
+        }
     }
 
     /// Sends GOAWAY(NO_ERROR) with the last stream this side has taken: no new streams; those in flight
