@@ -157,6 +157,9 @@ import Testing
             #expect(stream(result, 3)["status"] as? Int == 200, "\(scenario): \(result)")
             #expect(result["goaway"] is NSNull, "\(scenario): \(result)")
         }
+        // A header block split over two reads (HEADERS, a pause, CONTINUATION) is one request.
+        let split = try probe(port, "split_headers")
+        #expect(stream(split, 1)["status"] as? Int == 206 && stream(split, 1)["body"] as? Int == 4, "\(split)")
         // Host in place of :authority is enough; neither is a malformed request.
         #expect(stream(try probe(port, "host_only"), 1)["status"] as? Int == 200)
         #expect(stream(try probe(port, "no_host"), 1)["rst"] as? Int == 1)

@@ -5,9 +5,23 @@ import Glibc
 /// `HTTP2Session`, unretained: its connection owns it) and the stream through the stream's user data or
 /// its DATA source (the `HTTP2Stream`, held by the session's `streams`).
 extension HTTP2Codec {
+    // Each callback lends its session (and stream) to a method as guaranteed references: held by their
+    // owners for the whole call, so they are used without a retain and release at every access.
+
     @inline(__always)
     static func session(_ userData: UnsafeMutableRawPointer?) -> HTTP2Session {
         Unmanaged<HTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
+    }
+
+    /// Runs `body` with the session of `userData` and the stream `id` of `library` (nil: not ours).
+    @inline(__always)
+    static func with(
+        _ library: OpaquePointer?, _ id: Int32, _ userData: UnsafeMutableRawPointer?, _ body: (HTTP2Session, HTTP2Stream) -> Int32
+    ) -> Int32 {
+        guard let pointer = nghttp2_session_get_stream_user_data(library, id) else { return 0 }
+        return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
+            Unmanaged<HTTP2Stream>.fromOpaque(pointer)._withUnsafeGuaranteedRef { stream in body(session, stream) }
+        }
     }
 
     /// A frame's header, before its payload and whatever its stream's state: empty DATA frames are
@@ -30,15 +44,18 @@ extension HTTP2Codec {
         guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else {
             return 0
         }
-        let session = HTTP2Codec.session(userData)
-        let codec = session.codec
-        let id = frame.pointee.hd.stream_id
-        let stream = codec.pool.popLast() ?? HTTP2Stream()
+        return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
+            session.codec.beginHeaders(session, frame.pointee.hd.stream_id)
+        }
+    }
+
+    func beginHeaders(_ session: HTTP2Session, _ id: Int32) -> Int32 {
+        let stream = pool.popLast() ?? HTTP2Stream()
         stream.reset(id: id)
-        session.streams[id] = stream
+        session.add(stream)
         nghttp2_session_set_stream_user_data(session.session, id, Unmanaged.passUnretained(stream).toOpaque())
-        session.fieldLines.removeAll(keepingCapacity: true)
-        session.pseudo.removeAll(keepingCapacity: true)
+        requestCount = 0
+        pseudoCount = 0
         session.receivingHeaders = true
         return 0
     }
@@ -47,11 +64,16 @@ extension HTTP2Codec {
     /// all counted against `limits` (decoded bytes plus 32 each, as SETTINGS_MAX_HEADER_LIST_SIZE
     /// counts; and fields, each cookie crumb one). Past a limit nothing more is kept and the request
     /// gets 431.
-    static let onHeader: nghttp2_on_header_callback = { _, frame, name, nameLength, value, valueLength, _, userData in
+    static let onHeader: nghttp2_on_header_callback = { library, frame, name, nameLength, value, valueLength, _, userData in
         guard let frame, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST, let name, let value else { return 0 }
-        let session = HTTP2Codec.session(userData)
-        guard let stream = session.stream(frame.pointee.hd.stream_id), stream.receivingHeaders else { return 0 }
-        let limits = session.codec.rules.limits
+        return HTTP2Codec.with(library, frame.pointee.hd.stream_id, userData) { session, stream in
+            session.codec.header(stream, name, nameLength, value, valueLength)
+        }
+    }
+
+    func header(_ stream: HTTP2Stream, _ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>, _ valueLength: Int) -> Int32 {
+        guard stream.receivingHeaders else { return 0 }  // trailers: not needed
+        let limits = rules.limits
         stream.headerBytes += nameLength + valueLength + 32
         stream.headerCount += 1
         if stream.headersTooLarge { return 0 }
@@ -61,8 +83,10 @@ extension HTTP2Codec {
             return 0
         }
         if name[0] == UInt8(ascii: ":") || (nameLength == 4 && memcmp(name, "host", 4) == 0) {
-            let start = session.pseudo.count
-            session.pseudo.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
+            // Within the limits checked above, so it fits.
+            let start = pseudoCount
+            (pseudo + start).update(from: value, count: valueLength)
+            pseudoCount += valueLength
             let span = (start, start + valueLength)
             switch (nameLength, name[1]) {
             case (7, UInt8(ascii: "m")): stream.method = span
@@ -73,25 +97,27 @@ extension HTTP2Codec {
             }
             return 0
         }
-        session.fieldLines.append(contentsOf: UnsafeBufferPointer(start: name, count: nameLength))
-        session.fieldLines.append(0x3a)
-        session.fieldLines.append(0x20)
-        session.fieldLines.append(contentsOf: UnsafeBufferPointer(start: value, count: valueLength))
-        session.fieldLines.append(13)
-        session.fieldLines.append(10)
+        if !stream.requestLineWritten { writeRequestLine(stream) }
+        appendRequest(name, nameLength)
+        appendRequest(": ")
+        appendRequest(value, valueLength)
+        appendRequest("\r\n")
         return 0
     }
 
     /// A whole frame received: a request's header block is answered; stream resets are counted.
-    static let onFrameReceived: nghttp2_on_frame_recv_callback = { _, frame, userData in
+    static let onFrameReceived: nghttp2_on_frame_recv_callback = { library, frame, userData in
         guard let frame else { return 0 }
-        let session = HTTP2Codec.session(userData)
         let header = frame.pointee.hd
         switch header.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
-            guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST, let stream = session.stream(header.stream_id) else { return 0 }
-            session.codec.respond(session, stream)
+            guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            return HTTP2Codec.with(library, header.stream_id, userData) { session, stream in
+                session.codec.respond(session, stream)
+                return 0
+            }
         case UInt8(NGHTTP2_RST_STREAM.rawValue):
+            let session = HTTP2Codec.session(userData)
             // Rapid reset (CVE-2023-44487): each reset stream was a request answered for nothing.
             let codec = session.codec
             let elapsed = Double(max(0, codec.now - session.resetRefilled))
@@ -112,11 +138,11 @@ extension HTTP2Codec {
     /// A frame went out: a response's END_STREAM counts its duration (and ends the stream, with
     /// RST_STREAM(NO_ERROR), when the client is still sending a body nobody will read); a GOAWAY with
     /// an error is logged.
-    static let onFrameSent: nghttp2_on_frame_send_callback = { _, frame, userData in
+    static let onFrameSent: nghttp2_on_frame_send_callback = { library, frame, userData in
         guard let frame else { return 0 }
-        let session = HTTP2Codec.session(userData)
         let header = frame.pointee.hd
         if header.type == UInt8(NGHTTP2_GOAWAY.rawValue) {
+            let session = HTTP2Codec.session(userData)
             let code = frame.pointee.goaway.error_code
             if code != NGHTTP2_NO_ERROR.rawValue && !session.logged {
                 session.logged = true
@@ -129,34 +155,41 @@ extension HTTP2Codec {
             return 0
         }
         guard header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
-            header.type == UInt8(NGHTTP2_DATA.rawValue) || header.type == UInt8(NGHTTP2_HEADERS.rawValue),
-            let stream = session.stream(header.stream_id)
+            header.type == UInt8(NGHTTP2_DATA.rawValue) || header.type == UInt8(NGHTTP2_HEADERS.rawValue)
         else { return 0 }
-        session.codec.finished(session, stream)
-        if stream.sending {
-            stream.sending = false
-            session.sending -= 1
+        return HTTP2Codec.with(library, header.stream_id, userData) { session, stream in
+            session.codec.finished(session, stream)
+            return 0
         }
-        if nghttp2_session_get_stream_remote_close(session.session, stream.id) == 0 {
-            nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_NO_ERROR.rawValue)
-        }
-        return 0
     }
 
-    /// A response's last frame went: its duration counted, its body released.
+    /// A response's last frame went: its duration counted, its body released; a request body still
+    /// coming is refused with RST_STREAM(NO_ERROR).
     func finished(_ session: HTTP2Session, _ stream: HTTP2Stream) {
         stream.releaseBody()
         if stream.startedAt != 0 {
             Stats.recordDuration(since: stream.startedAt, in: stats)
             stream.startedAt = 0
         }
+        if stream.sending {
+            stream.sending = false
+            session.sending -= 1
+        }
         session.progressed = true
+        if nghttp2_session_get_stream_remote_close(session.session, stream.id) == 0 {
+            nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_NO_ERROR.rawValue)
+        }
     }
 
     /// A stream closed (answered, reset by either side, or refused): back to the pool.
-    static let onStreamClose: nghttp2_on_stream_close_callback = { _, id, _, userData in
-        let session = HTTP2Codec.session(userData)
-        guard let stream = session.streams.removeValue(forKey: id) else { return 0 }
+    static let onStreamClose: nghttp2_on_stream_close_callback = { library, id, _, userData in
+        HTTP2Codec.with(library, id, userData) { session, stream in
+            session.codec.closed(session, stream)
+            return 0
+        }
+    }
+
+    func closed(_ session: HTTP2Session, _ stream: HTTP2Stream) {
         if stream.receivingHeaders { session.receivingHeaders = false }
         if stream.sending {
             stream.sending = false
@@ -164,29 +197,36 @@ extension HTTP2Codec {
         }
         stream.releaseBody()
         session.progressed = true
-        if session.codec.pool.count < 256 { session.codec.pool.append(stream) }
-        return 0
+        if pool.count < 256 { pool.append(stream) }
+        // Last: without room in the pool, the session held the last reference.
+        session.remove(stream)
     }
 
     /// What the next DATA frame of a stream carries (NGHTTP2_DATA_FLAG_NO_COPY: `sendData` writes it).
     static let readData: nghttp2_data_source_read_callback = { _, _, _, length, flags, source, _ in
-        let stream = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-        guard let slice = stream.nextSlice(limit: length) else {
-            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)  // the file shrank: RST_STREAM
+        Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { stream in
+            guard let slice = stream.nextSlice(limit: length) else {
+                return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)  // the file shrank: RST_STREAM
+            }
+            flags!.pointee = NGHTTP2_DATA_FLAG_NO_COPY.rawValue | (slice.last ? NGHTTP2_DATA_FLAG_EOF.rawValue : 0)
+            return slice.count
         }
-        flags!.pointee = NGHTTP2_DATA_FLAG_NO_COPY.rawValue | (slice.last ? NGHTTP2_DATA_FLAG_EOF.rawValue : 0)
-        return slice.count
     }
 
     /// Writes a DATA frame into the output buffer: its 9-byte header, then the payload copied from the
     /// stream's memory or read from the file straight into place.
     static let sendData: nghttp2_send_data_callback = { _, frame, frameHeader, length, source, userData in
-        let session = HTTP2Codec.session(userData)
-        let codec = session.codec
-        let stream = Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-        guard codec.buffered + 9 + length <= HTTP2Codec.bufferCapacity else { return NGHTTP2_ERR_WOULDBLOCK.rawValue }
-        let target = codec.buffer + codec.buffered
-        target.copyMemory(from: frameHeader!, byteCount: 9)
+        Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
+            Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { stream in
+                session.codec.writeData(stream, frameHeader!, length)
+            }
+        }
+    }
+
+    func writeData(_ stream: HTTP2Stream, _ frameHeader: UnsafePointer<UInt8>, _ length: Int) -> Int32 {
+        guard buffered + 9 + length <= HTTP2Codec.bufferCapacity else { return NGHTTP2_ERR_WOULDBLOCK.rawValue }
+        let target = buffer + buffered
+        target.copyMemory(from: frameHeader, byteCount: 9)
         if length > 0 {
             if stream.memoryOffset < stream.memory.count {
                 (target + 9).copyMemory(from: stream.memory.baseAddress! + stream.memoryOffset, byteCount: length)
@@ -198,7 +238,7 @@ extension HTTP2Codec {
                 stream.fileOffset += Int64(length)
             }
         }
-        codec.buffered += 9 + length
+        buffered += 9 + length
         return 0
     }
 

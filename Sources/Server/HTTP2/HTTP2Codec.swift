@@ -24,8 +24,9 @@ final class HTTP2Codec {
     let output: OutputWriter
     let stats: UnsafeMutablePointer<UInt64>
     let rules: RequestRules
-    /// The Strict-Transport-Security value, for TLS responses to hosts that are not local.
-    let hsts: [UInt8]?
+    /// The Strict-Transport-Security value (length 0: none), for TLS responses to hosts that are not local.
+    let hstsValue: UnsafeMutablePointer<UInt8>
+    let hstsLength: Int
     /// The `Date` value (the HTTP/1.1 codec's, rebuilt once a second).
     let date: UnsafeMutablePointer<UInt8>
     let settings: ServerConfig.HTTP2Settings
@@ -37,9 +38,14 @@ final class HTTP2Codec {
     static let bufferCapacity = 96 * 1024
     /// Gathering stops past this (a write's worth; room stays for one more frame of either kind).
     static let fillTarget = 64 * 1024
-    /// Where a request is rebuilt as an HTTP/1.1 head for the parser.
+    /// Where a request is rebuilt as an HTTP/1.1 head for the parser, as its fields arrive; writes past
+    /// `requestCapacity` are counted and dropped (the request gets 431).
     let request: UnsafeMutablePointer<UInt8>
     let requestCapacity: Int
+    var requestCount = 0
+    /// The values of :method, :path, :authority and Host of the header block being received.
+    let pseudo: UnsafeMutablePointer<UInt8>
+    var pseudoCount = 0
     /// A response's header list, and its names in lowercase.
     let fieldList: UnsafeMutablePointer<nghttp2_nv>
     static let fieldListCapacity = 160
@@ -57,6 +63,8 @@ final class HTTP2Codec {
         nghttp2_option_del(options)
         buffer.deallocate()
         request.deallocate()
+        pseudo.deallocate()
+        hstsValue.deallocate()
         fieldList.deallocate()
         names.deallocate()
     }
@@ -72,11 +80,15 @@ final class HTTP2Codec {
         self.date = date
         settings = config.http2
         rules = RequestRules(config)
-        hsts = config.tls.hsts.map { Array($0.utf8) }
+        let hsts = Array((config.tls.hsts ?? "").utf8)
+        hstsLength = hsts.count
+        hstsValue = .allocate(capacity: max(hsts.count, 1))
+        hstsValue.initialize(from: hsts, count: hsts.count)
         buffer = .allocate(byteCount: HTTP2Codec.bufferCapacity, alignment: 16)
         // The request line and Host are the pseudo-header fields' bytes, within the same limits.
         requestCapacity = config.limits.headerBytes + 64
         request = .allocate(capacity: requestCapacity)
+        pseudo = .allocate(capacity: requestCapacity)
         fieldList = .allocate(capacity: HTTP2Codec.fieldListCapacity)
         names = .allocate(capacity: HTTP2Codec.namesCapacity)
 
@@ -129,7 +141,9 @@ final class HTTP2Codec {
     /// then sends what it has to send.
     func process(_ connection: Connection, _ session: HTTP2Session, _ input: UnsafeRawBufferPointer, _ driver: ConnectionDriver) {
         now = driver.now
+        if session.receivingHeaders { restoreBlock(session) }
         let result = nghttp2_session_mem_recv(session.session, input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
+        if session.receivingHeaders { saveBlock(session) }
         if result < 0 { return fail(connection, session, Int32(result), driver) }
         send(connection, session, driver)
     }
@@ -302,6 +316,47 @@ final class HTTP2Codec {
 
     // MARK: Requests
 
+    /// Appends to the request being rebuilt (past its capacity, only counted).
+    @inline(__always)
+    func appendRequest(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
+        if requestCount + count <= requestCapacity { (request + requestCount).update(from: bytes, count: count) }
+        requestCount += count
+    }
+
+    @inline(__always)
+    func appendRequest(_ text: StaticString) { appendRequest(text.utf8Start, text.utf8CodeUnitCount) }
+
+    /// The request line from :method and :path (CONNECT: its :authority), then Host from :authority.
+    func writeRequestLine(_ stream: HTTP2Stream) {
+        stream.requestLineWritten = true
+        appendRequest(pseudo + max(stream.method.0, 0), max(stream.method.1 - stream.method.0, 0))
+        appendRequest(" ")
+        let target = stream.path.0 >= 0 ? stream.path : stream.authority
+        appendRequest(pseudo + max(target.0, 0), max(target.1 - target.0, 0))
+        appendRequest(" HTTP/1.1\r\n")
+        if stream.authority.0 >= 0 {
+            appendRequest("host: ")
+            appendRequest(pseudo + stream.authority.0, stream.authority.1 - stream.authority.0)
+            appendRequest("\r\n")
+        }
+    }
+
+    /// A header block continues in this read: what was gathered of it goes back into the buffers.
+    func restoreBlock(_ session: HTTP2Session) {
+        requestCount = session.savedBlock.count
+        session.savedBlock.withUnsafeBufferPointer { if let base = $0.baseAddress { request.update(from: base, count: $0.count) } }
+        pseudoCount = session.savedPseudo.count
+        session.savedPseudo.withUnsafeBufferPointer { if let base = $0.baseAddress { pseudo.update(from: base, count: $0.count) } }
+        session.savedBlock = []
+        session.savedPseudo = []
+    }
+
+    /// A header block did not end in this read: what was gathered of it is kept with its connection.
+    func saveBlock(_ session: HTTP2Session) {
+        session.savedBlock = Array(UnsafeBufferPointer(start: request, count: min(requestCount, requestCapacity)))
+        session.savedPseudo = Array(UnsafeBufferPointer(start: pseudo, count: pseudoCount))
+    }
+
     /// A whole request header block: the request rebuilt as an HTTP/1.1 head, parsed, answered.
     func respond(_ session: HTTP2Session, _ stream: HTTP2Stream) {
         let connection = session.connection
@@ -313,33 +368,20 @@ final class HTTP2Codec {
         stats[Stats.http2Streams] &+= 1
         stream.startedAt = monotonicMicroseconds()
         if session.requests >= rules.keepaliveRequests { goAway(session) }
-        var writer = ByteWriter(base: request, capacity: requestCapacity)
-        if !stream.headersTooLarge {
-            session.pseudo.withUnsafeBytes { pseudo in
-                let method = ByteSpan(start: stream.method.0, end: stream.method.1)
-                writer.append(pseudo, method)
-                writer.append(byte: 0x20)
-                // CONNECT names its target in :authority and has no :path.
-                writer.append(pseudo, stream.path.0 >= 0 ? ByteSpan(start: stream.path.0, end: stream.path.1) : ByteSpan(start: stream.authority.0, end: stream.authority.1))
-                writer.append(" HTTP/1.1\r\n")
-                if stream.authority.0 >= 0 || stream.host.0 >= 0 {
-                    writer.append("host: ")
-                    let host = stream.authority.0 >= 0 ? stream.authority : stream.host
-                    writer.append(pseudo, ByteSpan(start: host.0, end: host.1))
-                    writer.append("\r\n")
-                }
-            }
-            session.fieldLines.withUnsafeBytes { writer.append($0) }
-            writer.append("\r\n")
+        // The request line and fields are in `request` already (see `onHeader`); the head ends here.
+        if !stream.requestLineWritten { writeRequestLine(stream) }
+        if stream.authority.0 < 0 && stream.host.0 >= 0 {
+            appendRequest("host: ")
+            appendRequest(pseudo + stream.host.0, stream.host.1 - stream.host.0)
+            appendRequest("\r\n")
         }
-        let bytes = UnsafeRawBufferPointer(start: request, count: writer.count)
-        if stream.headersTooLarge || writer.overflowed {
+        appendRequest("\r\n")
+        let bytes = UnsafeRawBufferPointer(start: request, count: requestCount)
+        if stream.headersTooLarge || requestCount > requestCapacity {
             return answerUnparsed(session, stream, .headerFieldsTooLarge, bytes: nil)
         }
         // RFC 9113 section 8.3.1: a Host that names another authority than :authority is malformed.
-        if stream.authority.0 >= 0 && stream.host.0 >= 0 && !session.pseudo.withUnsafeBytes({ pseudo in
-            HTTP2Codec.sameBytes(pseudo, stream.authority, stream.host)
-        }) {
+        if stream.authority.0 >= 0 && stream.host.0 >= 0 && !HTTP2Codec.sameBytes(pseudo, stream.authority, stream.host) {
             nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_PROTOCOL_ERROR.rawValue)
             return
         }
@@ -355,7 +397,7 @@ final class HTTP2Codec {
             let version: StaticString = "HTTP/2.0"
             (request + head.requestLine.end - 8).update(from: version.utf8Start, count: 8)
             Stats.count(head.method, in: stats)
-            let exchange = rules.exchange(head, bytes, connection, checkHost: hsts != nil)
+            let exchange = rules.exchange(head, bytes, connection, checkHost: hstsLength > 0)
             if rules.bodyTooLarge(head.contentLength) {
                 return send(session, stream, handler.error(.contentTooLarge, now: now), exchange, head, bytes)
             }
@@ -397,49 +439,44 @@ final class HTTP2Codec {
     /// body as DATA frames read from the stream.
     private func submit(_ session: HTTP2Session, _ stream: HTTP2Stream, _ response: borrowing Response, _ exchange: Exchange) {
         var count = 0
-        func add(_ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>, _ valueLength: Int) {
-            guard count < HTTP2Codec.fieldListCapacity else { return }
-            fieldList[count] = nghttp2_nv(
-                name: UnsafeMutablePointer(mutating: name), value: UnsafeMutablePointer(mutating: value), namelen: nameLength,
-                valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-            count += 1
-        }
         let statusName: StaticString = ":status"
         let statusLine = response.status.statusLine
-        add(statusName.utf8Start, 7, statusLine.utf8Start + 9, 3)
+        addField(&count, statusName.utf8Start, 7, statusLine.utf8Start + 9, 3)
         let serverName: StaticString = "server"
         let serverValue: StaticString = "webserver"
-        add(serverName.utf8Start, 6, serverValue.utf8Start, 9)
+        addField(&count, serverName.utf8Start, 6, serverValue.utf8Start, 9)
         let dateName: StaticString = "date"
-        add(dateName.utf8Start, 4, date, HTTPDate.length)
+        addField(&count, dateName.utf8Start, 4, date, HTTPDate.length)
         let hstsName: StaticString = "strict-transport-security"
-        if let hsts, exchange.secure, !exchange.hostIsLocal {
-            hsts.withUnsafeBufferPointer { add(hstsName.utf8Start, 25, $0.baseAddress!, $0.count) }
+        if hstsLength > 0 && exchange.secure && !exchange.hostIsLocal {
+            addField(&count, hstsName.utf8Start, 25, hstsValue, hstsLength)
         }
         // Field lines "Name: value" CRLF, split and the names lowercased into `names`.
         let fields = response.fields
-        var namesUsed = 0
-        var index = 0
-        if let base = fields.baseAddress?.assumingMemoryBound(to: UInt8.self) {
-            while index < fields.count {
-                var colon = index
-                while colon < fields.count && base[colon] != UInt8(ascii: ":") { colon += 1 }
-                var lineEnd = colon
-                while lineEnd < fields.count && base[lineEnd] != 13 { lineEnd += 1 }
-                guard colon < lineEnd else { break }
-                var valueStart = colon + 1
-                while valueStart < lineEnd && (base[valueStart] == 0x20 || base[valueStart] == 0x09) { valueStart += 1 }
-                let nameLength = colon - index
-                if namesUsed + nameLength <= HTTP2Codec.namesCapacity
-                    && !HTTP2Codec.isConnectionSpecific(base + index, nameLength) {
+        if let start = fields.baseAddress?.assumingMemoryBound(to: UInt8.self) {
+            let end = start + fields.count
+            var line = start
+            var lowered = names
+            let namesEnd = names + HTTP2Codec.namesCapacity
+            while line < end {
+                guard let found = memchr(line, 10, end - line) else { break }
+                let lineEnd = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
+                let valueEnd = lineEnd > line && lineEnd[-1] == 13 ? lineEnd - 1 : lineEnd
+                var colon = line
+                while colon < valueEnd && colon.pointee != UInt8(ascii: ":") { colon += 1 }
+                let nameLength = colon - line
+                if colon < valueEnd && nameLength > 0 && lowered + nameLength <= namesEnd
+                    && !HTTP2Codec.isConnectionSpecific(line, nameLength) {
+                    var value = colon + 1
+                    while value < valueEnd && (value.pointee == 0x20 || value.pointee == 0x09) { value += 1 }
                     for offset in 0..<nameLength {
-                        let byte = base[index + offset]
-                        names[namesUsed + offset] = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
+                        let byte = line[offset]
+                        lowered[offset] = byte &- 65 < 26 ? byte | 0x20 : byte
                     }
-                    add(names + namesUsed, nameLength, base + valueStart, lineEnd - valueStart)
-                    namesUsed += nameLength
+                    addField(&count, lowered, nameLength, value, valueEnd - value)
+                    lowered += nameLength
                 }
-                index = lineEnd + 2
+                line = lineEnd + 1
             }
         }
         let hasBody = !exchange.isHead && stream.load(response)
@@ -459,22 +496,33 @@ final class HTTP2Codec {
         }
     }
 
+    /// Adds a field to the response's header list (the library copies names and values).
+    @inline(__always)
+    func addField(_ count: inout Int, _ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>, _ valueLength: Int) {
+        guard count < HTTP2Codec.fieldListCapacity else { return }
+        fieldList[count] = nghttp2_nv(
+            name: UnsafeMutablePointer(mutating: name), value: UnsafeMutablePointer(mutating: value), namelen: nameLength,
+            valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        count += 1
+    }
+
     /// Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding and Upgrade: HTTP/1.1's own fields,
     /// which an HTTP/2 message must not carry (RFC 9113 section 8.2.2).
     static func isConnectionSpecific(_ name: UnsafePointer<UInt8>, _ length: Int) -> Bool {
-        let words: [StaticString] = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"]
-        for word in words where word.utf8CodeUnitCount == length {
-            var same = true
-            for offset in 0..<length where name[offset] | 0x20 != word.utf8Start[offset] {
-                same = false
-                break
-            }
-            if same { return true }
+        @inline(__always) func matches(_ word: StaticString) -> Bool {
+            for offset in 0..<length where name[offset] | 0x20 != word.utf8Start[offset] { return false }
+            return true
         }
-        return false
+        switch length {
+        case 7: return matches("upgrade")
+        case 10: return matches("connection") || matches("keep-alive")
+        case 16: return matches("proxy-connection")
+        case 17: return matches("transfer-encoding")
+        default: return false
+        }
     }
 
-    static func sameBytes(_ bytes: UnsafeRawBufferPointer, _ a: (Int, Int), _ b: (Int, Int)) -> Bool {
+    static func sameBytes(_ bytes: UnsafeMutablePointer<UInt8>, _ a: (Int, Int), _ b: (Int, Int)) -> Bool {
         guard a.1 - a.0 == b.1 - b.0 else { return false }
         for offset in 0..<(a.1 - a.0) where bytes[a.0 + offset] | 0x20 != bytes[b.0 + offset] | 0x20 { return false }
         return true

@@ -10,15 +10,15 @@ final class HTTP2Session {
     private(set) var session: OpaquePointer!
     unowned(unsafe) let connection: Connection
     unowned(unsafe) let codec: HTTP2Codec
-    /// Open streams that have a request, by id.
-    var streams: [Int32: HTTP2Stream] = [:]
-    /// The request header block being received (only one at a time per connection, RFC 9113 section
-    /// 6.10): its field lines as `name: value` CRLF, and the values of :method, :path, :authority and
-    /// Host, which become the request line and Host.
-    var fieldLines: [UInt8] = []
-    var pseudo: [UInt8] = []
+    /// Open streams that have a request (each knows its slot here; the library finds them by id
+    /// through their stream user data).
+    var streams: [HTTP2Stream] = []
     /// A header block has begun and not ended: the header deadline runs.
     var receivingHeaders = false
+    /// A header block that did not end in one read: what the codec had gathered of it, kept until the
+    /// next read continues it (the codec's buffers serve every connection in turn).
+    var savedBlock: [UInt8] = []
+    var savedPseudo: [UInt8] = []
     /// Streams whose response body has not all gone (waiting for the client's flow-control windows).
     var sending = 0
     /// Requests on this connection (against `keepalive.requests`).
@@ -48,20 +48,28 @@ final class HTTP2Session {
             let pointer
         else { return nil }
         session = pointer
-        fieldLines.reserveCapacity(1024)
-        pseudo.reserveCapacity(256)
     }
 
     deinit {
         if let session { nghttp2_session_del(session) }
-        for (_, stream) in streams { stream.releaseBody() }
+        for stream in streams { stream.releaseBody() }
     }
 
-    /// The stream a callback is about, if it carries a request of ours.
+    /// Adds a stream that begins.
     @inline(__always)
-    func stream(_ id: Int32) -> HTTP2Stream? {
-        guard let pointer = nghttp2_session_get_stream_user_data(session, id) else { return nil }
-        return Unmanaged<HTTP2Stream>.fromOpaque(pointer).takeUnretainedValue()
+    func add(_ stream: HTTP2Stream) {
+        stream.slot = streams.count
+        streams.append(stream)
+    }
+
+    /// Removes a stream that closed (the last one takes its slot).
+    @inline(__always)
+    func remove(_ stream: HTTP2Stream) {
+        let last = streams.removeLast()
+        if last !== stream {
+            streams[stream.slot] = last
+            last.slot = stream.slot
+        }
     }
 
     /// Whether the connection has nothing left to do: a GOAWAY went (either way) and no stream is open.

@@ -10,6 +10,8 @@ import Glibc
 /// allocate one.
 final class HTTP2Stream {
     var id: Int32 = 0
+    /// Where it is in its session's `streams`.
+    var slot = 0
     /// A header block for this stream is being received (HEADERS without END_HEADERS yet).
     var receivingHeaders = true
     /// Request fields past the limits (bytes or count): answered with 431, the rest not kept.
@@ -17,11 +19,15 @@ final class HTTP2Stream {
     /// Decoded header bytes and fields so far (RFC 9113 section 6.5.2 counts 32 bytes per field).
     var headerBytes = 0
     var headerCount = 0
-    /// Where the pseudo-header values are in the connection's header block (start, end), -1 when absent.
+    /// Where the pseudo-header values and Host are in the codec's `pseudo` buffer (start, end), -1 when
+    /// absent.
     var method = (-1, -1)
     var path = (-1, -1)
     var authority = (-1, -1)
     var host = (-1, -1)
+    /// The request line (and Host from :authority) is in the codec's `request` buffer: the first
+    /// regular field came (pseudo-header fields all come before it, RFC 9113 section 8.3).
+    var requestLineWritten = false
     /// A response body is being sent (counted in the session's `sending`).
     var sending = false
     /// Monotonic microseconds when the request was answered; 0 once its duration is counted.
@@ -56,6 +62,7 @@ final class HTTP2Stream {
         path = (-1, -1)
         authority = (-1, -1)
         host = (-1, -1)
+        requestLineWritten = false
         sending = false
         startedAt = 0
         releaseBody()

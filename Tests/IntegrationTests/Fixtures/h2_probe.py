@@ -214,6 +214,20 @@ elif scenario == "continuation_flood":
         continuation.data = encoder.encode([("x-a", "b")])
         data += continuation.serialize()
     send(data)
+elif scenario == "split_headers":
+    # One header block in two reads: HEADERS, a pause, then CONTINUATION with the rest (a Range field).
+    awaited.append(1)
+    block = encoder.encode([(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "localhost"),
+                            ("user-agent", "split"), ("range", "bytes=0-3")])
+    first = HeadersFrame(1)
+    first.data = block[:len(block) // 2]
+    first.flags.add("END_STREAM")
+    send(first.serialize())
+    time.sleep(0.3)
+    rest = ContinuationFrame(1)
+    rest.data = block[len(block) // 2:]
+    rest.flags.add("END_HEADERS")
+    send(rest.serialize())
 elif scenario == "rapid_reset":
     data = b""
     for index in range(2000):
