@@ -145,6 +145,8 @@ final class HTTP2Codec {
         let result = nghttp2_session_mem_recv(session.session, input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
         if session.receivingHeaders { saveBlock(session) }
         if result < 0 { return fail(connection, session, Int32(result), driver) }
+        // A connection that began while the worker drains: its first requests are answered, then GOAWAY.
+        if driver.draining { goAway(session) }
         send(connection, session, driver)
     }
 
@@ -177,7 +179,7 @@ final class HTTP2Codec {
         if driver.isOpen(connection) && connection.phase != .lingering {
             connection.lingerOnClose = true
             // A full socket: the GOAWAY goes out first (`ConnectionDriver.onWritable`), then the close.
-            if connection.output.isEmpty { driver.finish(connection) } else { connection.closeAfterResponse = true }
+            if connection.output.isEmpty { driver.finish(connection) } else { session.closeWhenFlushed = true }
         }
     }
 

@@ -27,6 +27,9 @@ final class HTTP2Session {
     var emptyDataFrames = 0
     /// A GOAWAY went or is queued: no new streams; the connection closes once the last stream is done.
     var goingAway = false
+    /// The connection closes once its queued output has gone (the client's input ended, or an abuse
+    /// ended the connection): nothing more is read or produced.
+    var closeWhenFlushed = false
     /// Why this side ends the connection (an abuse a callback found), for the GOAWAY and the log.
     var abuse: (code: UInt32, reason: StaticString)?
     /// The connection's end was logged already (no second line for its GOAWAY).

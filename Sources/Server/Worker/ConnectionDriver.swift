@@ -296,10 +296,10 @@ final class ConnectionDriver {
     /// again at every turn, and the loop would spin until the header deadline.
     func inputEnded(_ connection: Connection) {
         guard isOpen(connection) else { return }
-        if connection.http2 != nil {
+        if let session = connection.http2 {
             // No more frames can come: what is queued goes, then the connection closes.
             if connection.output.isEmpty { return finish(connection) }
-            connection.closeAfterResponse = true
+            session.closeWhenFlushed = true
             return
         }
         if !connection.output.isEmpty {
@@ -344,8 +344,8 @@ final class ConnectionDriver {
     func onWritable(_ connection: Connection) {
         if connection.phase == .handshake { return continueHandshake(connection) }
         if let session = connection.http2 {
-            if connection.closeAfterResponse {
-                // The client's input ended: only what was queued goes.
+            if session.closeWhenFlushed {
+                // Only what was queued goes.
                 switch output.flush(connection) {
                 case .failed: return close(connection)
                 case .blocked: return
