@@ -172,6 +172,13 @@ import Testing
         // A body the server does not need: answered, then RST_STREAM(NO_ERROR) (RFC 9113 section 8.1).
         let body = try probe(port, "body_ignored")
         #expect(stream(body, 1)["status"] as? Int == 405 && stream(body, 1)["rst"] as? Int == 0)
+        // content-length that disagrees with the DATA is malformed (RFC 9113 section 8.1.1).
+        #expect(stream(try probe(port, "content_length_mismatch"), 1)["rst"] as? Int == 1)
+        // Frames on a stream the client ended and the server answered: STREAM_CLOSED (5) (section 5.1).
+        for scenario in ["data_after_end_stream", "headers_after_end_stream"] {
+            let result = try probe(port, scenario)
+            #expect(result["goaway"] as? Int == 5 && stream(result, 1)["status"] as? Int == 200, "\(scenario): \(result)")
+        }
         // Unknown frame types are ignored; DATA on an idle stream is a connection error.
         #expect(stream(try probe(port, "garbage"), 1)["status"] as? Int == 200)
         let idle = try probe(port, "data_on_idle_stream")

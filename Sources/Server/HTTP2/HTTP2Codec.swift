@@ -111,9 +111,8 @@ final class HTTP2Codec {
         // The library's own rapid-reset limit stays behind ours (which says ENHANCE_YOUR_CALM), as a backstop.
         nghttp2_option_set_stream_reset_rate_limit(options, UInt64(settings.resetBurst) * 2, UInt64(settings.resetsPerSecond) * 2)
         nghttp2_option_set_max_outbound_ack(options, settings.maxQueuedAcks)
-        // Closed streams are not kept for RFC 7540's priority tree (deprecated by RFC 9113): memory
-        // per connection stays with the streams that are open.
-        nghttp2_option_set_no_closed_streams(options, 1)
+        // Closed streams stay known to the library (a bounded number of them): a frame on a stream the
+        // client ended is then the STREAM_CLOSED error RFC 9113 section 5.1 asks for, not silence.
         // The limit the library enforces on a stream's header list before the callbacks see it (a
         // second, looser line; `limits` decides the 431).
         nghttp2_option_set_max_send_header_block_length(options, 65_536)

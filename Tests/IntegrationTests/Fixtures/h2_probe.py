@@ -228,6 +228,20 @@ elif scenario == "split_headers":
     rest.data = block[len(block) // 2:]
     rest.flags.add("END_HEADERS")
     send(rest.serialize())
+elif scenario == "content_length_mismatch":
+    # RFC 9113 section 8.1.1: content-length that disagrees with the DATA is malformed.
+    send(request(1, [("content-length", "1")], end_stream=False, method="POST") + DataFrame(1, data=b"ab", flags=["END_STREAM"]).serialize())
+elif scenario == "data_after_end_stream":
+    # DATA on a stream the client already ended (half-closed remote): STREAM_CLOSED (RFC 9113 section 5.1).
+    send(request(1))
+    time.sleep(0.3)
+    send(DataFrame(1, data=b"x").serialize())
+    awaited.clear()
+elif scenario == "headers_after_end_stream":
+    send(request(1))
+    time.sleep(0.3)
+    send(raw_headers(1, [(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "localhost")]))
+    awaited.clear()
 elif scenario == "rapid_reset":
     data = b""
     for index in range(2000):
