@@ -56,7 +56,7 @@ final class HTTP2Codec {
     /// The clock as of this wake-up (the driver's), for the handler.
     var now: Int64 = 0
     /// Requests answered, for the worker's log at exit.
-    private(set) var requestsTotal: UInt64 = 0
+    var requestsTotal: UInt64 = 0
 
     deinit {
         nghttp2_session_callbacks_del(callbacks)
@@ -249,27 +249,28 @@ final class HTTP2Codec {
         stats[Stats.bytesSent] &+= UInt64(sent)
         buffered = 0
         connection.http2?.progressed = true
-        if sent < total || extra != nil {
+        if sent < total {
             var rest = Array(UnsafeRawBufferPointer(start: buffer + sent, count: total - sent))
             if let extra { rest.append(contentsOf: extra) }
-            if sent == total, let extra {
-                // Nothing was held back: try the extra bytes now.
-                rest = []
-                var offset = 0
-                while offset < extra.count {
-                    let count = connection.transport.write(connection.fd, extra.baseAddress! + offset, extra.count - offset, more: false)
-                    if count > 0 { offset += count } else if count < 0 && errno == EINTR { continue } else { break }
-                }
-                stats[Stats.bytesSent] &+= UInt64(offset)
-                if offset == extra.count { return true }
-                rest = Array(UnsafeRawBufferPointer(rebasing: extra[offset...]))
-            }
-            connection.output.pending = rest
-            connection.output.pendingOffset = 0
-            driver.waitForSocket(connection)
-            return false
+            return queue(connection, rest, driver)
         }
-        return true
+        guard let extra else { return true }
+        var offset = 0
+        while offset < extra.count {
+            let count = connection.transport.write(connection.fd, extra.baseAddress! + offset, extra.count - offset, more: false)
+            if count > 0 { offset += count } else if count < 0 && errno == EINTR { continue } else { break }
+        }
+        stats[Stats.bytesSent] &+= UInt64(offset)
+        if offset == extra.count { return true }
+        return queue(connection, Array(UnsafeRawBufferPointer(rebasing: extra[offset...])), driver)
+    }
+
+    /// Keeps `rest` for EPOLLOUT (the socket is full); false, for `write`'s caller.
+    private func queue(_ connection: Connection, _ rest: [UInt8], _ driver: ConnectionDriver) -> Bool {
+        connection.output.pending = rest
+        connection.output.pendingOffset = 0
+        driver.waitForSocket(connection)
+        return false
     }
 
     /// The connection's phase once everything that could go went.
@@ -313,224 +314,5 @@ final class HTTP2Codec {
     func drain(_ connection: Connection, _ session: HTTP2Session, _ driver: ConnectionDriver) {
         goAway(session)
         send(connection, session, driver)
-    }
-
-    // MARK: Requests
-
-    /// Appends to the request being rebuilt (past its capacity, only counted).
-    @inline(__always)
-    func appendRequest(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
-        if requestCount + count <= requestCapacity { (request + requestCount).update(from: bytes, count: count) }
-        requestCount += count
-    }
-
-    @inline(__always)
-    func appendRequest(_ text: StaticString) { appendRequest(text.utf8Start, text.utf8CodeUnitCount) }
-
-    /// The request line from :method and :path (CONNECT: its :authority), then Host from :authority.
-    func writeRequestLine(_ stream: HTTP2Stream) {
-        stream.requestLineWritten = true
-        appendRequest(pseudo + max(stream.method.0, 0), max(stream.method.1 - stream.method.0, 0))
-        appendRequest(" ")
-        let target = stream.path.0 >= 0 ? stream.path : stream.authority
-        appendRequest(pseudo + max(target.0, 0), max(target.1 - target.0, 0))
-        appendRequest(" HTTP/1.1\r\n")
-        if stream.authority.0 >= 0 {
-            appendRequest("host: ")
-            appendRequest(pseudo + stream.authority.0, stream.authority.1 - stream.authority.0)
-            appendRequest("\r\n")
-        }
-    }
-
-    /// A header block continues in this read: what was gathered of it goes back into the buffers.
-    func restoreBlock(_ session: HTTP2Session) {
-        requestCount = session.savedBlock.count
-        session.savedBlock.withUnsafeBufferPointer { if let base = $0.baseAddress { request.update(from: base, count: $0.count) } }
-        pseudoCount = session.savedPseudo.count
-        session.savedPseudo.withUnsafeBufferPointer { if let base = $0.baseAddress { pseudo.update(from: base, count: $0.count) } }
-        session.savedBlock = []
-        session.savedPseudo = []
-    }
-
-    /// A header block did not end in this read: what was gathered of it is kept with its connection.
-    func saveBlock(_ session: HTTP2Session) {
-        session.savedBlock = Array(UnsafeBufferPointer(start: request, count: min(requestCount, requestCapacity)))
-        session.savedPseudo = Array(UnsafeBufferPointer(start: pseudo, count: pseudoCount))
-    }
-
-    /// A whole request header block: the request rebuilt as an HTTP/1.1 head, parsed, answered.
-    func respond(_ session: HTTP2Session, _ stream: HTTP2Stream) {
-        let connection = session.connection
-        stream.receivingHeaders = false
-        session.receivingHeaders = false
-        session.requests += 1
-        requestsTotal += 1
-        connection.requests += 1
-        stats[Stats.http2Streams] &+= 1
-        stream.startedAt = monotonicMicroseconds()
-        if session.requests >= rules.keepaliveRequests { goAway(session) }
-        // The request line and fields are in `request` already (see `onHeader`); the head ends here.
-        if !stream.requestLineWritten { writeRequestLine(stream) }
-        if stream.authority.0 < 0 && stream.host.0 >= 0 {
-            appendRequest("host: ")
-            appendRequest(pseudo + stream.host.0, stream.host.1 - stream.host.0)
-            appendRequest("\r\n")
-        }
-        appendRequest("\r\n")
-        let bytes = UnsafeRawBufferPointer(start: request, count: requestCount)
-        if stream.headersTooLarge || requestCount > requestCapacity {
-            return answerUnparsed(session, stream, .headerFieldsTooLarge, bytes: nil)
-        }
-        // RFC 9113 section 8.3.1: a Host that names another authority than :authority is malformed.
-        if stream.authority.0 >= 0 && stream.host.0 >= 0 && !HTTP2Codec.sameBytes(pseudo, stream.authority, stream.host) {
-            nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_PROTOCOL_ERROR.rawValue)
-            return
-        }
-        var head = RequestHead()
-        switch RequestParser.parse(bytes, limits: rules.limits, into: &head) {
-        case .incomplete:
-            answerUnparsed(session, stream, .badRequest, bytes: bytes)
-        case .invalid(let status):
-            answerUnparsed(session, stream, status, bytes: bytes)
-        case .complete:
-            // The access log says which protocol carried the request: "HTTP/1.1" becomes "HTTP/2.0"
-            // (same length) once parsed.
-            let version: StaticString = "HTTP/2.0"
-            (request + head.requestLine.end - 8).update(from: version.utf8Start, count: 8)
-            Stats.count(head.method, in: stats)
-            let exchange = rules.exchange(head, bytes, connection, checkHost: hstsLength > 0)
-            if rules.bodyTooLarge(head.contentLength) {
-                return send(session, stream, handler.error(.contentTooLarge, now: now), exchange, head, bytes)
-            }
-            send(session, stream, handler.respond(exchange, head, bytes, now: now), exchange, head, bytes)
-        }
-    }
-
-    /// Counts and logs the answer to a request, then submits it.
-    private func send(
-        _ session: HTTP2Session, _ stream: HTTP2Stream, _ response: borrowing Response, _ exchange: Exchange, _ head: borrowing RequestHead,
-        _ bytes: UnsafeRawBufferPointer
-    ) {
-        Stats.count(response.status, in: stats)
-        if accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: head.requestLine, referer: head.referer, userAgent: head.userAgent, client: exchange.client,
-                status: response.status, bodyBytes: exchange.isHead ? 0 : response.bodyLength)
-        }
-        submit(session, stream, response, exchange)
-    }
-
-    /// Answers a request that did not parse (or whose fields were too large) with `status`, logged by
-    /// its request line when there is one.
-    private func answerUnparsed(_ session: HTTP2Session, _ stream: HTTP2Stream, _ status: HTTPStatus, bytes: UnsafeRawBufferPointer?) {
-        let connection = session.connection
-        let exchange = Exchange.unparsed(peer: connection.peer, secure: connection.isSecure)
-        let response = handler.error(status, now: now)
-        Stats.count(response.status, in: stats)
-        if let bytes, accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: exchange.client,
-                status: status, bodyBytes: response.bodyLength)
-        }
-        submit(session, stream, response, exchange)
-    }
-
-    /// The response's HEADERS (:status, server, date, strict-transport-security, then the handler's
-    /// fields with their names in lowercase and HTTP/1.1's connection-specific ones left out) and its
-    /// body as DATA frames read from the stream.
-    private func submit(_ session: HTTP2Session, _ stream: HTTP2Stream, _ response: borrowing Response, _ exchange: Exchange) {
-        var count = 0
-        let statusName: StaticString = ":status"
-        let statusLine = response.status.statusLine
-        addField(&count, statusName.utf8Start, 7, statusLine.utf8Start + 9, 3)
-        let serverName: StaticString = "server"
-        let serverValue: StaticString = "webserver"
-        addField(&count, serverName.utf8Start, 6, serverValue.utf8Start, 9)
-        let dateName: StaticString = "date"
-        addField(&count, dateName.utf8Start, 4, date, HTTPDate.length)
-        let hstsName: StaticString = "strict-transport-security"
-        if hstsLength > 0 && exchange.secure && !exchange.hostIsLocal {
-            addField(&count, hstsName.utf8Start, 25, hstsValue, hstsLength)
-        }
-        // Field lines "Name: value" CRLF, split and the names lowercased into `names`.
-        let fields = response.fields
-        if let start = fields.baseAddress?.assumingMemoryBound(to: UInt8.self) {
-            let end = start + fields.count
-            var line = start
-            var lowered = names
-            let namesEnd = names + HTTP2Codec.namesCapacity
-            while line < end {
-                guard let found = memchr(line, 10, end - line) else { break }
-                let lineEnd = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
-                let valueEnd = lineEnd > line && lineEnd[-1] == 13 ? lineEnd - 1 : lineEnd
-                var colon = line
-                while colon < valueEnd && colon.pointee != UInt8(ascii: ":") { colon += 1 }
-                let nameLength = colon - line
-                if colon < valueEnd && nameLength > 0 && lowered + nameLength <= namesEnd
-                    && !HTTP2Codec.isConnectionSpecific(line, nameLength) {
-                    var value = colon + 1
-                    while value < valueEnd && (value.pointee == 0x20 || value.pointee == 0x09) { value += 1 }
-                    for offset in 0..<nameLength {
-                        let byte = line[offset]
-                        lowered[offset] = byte &- 65 < 26 ? byte | 0x20 : byte
-                    }
-                    addField(&count, lowered, nameLength, value, valueEnd - value)
-                    lowered += nameLength
-                }
-                line = lineEnd + 1
-            }
-        }
-        let hasBody = !exchange.isHead && stream.load(response)
-        let result: Int32
-        if hasBody {
-            stream.sending = true
-            session.sending += 1
-            var provider = nghttp2_data_provider(
-                source: nghttp2_data_source(ptr: Unmanaged.passUnretained(stream).toOpaque()), read_callback: HTTP2Codec.readData)
-            result = nghttp2_submit_response(session.session, stream.id, fieldList, count, &provider)
-        } else {
-            result = nghttp2_submit_response(session.session, stream.id, fieldList, count, nil)
-        }
-        if result != 0 {
-            log.error("HTTP/2: cannot submit a response: \(String(cString: nghttp2_strerror(result)))")
-            nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_INTERNAL_ERROR.rawValue)
-        }
-    }
-
-    /// Adds a field to the response's header list (the library copies names and values).
-    @inline(__always)
-    func addField(_ count: inout Int, _ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>, _ valueLength: Int) {
-        guard count < HTTP2Codec.fieldListCapacity else { return }
-        fieldList[count] = nghttp2_nv(
-            name: UnsafeMutablePointer(mutating: name), value: UnsafeMutablePointer(mutating: value), namelen: nameLength,
-            valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
-        count += 1
-    }
-
-    /// Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding and Upgrade: HTTP/1.1's own fields,
-    /// which an HTTP/2 message must not carry (RFC 9113 section 8.2.2).
-    static func isConnectionSpecific(_ name: UnsafePointer<UInt8>, _ length: Int) -> Bool {
-        @inline(__always) func matches(_ word: StaticString) -> Bool {
-            for offset in 0..<length where name[offset] | 0x20 != word.utf8Start[offset] { return false }
-            return true
-        }
-        switch length {
-        case 7: return matches("upgrade")
-        case 10: return matches("connection") || matches("keep-alive")
-        case 16: return matches("proxy-connection")
-        case 17: return matches("transfer-encoding")
-        default: return false
-        }
-    }
-
-    static func sameBytes(_ bytes: UnsafeMutablePointer<UInt8>, _ a: (Int, Int), _ b: (Int, Int)) -> Bool {
-        guard a.1 - a.0 == b.1 - b.0 else { return false }
-        for offset in 0..<(a.1 - a.0) where bytes[a.0 + offset] | 0x20 != bytes[b.0 + offset] | 0x20 { return false }
-        return true
-    }
-
-    /// The RFC's name for an error code, for the log.
-    static func name(_ code: UInt32) -> String {
-        String(cString: nghttp2_http2_strerror(code))
     }
 }
