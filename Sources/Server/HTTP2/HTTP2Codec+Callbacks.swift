@@ -1,5 +1,6 @@
 import CNghttp2
 import Glibc
+import Logging
 
 /// libnghttp2's callbacks: C functions that find their session through the user data pointer (the
 /// `HTTP2Session`, unretained: its connection owns it) and the stream through the stream's user data or
@@ -150,7 +151,11 @@ extension HTTP2Codec {
                 if let data = frame.pointee.goaway.opaque_data, frame.pointee.goaway.opaque_data_len > 0 {
                     detail = ": " + String(decoding: UnsafeBufferPointer(start: data, count: frame.pointee.goaway.opaque_data_len), as: UTF8.self)
                 }
-                log.warning("HTTP/2: GOAWAY(\(HTTP2Codec.name(code))) to \(session.connection.peer.hostText)\(detail)")
+                // A flood is an abuse (a warning); a protocol error is a client's bug, not the operator's
+                // business unless they look for it (info).
+                log.log(
+                    level: code == NGHTTP2_ENHANCE_YOUR_CALM.rawValue ? .warning : .info,
+                    "HTTP/2: GOAWAY(\(HTTP2Codec.name(code))) to \(session.connection.peer.hostText)\(detail)")
             }
             return 0
         }

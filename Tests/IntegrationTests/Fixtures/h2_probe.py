@@ -5,7 +5,7 @@ or sends too fast), then reads what the server answers for up to TIMEOUT seconds
 object: the server's GOAWAY (error code and last stream id), each stream's RST_STREAM code, status and
 body length, and whether the server closed the connection.
 
-usage: h2_probe.py PORT SCENARIO [--plain] [--timeout SECONDS] [--path PATH] [--slow] [--proxy HEADER]
+usage: h2_probe.py PORT SCENARIO [--plain] [--timeout SECONDS] [--path PATH] [--slow] [--proxy HEADER] [--seed N]
 
 --slow opens the flow-control windows 20 ms after each DATA frame: a download that takes a while.
 --proxy sends HEADER (escapes such as \\r\\n decoded) first, as a load balancer's PROXY protocol.
@@ -242,6 +242,27 @@ elif scenario == "headers_after_end_stream":
     time.sleep(0.3)
     send(raw_headers(1, [(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "localhost")]))
     awaited.clear()
+elif scenario == "random_frames":
+    # Frames of every type with random flags, stream ids and payloads, some of them valid requests, and
+    # HPACK blocks cut at random: the server must answer or refuse, never crash (run under ASan).
+    import random
+    rng = random.Random(int(args[args.index("--seed") + 1]) if "--seed" in args else 1)
+    data = b""
+    for index in range(300):
+        kind = rng.choice([0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0x20])
+        stream_id = rng.choice([0, 1, 3, 5, 7, rng.randrange(1, 2**31, 2), rng.randrange(0, 2**31)])
+        if kind == 1:
+            block = encoder.encode([(":method", rng.choice(["GET", "HEAD", "POST", "get", ""])), (":scheme", "https"),
+                                    (":path", rng.choice(["/", path, "//x", "*", "/a?b#c", "/%00", "/" + "a" * 3000])),
+                                    (":authority", rng.choice(["localhost", "", "a b", "x" * 300]))]
+                                   + [(rng.choice(["range", "if-none-match", "accept-encoding", "cookie", "x"]),
+                                       rng.choice(["bytes=0-1", "*", "gzip", "a=b", "\t"])) for _ in range(rng.randrange(4))])
+            payload = block[:rng.randrange(len(block) + 1)] if rng.random() < 0.3 else block
+        else:
+            payload = bytes(rng.randrange(256) for _ in range(rng.choice([0, 1, 4, 5, 8, 9, 13, 40])))
+        flags = rng.randrange(256) if rng.random() < 0.3 else rng.choice([0, 1, 4, 5])
+        data += len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream_id.to_bytes(4, "big") + payload
+    send(data)
 elif scenario == "rapid_reset":
     data = b""
     for index in range(2000):
