@@ -231,12 +231,16 @@ import Testing
     }
 
     @Test func stalledClientsAndIdleConnectionsAreClosed() throws {
-        let (server, _, port) = try h2Server("keepalive: {timeout: 1s}\ntimeouts: {send: 1s}\n")
+        let (server, _, port) = try h2Server("keepalive: {timeout: 1s}\ntimeouts: {send: 1s, header: 1s}\n")
         defer { server.stop() }
         // A client that opens no window: its response cannot go; the send deadline closes it.
         let start = Date()
         let stalled = try probe(port, "never_reads", ["--timeout", "8"])
         #expect(stalled["closed"] as? Bool == true && Date().timeIntervalSince(start) < 6, "\(stalled)")
+        // A header block begun and never finished: the header deadline closes it.
+        let headStart = Date()
+        let partial = try probe(port, "partial_headers", ["--timeout", "8"])
+        #expect(partial["closed"] as? Bool == true && Date().timeIntervalSince(headStart) < 6, "\(partial)")
         // Idle past keepalive.timeout: GOAWAY(NO_ERROR), then the close.
         let idle = try probe(port, "idle", ["--timeout", "8"])
         #expect(idle["goaway"] as? Int == 0 && idle["closed"] as? Bool == true, "\(idle)")

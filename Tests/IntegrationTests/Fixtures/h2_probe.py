@@ -242,6 +242,12 @@ elif scenario == "headers_after_end_stream":
     time.sleep(0.3)
     send(raw_headers(1, [(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "localhost")]))
     awaited.clear()
+elif scenario == "partial_headers":
+    # A header block begun and never finished (no END_HEADERS, no CONTINUATION): the header deadline.
+    frame = HeadersFrame(1)
+    frame.data = encoder.encode([(":method", "GET"), (":scheme", "https"), (":path", path)])
+    frame.flags.add("END_STREAM")
+    send(frame.serialize())
 elif scenario == "random_frames":
     # Frames of every type with random flags, stream ids and payloads, some of them valid requests, and
     # HPACK blocks cut at random: the server must answer or refuse, never crash (run under ASan).
