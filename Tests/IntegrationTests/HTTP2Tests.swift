@@ -200,7 +200,7 @@ import Testing
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         let clientOutput = server.directory.appendingPathComponent("h2load.txt")
-        FileManager.default.createFile(atPath: clientOutput.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: clientOutput.path, contents: nil)
         client.arguments = ["h2load", "-D", "6", "-c", "1", "-m", "10", "https://localhost:\(port)/style.css"]
         client.standardOutput = try FileHandle(forWritingTo: clientOutput)
         try client.run()
