@@ -169,9 +169,16 @@ import Testing
             #expect(stream(result, 1)["status"] as? Int == 431, "\(scenario): \(result)")
             #expect(stream(result, 3)["status"] as? Int == 200, "\(scenario): \(result)")
         }
-        // A body the server does not need: answered, then RST_STREAM(NO_ERROR) (RFC 9113 section 8.1).
+        // A body past limits.body: 413, then refused with RST_STREAM(NO_ERROR) (RFC 9113 section 8.1);
+        // one within it is read to its end and dropped, with no reset.
         let body = try probe(port, "body_ignored")
-        #expect(stream(body, 1)["status"] as? Int == 405 && stream(body, 1)["rst"] as? Int == 0)
+        #expect(stream(body, 1)["status"] as? Int == 413 && stream(body, 1)["rst"] as? Int == 0, "\(body)")
+        let discarded = try probe(port, "body_discarded", ["--timeout", "1.5"])
+        #expect(stream(discarded, 1)["status"] as? Int == 405 && stream(discarded, 1)["rst"] is NSNull && discarded["goaway"] is NSNull,
+                "\(discarded)")
+        // Stream ids must increase: HEADERS on an id the client skipped is PROTOCOL_ERROR (section 5.1.1).
+        let lower = try probe(port, "lower_stream_id")
+        #expect(lower["goaway"] as? Int == 1 && stream(lower, 5)["status"] as? Int == 200, "\(lower)")
         // content-length that disagrees with the DATA is malformed (RFC 9113 section 8.1.1).
         #expect(stream(try probe(port, "content_length_mismatch"), 1)["rst"] as? Int == 1)
         // Frames on a stream the client ended and the server answered: STREAM_CLOSED (5) (section 5.1).

@@ -26,9 +26,31 @@ extension HTTP2Codec {
     }
 
     /// A frame's header, before its payload and whatever its stream's state: empty DATA frames are
-    /// counted here, so those sent on closed streams (which the library drops unseen) count too.
+    /// counted here, so those sent on closed streams (which the library drops unseen) count too; and a
+    /// HEADERS frame on a stream the client skipped (a lower id than one it opened) is the connection
+    /// error RFC 9113 section 5.1.1 names, which the library leaves to the application: it cannot tell
+    /// a skipped stream from one long closed. The last 64 client stream ids are remembered for that.
     static let onBeginFrame: nghttp2_on_begin_frame_callback = { _, header, userData in
-        guard let header, header.pointee.type == UInt8(NGHTTP2_DATA.rawValue), header.pointee.length == 0,
+        guard let header else { return 0 }
+        let type = header.pointee.type
+        if type == UInt8(NGHTTP2_HEADERS.rawValue) {
+            let id = header.pointee.stream_id
+            guard id > 0 && id & 1 == 1 else { return 0 }
+            let session = HTTP2Codec.session(userData)
+            if id > session.lastStreamID {
+                let shift = Int((id - session.lastStreamID) / 2)
+                session.openedStreams = (shift >= 64 ? 0 : session.openedStreams << UInt64(shift)) | 1
+                session.lastStreamID = id
+            } else if id < session.lastStreamID {
+                let back = Int((session.lastStreamID - id) / 2)
+                if back < 64 && session.openedStreams & (1 << UInt64(back)) == 0 {
+                    session.abuse = (NGHTTP2_PROTOCOL_ERROR.rawValue, "HEADERS on a stream below the last one opened: stream ids must increase")
+                    return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
+                }
+            }
+            return 0
+        }
+        guard type == UInt8(NGHTTP2_DATA.rawValue), header.pointee.length == 0,
             header.pointee.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0
         else { return 0 }
         let session = HTTP2Codec.session(userData)
@@ -169,7 +191,7 @@ extension HTTP2Codec {
     }
 
     /// A response's last frame went: its duration counted, its body released; a request body still
-    /// coming is refused with RST_STREAM(NO_ERROR).
+    /// coming is read to its end or refused (below).
     func finished(_ session: HTTP2Session, _ stream: HTTP2Stream) {
         stream.releaseBody()
         if stream.startedAt != 0 {
@@ -181,8 +203,26 @@ extension HTTP2Codec {
             session.sending -= 1
         }
         session.progressed = true
-        if nghttp2_session_get_stream_remote_close(session.session, stream.id) == 0 {
+        stream.answered = true
+        // A request body still coming is read and dropped up to `limits.body` (its length checked by the
+        // library against its content-length, RFC 9113 section 8.1.1), as nginx discards a body; past
+        // that, or declared larger, it is refused with RST_STREAM(NO_ERROR) (section 8.1), not
+        // uploaded for nothing.
+        if nghttp2_session_get_stream_remote_close(session.session, stream.id) == 0
+            && (rules.bodyTooLarge(stream.declaredLength) || rules.bodyTooLarge(stream.bodyReceived)) {
             nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_NO_ERROR.rawValue)
+        }
+    }
+
+    /// Request body bytes (dropped): counted against `limits.body` once the response has ended.
+    static let onDataChunk: nghttp2_on_data_chunk_recv_callback = { library, _, id, _, length, userData in
+        HTTP2Codec.with(library, id, userData) { session, stream in
+            stream.bodyReceived += Int64(length)
+            if stream.answered && session.codec.rules.bodyTooLarge(stream.bodyReceived) {
+                stream.answered = false  // one reset
+                nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, NGHTTP2_NO_ERROR.rawValue)
+            }
+            return 0
         }
     }
 

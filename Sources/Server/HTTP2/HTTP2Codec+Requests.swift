@@ -86,6 +86,7 @@ extension HTTP2Codec {
             let version: StaticString = "HTTP/2.0"
             (request + head.requestLine.end - 8).update(from: version.utf8Start, count: 8)
             Stats.count(head.method, in: stats)
+            stream.declaredLength = head.contentLength
             let exchange = rules.exchange(head, bytes, connection, checkHost: hstsLength > 0)
             if rules.bodyTooLarge(head.contentLength) {
                 return send(session, stream, handler.error(.contentTooLarge, now: now), exchange, head, bytes)

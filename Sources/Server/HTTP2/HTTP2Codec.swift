@@ -1,5 +1,6 @@
 import CNghttp2
 import Glibc
+import Logging
 
 /// HTTP/2 (RFC 9113) on a connection, through libnghttp2: what the connection reads goes to the
 /// library (`nghttp2_session_mem_recv`), which calls back with each request's header fields; a whole
@@ -101,6 +102,7 @@ final class HTTP2Codec {
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, HTTP2Codec.onFrameReceived)
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, HTTP2Codec.onFrameSent)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, HTTP2Codec.onStreamClose)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, HTTP2Codec.onDataChunk)
         nghttp2_session_callbacks_set_send_data_callback(callbacks, HTTP2Codec.sendData)
 
         var options: OpaquePointer?
@@ -167,7 +169,9 @@ final class HTTP2Codec {
             log.debug("closed a connection from \(connection.peer.hostText): not the HTTP/2 preface")
             return driver.close(connection)
         }
-        log.warning("HTTP/2: closing the connection from \(connection.peer.hostText) with GOAWAY(\(HTTP2Codec.name(code))): \(reason)")
+        log.log(
+            level: code == NGHTTP2_ENHANCE_YOUR_CALM.rawValue ? .warning : .info,
+            "HTTP/2: closing the connection from \(connection.peer.hostText) with GOAWAY(\(HTTP2Codec.name(code))): \(reason)")
         session.abuse = nil
         session.logged = true
         nghttp2_session_terminate_session(session.session, code)

@@ -21,6 +21,10 @@ final class HTTP2Session {
     var savedPseudo: [UInt8] = []
     /// Streams whose response body has not all gone (waiting for the client's flow-control windows).
     var sending = 0
+    /// The highest stream id a client HEADERS frame used, and which of the 64 odd ids up to it were
+    /// opened (bit n: `lastStreamID - 2n`).
+    var lastStreamID: Int32 = 0
+    var openedStreams: UInt64 = 0
     /// Requests on this connection (against `keepalive.requests`).
     var requests = 0
     /// DATA frames with no payload and no END_STREAM.

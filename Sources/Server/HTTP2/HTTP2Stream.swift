@@ -28,6 +28,11 @@ final class HTTP2Stream {
     /// The request line (and Host from :authority) is in the codec's `request` buffer: the first
     /// regular field came (pseudo-header fields all come before it, RFC 9113 section 8.3).
     var requestLineWritten = false
+    /// The request's Content-Length, -1 when it declared none, and the body bytes received (dropped).
+    var declaredLength: Int64 = -1
+    var bodyReceived: Int64 = 0
+    /// The response has ended (its END_STREAM went).
+    var answered = false
     /// A response body is being sent (counted in the session's `sending`).
     var sending = false
     /// Monotonic microseconds when the request was answered; 0 once its duration is counted.
@@ -63,6 +68,9 @@ final class HTTP2Stream {
         authority = (-1, -1)
         host = (-1, -1)
         requestLineWritten = false
+        declaredLength = -1
+        bodyReceived = 0
+        answered = false
         sending = false
         startedAt = 0
         releaseBody()

@@ -299,8 +299,19 @@ elif scenario == "never_reads":
     send(settings(initial_window_size=0))
     send(request(1))
 elif scenario == "body_ignored":
-    # A request with a body the server does not read: answered, then RST_STREAM(NO_ERROR).
-    send(request(1, [("content-length", "100000")], end_stream=False, method="POST"))
+    # A request declaring a body past limits.body (1m): answered, then RST_STREAM(NO_ERROR).
+    send(request(1, [("content-length", "2000000")], end_stream=False, method="POST"))
+elif scenario == "lower_stream_id":
+    send(request(5))
+    time.sleep(0.2)
+    send(request(3))
+    awaited.clear()
+elif scenario == "body_discarded":
+    # A body within limits.body, sent after the answer: read to its end, no reset.
+    send(request(1, [("content-length", "5")], end_stream=False, method="POST"))
+    time.sleep(0.3)
+    send(DataFrame(1, data=b"hello", flags=["END_STREAM"]).serialize())
+    awaited.clear()
 elif scenario == "idle":
     pass
 elif scenario == "garbage":
