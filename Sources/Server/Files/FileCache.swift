@@ -90,14 +90,7 @@ final class CachedFile {
 
         if size <= Int64(inlineLimit) {
             let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(size), alignment: 16)
-            var offset = 0
-            while offset < Int(size) {
-                let count = pread(fd, bytes.baseAddress! + offset, Int(size) - offset, off_t(offset))
-                if count < 0 && errno == EINTR { continue }
-                if count <= 0 { break }
-                offset += count
-            }
-            if offset != Int(size) {
+            if size > 0 && !readFully(fd, bytes.baseAddress!, Int(size), at: 0) {
                 // The file changed while it was read: do not keep a torn copy.
                 bytes.deallocate()
                 headers.deallocate()

@@ -277,7 +277,7 @@ extension HTTP2Codec {
                 (target + 9).copyMemory(from: stream.memory.baseAddress! + stream.memoryOffset, byteCount: length)
                 stream.memoryOffset += length
             } else {
-                guard let file = stream.representation, HTTP2Codec.readFully(file.fd, target + 9, length, at: stream.fileOffset) else {
+                guard let file = stream.representation, readFully(file.fd, target + 9, length, at: stream.fileOffset) else {
                     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue  // the file shrank under us
                 }
                 stream.fileOffset += Int64(length)
@@ -285,17 +285,5 @@ extension HTTP2Codec {
         }
         buffered += 9 + length
         return 0
-    }
-
-    /// pread until `count` bytes are in; false at an error or the file's end.
-    static func readFully(_ fd: Int32, _ target: UnsafeMutableRawPointer, _ count: Int, at offset: Int64) -> Bool {
-        var done = 0
-        while done < count {
-            let read = pread(fd, target + done, count - done, off_t(offset + Int64(done)))
-            if read < 0 && errno == EINTR { continue }
-            if read <= 0 { return false }
-            done += read
-        }
-        return true
     }
 }

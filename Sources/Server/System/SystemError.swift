@@ -58,6 +58,19 @@ func nonBlockingSyscall<T: FixedWidthInteger>(
     }
 }
 
+/// Reads exactly `count` bytes of `fd` from `offset` into `target` (pread, retried on EINTR and short
+/// reads); false at an error or at the file's end first (the file shrank under us).
+func readFully(_ fd: Int32, _ target: UnsafeMutableRawPointer, _ count: Int, at offset: Int64) -> Bool {
+    var done = 0
+    while done < count {
+        let read = pread(fd, target + done, count - done, off_t(offset + Int64(done)))
+        if read < 0 && errno == EINTR { continue }
+        if read <= 0 { return false }
+        done += read
+    }
+    return true
+}
+
 /// Closes a descriptor. Never retried on EINTR: Linux has already released the fd by then.
 @inline(never)
 func closeDescriptor(_ fd: Int32) {
