@@ -3,7 +3,8 @@ import Glibc
 
 /// A worker process: one epoll loop over its connections, its channel to the manager, a 250 ms ticker
 /// and its signals. The loop is all this type does; the connections are the `ConnectionDriver`'s, the
-/// protocol is `HTTP1Codec`, answers come from the `RequestHandler`, lines go to the `AccessLog`.
+/// protocols are `HTTP1Codec` and `HTTP2Codec`, answers come from the `RequestHandler`, lines go to the
+/// `AccessLog`.
 ///
 /// Fd slots (`WorkerSlot`): the manager channel, the release channel to the listener, the config memfd,
 /// and the access log when there is one. The worker owns every connection the manager hands it.
