@@ -122,6 +122,9 @@ import Testing
         let plain = try TestServer().start()
         defer { plain.stop() }
         #expect(try curl(["--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version}", plain.url + "/"]) != "2")
+        // It is an HTTP/1.1 request line with version 2.0: HTTP/1.1's answer, 505.
+        let answer = try exchange(port: plain.port, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        #expect(answer.hasPrefix("HTTP/1.1 ") && statusCodes(answer) == [505], "\(answer)")
 
         // `http2: false`: ALPN offers http/1.1 alone.
         let (off, cert, port) = try h2Server("http2: false\n")
