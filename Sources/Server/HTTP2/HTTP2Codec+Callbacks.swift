@@ -14,14 +14,18 @@ extension HTTP2Codec {
         Unmanaged<HTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
     }
 
-    /// Runs `body` with the session of `userData` and the stream `id` of `library` (nil: not ours).
+    /// Runs `body` with the codec, the session of `userData` and the stream `id` of `library` (nil:
+    /// not ours).
     @inline(__always)
     static func with(
-        _ library: OpaquePointer?, _ id: Int32, _ userData: UnsafeMutableRawPointer?, _ body: (HTTP2Session, HTTP2Stream) -> Int32
+        _ library: OpaquePointer?, _ id: Int32, _ userData: UnsafeMutableRawPointer?,
+        _ body: (HTTP2Codec, HTTP2Session, HTTP2Stream) -> Int32
     ) -> Int32 {
         guard let pointer = nghttp2_session_get_stream_user_data(library, id) else { return 0 }
         return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
-            Unmanaged<HTTP2Stream>.fromOpaque(pointer)._withUnsafeGuaranteedRef { stream in body(session, stream) }
+            session.codecReference._withUnsafeGuaranteedRef { codec in
+                Unmanaged<HTTP2Stream>.fromOpaque(pointer)._withUnsafeGuaranteedRef { stream in body(codec, session, stream) }
+            }
         }
     }
 
@@ -36,19 +40,9 @@ extension HTTP2Codec {
         if type == UInt8(NGHTTP2_HEADERS.rawValue) {
             let id = header.pointee.stream_id
             guard id > 0 && id & 1 == 1 else { return 0 }
-            let session = HTTP2Codec.session(userData)
-            if id > session.lastStreamID {
-                let shift = Int((id - session.lastStreamID) / 2)
-                session.openedStreams = (shift >= 64 ? 0 : session.openedStreams << UInt64(shift)) | 1
-                session.lastStreamID = id
-            } else if id < session.lastStreamID {
-                let back = Int((session.lastStreamID - id) / 2)
-                if back < 64 && session.openedStreams & (1 << UInt64(back)) == 0 {
-                    session.abuse = (NGHTTP2_PROTOCOL_ERROR.rawValue, "HEADERS on a stream below the last one opened: stream ids must increase")
-                    return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
-                }
+            return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
+                session.noteHeaders(on: id)
             }
-            return 0
         }
         guard type == UInt8(NGHTTP2_DATA.rawValue), header.pointee.length == 0,
             header.pointee.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) == 0
@@ -68,7 +62,7 @@ extension HTTP2Codec {
             return 0
         }
         return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
-            session.codec.beginHeaders(session, frame.pointee.hd.stream_id)
+            session.codecReference._withUnsafeGuaranteedRef { codec in codec.beginHeaders(session, frame.pointee.hd.stream_id) }
         }
     }
 
@@ -89,8 +83,8 @@ extension HTTP2Codec {
     /// gets 431.
     static let onHeader: nghttp2_on_header_callback = { library, frame, name, nameLength, value, valueLength, _, userData in
         guard let frame, frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST, let name, let value else { return 0 }
-        return HTTP2Codec.with(library, frame.pointee.hd.stream_id, userData) { session, stream in
-            session.codec.header(stream, name, nameLength, value, valueLength)
+        return HTTP2Codec.with(library, frame.pointee.hd.stream_id, userData) { codec, _, stream in
+            codec.header(stream, name, nameLength, value, valueLength)
         }
     }
 
@@ -135,8 +129,8 @@ extension HTTP2Codec {
         switch header.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
             guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-            return HTTP2Codec.with(library, header.stream_id, userData) { session, stream in
-                session.codec.respond(session, stream)
+            return HTTP2Codec.with(library, header.stream_id, userData) { codec, session, stream in
+                codec.respond(session, stream)
                 return 0
             }
         case UInt8(NGHTTP2_RST_STREAM.rawValue):
@@ -184,8 +178,8 @@ extension HTTP2Codec {
         guard header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
             header.type == UInt8(NGHTTP2_DATA.rawValue) || header.type == UInt8(NGHTTP2_HEADERS.rawValue)
         else { return 0 }
-        return HTTP2Codec.with(library, header.stream_id, userData) { session, stream in
-            session.codec.finished(session, stream)
+        return HTTP2Codec.with(library, header.stream_id, userData) { codec, session, stream in
+            codec.finished(session, stream)
             return 0
         }
     }
@@ -216,9 +210,9 @@ extension HTTP2Codec {
 
     /// Request body bytes (dropped): counted against `limits.body` once the response has ended.
     static let onDataChunk: nghttp2_on_data_chunk_recv_callback = { library, _, id, _, length, userData in
-        HTTP2Codec.with(library, id, userData) { session, stream in
+        HTTP2Codec.with(library, id, userData) { codec, session, stream in
             stream.bodyReceived += Int64(length)
-            if stream.answered && session.codec.rules.bodyTooLarge(stream.bodyReceived) {
+            if stream.answered && codec.rules.bodyTooLarge(stream.bodyReceived) {
                 stream.answered = false  // one reset
                 nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, NGHTTP2_NO_ERROR.rawValue)
             }
@@ -228,8 +222,8 @@ extension HTTP2Codec {
 
     /// A stream closed (answered, reset by either side, or refused): back to the pool.
     static let onStreamClose: nghttp2_on_stream_close_callback = { library, id, _, userData in
-        HTTP2Codec.with(library, id, userData) { session, stream in
-            session.codec.closed(session, stream)
+        HTTP2Codec.with(library, id, userData) { codec, session, stream in
+            codec.closed(session, stream)
             return 0
         }
     }
@@ -262,8 +256,10 @@ extension HTTP2Codec {
     /// stream's memory or read from the file straight into place.
     static let sendData: nghttp2_send_data_callback = { _, frame, frameHeader, length, source, userData in
         Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
-            Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { stream in
-                session.codec.writeData(stream, frameHeader!, length)
+            session.codecReference._withUnsafeGuaranteedRef { codec in
+                Unmanaged<HTTP2Stream>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { stream in
+                    codec.writeData(stream, frameHeader!, length)
+                }
             }
         }
     }

@@ -9,7 +9,10 @@ import CNghttp2
 final class HTTP2Session {
     private(set) var session: OpaquePointer!
     unowned(unsafe) let connection: Connection
-    unowned(unsafe) let codec: HTTP2Codec
+    /// The worker's codec, which outlives every session; lent to the callbacks as a guaranteed
+    /// reference (`HTTP2Codec.with`), so a callback costs no retain and release of it.
+    let codecReference: Unmanaged<HTTP2Codec>
+    var codec: HTTP2Codec { codecReference.takeUnretainedValue() }
     /// Open streams that have a request (each knows its slot here; the library finds them by id
     /// through their stream user data).
     var streams: [HTTP2Stream] = []
@@ -47,7 +50,7 @@ final class HTTP2Session {
 
     init?(connection: Connection, codec: HTTP2Codec) {
         self.connection = connection
-        self.codec = codec
+        codecReference = Unmanaged.passUnretained(codec)
         resetTokens = Double(codec.settings.resetBurst)
         resetRefilled = codec.now
         var pointer: OpaquePointer?
@@ -60,6 +63,24 @@ final class HTTP2Session {
     deinit {
         if let session { nghttp2_session_del(session) }
         for stream in streams { stream.releaseBody() }
+    }
+
+    /// A HEADERS frame begins on client stream `id`: a new id is remembered; one below the last that
+    /// the client never opened (among the last 64) is a connection error (RFC 9113 section 5.1.1).
+    @inline(__always)
+    func noteHeaders(on id: Int32) -> Int32 {
+        if id > lastStreamID {
+            let shift = Int((id - lastStreamID) / 2)
+            openedStreams = (shift >= 64 ? 0 : openedStreams << UInt64(shift)) | 1
+            lastStreamID = id
+        } else if id < lastStreamID {
+            let back = Int((lastStreamID - id) / 2)
+            if back < 64 && openedStreams & (1 << UInt64(back)) == 0 {
+                abuse = (NGHTTP2_PROTOCOL_ERROR.rawValue, "HEADERS on a stream below the last one opened: stream ids must increase")
+                return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
+            }
+        }
+        return 0
     }
 
     /// Adds a stream that begins.

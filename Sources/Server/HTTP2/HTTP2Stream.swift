@@ -78,7 +78,7 @@ final class HTTP2Stream {
 
     /// Drops what the body held (the stream closed, or is going back to the pool).
     func releaseBody() {
-        representation = nil
+        if representation != nil { representation = nil }
         memory = UnsafeRawBufferPointer(start: nil, count: 0)
         memoryOffset = 0
         if let owned { owned.deallocate() }
@@ -87,7 +87,7 @@ final class HTTP2Stream {
         fileEnd = 0
         if !parts.isEmpty { parts = [] }
         partIndex = 0
-        gzip = nil
+        if gzip != nil { gzip = nil }
     }
 
     /// Sets up the body of `response` (not for HEAD); false when it has none.
