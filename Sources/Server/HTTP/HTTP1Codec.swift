@@ -164,11 +164,7 @@ final class HTTP1Codec {
         _ bytes: UnsafeRawBufferPointer, _ driver: ConnectionDriver
     ) {
         count(response.status)
-        if accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: head.requestLine, referer: head.referer, userAgent: head.userAgent, client: exchange.client,
-                status: response.status, bodyBytes: exchange.isHead ? 0 : response.bodyLength)
-        }
+        accessLog.record(bytes, head, exchange, response)
         transmit(connection, response, exchange, driver)
     }
 
@@ -181,11 +177,7 @@ final class HTTP1Codec {
         let exchange = Exchange.unparsed(peer: connection.peer, secure: connection.isSecure)
         let response = handler.error(status, now: driver.now)
         count(response.status)
-        if let bytes {
-            accessLog.record(
-                bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: exchange.client,
-                status: status, bodyBytes: response.bodyLength)
-        }
+        if let bytes { accessLog.recordUnparsed(bytes, client: exchange.client, status: status, bodyBytes: response.bodyLength) }
         transmit(connection, response, exchange, driver)
     }
 
@@ -196,11 +188,7 @@ final class HTTP1Codec {
         let exchange = Exchange.unparsed(peer: connection.peer, secure: false)
         let response = handler.plainHTTPOnTLS()
         count(response.status)
-        if accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: exchange.client,
-                status: response.status, bodyBytes: response.bodyLength)
-        }
+        accessLog.recordUnparsed(bytes, client: exchange.client, status: response.status, bodyBytes: response.bodyLength)
         transmit(connection, response, exchange, driver)
     }
 

@@ -101,11 +101,7 @@ extension HTTP2Codec {
         _ bytes: UnsafeRawBufferPointer
     ) {
         Stats.count(response.status, in: stats)
-        if accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: head.requestLine, referer: head.referer, userAgent: head.userAgent, client: exchange.client,
-                status: response.status, bodyBytes: exchange.isHead ? 0 : response.bodyLength)
-        }
+        accessLog.record(bytes, head, exchange, response)
         submit(session, stream, response, exchange)
     }
 
@@ -116,11 +112,7 @@ extension HTTP2Codec {
         let exchange = Exchange.unparsed(peer: connection.peer, secure: connection.isSecure)
         let response = handler.error(status, now: now)
         Stats.count(response.status, in: stats)
-        if let bytes, accessLog.fd >= 0 {
-            accessLog.record(
-                bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: exchange.client,
-                status: status, bodyBytes: response.bodyLength)
-        }
+        if let bytes { accessLog.recordUnparsed(bytes, client: exchange.client, status: status, bodyBytes: response.bodyLength) }
         submit(session, stream, response, exchange)
     }
 

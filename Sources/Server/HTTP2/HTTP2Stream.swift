@@ -6,7 +6,7 @@ import Glibc
 /// from it as the peer's flow-control windows allow, so it keeps what the response pointed to: the
 /// representation (its fd and in-memory bytes) and a copy of bytes the handler would reuse.
 ///
-/// Reused: a worker keeps closed streams in a pool (`HTTP2Codec.streamPool`), so a request does not
+/// Reused: a worker keeps closed streams in a pool (`HTTP2Codec.pool`), so a request does not
 /// allocate one.
 final class HTTP2Stream {
     var id: Int32 = 0
@@ -144,20 +144,21 @@ final class HTTP2Stream {
         partIndex += 1
     }
 
-    /// What the next DATA frame can carry, at most `limit` bytes: from memory (`fromFile` false) or from
-    /// the file, and whether the body ends with it. Moves to the next part or compressed piece when the
+    /// What the next DATA frame can carry, at most `limit` bytes (from memory while it has bytes, else
+    /// from the file: `HTTP2Codec.writeData` takes them in the same order), and whether the body ends
+    /// with it. Moves to the next part or compressed piece when the
     /// current one is used up; nil when the file cannot be read (the stream is reset).
-    func nextSlice(limit: Int) -> (count: Int, fromFile: Bool, last: Bool)? {
+    func nextSlice(limit: Int) -> (count: Int, last: Bool)? {
         while true {
             let inMemory = memory.count - memoryOffset
             if inMemory > 0 {
                 let count = min(limit, inMemory)
-                return (count, false, count == inMemory && fileOffset >= fileEnd && nothingAfterPart)
+                return (count, count == inMemory && fileOffset >= fileEnd && nothingAfterPart)
             }
             let inFile = fileEnd - fileOffset
             if inFile > 0 {
                 let count = Int(min(Int64(limit), inFile))
-                return (count, true, Int64(count) == inFile && nothingAfterPart)
+                return (count, Int64(count) == inFile && nothingAfterPart)
             }
             if partIndex < parts.count {
                 nextPart()
@@ -170,7 +171,7 @@ final class HTTP2Stream {
                 memoryOffset = 0
                 continue
             }
-            return (0, false, true)
+            return (0, true)
         }
     }
 

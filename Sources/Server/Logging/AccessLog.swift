@@ -58,6 +58,21 @@ final class AccessLog {
         }
     }
 
+    /// The line for a parsed request and its answer (every protocol's; HEAD's body counts 0).
+    @inline(__always)
+    func record(_ bytes: UnsafeRawBufferPointer, _ head: borrowing RequestHead, _ exchange: Exchange, _ response: borrowing Response) {
+        guard fd >= 0 else { return }  // before the body's length is worked out
+        record(
+            bytes, requestLine: head.requestLine, referer: head.referer, userAgent: head.userAgent, client: exchange.client,
+            status: response.status, bodyBytes: exchange.isHead ? 0 : response.bodyLength)
+    }
+
+    /// The line for bytes that never became a request, by their first line.
+    func recordUnparsed(_ bytes: UnsafeRawBufferPointer, client: SocketAddress, status: HTTPStatus, bodyBytes: Int64) {
+        guard fd >= 0 else { return }
+        record(bytes, requestLine: AccessLog.firstLine(bytes), referer: .none, userAgent: .none, client: client, status: status, bodyBytes: bodyBytes)
+    }
+
     /// One line for a request: its line, referer and user agent as spans of `bytes`, the client, the
     /// status and the body bytes sent (-1: not known when the line is made, a body compressed as sent).
     func record(
