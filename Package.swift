@@ -33,6 +33,11 @@ let package = Package(
             pkgConfig: "libnghttp2",
             providers: [.apt(["libnghttp2-dev"])]
         ),
+        .systemLibrary(
+            name: "CCrypt",
+            path: "Sources/CCrypt",
+            providers: [.apt(["libcrypt-dev"])]
+        ),
         .target(name: "CSystemShims"),
         .target(
             name: "Server",
@@ -41,6 +46,7 @@ let package = Package(
                 "COpenSSL",
                 "CZlib",
                 "CNghttp2",
+                "CCrypt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
@@ -64,7 +70,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ServerTests",
-            dependencies: ["Server"],
+            dependencies: ["Server", "CCrypt"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -58,6 +58,8 @@ static inline void cossl_SSL_CTX_set_servername_callback(SSL_CTX *ctx, cossl_ser
 }
 static const int cossl_SSL_TLSEXT_ERR_OK = SSL_TLSEXT_ERR_OK;
 static const int cossl_SSL_TLSEXT_ERR_NOACK = SSL_TLSEXT_ERR_NOACK;
+static const int cossl_SSL_TLSEXT_ERR_ALERT_FATAL = SSL_TLSEXT_ERR_ALERT_FATAL;
+static const int cossl_SSL_AD_UNRECOGNIZED_NAME = SSL_AD_UNRECOGNIZED_NAME;
 
 /* OCSP stapling: a DER OCSP response the operator supplies, attached to handshakes that ask for one.
    OpenSSL frees the response it is given, so each handshake gets its own copy. */

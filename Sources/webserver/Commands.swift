@@ -129,14 +129,22 @@ struct Check: ParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
+    @Option(name: .customLong("host"), help: "Say which site a request for this name reaches (repeatable).")
+    var hosts: [String] = []
+
     func run() throws {
         guard let path = options.resolvedPath else {
             FileHandle.standardError.write(Data("webserver: no configuration file: pass --config FILE\n".utf8))
             throw ExitCode(1)
         }
         do {
-            _ = try ConfigLoader.load(path: path)
+            let config = try ConfigLoader.load(path: path)
             print("webserver: the configuration file \(path) is valid")
+            if !config.sites.isEmpty {
+                let names = config.sites.map { $0.names.joined(separator: " ") }
+                print("sites: \(config.sites.count) besides the default (\(config.hasDefaultSite ? "top-level root \(config.root)" : "none: unmatched_host \(config.unmatchedHost.rawValue)")): \(names.prefix(5).joined(separator: "; "))\(names.count > 5 ? "; ..." : "")")
+            }
+            for host in hosts { print(config.explain(host: host)) }
         } catch {
             report(error)
             FileHandle.standardError.write(Data("webserver: the configuration file \(path) has \(error.issues.count) error\(error.issues.count == 1 ? "" : "s")\n".utf8))

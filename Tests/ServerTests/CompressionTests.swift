@@ -174,7 +174,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
     }
 
     @Test func theCompressedCacheKeepsWithinItsBudgetDroppingTheLeastRecentlyUsed() throws {
-        var cache = CompressedCache(budget: 12_000)  // three bodies of 3,000 bytes and their headers
+        let cache = CompressedCache(budget: 12_000)  // three bodies of 3,000 bytes and their headers
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-lru-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -200,7 +200,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
         // Another level is another key.
         #expect(cache.lookup(CompressedCache.Key(device: forms[0].0.device, inode: forms[0].0.inode, size: forms[0].0.size,
                                                  modified: forms[0].0.modified, level: 1)) == nil)
-        var tiny = CompressedCache(budget: 100)
+        let tiny = CompressedCache(budget: 100)
         tiny.insert(forms[5].1, key: forms[5].0)
         #expect(tiny.count == 0 && tiny.bytes == 0)  // larger than the whole budget: not kept
     }

@@ -20,8 +20,9 @@ import Testing
         #expect(try roundTrip(.reopenLogs(accessLog: true, errorLog: true), fds: 2) == .reopenLogs(accessLog: true, errorLog: true))
         let v4 = try #require(SocketAddress(parsing: "192.0.2.1:4321"))
         let v6 = try #require(SocketAddress(parsing: "[2001:db8::1]:80"))
-        let entries = [ConnectionInfo(listenerID: 0, peer: v4), ConnectionInfo(listenerID: 3, peer: v6)]
+        let entries = [ConnectionInfo(listenerID: 0, peer: v4), ConnectionInfo(listenerID: 3, peer: v6, countedPerIP: true)]
         #expect(try roundTrip(.connections(entries), fds: 2) == .connections(entries))
+        #expect(try roundTrip(.releasedPeers([v4, v6, v4])) == .releasedPeers([v4, v6, v4]))
         let keys = (0..<160).map { UInt8($0) }
         #expect(try roundTrip(.ticketKeys(keys)) == .ticketKeys(keys))
         #expect(try roundTrip(.ticketKeys(Array(keys.prefix(80)))) == .ticketKeys(Array(keys.prefix(80))))

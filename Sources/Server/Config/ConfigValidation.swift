@@ -18,10 +18,14 @@ struct ConfigValidation {
     /// Checks `config` (making the root absolute and real, and the development certificate when asked
     /// and nothing else is wrong); returns the issues.
     func check(_ config: inout ServerConfig, makeDevCertificate: Bool, previousIssues: Int) -> [ConfigIssue] {
-        var issues = checkRoot(&config)
+        var issues = config.root.isEmpty && !config.sites.isEmpty ? [] : checkRoot(&config)
+        issues += checkSites(config)
         issues += checkTLS(&config, makeDevCertificate: makeDevCertificate && previousIssues == 0 && issues.isEmpty)
         if config.tls.redirectHTTP && config.tls.listen.isEmpty {
             issues.append(issue("tls.redirect_http", "needs a TLS socket to redirect to (tls.listen)"))
+        }
+        if config.tls.listen.isEmpty, let site = config.sites.first(where: { $0.rules.redirectHTTP }) {
+            issues.append(issue("redirect_http", "site \(site.names.first ?? "") (\(site.place)) redirects to HTTPS, but there is no TLS socket (tls.listen)"))
         }
         let plain = Set(config.listen.compactMap { SocketAddress(parsing: $0.address) })
         for socket in config.tls.listen {
@@ -54,6 +58,30 @@ struct ConfigValidation {
         return []
     }
 
+    /// Every site's root exists, is a directory and can be read by `user` (a site may have none: it
+    /// then serves no files, only its rules' answers).
+    private func checkSites(_ config: ServerConfig) -> [ConfigIssue] {
+        var issues: [ConfigIssue] = []
+        if let user = config.effectiveUser, user != "root" {
+            let files = Set(config.allSites.flatMap { $0.rules.auth.map(\.users) })
+            for path in files.sorted() where !ConfigValidation.readable(path, byUser: user) {
+                issues.append(issue("auth.users", "\(path) is not readable by '\(user)', whom the server runs as once the sockets are bound"))
+            }
+        }
+        for (position, site) in config.sites.enumerated() where !site.root.isEmpty && site.root != config.root {
+            let key = "sites[\(position)].root"
+            var info = stat()
+            if stat(site.root, &info) != 0 {
+                issues.append(issue(key, "'\(site.root)' does not exist (site at \(site.place))"))
+            } else if info.st_mode & S_IFMT != S_IFDIR {
+                issues.append(issue(key, "'\(site.root)' is not a directory (site at \(site.place))"))
+            } else if let user = config.effectiveUser, user != "root", !ConfigValidation.reachable(site.root, byUser: user) {
+                issues.append(issue(key, "'\(site.root)' cannot be read by '\(user)', whom the server runs as once the sockets are bound (site at \(site.place))"))
+            }
+        }
+        return issues
+    }
+
     /// A certificate and key that load and match, for every TLS socket; readable by `user`.
     private func checkTLS(_ config: inout ServerConfig, makeDevCertificate: Bool) -> [ConfigIssue] {
         guard !config.tls.listen.isEmpty else { return [] }
@@ -73,11 +101,21 @@ struct ConfigValidation {
             }
         }
         let certificates = config.tls.defaultSite.certificates
-        if certificates.isEmpty || certificates.contains(where: { $0.certificate.isEmpty || $0.key.isEmpty }) {
+        if certificates.contains(where: { $0.certificate.isEmpty || $0.key.isEmpty }) {
             return [issue("tls", "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key")]
         }
+        if certificates.isEmpty {
+            // Without a default certificate, only the names of sites with their own are served over TLS.
+            let bare = config.sites.filter { !$0.hasOwnCertificate }
+            if config.sites.isEmpty || bare.count == config.sites.count {
+                return [issue("tls", "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key")]
+            }
+            if let site = bare.first {
+                return [issue("tls", "site \(site.names.first ?? "") (\(site.place)) has no cert and key of its own, and there is no tls.cert for it to use")]
+            }
+        }
         do {
-            _ = try TLSSites(settings: config.tls, http2: config.http2.enabled)
+            _ = try TLSSites(config: config)
         } catch {
             let fromFlags = overrides.cert != nil || overrides.key != nil
             issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: fromFlags ? "command line" : nil))
@@ -86,7 +124,7 @@ struct ConfigValidation {
         // would fail there, after a start that looked fine, so say it now.
         if let user = config.effectiveUser, user != "root" {
             let whom = config.user == nil ? "'\(user)' (no 'user' is set, and a server started as root runs as \(user))" : "'\(user)'"
-            for path in config.tls.files where !ConfigValidation.readable(path, byUser: user) {
+            for path in config.certificateFiles where !ConfigValidation.readable(path, byUser: user) {
                 issues.append(issue("tls", "\(path) is not readable by \(whom), whom the server runs as once the sockets are bound; give that user read access (for example: chgrp ssl-cert FILE; chmod 640 FILE, with the user in ssl-cert), or set 'user'"))
             }
         }

@@ -7,11 +7,11 @@ extension DocumentReader {
         var pages: [String: String] = [:]
         for (key, keyNode, value) in section.all() {
             guard let status = Int(key), (400...599).contains(status) else {
-                issue(keyNode, key: "error_pages.\(key)", "expected a status from 400 to 599")
+                issue(keyNode, key: section.full(key), "expected a status from 400 to 599")
                 continue
             }
             guard let path = value.scalar?.string, path.hasPrefix("/"), !path.contains("?") else {
-                issue(value, key: "error_pages.\(key)", "expected a path beneath the root such as /errors/404.html")
+                issue(value, key: section.full(key), "expected a path beneath the root such as /errors/404.html")
                 continue
             }
             pages[String(status)] = path
@@ -19,8 +19,12 @@ extension DocumentReader {
         return pages
     }
 
-    func gzip(_ section: Section, _ current: ServerConfig.GzipSettings) -> ServerConfig.GzipSettings {
+    /// `gzip`; in a site (`serverWide` false) without `cache`, which is one budget for the whole worker.
+    func gzip(_ section: Section, _ current: ServerConfig.GzipSettings, serverWide: Bool = true) -> ServerConfig.GzipSettings {
         var gzip = current
+        if !serverWide, let node = section.take("cache") {
+            issue(node, key: section.full("cache"), "is one budget for every site: set gzip.cache at the top level")
+        }
         if let value = section.boolean("enabled") { gzip.enabled = value }
         if let value = section.integer("level", in: 1...9) { gzip.level = value }
         if let value = section.size("min_length", in: 0...(1 << 30)) { gzip.minLength = value }
@@ -53,14 +57,14 @@ extension DocumentReader {
     }
 
     /// `headers`: a list of `{match: PATTERN, set: {Name: value, ...}}`.
-    func headerRules(_ node: Node) -> [ServerConfig.HeaderRule] {
+    func headerRules(_ node: Node, key name: String = "headers") -> [ServerConfig.HeaderRule] {
         guard case .sequence(let items) = node else {
-            issue(node, key: "headers", "expected a list of {match: PATTERN, set: {NAME: VALUE}}")
+            issue(node, key: name, "expected a list of {match: PATTERN, set: {NAME: VALUE}}")
             return []
         }
         var rules: [ServerConfig.HeaderRule] = []
         for (position, item) in items.enumerated() {
-            let key = "headers[\(position)]"
+            let key = "\(name)[\(position)]"
             guard let section = Section(item, path: key, reader: self) else { continue }
             let pattern = section.string("match")
             var pairs: [[String]] = []
@@ -100,7 +104,7 @@ extension DocumentReader {
         }
         // Every rule could match one file: together they must fit beside the server's own headers.
         let total = rules.flatMap(\.set).reduce(0) { $0 + $1[0].utf8.count + $1[1].utf8.count + 4 }
-        if total > 2048 { issue(node, key: "headers", "all the headers together come to \(total) bytes; the most is 2048") }
+        if total > 2048 { issue(node, key: name, "all the headers together come to \(total) bytes; the most is 2048") }
         return rules
     }
 }

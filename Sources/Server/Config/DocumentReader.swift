@@ -13,6 +13,8 @@ final class DocumentReader {
     var issues: [ConfigIssue] = []
     /// Where `root` was written, for the issue if the directory turns out not to exist.
     var rootMark: (Int, Int)?
+    /// Where each site's `root` was written (by its position in `sites`).
+    var siteRootMarks: [Int: (Int, Int)] = [:]
     /// Whether the YAML parsed; when not, checks of the resulting values would only add noise.
     var parsed = false
 
@@ -77,6 +79,10 @@ final class DocumentReader {
         }
         if let section = top.section("tls") { config.tls = tls(section, config.tls) }
         if let section = top.section("supervisor") { config.supervisor = supervision(section, config.supervisor) }
+        config.rules = rules(top, config.rules)
+        if let value = top.choice("unmatched_host", UnmatchedHost.self) { config.unmatchedHost = value }
+        // Last: every site starts from the top-level values.
+        if let node = top.take("sites") { config.sites = sites(node, config) }
         top.finish()
     }
 

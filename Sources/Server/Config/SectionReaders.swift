@@ -51,6 +51,7 @@ extension DocumentReader {
         if let value = section.size("header_field", in: 64...1_048_576) { limits.headerField = value }
         if let value = section.size("body", in: 0...(1 << 30)) { limits.bodyBytes = value }
         if let value = section.integer("ranges", in: 1...1000) { limits.ranges = value }
+        if let value = section.integer("connections_per_ip", in: 0...10_000_000) { limits.connectionsPerIP = value }
         if limits.requestLine > limits.headerBytes {
             issue(section.anchor, key: "limits", "request_line (\(limits.requestLine)) is above header_bytes (\(limits.headerBytes))")
         }

@@ -87,6 +87,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var proxy = ProxySettings()
     /// The admin listener (/livez, /readyz, /metrics), or nil for none.
     public var adminListen: String? = nil
+    /// The server-wide rules (`try_files`, `redirects`, `canonical_host`, `auth`, `access`,
+    /// `rate_limit`): the default site's, and where every site's start.
+    public var rules = SiteRules()
+    /// `sites`: more sites, each answering its own names with its own root, certificates and rules.
+    public var sites: [SiteSettings] = []
+    /// What a name no site claims gets when there is no default site (no top-level `root`).
+    public var unmatchedHost = UnmatchedHost.notFound
 
     /// Load balancers and reverse proxies in front: whom to believe about the client's address.
     public struct ProxySettings: Codable, Sendable, Equatable {
@@ -150,6 +157,8 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         public var bodyBytes: Int = 1_048_576
         /// Most ranges in one Range header; a request asking for more gets the whole file.
         public var ranges: Int = 16
+        /// Most connections open at once from one client address, counted by the listener; 0 is no limit.
+        public var connectionsPerIP: Int = 0
     }
 
     /// Each worker's open-file cache.
@@ -183,4 +192,12 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     /// Every socket in the order the supervisor binds them and the listener numbers them: the plain ones,
     /// then the TLS ones. A connection's listener number says which kind it came from.
     public var allListen: [ListenSocket] { listen + tls.listen }
+
+    /// Every certificate, key and OCSP file the TLS sockets read, the sites' included (what the
+    /// supervisor watches and a reload checks).
+    public var certificateFiles: [String] {
+        tls.files + sites.flatMap { site in
+            (site.certificates?.certificates ?? []).flatMap { [$0.certificate, $0.key] } + (site.certificates?.ocsp.map { [$0] } ?? [])
+        }
+    }
 }

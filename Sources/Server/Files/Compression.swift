@@ -274,8 +274,10 @@ final class GzipStream {
 
 /// Each worker's compressed bodies: one per file version (device, inode, size, modification time) and
 /// level, within a byte budget, the least recently used dropped first. A file is compressed once and
-/// then served from memory with its Content-Length until it changes or is pushed out.
-struct CompressedCache {
+/// then served from memory with its Content-Length until it changes or is pushed out. One per worker,
+/// shared by every site (a file version is the same bytes whichever site reaches it), with the one
+/// deflate state whole-file compression reuses.
+final class CompressedCache {
     struct Key: Hashable {
         var device: UInt64
         var inode: UInt64
@@ -288,9 +290,28 @@ struct CompressedCache {
     private(set) var bytes = 0
     private var entries: [Key: (file: CachedFile, used: UInt64)] = [:]
     private var clock: UInt64 = 0
+    /// Made on the first compression and reused (`deflateReset`, or made again for another level),
+    /// with its 64 KiB input buffer.
+    private var deflater: GzipDeflater?
+    private var deflaterLevel = 0
+    private var deflateInput: UnsafeMutableRawBufferPointer?
 
     init(budget: Int) {
         self.budget = budget
+    }
+
+    deinit { deflateInput?.deallocate() }
+
+    /// `file` compressed whole at `level`, with the shared deflate state; nil when zlib fails or the
+    /// file changed while it was read.
+    func compress(_ file: CachedFile, level: Int) -> UnsafeMutableRawBufferPointer? {
+        if deflater == nil || deflaterLevel != level {
+            deflater = GzipDeflater(level: level)
+            deflaterLevel = level
+        }
+        if deflateInput == nil { deflateInput = .allocate(byteCount: 65_536, alignment: 16) }
+        guard let deflater, let deflateInput else { return nil }
+        return deflater.compressWhole(file, scratch: deflateInput)
     }
 
     var count: Int { entries.count }
@@ -300,7 +321,7 @@ struct CompressedCache {
             modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, level: level)
     }
 
-    mutating func lookup(_ key: Key) -> CachedFile? {
+    func lookup(_ key: Key) -> CachedFile? {
         guard let entry = entries[key] else { return nil }
         clock += 1
         entries[key] = (entry.file, clock)
@@ -309,7 +330,7 @@ struct CompressedCache {
 
     /// Keeps `file` (a compressed body), dropping the least recently used until it fits. One larger than
     /// the whole budget is not kept (the response in flight still holds it).
-    mutating func insert(_ file: CachedFile, key: Key) {
+    func insert(_ file: CachedFile, key: Key) {
         let cost = file.memoryCost
         guard cost <= budget else { return }
         if let old = entries.removeValue(forKey: key) { bytes -= old.file.memoryCost }
@@ -324,21 +345,16 @@ struct CompressedCache {
     }
 }
 
-/// A file's compressed forms: which representation a request's Accept-Encoding gets (the file, its
+/// A site's compressed forms: which representation a request's Accept-Encoding gets (the file, its
 /// sidecar, or its gzip form), and the gzip form compressed whole from the worker's compressed-body
-/// cache. Owns that cache and the one deflate state whole-file compression reuses.
+/// cache (shared by the sites; this holds a reference).
 final class Compressor {
     let settings: ServerConfig.GzipSettings
-    var cache: CompressedCache
-    /// Made on the first compression and reused (`deflateReset`), with its 64 KiB input buffer.
-    var deflater: GzipDeflater?
-    var deflateInput: UnsafeMutableRawBufferPointer?
+    let cache: CompressedCache
 
-    deinit { deflateInput?.deallocate() }
-
-    init(settings: ServerConfig.GzipSettings) {
+    init(settings: ServerConfig.GzipSettings, cache: CompressedCache) {
         self.settings = settings
-        cache = CompressedCache(budget: settings.cacheBytes)
+        self.cache = cache
     }
 
     /// The representation of `file` for this request's Accept-Encoding: its sidecar or its gzip form when
@@ -365,11 +381,7 @@ final class Compressor {
     func compressedForm(_ file: CachedFile) -> CachedFile? {
         let key = CompressedCache.key(file, level: settings.level)
         if let cached = cache.lookup(key) { return cached }
-        if deflater == nil {
-            deflater = GzipDeflater(level: settings.level)
-            deflateInput = .allocate(byteCount: 65_536, alignment: 16)
-        }
-        guard let deflater, let deflateInput, let body = deflater.compressWhole(file, scratch: deflateInput) else { return nil }
+        guard let body = cache.compress(file, level: settings.level) else { return nil }
         let form = CachedFile(gzipOf: file, level: settings.level, body: body)
         cache.insert(form, key: key)
         return form

@@ -1,31 +1,10 @@
 import CSystemShims
 import Glibc
 
-/// GET and HEAD of files beneath the root, for any protocol: finds the file (the open-file cache, or
-/// opened beneath the root with its index, sidecar and `headers` lines), chooses its representation
-/// (Accept-Encoding), applies preconditions and ranges, and describes the answer as a `Response`. It
-/// writes nothing: the protocol that asked encodes and sends what it returns.
-///
-/// Owns the worker's open-file cache, compressed-body cache and the scratch buffers a request uses
-/// (path, ranges); the fields it composes go into the shared `FieldBuffer`.
-final class StaticFiles {
-    /// The root: every file is opened beneath its fd, which follows the path (a swapped symlink).
-    let root: SiteRoot
-    /// `index`, `autoindex` and `encoded_slash`.
-    let index: String
-    let autoindex: Bool
-    let rejectEncodedSlash: Bool
-    /// `gzip`, and `limits.ranges` (more ranges get the whole file).
-    let gzip: ServerConfig.GzipSettings
-    let rangeLimit: Int
-    /// Open files with their validators and small bodies; their compressed forms; error pages; the
-    /// `headers` rules, applied when a file is opened.
-    var fileCache: FileCache
-    let compression: Compressor
-    let errorPages: ErrorPages
-    let headerRules: HeaderRules
-    /// Where fields that are not a file's prebuilt block are composed (shared with the handler).
-    let fields: FieldBuffer
+/// Scratch memory a response is composed in, one per worker and shared by every site's files (a
+/// response points into it until the next one is made): the normalized path, the ranges, the
+/// multipart parts and boundary, the last directory listing.
+final class FileScratch {
     /// The normalized path of the request being answered, NUL-terminated (capacity `pathCapacity`).
     let pathBuffer: UnsafeMutablePointer<UInt8>
     let pathCapacity: Int
@@ -46,35 +25,89 @@ final class StaticFiles {
         pathBuffer.deallocate()
         rangeBuffer.deallocate()
         boundary.deallocate()
+        listingBytes.deallocate()
     }
 
-    init(config: ServerConfig, fields: FieldBuffer) throws {
-        root = try SiteRoot(path: config.root, now: monotonicMilliseconds())
-        index = config.index
-        autoindex = config.autoindex
-        rejectEncodedSlash = config.encodedSlash == .reject
-        gzip = config.gzip
-        rangeLimit = config.limits.ranges
-        fileCache = FileCache(
-            capacity: config.fileCache.entries, validityMilliseconds: config.fileCache.validMilliseconds,
-            inlineLimit: config.fileCache.inlineMax, sidecars: config.gzip.precompressed)
-        compression = Compressor(settings: config.gzip)
-        errorPages = ErrorPages(
-            config.errorPages, root: root, validity: Int64(config.fileCache.validMilliseconds), inlineLimit: config.fileCache.inlineMax)
-        headerRules = HeaderRules(rules: config.headers)
-        self.fields = fields
-        pathCapacity = config.limits.requestLine + config.index.utf8.count + 8
+    /// Room for a target of `limits.request_line` with the longest index name or try_files candidate.
+    init(config: ServerConfig) {
+        let longestAddition = config.allSites.map { site in
+            ([site.index] + (site.rules.tryFiles?.candidates ?? [])).map(\.utf8.count).max() ?? 0
+        }.max() ?? 0
+        pathCapacity = config.limits.requestLine + longestAddition + 8
         pathBuffer = .allocate(capacity: pathCapacity)
         rangeBuffer = .allocate(capacity: config.limits.ranges)
         parts = .allocate(capacity: config.limits.ranges + 1)
-        boundary = .allocate(capacity: StaticFiles.boundaryLength)
+        boundary = .allocate(capacity: FileScratch.boundaryLength)
         var random = (UInt64(0), UInt64(0))
         withUnsafeMutableBytes(of: &random) { _ = getrandom($0.baseAddress, $0.count, 0) }
         let hex: StaticString = "0123456789abcdef"
-        for index in 0..<StaticFiles.boundaryLength {
+        for index in 0..<FileScratch.boundaryLength {
             let word = index < 16 ? random.0 >> UInt64(index * 4) : random.1 >> UInt64((index - 16) * 4)
             boundary[index] = hex.utf8Start[Int(word & 15)]
         }
+    }
+}
+
+/// GET and HEAD of one site's files beneath its root, for any protocol: finds the file (the open-file
+/// cache, or opened beneath the root with its index, sidecar and `headers` lines; `try_files` for a path
+/// that names none), chooses its representation (Accept-Encoding), applies preconditions and ranges,
+/// and describes the answer as a `Response`. It writes nothing: the protocol that asked encodes and
+/// sends what it returns.
+///
+/// Owns the site's open-file cache and error pages; the compressed-body cache, the scratch buffers and
+/// the `FieldBuffer` its fields go into are the worker's, shared with the other sites.
+final class StaticFiles {
+    /// The root: every file is opened beneath its fd, which follows the path (a swapped symlink).
+    let root: SiteRoot
+    /// `index`, `autoindex` and `encoded_slash`.
+    let index: String
+    let autoindex: Bool
+    let rejectEncodedSlash: Bool
+    /// `gzip`, and `limits.ranges` (more ranges get the whole file).
+    let gzip: ServerConfig.GzipSettings
+    let rangeLimit: Int
+    /// Open files with their validators and small bodies; their compressed forms; error pages; the
+    /// `headers` rules, applied when a file is opened.
+    var fileCache: FileCache
+    let compression: Compressor
+    let errorPages: ErrorPages
+    let headerRules: HeaderRules
+    /// `try_files`, when the site has it.
+    let tryFiles: TryFiles?
+    /// Where fields that are not a file's prebuilt block are composed (shared with the handler).
+    let fields: FieldBuffer
+    let scratch: FileScratch
+    /// The scratch's buffers (see `FileScratch`), read on every request.
+    let pathBuffer: UnsafeMutablePointer<UInt8>
+    let pathCapacity: Int
+    let rangeBuffer: UnsafeMutablePointer<(Int64, Int64)>
+    let boundary: UnsafeMutablePointer<UInt8>
+    let parts: UnsafeMutableBufferPointer<ResponsePart>
+    /// Set when the last answer was 404 because the path names nothing (what `try_files` acts on).
+    var missed = false
+
+    init(site: SiteSettings, config: ServerConfig, fields: FieldBuffer, scratch: FileScratch, compressed: CompressedCache) throws {
+        root = try SiteRoot(path: site.root, now: monotonicMilliseconds())
+        index = site.index
+        autoindex = site.autoindex
+        rejectEncodedSlash = config.encodedSlash == .reject
+        gzip = site.gzip
+        rangeLimit = config.limits.ranges
+        fileCache = FileCache(
+            capacity: site.fileCache.entries, validityMilliseconds: site.fileCache.validMilliseconds,
+            inlineLimit: site.fileCache.inlineMax, sidecars: site.gzip.precompressed)
+        compression = Compressor(settings: site.gzip, cache: compressed)
+        errorPages = ErrorPages(
+            site.errorPages, root: root, validity: Int64(site.fileCache.validMilliseconds), inlineLimit: site.fileCache.inlineMax)
+        headerRules = HeaderRules(rules: site.headers)
+        tryFiles = site.rules.tryFiles
+        self.fields = fields
+        self.scratch = scratch
+        pathBuffer = scratch.pathBuffer
+        pathCapacity = scratch.pathCapacity
+        rangeBuffer = scratch.rangeBuffer
+        boundary = scratch.boundary
+        parts = scratch.parts
         BeneathRoot.symlinks = config.symlinks
     }
 
@@ -88,14 +121,83 @@ final class StaticFiles {
 
     // MARK: Finding the file
 
-    /// The answer to GET or HEAD of the request's target.
+    /// The answer to GET or HEAD of the request's target; a path that names nothing goes through
+    /// `try_files` when the site has it and the path is not under one of its `except` prefixes.
     func respond(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
         guard head.target.count + index.utf8.count + 4 <= pathCapacity else { return error(.uriTooLong, now: now) }
         let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer, rejectEncodedSlash: rejectEncodedSlash)
-        guard case .path(var length, let directory, let pathEnd) = outcome else {
+        guard case .path(let length, let directory, let pathEnd) = outcome else {
             if case .rejected(let status) = outcome { return error(status, now: now) }
             return error(.badRequest, now: now)
         }
+        guard let tryFiles else { return serve(length, directory: directory, pathEnd: pathEnd, head, bytes, now: now) }
+        let original = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
+        missed = false
+        let response = serve(length, directory: directory, pathEnd: pathEnd, head, bytes, now: now)
+        guard missed, !StaticFiles.excluded(original, by: tryFiles.except) else { return response }
+        return fallback(tryFiles, original: original, pathEnd: pathEnd, head, bytes, now: now)
+    }
+
+    /// `try_files` for a path that named nothing: each candidate in turn (`$uri`, `$uri.EXT`, `$uri/`,
+    /// or a fixed path), answered as if it had been asked for (200 with its own validators, or 304,
+    /// ranges and the rest); 404 when none names a file.
+    func fallback(
+        _ tryFiles: TryFiles, original: [UInt8], pathEnd: Int, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer,
+        now: Int64
+    ) -> Response {
+        let isRoot = original == [UInt8(ascii: ".")]
+        for candidate in tryFiles.candidates {
+            var path: [UInt8]
+            var directory = false
+            if candidate == "$uri" {
+                path = original
+            } else if candidate == "$uri/" {
+                path = original
+                directory = true
+            } else if candidate.hasPrefix("$uri.") {
+                guard !isRoot else { continue }
+                path = original + Array(candidate.utf8.dropFirst(4))
+            } else {
+                path = Array(candidate.utf8.dropFirst())
+                if path.last == UInt8(ascii: "/") {
+                    path.removeLast()
+                    directory = true
+                }
+                if path.isEmpty {
+                    path = [UInt8(ascii: ".")]
+                    directory = true
+                }
+            }
+            guard path.count + index.utf8.count + 4 <= pathCapacity else { continue }
+            path.withUnsafeBufferPointer { pathBuffer.update(from: $0.baseAddress!, count: $0.count) }
+            pathBuffer[path.count] = 0
+            missed = false
+            let response = serve(path.count, directory: directory, pathEnd: pathEnd, head, bytes, now: now, redirectDirectories: false)
+            if !missed { return response }
+        }
+        return error(.notFound, now: now)
+    }
+
+    /// Whether the path (relative, without its leading slash) is under one of the `except` prefixes.
+    static func excluded(_ path: [UInt8], by prefixes: [String]) -> Bool {
+        for prefix in prefixes {
+            let bytes = Array(prefix.utf8.dropFirst())
+            if bytes.isEmpty { return true }
+            if path.count >= bytes.count && Array(path.prefix(bytes.count)) == bytes { return true }
+            // `/api/` excludes the directory `/api` itself too.
+            if bytes.last == UInt8(ascii: "/") && path == Array(bytes.dropLast()) { return true }
+        }
+        return false
+    }
+
+    /// The answer for the normalized path in `pathBuffer[0..<length]`. A directory named without its
+    /// slash is redirected to it, or, for a `try_files` candidate (`redirectDirectories` false), counts
+    /// as nothing (only `$uri/` serves a directory there).
+    func serve(
+        _ length: Int, directory: Bool, pathEnd: Int, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64,
+        redirectDirectories: Bool = true
+    ) -> Response {
+        var length = length
         let hash = FileCache.hash(pathBuffer, length, directory: directory)
         if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: root.fd) {
             return answer(file, head, bytes, now: now)
@@ -104,12 +206,22 @@ final class StaticFiles {
         var key = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
         key.append(directory ? 1 : 0)
         var fd = openBeneathRoot()
-        if fd < 0 { return error(StaticFiles.openFailureStatus(errno), now: now) }
+        if fd < 0 {
+            let code = errno
+            if code == ENOENT || code == ENOTDIR { missed = true }
+            return error(StaticFiles.openFailureStatus(code), now: now)
+        }
         var info = stat()
         fstat(fd, &info)
         if info.st_mode & S_IFMT == S_IFDIR {
             closeDescriptor(fd)
-            if !directory { return redirectToDirectory(head, bytes, pathLength: length, pathEnd: pathEnd, now: now) }
+            if !directory {
+                guard redirectDirectories else {
+                    missed = true
+                    return error(.notFound, now: now)
+                }
+                return redirectToDirectory(head, bytes, pathLength: length, pathEnd: pathEnd, now: now)
+            }
             // Append "/index" (or just "index" at the root, whose path is ".").
             let directoryLength = length
             if length == 1 && pathBuffer[0] == UInt8(ascii: ".") { length = 0 } else {
@@ -128,6 +240,7 @@ final class StaticFiles {
                     pathBuffer[directoryLength] = 0
                     return listing(pathLength: directoryLength, now: now)
                 }
+                if code == ENOENT { missed = true }
                 return error(code == ENOENT ? .notFound : StaticFiles.openFailureStatus(code), now: now)
             }
             fstat(fd, &info)
@@ -310,41 +423,41 @@ final class StaticFiles {
     /// is its boundary and headers, then the bytes straight from the file.
     func multipart(_ file: CachedFile, count: Int) -> Response {
         let block = UnsafeRawBufferPointer(file.headers)
-        _ = parts.baseAddress!.deinitialize(count: partCount)
-        partCount = 0
-        let scratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 512)
-        defer { scratch.deallocate() }
+        _ = parts.baseAddress!.deinitialize(count: scratch.partCount)
+        scratch.partCount = 0
+        let partScratch = UnsafeMutablePointer<UInt8>.allocate(capacity: 512)
+        defer { partScratch.deallocate() }
         var total: Int64 = 0
         for index in 0..<count {
             let (first, last) = rangeBuffer[index]
-            var writer = ByteWriter(base: scratch, capacity: 512)
+            var writer = ByteWriter(base: partScratch, capacity: 512)
             writer.append("\r\n--")
-            writer.append(boundary, StaticFiles.boundaryLength)
+            writer.append(boundary, FileScratch.boundaryLength)
             writer.append("\r\n")
             writer.append(UnsafeRawBufferPointer(rebasing: block[..<file.typeEnd]))
             writer.append("Content-Range: bytes ")
             StaticFiles.appendRange(first, last, file.size, &writer)
             writer.append("\r\n\r\n")
-            (parts.baseAddress! + partCount).initialize(to: ResponsePart(prefix: Array(writer.written), start: first, end: last + 1))
-            partCount += 1
+            (parts.baseAddress! + scratch.partCount).initialize(to: ResponsePart(prefix: Array(writer.written), start: first, end: last + 1))
+            scratch.partCount += 1
             total += Int64(writer.count) + last - first + 1
         }
-        var closing = ByteWriter(base: scratch, capacity: 512)
+        var closing = ByteWriter(base: partScratch, capacity: 512)
         closing.append("\r\n--")
-        closing.append(boundary, StaticFiles.boundaryLength)
+        closing.append(boundary, FileScratch.boundaryLength)
         closing.append("--\r\n")
-        (parts.baseAddress! + partCount).initialize(to: ResponsePart(prefix: Array(closing.written), start: 0, end: 0))
-        partCount += 1
+        (parts.baseAddress! + scratch.partCount).initialize(to: ResponsePart(prefix: Array(closing.written), start: 0, end: 0))
+        scratch.partCount += 1
         total += Int64(closing.count)
 
         var writer = fields.writer()
         writer.append("Content-Type: multipart/byteranges; boundary=")
-        writer.append(boundary, StaticFiles.boundaryLength)
+        writer.append(boundary, FileScratch.boundaryLength)
         writer.append("\r\nContent-Length: ")
         writer.appendDecimal(total)
         writer.append("\r\n")
         writer.append(UnsafeRawBufferPointer(rebasing: block[file.lengthEnd...]))
-        let body = ResponseBody.multipart(UnsafeBufferPointer(start: parts.baseAddress, count: partCount))
+        let body = ResponseBody.multipart(UnsafeBufferPointer(start: parts.baseAddress, count: scratch.partCount))
         return Response(.partialContent, fields: writer.written, representation: file, body: body)
     }
 
@@ -397,16 +510,16 @@ final class StaticFiles {
         let title = pathLength == 1 && pathBuffer[0] == UInt8(ascii: ".")
             ? [UInt8(ascii: "/")] : [UInt8(ascii: "/")] + Array(UnsafeBufferPointer(start: pathBuffer, count: pathLength)) + [UInt8(ascii: "/")]
         guard let html = DirectoryListing.html(root: root.fd, path: pathBuffer, title: title) else { return error(.forbidden, now: now) }
-        if listingBytes.count < html.count {
-            listingBytes.deallocate()
-            listingBytes = .allocate(byteCount: html.count, alignment: 1)
+        if scratch.listingBytes.count < html.count {
+            scratch.listingBytes.deallocate()
+            scratch.listingBytes = .allocate(byteCount: html.count, alignment: 1)
         }
-        html.withUnsafeBytes { listingBytes.copyMemory(from: $0) }
+        html.withUnsafeBytes { scratch.listingBytes.copyMemory(from: $0) }
         var writer = fields.writer()
         writer.append("Content-Type: text/html; charset=utf-8\r\nCache-Control: no-cache\r\nContent-Length: ")
         writer.appendDecimal(Int64(html.count))
         writer.append("\r\n")
-        return Response(.ok, fields: writer.written, body: .bytes(UnsafeRawBufferPointer(rebasing: listingBytes[..<html.count])))
+        return Response(.ok, fields: writer.written, body: .bytes(UnsafeRawBufferPointer(rebasing: scratch.listingBytes[..<html.count])))
     }
 
     /// An error answer: the configured page for the status (with its type and length, no validators:
@@ -418,6 +531,12 @@ final class StaticFiles {
             writer.append(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(page.headers)[..<page.lengthEnd]))
             return Response(status, fields: writer.written, representation: page, body: StaticFiles.body(of: page, 0, page.size))
         }
+        return StaticFiles.builtInError(status, writer)
+    }
+
+    /// The built-in body for `status`, after the fields in `writer`.
+    static func builtInError(_ status: HTTPStatus, _ writer: ByteWriter) -> Response {
+        var writer = writer
         let body = status.errorBody
         writer.append("Content-Type: text/html; charset=utf-8\r\nContent-Length: ")
         writer.appendDecimal(Int64(body.utf8CodeUnitCount))

@@ -154,7 +154,14 @@ final class HTTP1Codec {
                 if expectsContinue && http11 && !connection.closeAfterResponse { exchange.expectsContinue = true }
             }
         }
-        send(connection, handler.respond(exchange, head, bytes, now: driver.now), exchange, head, bytes, driver)
+        let response = handler.respond(exchange, head, bytes, connection, now: driver.now)
+        if handler.dropConnection {
+            // `unmatched_host: close`: no answer at all.
+            handler.dropConnection = false
+            driver.close(connection)
+            return consumed
+        }
+        send(connection, response, exchange, head, bytes, driver)
         return consumed
     }
 

@@ -5,9 +5,13 @@ public enum HTTPStatus: UInt16, Sendable {
     case noContent = 204
     case partialContent = 206
     case movedPermanently = 301
+    case found = 302
+    case seeOther = 303
     case notModified = 304
+    case temporaryRedirect = 307
     case permanentRedirect = 308
     case badRequest = 400
+    case unauthorized = 401
     case forbidden = 403
     case notFound = 404
     case methodNotAllowed = 405
@@ -18,6 +22,8 @@ public enum HTTPStatus: UInt16, Sendable {
     case uriTooLong = 414
     case rangeNotSatisfiable = 416
     case expectationFailed = 417
+    case misdirectedRequest = 421
+    case tooManyRequests = 429
     case headerFieldsTooLarge = 431
     case internalServerError = 500
     case notImplemented = 501
@@ -32,9 +38,13 @@ public enum HTTPStatus: UInt16, Sendable {
         case .noContent: return "HTTP/1.1 204 No Content\r\n"
         case .partialContent: return "HTTP/1.1 206 Partial Content\r\n"
         case .movedPermanently: return "HTTP/1.1 301 Moved Permanently\r\n"
+        case .found: return "HTTP/1.1 302 Found\r\n"
+        case .seeOther: return "HTTP/1.1 303 See Other\r\n"
         case .notModified: return "HTTP/1.1 304 Not Modified\r\n"
+        case .temporaryRedirect: return "HTTP/1.1 307 Temporary Redirect\r\n"
         case .permanentRedirect: return "HTTP/1.1 308 Permanent Redirect\r\n"
         case .badRequest: return "HTTP/1.1 400 Bad Request\r\n"
+        case .unauthorized: return "HTTP/1.1 401 Unauthorized\r\n"
         case .forbidden: return "HTTP/1.1 403 Forbidden\r\n"
         case .notFound: return "HTTP/1.1 404 Not Found\r\n"
         case .methodNotAllowed: return "HTTP/1.1 405 Method Not Allowed\r\n"
@@ -45,6 +55,8 @@ public enum HTTPStatus: UInt16, Sendable {
         case .uriTooLong: return "HTTP/1.1 414 URI Too Long\r\n"
         case .rangeNotSatisfiable: return "HTTP/1.1 416 Range Not Satisfiable\r\n"
         case .expectationFailed: return "HTTP/1.1 417 Expectation Failed\r\n"
+        case .misdirectedRequest: return "HTTP/1.1 421 Misdirected Request\r\n"
+        case .tooManyRequests: return "HTTP/1.1 429 Too Many Requests\r\n"
         case .headerFieldsTooLarge: return "HTTP/1.1 431 Request Header Fields Too Large\r\n"
         case .internalServerError: return "HTTP/1.1 500 Internal Server Error\r\n"
         case .notImplemented: return "HTTP/1.1 501 Not Implemented\r\n"
@@ -57,6 +69,7 @@ public enum HTTPStatus: UInt16, Sendable {
     var errorBody: StaticString {
         switch self {
         case .badRequest: return "<html><body><h1>400 Bad Request</h1></body></html>\n"
+        case .unauthorized: return "<html><body><h1>401 Unauthorized</h1></body></html>\n"
         case .forbidden: return "<html><body><h1>403 Forbidden</h1></body></html>\n"
         case .notFound: return "<html><body><h1>404 Not Found</h1></body></html>\n"
         case .methodNotAllowed: return "<html><body><h1>405 Method Not Allowed</h1></body></html>\n"
@@ -67,12 +80,16 @@ public enum HTTPStatus: UInt16, Sendable {
         case .uriTooLong: return "<html><body><h1>414 URI Too Long</h1></body></html>\n"
         case .rangeNotSatisfiable: return "<html><body><h1>416 Range Not Satisfiable</h1></body></html>\n"
         case .expectationFailed: return "<html><body><h1>417 Expectation Failed</h1></body></html>\n"
+        case .misdirectedRequest: return "<html><body><h1>421 Misdirected Request</h1><p>This connection's certificate is not for this host.</p></body></html>\n"
+        case .tooManyRequests: return "<html><body><h1>429 Too Many Requests</h1></body></html>\n"
         case .headerFieldsTooLarge: return "<html><body><h1>431 Request Header Fields Too Large</h1></body></html>\n"
         case .internalServerError: return "<html><body><h1>500 Internal Server Error</h1></body></html>\n"
         case .notImplemented: return "<html><body><h1>501 Not Implemented</h1></body></html>\n"
         case .serviceUnavailable: return "<html><body><h1>503 Service Unavailable</h1></body></html>\n"
         case .versionNotSupported: return "<html><body><h1>505 HTTP Version Not Supported</h1></body></html>\n"
-        case .continue, .ok, .noContent, .partialContent, .movedPermanently, .notModified, .permanentRedirect: return ""
+        case .continue, .ok, .noContent, .partialContent, .movedPermanently, .found, .seeOther, .notModified, .temporaryRedirect,
+             .permanentRedirect:
+            return ""
         }
     }
 }

@@ -91,7 +91,14 @@ extension HTTP2Codec {
             if rules.bodyTooLarge(head.contentLength) {
                 return send(session, stream, handler.error(.contentTooLarge, now: now), exchange, head, bytes)
             }
-            send(session, stream, handler.respond(exchange, head, bytes, now: now), exchange, head, bytes)
+            let response = handler.respond(exchange, head, bytes, connection, now: now)
+            if handler.dropConnection {
+                // `unmatched_host: close`: no answer; the stream is cancelled.
+                handler.dropConnection = false
+                nghttp2_submit_rst_stream(session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), stream.id, NGHTTP2_CANCEL.rawValue)
+                return
+            }
+            send(session, stream, response, exchange, head, bytes)
         }
     }
 

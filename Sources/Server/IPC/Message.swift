@@ -10,6 +10,10 @@ public enum Message: Equatable, Sendable {
     case connections([ConnectionInfo])
     /// Worker to listener: this many connections have closed.
     case released(count: UInt32)
+    /// Worker to listener: connections the listener counted against `limits.connections_per_ip` have
+    /// closed; their peers as the listener saw them (each entry laid out as a `connections` entry with
+    /// listener id 0).
+    case releasedPeers([SocketAddress])
     /// Parent to child: stop taking work, finish within `deadlineMilliseconds`, exit.
     case shutdown(deadlineMilliseconds: UInt32)
     /// Supervisor to listener and manager: a new configuration (one fd: a sealed memfd of JSON).
@@ -34,7 +38,7 @@ public enum Message: Equatable, Sendable {
     static let maxSize = headerSize + maxBatch * connectionEntrySize
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers
     }
 
     /// Bytes of one ticket key.
@@ -87,10 +91,14 @@ public struct ConnectionInfo: Equatable, Sendable {
     public var listenerID: UInt16
     /// The client's address.
     public var peer: SocketAddress
+    /// The listener counted it against `limits.connections_per_ip`: its close must be reported with the
+    /// peer (`releasedPeers`). Flag bit 0 of the entry's byte 3.
+    public var countedPerIP: Bool
 
-    public init(listenerID: UInt16, peer: SocketAddress) {
+    public init(listenerID: UInt16, peer: SocketAddress, countedPerIP: Bool = false) {
         self.listenerID = listenerID
         self.peer = peer
+        self.countedPerIP = countedPerIP
     }
 }
 
@@ -148,6 +156,15 @@ extension Message {
             header(.released, 0)
             buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
             return 8
+        case .releasedPeers(let peers):
+            precondition(peers.count <= Message.maxBatch)
+            header(.releasedPeers, peers.count)
+            var offset = Message.headerSize
+            for peer in peers {
+                Message.encode(ConnectionInfo(listenerID: 0, peer: peer), into: buffer, at: offset)
+                offset += Message.connectionEntrySize
+            }
+            return offset
         case .shutdown(let deadline):
             header(.shutdown, 0)
             buffer.storeBytes(of: deadline.littleEndian, toByteOffset: 4, as: UInt32.self)
@@ -176,7 +193,7 @@ extension Message {
     static func encode(_ entry: ConnectionInfo, into buffer: UnsafeMutableRawBufferPointer, at offset: Int) {
         buffer.storeBytes(of: entry.listenerID.littleEndian, toByteOffset: offset, as: UInt16.self)
         buffer[offset + 2] = entry.peer.family
-        buffer[offset + 3] = 0
+        buffer[offset + 3] = entry.countedPerIP ? 1 : 0
         buffer.storeBytes(of: entry.peer.port.littleEndian, toByteOffset: offset + 4, as: UInt16.self)
         buffer.storeBytes(of: UInt16(0), toByteOffset: offset + 6, as: UInt16.self)
         buffer.storeBytes(of: entry.peer.bytes.0, toByteOffset: offset + 8, as: UInt64.self)
@@ -194,14 +211,15 @@ extension Message {
     static func decodeEntry(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(MessageError) -> ConnectionInfo {
         let family = bytes[offset + 2]
         guard family == 1 || family == 2 || family == 10 else { throw .badField("address family \(family)") }
-        guard bytes[offset + 3] == 0, bytes.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0 else {
+        guard bytes[offset + 3] <= 1, bytes.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0 else {
             throw .badField("reserved bytes")
         }
         let listener = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
         let port = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self))
         let high = bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
         let low = bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
-        return ConnectionInfo(listenerID: listener, peer: SocketAddress(family: family, port: port, bytes: (high, low)))
+        return ConnectionInfo(
+            listenerID: listener, peer: SocketAddress(family: family, port: port, bytes: (high, low)), countedPerIP: bytes[offset + 3] == 1)
     }
 
     /// Decodes and validates a packet that arrived with `fdCount` descriptors.
@@ -213,7 +231,7 @@ extension Message {
         func expect(length: Int, fds: ClosedRange<Int> = 0...0) throws(MessageError) {
             guard bytes.count == length else { throw .badLength(kind: kind.rawValue, length: bytes.count) }
             guard fds.contains(fdCount) else { throw .badFDCount(kind: kind.rawValue, fds: fdCount) }
-            if kind != .connections && kind != .reopenLogs && kind != .ticketKeys && count != 0 {
+            if kind != .connections && kind != .reopenLogs && kind != .ticketKeys && kind != .releasedPeers && count != 0 {
                 throw .badField("count \(count) on kind \(kind.rawValue)")
             }
         }
@@ -237,6 +255,12 @@ extension Message {
         case .released:
             try expect(length: 8)
             return .released(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        case .releasedPeers:
+            guard count >= 1, count <= maxBatch else { throw .badField("peer count \(count)") }
+            try expect(length: headerSize + count * connectionEntrySize)
+            var peers: [SocketAddress] = []
+            for index in 0..<count { peers.append(try decodeEntry(bytes, at: headerSize + index * connectionEntrySize).peer) }
+            return .releasedPeers(peers)
         case .shutdown:
             try expect(length: 8)
             return .shutdown(deadlineMilliseconds: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))

@@ -34,6 +34,15 @@ public final class Listener {
     var lastHeartbeat: Int64 = 0
     var now: Int64
     var peer = sockaddr_storage()
+    /// `limits.connections_per_ip`: connections open per client address, counted for the sockets
+    /// without PROXY protocol and for peers outside `proxy.trusted` (a proxy is many clients; behind
+    /// one, the limit is the proxy's to keep). Refused connections are closed at once.
+    var perAddress: [RateLimiter.Key: UInt32] = [:]
+    var perAddressLimit: Int
+    /// Per socket: whether its connections are counted (not PROXY protocol).
+    var countsSocket: [Bool]
+    var trusted: Networks
+    var refusedTotal: UInt64 = 0
 
     public init(config: ServerConfig, socketCount: Int, initialLive: Int) throws {
         self.config = config
@@ -46,6 +55,9 @@ public final class Listener {
         sockets = (0..<socketCount).map { ListenerSlot.firstSocket.fd + Int32($0) }
         live = initialLive
         now = monotonicMilliseconds()
+        perAddressLimit = config.limits.connectionsPerIP
+        countsSocket = config.allListen.map { !$0.proxyProtocol }
+        trusted = Networks(config.proxy.trusted) ?? Networks()
         for fd in [ListenerSlot.supervisor.fd, ListenerSlot.connections.fd, ListenerSlot.release.fd] + sockets { Socket.setNonBlocking(fd) }
         try poller.add(supervisor.fd, events: Poller.readable)
         try poller.add(releases.fd, events: Poller.readable)
@@ -107,11 +119,33 @@ public final class Listener {
                 closeDescriptor(fd)
                 continue
             }
+            var counted = false
+            if perAddressLimit > 0 && Int(listenerID) < countsSocket.count && countsSocket[Int(listenerID)] && !address.isUnix
+                && !trusted.contains(address) {
+                let key = RateLimiter.Key(family: address.family, high: address.bytes.0, low: address.bytes.1)
+                let open = perAddress[key, default: 0]
+                if open >= UInt32(perAddressLimit) {
+                    // Closed at accept: the client's other connections are its share.
+                    closeDescriptor(fd)
+                    refusedTotal &+= 1
+                    acceptedTotal &+= 1
+                    continue
+                }
+                perAddress[key] = open + 1
+                counted = true
+            }
             pendingFDs.append(fd)
-            pendingInfo.append(ConnectionInfo(listenerID: listenerID, peer: address))
+            pendingInfo.append(ConnectionInfo(listenerID: listenerID, peer: address, countedPerIP: counted))
             live += 1
             acceptedTotal &+= 1
         }
+    }
+
+    /// A connection counted per address has closed.
+    func releasePeer(_ address: SocketAddress) {
+        let key = RateLimiter.Key(family: address.family, high: address.bytes.0, low: address.bytes.1)
+        guard let open = perAddress[key] else { return }  // counted by a listener before this one
+        if open <= 1 { perAddress[key] = nil } else { perAddress[key] = open - 1 }
     }
 
     /// Sends the pending batch to the manager; on a full channel, waits for it to drain.
@@ -166,10 +200,15 @@ public final class Listener {
     func receiveReleases() {
         // The supervisor holds the other end too, so this channel never reads as closed.
         _ = releases.receiveAll(from: "workers (release channel)") { message, fds in
-            guard case .released(let count) = message else {
-                return Channel.reject(message, fds: fds, from: "workers (release channel)")
+            switch message {
+            case .released(let count):
+                live = max(0, live - Int(count))
+            case .releasedPeers(let peers):
+                live = max(0, live - peers.count)
+                for peer in peers { releasePeer(peer) }
+            default:
+                Channel.reject(message, fds: fds, from: "workers (release channel)")
             }
-            live = max(0, live - Int(count))
         }
     }
 
@@ -180,7 +219,14 @@ public final class Listener {
                 drainDeadline = monotonicMilliseconds() + Int64(deadline)
                 beginDrain(reason: "shutdown requested")
             case .reload:
-                if let newConfig = try? ConfigTransport.read(from: fds[0]) { config = newConfig }
+                if let newConfig = try? ConfigTransport.read(from: fds[0]) {
+                    config = newConfig
+                    // Counts already kept go on (their releases still come); a limit turned off forgets them.
+                    perAddressLimit = newConfig.limits.connectionsPerIP
+                    if perAddressLimit == 0 { perAddress = [:] }
+                    countsSocket = newConfig.allListen.map { !$0.proxyProtocol }
+                    trusted = Networks(newConfig.proxy.trusted) ?? Networks()
+                }
                 closeDescriptor(fds[0])
             case .reopenLogs(let access, let error):
                 // The listener writes no access log; it only points its error log at the new file.
@@ -237,7 +283,9 @@ public final class Listener {
 
     func sendHeartbeat() {
         lastHeartbeat = now
-        let beat = Heartbeat(liveConnections: UInt32(live), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal)
+        // The listener's `closedTotal` is the connections it closed at accept (connections_per_ip).
+        let beat = Heartbeat(
+            liveConnections: UInt32(live), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal, closedTotal: refusedTotal)
         _ = try? supervisor.send(.heartbeat(beat))
     }
 }

@@ -204,10 +204,11 @@ public struct Networks: Equatable, Sendable {
     }
 
     /// Whether `address` lies in one of the blocks (an IPv4-mapped IPv6 address counts as IPv4). A peer
-    /// on a Unix-domain socket always does: who may connect there is decided by the socket file's owner
-    /// and mode, which the configuration sets.
-    public func contains(_ address: SocketAddress) -> Bool {
-        if address.isUnix { return true }
+    /// on a Unix-domain socket does when `unixMatches` (for trusting proxies: who may connect there is
+    /// decided by the socket file's owner and mode, which the configuration sets), and does not for
+    /// access rules (it has no address to allow).
+    public func contains(_ address: SocketAddress, unixMatches: Bool = true) -> Bool {
+        if address.isUnix { return unixMatches }
         var address = address
         if address.family == UInt8(AF_INET6) && address.bytes.0 == 0 && address.bytes.1 & 0xFFFF_FFFF == 0xFFFF_0000 {
             address = SocketAddress(family: UInt8(AF_INET), port: address.port, bytes: (address.bytes.1 >> 32, 0))

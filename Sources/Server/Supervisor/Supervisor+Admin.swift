@@ -55,6 +55,9 @@ extension Supervisor {
         let listenerBeat = listener.lastBeat
         metric("webserver_connections_accepted_total", "counter", "Connections accepted by the listener.",
                [("", UInt64(listenerBeat.acceptedTotal))])
+        metric("webserver_connections_refused_total", "counter",
+               "Connections the listener closed at accept because their address had limits.connections_per_ip open already.",
+               [(label("reason", "per_ip"), listenerBeat.closedTotal)])
         metric("webserver_connections_handled_total", "counter", "Connections taken by workers.", [("", stats[Stats.handled])])
         metric("webserver_connections_active", "gauge", "Connections open now (admitted by the listener, not yet closed).",
                [("", UInt64(listenerBeat.liveConnections))])

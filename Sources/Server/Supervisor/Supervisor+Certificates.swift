@@ -9,7 +9,7 @@ extension Supervisor {
     func noteCertificateExpiries() {
         certificateExpiries = []
         guard !config.tls.listen.isEmpty else { return }
-        for pair in config.tls.allSites.flatMap(\.certificates) {
+        for pair in (config.tls.allSites + config.sites.compactMap(\.certificates)).flatMap(\.certificates) {
             if let expiry = TLSContext.expiry(ofCertificate: pair.certificate) { certificateExpiries.append((pair.certificate, expiry)) }
         }
     }

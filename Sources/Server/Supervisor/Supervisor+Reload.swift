@@ -45,7 +45,7 @@ extension Supervisor {
             guard let channel = slot.channel else { continue }
             _ = try? channel.send(.reload, fd: fd)
         }
-        certificateWatch?.watch(newConfig.tls.files)
+        certificateWatch?.watch(newConfig.certificateFiles)
         recordReload(applied: true)
         noteCertificateExpiries()
         log.notice("reloaded: new workers start with the new configuration, old ones drain")

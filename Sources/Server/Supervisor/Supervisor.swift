@@ -108,7 +108,7 @@ public final class Supervisor {
         try Privileges.drop(to: config, logs: logs)
         config = sockets.bound(config)
         if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
-        if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: config.tls.files) {
+        if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: config.certificateFiles) {
             certificateWatch = watch
             try poller.add(watch.fd, events: Poller.readable)
         }

@@ -236,28 +236,82 @@ final class TLSSession {
     var hasBufferedInput: Bool { SSL_pending(ssl) > 0 }
 }
 
-/// Every TLS site of a worker: the default context (tls.cert/key) and one per `tls.sites` entry, chosen
-/// by the name the client sends (SNI) during the handshake. A name no site serves gets the default.
+/// Every certificate a worker presents, chosen by the name the client sends (SNI) during the handshake:
+/// a name a site claims (`sites[].names`, the same table requests are routed with) gets that site's
+/// certificates, or the default ones when it has none of its own; another name gets the first
+/// `tls.sites` entry whose certificate covers it, else the default (`tls.cert`). Without a default
+/// certificate, a handshake for a name no site claims is refused (unrecognized_name), as nginx's
+/// `ssl_reject_handshake`.
 public final class TLSSites: @unchecked Sendable {
     public let defaultContext: TLSContext
+    /// Whether `tls.cert` is set (else only the sites' names complete a handshake).
+    let hasDefaultCertificate: Bool
+    /// `tls.sites`: chosen by what their certificates cover.
     let sites: [TLSContext]
+    /// By site index (`ServerConfig.allSites`): the site's own context, or nil (the default's).
+    let siteContexts: [TLSContext?]
+    let table: SiteTable
 
-    public init(settings: ServerConfig.TLSSettings, http2: Bool = false) throws(TLSContext.Failure) {
+    public convenience init(settings: ServerConfig.TLSSettings, http2: Bool = false) throws(TLSContext.Failure) {
+        var config = ServerConfig()
+        config.tls = settings
+        config.http2.enabled = http2
+        try self.init(config: config)
+    }
+
+    public init(config: ServerConfig) throws(TLSContext.Failure) {
+        let settings = config.tls
+        let http2 = config.http2.enabled
         defaultContext = try TLSContext(site: settings.defaultSite, settings: settings, http2: http2)
+        hasDefaultCertificate = !settings.defaultSite.certificates.isEmpty
         var sites: [TLSContext] = []
         for site in settings.sites { sites.append(try TLSContext(site: site, settings: settings, http2: http2)) }
         self.sites = sites
-        if !sites.isEmpty {
-            cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, _, argument in
-                guard let ssl, let argument, let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
-                    return cossl_SSL_TLSEXT_ERR_OK
+        var siteContexts: [TLSContext?] = [nil]
+        for site in config.sites {
+            if let own = site.certificates, !own.certificates.isEmpty {
+                do {
+                    siteContexts.append(try TLSContext(site: own, settings: settings, http2: http2))
+                } catch {
+                    throw TLSContext.Failure(description: "site \(site.names.first ?? "") (\(site.place)): \(error.description)")
                 }
-                let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
-                if let site = sites.sites.first(where: { $0.serves(name) }) {
-                    _ = SSL_set_SSL_CTX(ssl, site.context)
-                }
-                return cossl_SSL_TLSEXT_ERR_OK
-            }, Unmanaged.passUnretained(self).toOpaque())
+            } else {
+                siteContexts.append(nil)
+            }
         }
+        self.siteContexts = siteContexts
+        table = SiteTable(config.allSites)
+        guard !sites.isEmpty || siteContexts.contains(where: { $0 != nil }) || !hasDefaultCertificate else { return }
+        cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, alert, argument in
+            guard let ssl, let argument else { return cossl_SSL_TLSEXT_ERR_OK }
+            let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
+            guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
+                if sites.hasDefaultCertificate { return cossl_SSL_TLSEXT_ERR_OK }
+                alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
+                return cossl_SSL_TLSEXT_ERR_ALERT_FATAL
+            }
+            let site = sites.table.site(serverName: name)
+            if site >= 0 {
+                if let context = sites.siteContexts[site] { _ = SSL_set_SSL_CTX(ssl, context.context) }
+                return cossl_SSL_TLSEXT_ERR_OK
+            }
+            if let context = sites.sites.first(where: { $0.serves(name) }) {
+                _ = SSL_set_SSL_CTX(ssl, context.context)
+                return cossl_SSL_TLSEXT_ERR_OK
+            }
+            if sites.hasDefaultCertificate { return cossl_SSL_TLSEXT_ERR_OK }
+            alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
+            return cossl_SSL_TLSEXT_ERR_ALERT_FATAL
+        }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// Which site's certificates a finished handshake presented: the index of the site the server name
+    /// chose when that site has its own, else 0 (the default certificate, or a `tls.sites` one, both
+    /// belonging to the default site). A request whose Host reaches a site with another certificate is
+    /// misdirected (421).
+    func certificateSite(of session: TLSSession) -> Int32 {
+        guard siteContexts.count > 1, let name = SSL_get_servername(session.ssl, TLSEXT_NAMETYPE_host_name) else { return 0 }
+        let site = table.site(serverName: name)
+        return site > 0 && siteContexts[site] != nil ? Int32(site) : 0
     }
 }

@@ -58,6 +58,12 @@ final class Connection {
     var closed = false
     /// On a TLS socket: the client's first byte has been looked at (a TLS record, not plain HTTP).
     var sawFirstByte = false
+    /// Over TLS, the site whose certificates the handshake presented (0: the default certificate); -1
+    /// on a plain connection. A request for a site with other certificates gets 421.
+    var certificateSite: Int32 = -1
+    /// The listener counted this connection against `limits.connections_per_ip` (under its kernel
+    /// address, `countedPeer`), so its close is reported with that address.
+    var countedPeer: SocketAddress?
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd

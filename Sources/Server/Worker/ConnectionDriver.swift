@@ -23,6 +23,8 @@ final class ConnectionDriver {
     private(set) var closedTotal: UInt64 = 0
     /// Closes not yet reported to the listener (the worker sends them in batches).
     var releasedPending: UInt32 = 0
+    /// Of those, the ones the listener counted per client address: their addresses.
+    var releasedPeers: [SocketAddress] = []
     /// Draining: every response says `Connection: close`; nothing new is kept open.
     private(set) var draining = false
     /// The clock as of this wake-up (set by the worker's loop).
@@ -77,6 +79,7 @@ final class ConnectionDriver {
     func adopt(fd: Int32, info: ConnectionInfo) {
         acceptedTotal &+= 1
         let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + timeouts.idle)
+        if info.countedPerIP { connection.countedPeer = info.peer }
         if draining { connection.closeAfterResponse = true }
         if Int(fd) >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
@@ -178,6 +181,7 @@ final class ConnectionDriver {
         switch session.handshake() {
         case .done:
             connection.enter(.idle, at: now, timeouts)
+            connection.certificateSite = tlsSites?.certificateSite(of: session) ?? 0
             if session.choseHTTP2 {
                 guard http2.start(connection) else { return close(connection) }
                 // The server's SETTINGS go at once (RFC 9113 section 3.4), before the client's preface.
@@ -455,6 +459,7 @@ final class ConnectionDriver {
         live -= 1
         closedTotal += 1
         releasedPending += 1
+        if let peer = connection.countedPeer { releasedPeers.append(peer) }
     }
 
     /// Closes every connection (the worker is exiting).

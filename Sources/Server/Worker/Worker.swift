@@ -18,8 +18,8 @@ public final class Worker {
     let releaseChannel: Channel
     let driver: ConnectionDriver
     let accessLog: AccessLog
-    /// The static files' root, looked at again from the tick.
-    let files: StaticFiles
+    /// The sites, whose roots and password files are looked at again from the tick.
+    let handler: RequestHandler
     /// This worker's figures for /metrics (`Stats` slots), sent to the manager with each heartbeat.
     let stats: UnsafeMutablePointer<UInt64>
     /// The fields a response's head is built with, shared by the handler and the files (this worker's).
@@ -46,16 +46,15 @@ public final class Worker {
         stats = .allocate(capacity: Stats.count)
         stats.initialize(repeating: 0, count: Stats.count)
         var tlsSites: TLSSites? = nil
-        if !config.tls.listen.isEmpty && !config.tls.defaultSite.certificates.isEmpty {
+        if !config.tls.listen.isEmpty {
             do {
-                tlsSites = try TLSSites(settings: config.tls, http2: config.http2.enabled)
+                tlsSites = try TLSSites(config: config)
             } catch {
                 throw SystemError(call: "TLS: \(error.description)", errno: EINVAL)
             }
         }
         fields = FieldBuffer.allocate()
-        let handler = try RequestHandler(config: config, fields: fields)
-        files = handler.files
+        handler = try RequestHandler(config: config, fields: fields)
         accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat, stats: stats)
         let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
@@ -155,7 +154,7 @@ public final class Worker {
         sendReleases()
         if driver.now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
         driver.expireDeadlines()
-        files.refreshRoot(now: driver.now)
+        handler.refresh(now: driver.now)
     }
 
     func sendHeartbeat() {
@@ -182,6 +181,15 @@ public final class Worker {
     }
 
     func sendReleases() {
+        guard driver.releasedPending > 0 else { return }
+        // Connections counted per client address go with their addresses (64 to a message), the rest
+        // as a count.
+        while !driver.releasedPeers.isEmpty {
+            let batch = Array(driver.releasedPeers.prefix(Message.maxBatch))
+            guard (try? releaseChannel.send(.releasedPeers(batch))) == true else { return }
+            driver.releasedPeers.removeFirst(batch.count)
+            driver.releasedPending -= UInt32(batch.count)
+        }
         guard driver.releasedPending > 0 else { return }
         if (try? releaseChannel.send(.released(count: driver.releasedPending))) == true { driver.releasedPending = 0 }
     }

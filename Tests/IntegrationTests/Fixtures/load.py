@@ -4,10 +4,12 @@
 usage: load.py PORT CLIENTS SECONDS MODE PATH EXPECTED_LENGTH [SOURCE_ADDRESS]
 MODE is "new" (a new TCP connection per request) or "keepalive" (one connection per client, reopened
 after a failure). Each client stops after SECONDS or 100000 requests. Only 127.0.0.1 is ever a target;
-SOURCE_ADDRESS (another loopback address such as 127.0.0.2) is the address connections come from.
+SOURCE_ADDRESS (another loopback address such as 127.0.0.2) is the address connections come from;
+the environment's LOAD_HOST is the Host header sent (127.0.0.1 by default).
 Prints one JSON object: ok, failed, per-client failure counts, and the local ports used.
 """
 import json
+import os
 import socket
 import sys
 import threading
@@ -17,7 +19,8 @@ port, clients, seconds, mode, path, expected = (
     int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6]))
 source = (sys.argv[7], 0) if len(sys.argv) > 7 else None
 ports = set()
-request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+host = os.environ.get("LOAD_HOST", "127.0.0.1")
+request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
 request += (b"Connection: close\r\n" if mode == "new" else b"") + b"\r\n"
 deadline = time.monotonic() + seconds
 results = [{"ok": 0, "failed": 0, "errors": []} for _ in range(clients)]

@@ -1,0 +1,97 @@
+import Glibc
+
+/// One site in a worker: its settings, its files (made on the first request that needs them, so a
+/// thousand configured sites cost a worker nothing until they are asked for) and the state of its
+/// rules: the password files and the rate limiter's buckets.
+final class Site {
+    let settings: SiteSettings
+    /// Its index in `ServerConfig.allSites` (0: the default site).
+    let index: Int
+    /// The site whose certificates this one presents over TLS: itself when it has its own, else 0.
+    let certificateSite: Int32
+    /// `access` rules with their networks parsed.
+    let access: [(prefix: [UInt8], allow: Networks, deny: Networks)]
+    /// `auth` rules with their password files.
+    let auth: [(prefix: [UInt8], challenge: [UInt8], users: PasswordFile)]
+    let redirects: [(from: [UInt8], prefix: Bool, to: [UInt8], status: HTTPStatus, keepQuery: Bool)]
+    var rateLimiter: RateLimiter?
+    /// The files, once asked for; nil before, and while the root cannot be opened.
+    private var files: StaticFiles?
+    private var filesFailedAt: Int64 = -1_000_000
+
+    init(_ settings: SiteSettings, index: Int) {
+        self.settings = settings
+        self.index = index
+        certificateSite = index > 0 && settings.hasOwnCertificate ? Int32(index) : 0
+        access = settings.rules.access.map {
+            (Array($0.prefix.utf8), Networks($0.allow) ?? Networks(), Networks($0.deny) ?? Networks())
+        }
+        auth = settings.rules.auth.map {
+            (Array($0.prefix.utf8), Array("WWW-Authenticate: Basic realm=\"\($0.realm)\", charset=\"UTF-8\"\r\n".utf8), PasswordFile(path: $0.users))
+        }
+        redirects = settings.rules.redirects.map { rule in
+            let prefix = rule.isPrefix
+            let status: HTTPStatus = HTTPStatus(rawValue: UInt16(rule.status)) ?? .movedPermanently
+            return (Array((prefix ? String(rule.from.dropLast()) : rule.from).utf8), prefix, Array(rule.to.utf8), status, rule.keepQuery)
+        }
+        rateLimiter = settings.rules.rateLimit.map { RateLimiter($0) }
+    }
+
+    /// The site's files, made now if they were not (nil when it has no root, or the root cannot be
+    /// opened: tried again after a second, with a warning each minute at most).
+    func staticFiles(_ make: (SiteSettings) throws -> StaticFiles, now: Int64) -> StaticFiles? {
+        if let files { return files }
+        guard !settings.root.isEmpty, now - filesFailedAt >= 1000 else { return nil }
+        do {
+            files = try make(settings)
+        } catch {
+            if now - filesFailedAt >= 60_000 {
+                log.warning("site \(settings.names.first ?? "default"): cannot open its root \(settings.root): \(error)")
+            }
+            filesFailedAt = now
+        }
+        return files
+    }
+
+    /// The files when they were made already (for the tick).
+    var madeFiles: StaticFiles? { files }
+
+    /// Looks at the root and the password files again (from the tick).
+    func refresh(now: Int64) {
+        files?.refreshRoot(now: now)
+        for rule in auth { rule.users.refresh(now: now, validity: Int64(settings.fileCache.validMilliseconds)) }
+    }
+
+    // MARK: Matching the request's path
+
+    /// Whether the normalized path (`path[0..<length]`, relative, `.` for the root, as
+    /// `RequestPath.normalize` writes it) is under `prefix` (`/admin/`), the directory itself included
+    /// (`/admin`). Rules that guard paths match this, never the target as sent, so `/%61dmin/` or
+    /// `//admin/x/../` cannot step around them.
+    static func pathHasPrefix(_ path: UnsafePointer<UInt8>, _ length: Int, directory: Bool, _ prefix: [UInt8]) -> Bool {
+        guard prefix.count > 1 else { return true }  // "/"
+        let isRoot = length == 1 && path[0] == UInt8(ascii: ".")
+        // The path as "/" + path + ("/" when a directory), compared without building it.
+        let count = isRoot ? 1 : 1 + length + (directory ? 1 : 0)
+        func byte(_ index: Int) -> UInt8 {
+            if index == 0 { return UInt8(ascii: "/") }
+            if isRoot { return 0 }
+            return index - 1 < length ? path[index - 1] : UInt8(ascii: "/")
+        }
+        if count >= prefix.count {
+            for index in 1..<prefix.count where byte(index) != prefix[index] { return false }
+            return true
+        }
+        // The directory named without its slash.
+        guard prefix.last == UInt8(ascii: "/"), count == prefix.count - 1 else { return false }
+        for index in 1..<count where byte(index) != prefix[index] { return false }
+        return true
+    }
+
+    /// The path part of the target: up to `?`.
+    static func pathEnd(_ bytes: UnsafeRawBufferPointer, _ target: ByteSpan) -> Int {
+        var index = target.start
+        while index < target.end && bytes[index] != UInt8(ascii: "?") { index += 1 }
+        return index
+    }
+}

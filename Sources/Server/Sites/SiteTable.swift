@@ -1,0 +1,185 @@
+/// Which site a name belongs to: a hash table built once at load from every site's names, looked up
+/// with the bytes of a Host (or `:authority`, or the TLS server name) without copying or allocating.
+///
+/// Exact names win; then `*.example.com` wildcards, the longest suffix first (`*.example.com` matches
+/// `a.example.com` and `a.b.example.com`, never `example.com` itself, as nginx's server_name does).
+/// Case is ignored, and so are a port and a trailing dot. Open addressing over a power-of-two array of
+/// twice the names, so a lookup is a hash of the name and, almost always, one probe.
+struct SiteTable {
+    /// Names as stored: lowercase, a wildcard as its suffix with the dot (`.example.com`).
+    private let names: [[UInt8]]
+    private let sites: [Int32]
+    private let wildcard: [Bool]
+    /// Index into `names` + 1; 0 is an empty slot.
+    private let slots: [Int32]
+    private let mask: Int
+    /// Whether any wildcard is configured (when not, a miss needs no suffix probes).
+    private let hasWildcards: Bool
+    /// Longest name stored: a longer Host cannot match and is not hashed.
+    static let maximumLength = 255
+
+    /// From `sites` (the default site, which has no names, at index 0).
+    init(_ sites: [SiteSettings]) {
+        var names: [[UInt8]] = []
+        var owners: [Int32] = []
+        var wildcard: [Bool] = []
+        for (index, site) in sites.enumerated() {
+            for name in site.names {
+                let isWildcard = name.hasPrefix("*.")
+                names.append(Array((isWildcard ? String(name.dropFirst()) : name).lowercased().utf8))
+                owners.append(Int32(index))
+                wildcard.append(isWildcard)
+            }
+        }
+        var size = 8
+        while size < names.count * 2 { size <<= 1 }
+        var slots = [Int32](repeating: 0, count: size)
+        for (index, name) in names.enumerated() {
+            var slot = name.withUnsafeBufferPointer { Int(truncatingIfNeeded: SiteTable.hash($0.baseAddress!, 0, $0.count, wildcard: wildcard[index])) } & (size - 1)
+            while slots[slot] != 0 { slot = (slot + 1) & (size - 1) }
+            slots[slot] = Int32(index + 1)
+        }
+        self.names = names
+        self.sites = owners
+        self.wildcard = wildcard
+        self.slots = slots
+        mask = size - 1
+        hasWildcards = wildcard.contains(true)
+    }
+
+    /// FNV-1a over the bytes lowercased, and whether the entry is a wildcard suffix.
+    @inline(__always)
+    private static func hash(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, wildcard: Bool) -> UInt64 {
+        var hash: UInt64 = wildcard ? 0x84222325_cbf29ce4 : 0xcbf2_9ce4_8422_2325
+        for index in start..<end {
+            let byte = base[index]
+            hash = (hash ^ UInt64(byte >= 65 && byte <= 90 ? byte | 0x20 : byte)) &* 0x100_0000_01b3
+        }
+        return hash ^ (hash >> 29)
+    }
+
+    /// The site of `base[start..<end]` (an exact name or a wildcard suffix), or -1.
+    private func find(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, wildcard: Bool) -> Int {
+        var slot = Int(truncatingIfNeeded: SiteTable.hash(base, start, end, wildcard: wildcard)) & mask
+        while true {
+            let entry = Int(slots[slot])
+            if entry == 0 { return -1 }
+            let index = entry - 1
+            if self.wildcard[index] == wildcard && SiteTable.same(names[index], base, start, end) { return Int(sites[index]) }
+            slot = (slot + 1) & mask
+        }
+    }
+
+    private static func same(_ name: [UInt8], _ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Bool {
+        guard name.count == end - start else { return false }
+        return name.withUnsafeBufferPointer { stored in
+            for offset in 0..<stored.count {
+                let byte = base[start + offset]
+                if stored[offset] != (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) { return false }
+            }
+            return true
+        }
+    }
+
+    /// The site a Host value names (`example.com`, `Example.COM:8443`, `[::1]:443`, `example.com.`),
+    /// or -1 when no site claims it.
+    func site(host base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        guard end > start, names.count > 0 else { return -1 }
+        var end = end
+        // The port: from the last ':' when it is not inside an IPv6 literal's brackets.
+        if base[start] == UInt8(ascii: "[") {
+            var index = start
+            while index < end && base[index] != UInt8(ascii: "]") { index += 1 }
+            if index < end { end = index + 1 }
+        } else {
+            var index = end - 1
+            while index > start && base[index] != UInt8(ascii: ":") { index -= 1 }
+            if base[index] == UInt8(ascii: ":") { end = index }
+        }
+        if end > start && base[end - 1] == UInt8(ascii: ".") { end -= 1 }
+        guard end > start, end - start <= SiteTable.maximumLength else { return -1 }
+        let exact = find(base, start, end, wildcard: false)
+        if exact >= 0 || !hasWildcards { return exact }
+        // Each suffix that starts at a dot, the longest first.
+        var index = start + 1
+        while index < end {
+            if base[index] == UInt8(ascii: ".") {
+                let match = find(base, index, end, wildcard: true)
+                if match >= 0 { return match }
+            }
+            index += 1
+        }
+        return -1
+    }
+
+    /// The site of a Host span in a request's bytes, or -1.
+    @inline(__always)
+    func site(_ bytes: UnsafeRawBufferPointer, _ host: ByteSpan) -> Int {
+        guard !host.isEmpty else { return -1 }
+        return site(host: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), host.start, host.end)
+    }
+
+    /// The site of a TLS server name (NUL-terminated), or -1.
+    func site(serverName: UnsafePointer<CChar>) -> Int {
+        let length = strlenBounded(serverName, SiteTable.maximumLength + 2)
+        return serverName.withMemoryRebound(to: UInt8.self, capacity: length) { site(host: $0, 0, length) }
+    }
+
+    private func strlenBounded(_ text: UnsafePointer<CChar>, _ limit: Int) -> Int {
+        var length = 0
+        while length < limit && text[length] != 0 { length += 1 }
+        return length
+    }
+}
+
+extension ServerConfig {
+    /// What `webserver check --host NAME` says: the site a name reaches (by the same table the workers
+    /// route with), its root, certificate and rules.
+    public func explain(host: String) -> String {
+        let table = SiteTable(allSites)
+        let bytes = Array(host.utf8)
+        let index = bytes.withUnsafeBufferPointer { table.site(host: $0.baseAddress!, 0, $0.count) }
+        let site: SiteSettings
+        var lines: [String] = []
+        if index < 0 {
+            guard hasDefaultSite else {
+                let answer = unmatchedHost == .close ? "the connection is closed without an answer" : "\(unmatchedHost.rawValue)"
+                return "\(host): no site claims it and there is no default site (no top-level root): \(answer) (unmatched_host)"
+            }
+            site = defaultSite
+            lines.append("\(host): no site claims it: the default site (top-level root)")
+        } else if index == 0 {
+            site = defaultSite
+            lines.append("\(host): the default site")
+        } else {
+            site = allSites[index]
+            var name = host.lowercased()
+            if !name.hasPrefix("["), let colon = name.lastIndex(of: ":") { name = String(name[..<colon]) }
+            if name.hasSuffix(".") { name.removeLast() }
+            let matched = site.names.first { $0 == name }
+                ?? site.names.filter { $0.hasPrefix("*.") && name.hasSuffix($0.dropFirst()) }.max { $0.count < $1.count } ?? ""
+            lines.append("\(host): sites[\(index - 1)] (\(site.place)), by the name \(matched)")
+        }
+        lines.append("  root: \(site.root.isEmpty ? "none (no files; only its rules answer)" : site.root)")
+        if !tls.listen.isEmpty {
+            if index > 0 && site.hasOwnCertificate {
+                lines.append("  certificate: \(site.certificates!.certificates.map(\.certificate).joined(separator: ", "))")
+            } else if !tls.defaultSite.certificates.isEmpty {
+                lines.append("  certificate: the default one (\(tls.defaultSite.certificates.map(\.certificate).joined(separator: ", ")))")
+            } else {
+                lines.append("  certificate: none (over TLS the handshake is refused)")
+            }
+        }
+        let rules = site.rules
+        if let limit = rules.rateLimit { lines.append("  rate_limit: \(limit.perSecond)/s per address, burst \(limit.burst)") }
+        for rule in rules.access { lines.append("  access \(rule.prefix): allow \(rule.allow.isEmpty ? "any" : rule.allow.joined(separator: ", ")), deny \(rule.deny.isEmpty ? "none" : rule.deny.joined(separator: ", "))") }
+        if rules.redirectHTTP { lines.append("  redirect_http: plain HTTP is redirected to HTTPS") }
+        if let canonical = rules.canonicalHost { lines.append("  canonical_host: \(canonical.rawValue)") }
+        for rule in rules.redirects { lines.append("  redirect \(rule.from) → \(rule.to) (\(rule.status)\(rule.keepQuery ? "" : ", query dropped"))") }
+        for rule in rules.auth { lines.append("  auth \(rule.prefix): realm \"\(rule.realm)\", users \(rule.users)") }
+        if let tryFiles = rules.tryFiles {
+            lines.append("  try_files: \(tryFiles.candidates.joined(separator: " "))\(tryFiles.except.isEmpty ? "" : " (except \(tryFiles.except.joined(separator: ", ")))")")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
