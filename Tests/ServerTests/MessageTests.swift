@@ -15,6 +15,7 @@ import Testing
         let beat = Heartbeat(liveConnections: 7, queueDepth: 2, workers: 3, acceptedTotal: 99, requestsTotal: 1 << 40, closedTotal: 12)
         #expect(try roundTrip(.heartbeat(beat)) == .heartbeat(beat))
         #expect(try roundTrip(.released(count: 5)) == .released(count: 5))
+        #expect(try roundTrip(.lost(count: 3)) == .lost(count: 3))
         #expect(try roundTrip(.shutdown(deadlineMilliseconds: 30_000)) == .shutdown(deadlineMilliseconds: 30_000))
         #expect(try roundTrip(.reload, fds: 1) == .reload)
         #expect(try roundTrip(.reopenLogs(accessLog: true, errorLog: true), fds: 2) == .reopenLogs(accessLog: true, errorLog: true))

@@ -14,6 +14,8 @@ public enum Message: Equatable, Sendable {
     /// closed; their peers as the listener saw them (each entry laid out as a `connections` entry with
     /// listener id 0).
     case releasedPeers([SocketAddress])
+    /// Manager to listener: a worker died holding this many connections it never reported closed.
+    case lost(count: UInt32)
     /// Parent to child: stop taking work, finish within `deadlineMilliseconds`, exit.
     case shutdown(deadlineMilliseconds: UInt32)
     /// Supervisor to listener and manager: a new configuration (one fd: a sealed memfd of JSON).
@@ -38,7 +40,7 @@ public enum Message: Equatable, Sendable {
     static let maxSize = headerSize + maxBatch * connectionEntrySize
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, lost
     }
 
     /// Bytes of one ticket key.
@@ -165,6 +167,10 @@ extension Message {
                 offset += Message.connectionEntrySize
             }
             return offset
+        case .lost(let count):
+            header(.lost, 0)
+            buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
         case .shutdown(let deadline):
             header(.shutdown, 0)
             buffer.storeBytes(of: deadline.littleEndian, toByteOffset: 4, as: UInt32.self)
@@ -255,6 +261,9 @@ extension Message {
         case .released:
             try expect(length: 8)
             return .released(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+        case .lost:
+            try expect(length: 8)
+            return .lost(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
         case .releasedPeers:
             guard count >= 1, count <= maxBatch else { throw .badField("peer count \(count)") }
             try expect(length: headerSize + count * connectionEntrySize)

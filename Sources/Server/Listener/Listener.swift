@@ -206,6 +206,15 @@ public final class Listener {
             case .releasedPeers(let peers):
                 live = max(0, live - peers.count)
                 for peer in peers { releasePeer(peer) }
+            case .lost(let count):
+                // A worker died: which addresses its connections had is not known, so the counts per
+                // address start again (lenient until the connections open now close) rather than hold
+                // clients back for connections that are gone.
+                live = max(0, live - Int(count))
+                if !perAddress.isEmpty {
+                    perAddress = [:]
+                    log.notice("a worker died holding \(count) connections: the counts per address for limits.connections_per_ip start again")
+                }
             default:
                 Channel.reject(message, fds: fds, from: "workers (release channel)")
             }

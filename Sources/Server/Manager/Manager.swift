@@ -352,8 +352,9 @@ public final class Manager {
             }
             if (!exit.exited || exit.code != 0) && unreleased > 0 {
                 // The kernel closed what it held, but it never said so: tell the listener, or its count
-                // of open connections would creep toward max_connections with every crash.
-                _ = try? releases.send(.released(count: UInt32(unreleased)))
+                // of open connections would creep toward max_connections with every crash (and its
+                // counts per address, which it cannot tell apart now, would hold clients back).
+                _ = try? releases.send(.lost(count: UInt32(unreleased)))
             }
         }
         if !draining { dispatch() }

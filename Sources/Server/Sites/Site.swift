@@ -15,8 +15,6 @@ final class Site {
     let auth: [(prefix: [UInt8], challenge: [UInt8], users: PasswordFile)]
     let redirects: [(from: [UInt8], prefix: Bool, to: [UInt8], status: HTTPStatus, keepQuery: Bool)]
     var rateLimiter: RateLimiter?
-    /// The files, once asked for; nil before, and while the root cannot be opened.
-    private var files: StaticFiles?
     private var filesFailedAt: Int64 = -1_000_000
 
     init(_ settings: SiteSettings, index: Int) {
@@ -37,28 +35,28 @@ final class Site {
         rateLimiter = settings.rules.rateLimit.map { RateLimiter($0) }
     }
 
-    /// The site's files, made now if they were not (nil when it has no root, or the root cannot be
-    /// opened: tried again after a second, with a warning each minute at most).
-    func staticFiles(_ make: (SiteSettings) throws -> StaticFiles, now: Int64) -> StaticFiles? {
-        if let files { return files }
+    /// The site's files once made (on the first request that needs them; the default site's at start).
+    var madeFiles: StaticFiles?
+
+    /// Makes the site's files with `make` (nil when it has no root, or the root cannot be opened: tried
+    /// again after a second, with a warning each minute at most).
+    func makeFiles(_ make: (SiteSettings) throws -> StaticFiles, now: Int64) -> StaticFiles? {
+        if let madeFiles { return madeFiles }
         guard !settings.root.isEmpty, now - filesFailedAt >= 1000 else { return nil }
         do {
-            files = try make(settings)
+            madeFiles = try make(settings)
         } catch {
             if now - filesFailedAt >= 60_000 {
                 log.warning("site \(settings.names.first ?? "default"): cannot open its root \(settings.root): \(error)")
             }
             filesFailedAt = now
         }
-        return files
+        return madeFiles
     }
-
-    /// The files when they were made already (for the tick).
-    var madeFiles: StaticFiles? { files }
 
     /// Looks at the root and the password files again (from the tick).
     func refresh(now: Int64) {
-        files?.refreshRoot(now: now)
+        madeFiles?.refreshRoot(now: now)
         for rule in auth { rule.users.refresh(now: now, validity: Int64(settings.fileCache.validMilliseconds)) }
     }
 

@@ -251,6 +251,8 @@ public final class TLSSites: @unchecked Sendable {
     /// By site index (`ServerConfig.allSites`): the site's own context, or nil (the default's).
     let siteContexts: [TLSContext?]
     let table: SiteTable
+    /// Whether any site has its own certificate (else every handshake presents the default's).
+    let siteCertificates: Bool
 
     public convenience init(settings: ServerConfig.TLSSettings, http2: Bool = false) throws(TLSContext.Failure) {
         var config = ServerConfig()
@@ -280,8 +282,9 @@ public final class TLSSites: @unchecked Sendable {
             }
         }
         self.siteContexts = siteContexts
+        siteCertificates = siteContexts.contains { $0 != nil }
         table = SiteTable(config.allSites)
-        guard !sites.isEmpty || siteContexts.contains(where: { $0 != nil }) || !hasDefaultCertificate else { return }
+        guard !sites.isEmpty || siteCertificates || !hasDefaultCertificate else { return }
         cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, alert, argument in
             guard let ssl, let argument else { return cossl_SSL_TLSEXT_ERR_OK }
             let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
@@ -310,7 +313,7 @@ public final class TLSSites: @unchecked Sendable {
     /// belonging to the default site). A request whose Host reaches a site with another certificate is
     /// misdirected (421).
     func certificateSite(of session: TLSSession) -> Int32 {
-        guard siteContexts.count > 1, let name = SSL_get_servername(session.ssl, TLSEXT_NAMETYPE_host_name) else { return 0 }
+        guard siteCertificates, let name = SSL_get_servername(session.ssl, TLSEXT_NAMETYPE_host_name) else { return 0 }
         let site = table.site(serverName: name)
         return site > 0 && siteContexts[site] != nil ? Int32(site) : 0
     }

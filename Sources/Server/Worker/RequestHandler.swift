@@ -42,7 +42,7 @@ final class RequestHandler {
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
         // The default site's files are opened now, so a root that cannot be opened stops the worker at
         // start as it always has; the other sites' on their first request.
-        if !config.root.isEmpty { _ = try makeFiles(config.defaultSite) }
+        if !config.root.isEmpty { sites[0].madeFiles = try makeFiles(config.defaultSite) }
         for site in sites { site.refresh(now: monotonicMilliseconds()) }
     }
 
@@ -82,7 +82,7 @@ final class RequestHandler {
         _ site: Site, _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ connection: Connection,
         now: Int64
     ) -> Response {
-        let files = site.staticFiles(makeFiles, now: now)
+        let files = site.madeFiles ?? site.makeFiles(makeFiles, now: now)
         if site.rateLimiter != nil, let wait = site.rateLimiter!.admit(exchange.client, now: now) {
             var writer = fields.writer()
             writer.append("Retry-After: ")
