@@ -76,6 +76,37 @@ import Testing
         #expect(check.output.contains("nope.test: no site claims it: the default site"))
     }
 
+    /// The local-development path: one development certificate for every site's name (`webserver cert
+    /// dev NAME...`) as the top-level certificate, and sites without certificates of their own.
+    @Test func oneDevelopmentCertificateServesEveryLocalSite() throws {
+        let certs = try temporaryDirectory()
+        let made = try run(webserverBinary, ["cert", "dev", "--dir", certs.path, "app.localhost", "api.localhost"])
+        #expect(made.status == 0, "\(made.error)")
+        readableByTheServer(certs.appendingPathComponent("dev-key.pem").path)
+        let config = """
+            tls: {listen: ['127.0.0.1:0'], cert: \(certs.path)/dev.pem, key: \(certs.path)/dev-key.pem}
+            sites:
+              - {names: [app.localhost], root: app}
+              - {names: [api.localhost], root: api}
+            """
+        let server = try TestServer(config: config) { site in
+            try TestServer.defaultSite(site)
+            for name in ["app", "api"] {
+                let root = site.deletingLastPathComponent().appendingPathComponent(name)
+                try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+                try "\(name)\n".write(to: root.appendingPathComponent("index.html"), atomically: true, encoding: .utf8)
+            }
+        }.start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        let trust = ["--cacert", certs.appendingPathComponent("dev-ca.pem").path]
+        let options = trust + resolve(port, ["app.localhost", "api.localhost"])
+        #expect(try curl(options + ["https://app.localhost:\(port)/"]) == "app\n")
+        #expect(try curl(options + ["https://api.localhost:\(port)/"]) == "api\n")
+        // One certificate for both: a connection made for one may carry the other's requests.
+        #expect(try curl(options + ["-H", "Host: api.localhost", "https://app.localhost:\(port)/"]) == "api\n")
+    }
+
     @Test func withoutADefaultSiteUnmatchedNamesGetTheConfiguredAnswer() throws {
         let certs = try temporaryDirectory()
         let (aCert, aKey) = try makeNamedCertificate("a.test", type: "ec", in: certs)

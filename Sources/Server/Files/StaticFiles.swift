@@ -83,7 +83,8 @@ final class StaticFiles {
     let rangeBuffer: UnsafeMutablePointer<(Int64, Int64)>
     let boundary: UnsafeMutablePointer<UInt8>
     let parts: UnsafeMutableBufferPointer<ResponsePart>
-    /// Set when the last answer was 404 because the path names nothing (what `try_files` acts on).
+    /// While a `try_files` candidate is answered: set when it names nothing, so the next is tried.
+    var answeringCandidate = false
     var missed = false
 
     init(site: SiteSettings, config: ServerConfig, fields: FieldBuffer, scratch: FileScratch, compressed: CompressedCache) throws {
@@ -126,78 +127,10 @@ final class StaticFiles {
     func respond(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
         guard head.target.count + index.utf8.count + 4 <= pathCapacity else { return error(.uriTooLong, now: now) }
         let outcome = RequestPath.normalize(bytes, target: head.target, into: pathBuffer, rejectEncodedSlash: rejectEncodedSlash)
-        guard case .path(let length, let directory, let pathEnd) = outcome else {
+        guard case .path(var length, let directory, let pathEnd) = outcome else {
             if case .rejected(let status) = outcome { return error(status, now: now) }
             return error(.badRequest, now: now)
         }
-        guard let tryFiles else { return serve(length, directory: directory, pathEnd: pathEnd, head, bytes, now: now) }
-        let original = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
-        missed = false
-        let response = serve(length, directory: directory, pathEnd: pathEnd, head, bytes, now: now)
-        guard missed, !StaticFiles.excluded(original, by: tryFiles.except) else { return response }
-        return fallback(tryFiles, original: original, pathEnd: pathEnd, head, bytes, now: now)
-    }
-
-    /// `try_files` for a path that named nothing: each candidate in turn (`$uri`, `$uri.EXT`, `$uri/`,
-    /// or a fixed path), answered as if it had been asked for (200 with its own validators, or 304,
-    /// ranges and the rest); 404 when none names a file.
-    func fallback(
-        _ tryFiles: TryFiles, original: [UInt8], pathEnd: Int, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer,
-        now: Int64
-    ) -> Response {
-        let isRoot = original == [UInt8(ascii: ".")]
-        for candidate in tryFiles.candidates {
-            var path: [UInt8]
-            var directory = false
-            if candidate == "$uri" {
-                path = original
-            } else if candidate == "$uri/" {
-                path = original
-                directory = true
-            } else if candidate.hasPrefix("$uri.") {
-                guard !isRoot else { continue }
-                path = original + Array(candidate.utf8.dropFirst(4))
-            } else {
-                path = Array(candidate.utf8.dropFirst())
-                if path.last == UInt8(ascii: "/") {
-                    path.removeLast()
-                    directory = true
-                }
-                if path.isEmpty {
-                    path = [UInt8(ascii: ".")]
-                    directory = true
-                }
-            }
-            guard path.count + index.utf8.count + 4 <= pathCapacity else { continue }
-            path.withUnsafeBufferPointer { pathBuffer.update(from: $0.baseAddress!, count: $0.count) }
-            pathBuffer[path.count] = 0
-            missed = false
-            let response = serve(path.count, directory: directory, pathEnd: pathEnd, head, bytes, now: now, redirectDirectories: false)
-            if !missed { return response }
-        }
-        return error(.notFound, now: now)
-    }
-
-    /// Whether the path (relative, without its leading slash) is under one of the `except` prefixes.
-    static func excluded(_ path: [UInt8], by prefixes: [String]) -> Bool {
-        for prefix in prefixes {
-            let bytes = Array(prefix.utf8.dropFirst())
-            if bytes.isEmpty { return true }
-            if path.count >= bytes.count && Array(path.prefix(bytes.count)) == bytes { return true }
-            // `/api/` excludes the directory `/api` itself too.
-            if bytes.last == UInt8(ascii: "/") && path == Array(bytes.dropLast()) { return true }
-        }
-        return false
-    }
-
-    /// The answer for the normalized path in `pathBuffer[0..<length]`. A directory named without its
-    /// slash is redirected to it, or, for a `try_files` candidate (`redirectDirectories` false), counts
-    /// as nothing (only `$uri/` serves a directory there).
-    func serve(
-        _ length: Int, directory: Bool, pathEnd: Int, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64,
-        redirectDirectories: Bool = true
-    ) -> Response {
-        var length = length
         let hash = FileCache.hash(pathBuffer, length, directory: directory)
         if let file = fileCache.lookup(pathBuffer, length, directory: directory, hash: hash, now: now, root: root.fd) {
             return answer(file, head, bytes, now: now)
@@ -208,7 +141,7 @@ final class StaticFiles {
         var fd = openBeneathRoot()
         if fd < 0 {
             let code = errno
-            if code == ENOENT || code == ENOTDIR { missed = true }
+            if code == ENOENT || code == ENOTDIR { return missing(length, head, bytes, now: now) }
             return error(StaticFiles.openFailureStatus(code), now: now)
         }
         var info = stat()
@@ -216,10 +149,9 @@ final class StaticFiles {
         if info.st_mode & S_IFMT == S_IFDIR {
             closeDescriptor(fd)
             if !directory {
-                guard redirectDirectories else {
-                    missed = true
-                    return error(.notFound, now: now)
-                }
+                // A try_files candidate without its slash names a file or nothing (`$uri/` is the one
+                // that serves a directory there).
+                if answeringCandidate { return missing(length, head, bytes, now: now) }
                 return redirectToDirectory(head, bytes, pathLength: length, pathEnd: pathEnd, now: now)
             }
             // Append "/index" (or just "index" at the root, whose path is ".").
@@ -240,8 +172,8 @@ final class StaticFiles {
                     pathBuffer[directoryLength] = 0
                     return listing(pathLength: directoryLength, now: now)
                 }
-                if code == ENOENT { missed = true }
-                return error(code == ENOENT ? .notFound : StaticFiles.openFailureStatus(code), now: now)
+                if code == ENOENT { return missing(directoryLength, head, bytes, now: now) }
+                return error(StaticFiles.openFailureStatus(code), now: now)
             }
             fstat(fd, &info)
         }
@@ -264,6 +196,88 @@ final class StaticFiles {
         file.sidecar = sidecar
         fileCache.insert(file, hash: hash)
         return answer(file, head, bytes, now: now)
+    }
+
+    /// A path that names nothing (`pathBuffer[0..<length]`, the normalized path asked for): 404, or
+    /// `try_files`. While a candidate is being answered, only noted (`missed`) for the loop to go on.
+    @inline(never)
+    func missing(_ length: Int, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
+        if answeringCandidate {
+            missed = true
+            return error(.notFound, now: now)
+        }
+        guard let tryFiles else { return error(.notFound, now: now) }
+        let original = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
+        guard !StaticFiles.excluded(original, by: tryFiles.except) else { return error(.notFound, now: now) }
+        return fallback(tryFiles, original: original, head, bytes, now: now)
+    }
+
+    /// `try_files` for a path that named nothing: each candidate in turn (`$uri`, `$uri.EXT`, `$uri/`,
+    /// or a fixed path) answered as if it had been asked for, through `respond` with a copy of the
+    /// request whose target is the candidate (so 200 with the candidate's own validators, 304, ranges
+    /// and the rest work as for any file); 404 when none names a file.
+    func fallback(
+        _ tryFiles: TryFiles, original: [UInt8], _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64
+    ) -> Response {
+        let isRoot = original == [UInt8(ascii: ".")]
+        let headLength = head.headLength
+        for candidate in tryFiles.candidates {
+            var path: [UInt8]
+            var directory = false
+            if candidate == "$uri" {
+                path = original
+            } else if candidate == "$uri/" {
+                path = original
+                directory = true
+            } else if candidate.hasPrefix("$uri.") {
+                guard !isRoot else { continue }
+                path = original + Array(candidate.utf8.dropFirst(4))
+            } else {
+                path = Array(candidate.utf8.dropFirst())
+                if path.last == UInt8(ascii: "/") {
+                    path.removeLast()
+                    directory = true
+                }
+            }
+            if path == [UInt8(ascii: ".")] { path = [] }
+            // The request's head with the candidate, percent-encoded, after it as the target.
+            var request = Array(UnsafeRawBufferPointer(rebasing: bytes[..<headLength]))
+            let targetStart = request.count
+            request.append(UInt8(ascii: "/"))
+            let hex: StaticString = "0123456789ABCDEF"
+            for byte in path {
+                if RequestPath.isPathByte(byte) {
+                    request.append(byte)
+                } else {
+                    request += [UInt8(ascii: "%"), hex.utf8Start[Int(byte >> 4)], hex.utf8Start[Int(byte & 15)]]
+                }
+            }
+            if directory && !path.isEmpty { request.append(UInt8(ascii: "/")) }
+            var candidateHead = copy head
+            candidateHead.target = ByteSpan(start: targetStart, end: request.count)
+            guard candidateHead.target.count + index.utf8.count + 4 <= pathCapacity else { continue }
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: request.count, alignment: 1)
+            defer { copy.deallocate() }  // the response points into none of it
+            copy.copyBytes(from: request)
+            answeringCandidate = true
+            missed = false
+            let response = respond(candidateHead, UnsafeRawBufferPointer(copy), now: now)
+            answeringCandidate = false
+            if !missed { return response }
+        }
+        return error(.notFound, now: now)
+    }
+
+    /// Whether the path (relative, without its leading slash) is under one of the `except` prefixes.
+    static func excluded(_ path: [UInt8], by prefixes: [String]) -> Bool {
+        for prefix in prefixes {
+            let bytes = Array(prefix.utf8.dropFirst())
+            if bytes.isEmpty { return true }
+            if path.count >= bytes.count && Array(path.prefix(bytes.count)) == bytes { return true }
+            // `/api/` excludes the directory `/api` itself too.
+            if bytes.last == UInt8(ascii: "/") && path == Array(bytes.dropLast()) { return true }
+        }
+        return false
     }
 
     /// `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a regular file not older

@@ -14,6 +14,12 @@ final class Site {
     /// `auth` rules with their password files.
     let auth: [(prefix: [UInt8], challenge: [UInt8], users: PasswordFile)]
     let redirects: [(from: [UInt8], prefix: Bool, to: [UInt8], status: HTTPStatus, keepQuery: Bool)]
+    /// `redirect_http` and `canonical_host`, read on every request (kept apart from `settings`, whose
+    /// arrays a read of it would retain and release).
+    let redirectHTTP: Bool
+    let canonicalHost: CanonicalHost?
+    /// Whether any rule before the files applies at all: one test for a site without rules.
+    let hasRules: Bool
     var rateLimiter: RateLimiter?
     private var filesFailedAt: Int64 = -1_000_000
 
@@ -33,6 +39,9 @@ final class Site {
             return (Array((prefix ? String(rule.from.dropLast()) : rule.from).utf8), prefix, Array(rule.to.utf8), status, rule.keepQuery)
         }
         rateLimiter = settings.rules.rateLimit.map { RateLimiter($0) }
+        redirectHTTP = settings.rules.redirectHTTP
+        canonicalHost = settings.rules.canonicalHost
+        hasRules = !access.isEmpty || !auth.isEmpty || !redirects.isEmpty || rateLimiter != nil || redirectHTTP || canonicalHost != nil
     }
 
     /// The site's files once made (on the first request that needs them; the default site's at start).

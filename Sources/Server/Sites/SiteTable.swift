@@ -6,13 +6,20 @@
 /// Case is ignored, and so are a port and a trailing dot. Open addressing over a power-of-two array of
 /// twice the names, so a lookup is a hash of the name and, almost always, one probe.
 struct SiteTable {
-    /// Names as stored: lowercase, a wildcard as its suffix with the dot (`.example.com`).
-    private let names: [[UInt8]]
-    private let sites: [Int32]
-    private let wildcard: [Bool]
-    /// Index into `names` + 1; 0 is an empty slot.
-    private let slots: [Int32]
+    /// One slot: a name's hash, where its bytes are in `names`, its site (-1: an empty slot), and
+    /// whether it is a wildcard suffix. Plain values, so a probe touches no reference counts.
+    struct Slot {
+        var hash: UInt64 = 0
+        var start: Int32 = 0
+        var length: Int32 = 0
+        var site: Int32 = -1
+        var wildcard = false
+    }
+    /// Every name's bytes, lowercase, one after another (a wildcard as its suffix with the dot).
+    private let names: [UInt8]
+    private let slots: [Slot]
     private let mask: Int
+    private let count: Int
     /// Whether any wildcard is configured (when not, a miss needs no suffix probes).
     private let hasWildcards: Bool
     /// Longest name stored: a longer Host cannot match and is not hashed.
@@ -20,31 +27,30 @@ struct SiteTable {
 
     /// From `sites` (the default site, which has no names, at index 0).
     init(_ sites: [SiteSettings]) {
-        var names: [[UInt8]] = []
-        var owners: [Int32] = []
-        var wildcard: [Bool] = []
+        var names: [UInt8] = []
+        var entries: [Slot] = []
         for (index, site) in sites.enumerated() {
             for name in site.names {
                 let isWildcard = name.hasPrefix("*.")
-                names.append(Array((isWildcard ? String(name.dropFirst()) : name).lowercased().utf8))
-                owners.append(Int32(index))
-                wildcard.append(isWildcard)
+                let bytes = Array((isWildcard ? String(name.dropFirst()) : name).lowercased().utf8)
+                let hash = bytes.withUnsafeBufferPointer { SiteTable.hash($0.baseAddress!, 0, $0.count, wildcard: isWildcard) }
+                entries.append(Slot(hash: hash, start: Int32(names.count), length: Int32(bytes.count), site: Int32(index), wildcard: isWildcard))
+                names += bytes
             }
         }
         var size = 8
-        while size < names.count * 2 { size <<= 1 }
-        var slots = [Int32](repeating: 0, count: size)
-        for (index, name) in names.enumerated() {
-            var slot = name.withUnsafeBufferPointer { Int(truncatingIfNeeded: SiteTable.hash($0.baseAddress!, 0, $0.count, wildcard: wildcard[index])) } & (size - 1)
-            while slots[slot] != 0 { slot = (slot + 1) & (size - 1) }
-            slots[slot] = Int32(index + 1)
+        while size < entries.count * 2 { size <<= 1 }
+        var slots = [Slot](repeating: Slot(), count: size)
+        for entry in entries {
+            var slot = Int(truncatingIfNeeded: entry.hash) & (size - 1)
+            while slots[slot].site >= 0 { slot = (slot + 1) & (size - 1) }
+            slots[slot] = entry
         }
         self.names = names
-        self.sites = owners
-        self.wildcard = wildcard
         self.slots = slots
         mask = size - 1
-        hasWildcards = wildcard.contains(true)
+        count = entries.count
+        hasWildcards = entries.contains { $0.wildcard }
     }
 
     /// FNV-1a over the bytes lowercased, and whether the entry is a wildcard suffix.
@@ -60,31 +66,36 @@ struct SiteTable {
 
     /// The site of `base[start..<end]` (an exact name or a wildcard suffix), or -1.
     private func find(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int, wildcard: Bool) -> Int {
-        var slot = Int(truncatingIfNeeded: SiteTable.hash(base, start, end, wildcard: wildcard)) & mask
-        while true {
-            let entry = Int(slots[slot])
-            if entry == 0 { return -1 }
-            let index = entry - 1
-            if self.wildcard[index] == wildcard && SiteTable.same(names[index], base, start, end) { return Int(sites[index]) }
-            slot = (slot + 1) & mask
-        }
-    }
-
-    private static func same(_ name: [UInt8], _ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Bool {
-        guard name.count == end - start else { return false }
-        return name.withUnsafeBufferPointer { stored in
-            for offset in 0..<stored.count {
-                let byte = base[start + offset]
-                if stored[offset] != (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) { return false }
+        let hash = SiteTable.hash(base, start, end, wildcard: wildcard)
+        let length = Int32(end - start)
+        return slots.withUnsafeBufferPointer { slots in
+            names.withUnsafeBufferPointer { names in
+                var slot = Int(truncatingIfNeeded: hash) & mask
+                while true {
+                    let entry = slots[slot]
+                    if entry.site < 0 { return -1 }
+                    if entry.hash == hash && entry.length == length && entry.wildcard == wildcard {
+                        var same = true
+                        let stored = names.baseAddress! + Int(entry.start)
+                        for offset in 0..<Int(length) {
+                            let byte = base[start + offset]
+                            if stored[offset] != (byte >= 65 && byte <= 90 ? byte | 0x20 : byte) {
+                                same = false
+                                break
+                            }
+                        }
+                        if same { return Int(entry.site) }
+                    }
+                    slot = (slot + 1) & mask
+                }
             }
-            return true
         }
     }
 
     /// The site a Host value names (`example.com`, `Example.COM:8443`, `[::1]:443`, `example.com.`),
     /// or -1 when no site claims it.
     func site(host base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
-        guard end > start, names.count > 0 else { return -1 }
+        guard end > start, count > 0 else { return -1 }
         var end = end
         // The port: from the last ':' when it is not inside an IPv6 literal's brackets.
         if base[start] == UInt8(ascii: "[") {

@@ -28,13 +28,19 @@ final class RequestHandler {
     /// Set by `respond` when the answer is to close the connection without one (`unmatched_host:
     /// close`); the protocol that asked clears it.
     var dropConnection = false
+    /// The one site's files when there is one site and no rule: every request goes straight to them,
+    /// as it did before there were sites (a stored constant, so the call retains nothing).
+    let onlyFiles: StaticFiles?
 
     init(config: ServerConfig, fields: FieldBuffer) throws {
         self.fields = fields
         self.config = config
-        scratch = FileScratch(config: config)
-        compressed = CompressedCache(budget: config.gzip.cacheBytes)
-        sites = config.allSites.enumerated().map { Site($1, index: $0) }
+        let scratch = FileScratch(config: config)
+        let compressed = CompressedCache(budget: config.gzip.cacheBytes)
+        self.scratch = scratch
+        self.compressed = compressed
+        let sites = config.allSites.enumerated().map { Site($1, index: $0) }
+        self.sites = sites
         table = SiteTable(config.allSites)
         hasDefaultSite = config.hasDefaultSite
         unmatchedHost = config.unmatchedHost
@@ -42,7 +48,10 @@ final class RequestHandler {
         trustedProxies = Networks(config.proxy.trusted) ?? Networks()
         // The default site's files are opened now, so a root that cannot be opened stops the worker at
         // start as it always has; the other sites' on their first request.
-        if !config.root.isEmpty { sites[0].madeFiles = try makeFiles(config.defaultSite) }
+        if !config.root.isEmpty {
+            sites[0].madeFiles = try StaticFiles(site: config.defaultSite, config: config, fields: fields, scratch: scratch, compressed: compressed)
+        }
+        onlyFiles = sites.count == 1 && !sites[0].hasRules ? sites[0].madeFiles : nil
         for site in sites { site.refresh(now: monotonicMilliseconds()) }
     }
 
@@ -62,7 +71,22 @@ final class RequestHandler {
     // MARK: Answering
 
     /// The answer to a parsed request on `connection`.
+    @inline(__always)
     func respond(
+        _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ connection: Connection, now: Int64
+    ) -> Response {
+        if let onlyFiles {
+            switch head.method {
+            case .get, .head: return onlyFiles.respond(head, bytes, now: now)
+            default: break
+            }
+        }
+        return route(exchange, head, bytes, connection, now: now)
+    }
+
+    /// The site of a request (and 421 when its certificate is another), then its answer.
+    @inline(never)
+    private func route(
         _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ connection: Connection, now: Int64
     ) -> Response {
         var index = table.site(bytes, head.host)
@@ -83,6 +107,31 @@ final class RequestHandler {
         now: Int64
     ) -> Response {
         let files = site.madeFiles ?? site.makeFiles(makeFiles, now: now)
+        if site.hasRules {
+            if let answer = rules(site, files, exchange, head, bytes, connection, now: now) { return answer }
+        }
+        switch head.method {
+        case .get, .head:
+            guard let files else { return error(.notFound, nil, now: now) }
+            return files.respond(head, bytes, now: now)
+        case .options:
+            var writer = fields.writer()
+            writer.append("Allow: GET, HEAD, OPTIONS\r\nContent-Length: 0\r\n")
+            return Response(.noContent, fields: writer.written)
+        default:
+            var writer = fields.writer()
+            writer.append("Allow: GET, HEAD, OPTIONS\r\n")
+            return error(.methodNotAllowed, files, now: now, fieldsSoFar: writer)
+        }
+    }
+
+    /// The site's rules before its files, in order; nil when the request passes them all. Kept out of
+    /// `respond` so a site without rules pays one test for them.
+    @inline(never)
+    private func rules(
+        _ site: Site, _ files: StaticFiles?, _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer,
+        _ connection: Connection, now: Int64
+    ) -> Response? {
         if site.rateLimiter != nil, let wait = site.rateLimiter!.admit(exchange.client, now: now) {
             var writer = fields.writer()
             writer.append("Retry-After: ")
@@ -104,12 +153,12 @@ final class RequestHandler {
             }
         }
         // Nested, not `&&`: an autoclosure that takes the head would copy all of it.
-        if !exchange.secure && site.settings.rules.redirectHTTP {
+        if !exchange.secure && site.redirectHTTP {
             if !RequestHandler.isACMEChallenge(head, bytes) {
                 if !forwardedHTTPS(head, bytes, connection) { return redirectToTLS(head, bytes, now: now) }
             }
         }
-        if let canonical = site.settings.rules.canonicalHost {
+        if let canonical = site.canonicalHost {
             if let location = canonicalLocation(canonical, head, bytes, secure: exchange.secure) { return location }
         }
         if !site.redirects.isEmpty {
@@ -123,19 +172,7 @@ final class RequestHandler {
                 return error(.unauthorized, files, now: now, fieldsSoFar: writer)
             }
         }
-        switch head.method {
-        case .get, .head:
-            guard let files else { return error(.notFound, nil, now: now) }
-            return files.respond(head, bytes, now: now)
-        case .options:
-            var writer = fields.writer()
-            writer.append("Allow: GET, HEAD, OPTIONS\r\nContent-Length: 0\r\n")
-            return Response(.noContent, fields: writer.written)
-        default:
-            var writer = fields.writer()
-            writer.append("Allow: GET, HEAD, OPTIONS\r\n")
-            return error(.methodNotAllowed, files, now: now, fieldsSoFar: writer)
-        }
+        return nil
     }
 
     /// A name no site claims, with no default site: `unmatched_host`.
