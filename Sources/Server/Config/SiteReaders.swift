@@ -196,20 +196,10 @@ extension DocumentReader {
 
     /// `auth`: `{realm: TEXT, users: HTPASSWD, prefix: /}`, a list of them, or `off`.
     func authRules(_ node: Node, key: String) -> [AuthRule] {
-        if node.scalar?.string == "off" { return [] }
-        let items: [(Node, String)]
-        if case .sequence(let sequence) = node {
-            items = sequence.enumerated().map { ($1, "\(key)[\($0)]") }
-        } else {
-            items = [(node, key)]
-        }
         var rules: [AuthRule] = []
-        for (item, entryKey) in items {
-            guard let section = Section(item, path: entryKey, reader: self) else { continue }
-            var prefix = "/"
-            if let (value, node) = section.string("prefix") {
-                if value.hasPrefix("/") { prefix = value } else { issue(node, key: "\(entryKey).prefix", "'\(value)' is not a path prefix such as /admin/") }
-            }
+        for (item, section) in ruleEntries(node, key: key) {
+            let entryKey = section.path
+            let prefix = pathPrefix(section)
             var realm = "restricted"
             if let (value, node) = section.string("realm") {
                 if value.utf8.allSatisfy({ $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 }) && value.utf8.count <= 200 { realm = value } else {
@@ -236,20 +226,11 @@ extension DocumentReader {
     /// `access`: `{prefix: /, allow: [CIDR, ...], deny: [CIDR, ...]}` or a list of them; `all` is every
     /// address.
     func accessRules(_ node: Node, key: String) -> [AccessRule] {
-        if node.scalar?.string == "off" { return [] }
-        let items: [(Node, String)]
-        if case .sequence(let sequence) = node {
-            items = sequence.enumerated().map { ($1, "\(key)[\($0)]") }
-        } else {
-            items = [(node, key)]
-        }
         var rules: [AccessRule] = []
-        for (item, entryKey) in items {
-            guard let section = Section(item, path: entryKey, reader: self) else { continue }
+        for (item, section) in ruleEntries(node, key: key) {
+            let entryKey = section.path
             var rule = AccessRule()
-            if let (value, node) = section.string("prefix") {
-                if value.hasPrefix("/") { rule.prefix = value } else { issue(node, key: "\(entryKey).prefix", "'\(value)' is not a path prefix such as /admin/") }
-            }
+            rule.prefix = pathPrefix(section)
             func networks(_ name: String) -> [String] {
                 guard let node = section.take(name) else { return [] }
                 let entries: [Node]
@@ -270,6 +251,27 @@ extension DocumentReader {
             rules.append(rule)
         }
         return rules
+    }
+
+    /// A rule written once (a mapping) or several times (a list of them), or `off` (none): each entry
+    /// with its section, named `key` or `key[N]`.
+    private func ruleEntries(_ node: Node, key: String) -> [(Node, Section)] {
+        if node.scalar?.string == "off" { return [] }
+        let items: [(Node, String)]
+        if case .sequence(let sequence) = node {
+            items = sequence.enumerated().map { ($1, "\(key)[\($0)]") }
+        } else {
+            items = [(node, key)]
+        }
+        return items.compactMap { item, entryKey in Section(item, path: entryKey, reader: self).map { (item, $0) } }
+    }
+
+    /// A rule's `prefix`: a path prefix such as /admin/ (default /, every path).
+    private func pathPrefix(_ section: Section) -> String {
+        guard let (value, node) = section.string("prefix") else { return "/" }
+        if value.hasPrefix("/") { return value }
+        issue(node, key: section.full("prefix"), "'\(value)' is not a path prefix such as /admin/")
+        return "/"
     }
 
     /// `rate_limit`: `{requests_per_second: N, burst: M}` or `off`.

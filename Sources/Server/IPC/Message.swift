@@ -146,27 +146,13 @@ extension Message {
             buffer.storeBytes(of: beat.closedTotal.littleEndian, toByteOffset: 28, as: UInt64.self)
             return Message.headerSize + Message.heartbeatPayload
         case .connections(let entries):
-            precondition(entries.count <= Message.maxBatch)
-            header(.connections, entries.count)
-            var offset = Message.headerSize
-            for entry in entries {
-                Message.encode(entry, into: buffer, at: offset)
-                offset += Message.connectionEntrySize
-            }
-            return offset
+            return Message.encode(.connections, entries, into: buffer)
         case .released(let count):
             header(.released, 0)
             buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
             return 8
         case .releasedPeers(let peers):
-            precondition(peers.count <= Message.maxBatch)
-            header(.releasedPeers, peers.count)
-            var offset = Message.headerSize
-            for peer in peers {
-                Message.encode(ConnectionInfo(listenerID: 0, peer: peer), into: buffer, at: offset)
-                offset += Message.connectionEntrySize
-            }
-            return offset
+            return Message.encode(.releasedPeers, peers.map { ConnectionInfo(listenerID: 0, peer: $0) }, into: buffer)
         case .lost(let count):
             header(.lost, 0)
             buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
@@ -193,6 +179,20 @@ extension Message {
             }
             return Message.headerSize + Stats.count * 8
         }
+    }
+
+    /// A message of `kind` whose payload is `entries` laid out as connection entries.
+    private static func encode(_ kind: Kind, _ entries: [ConnectionInfo], into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        precondition(entries.count <= Message.maxBatch)
+        buffer[0] = Message.version
+        buffer[1] = kind.rawValue
+        buffer.storeBytes(of: UInt16(entries.count).littleEndian, toByteOffset: 2, as: UInt16.self)
+        var offset = Message.headerSize
+        for entry in entries {
+            Message.encode(entry, into: buffer, at: offset)
+            offset += Message.connectionEntrySize
+        }
+        return offset
     }
 
     /// Writes one connection entry at `offset`; used for batches built in place without an array.
