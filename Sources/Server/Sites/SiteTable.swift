@@ -126,17 +126,7 @@ final class SiteTable: @unchecked Sendable {  // immutable once built
     /// or -1 when no site claims it.
     func site(host base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
         guard end > start, count > 0 else { return -1 }
-        var end = end
-        // The port: from the last ':' when it is not inside an IPv6 literal's brackets.
-        if base[start] == UInt8(ascii: "[") {
-            var index = start
-            while index < end && base[index] != UInt8(ascii: "]") { index += 1 }
-            if index < end { end = index + 1 }
-        } else {
-            var index = end - 1
-            while index > start && base[index] != UInt8(ascii: ":") { index -= 1 }
-            if base[index] == UInt8(ascii: ":") { end = index }
-        }
+        var end = SiteTable.nameEnd(base, start, end)
         if end > start && base[end - 1] == UInt8(ascii: ".") { end -= 1 }
         guard end > start, end - start <= SiteTable.maximumLength else { return -1 }
         let exact = find(base, start, end, wildcard: false)
@@ -151,6 +141,13 @@ final class SiteTable: @unchecked Sendable {  // immutable once built
             index += 1
         }
         return -1
+    }
+
+    /// Where a Host's name ends: before its port (the last ':' outside an IPv6 literal's brackets).
+    static func nameEnd(_ base: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var index = end - 1
+        while index > start && base[index] != UInt8(ascii: ":") && base[index] != UInt8(ascii: "]") { index -= 1 }
+        return base[index] == UInt8(ascii: ":") ? index : end
     }
 
     /// The site of a Host span in a request's bytes, or -1.

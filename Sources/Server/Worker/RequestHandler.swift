@@ -342,11 +342,9 @@ final class RequestHandler {
         return true
     }
 
-    /// Where a Host's name ends: before its port (the last ':' outside an IPv6 literal's brackets).
+    /// Where a Host's name ends: before its port.
     static func hostEnd(_ bytes: UnsafeRawBufferPointer, _ host: ByteSpan) -> Int {
-        var index = host.end - 1
-        while index > host.start && bytes[index] != UInt8(ascii: ":") && bytes[index] != UInt8(ascii: "]") { index -= 1 }
-        return bytes[index] == UInt8(ascii: ":") ? index : host.end
+        SiteTable.nameEnd(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), host.start, host.end)
     }
 
     /// A request for /.well-known/acme-challenge/...: ACME's HTTP-01 check must be answered over HTTP.
