@@ -22,6 +22,7 @@ final class Site {
     let hasRules: Bool
     var rateLimiter: RateLimiter?
     private var filesFailedAt: Int64 = -1_000_000
+    private var warnedAt: Int64 = -1_000_000
 
     init(_ settings: SiteSettings, index: Int) {
         self.settings = settings
@@ -55,7 +56,8 @@ final class Site {
         do {
             madeFiles = try make(settings)
         } catch {
-            if now - filesFailedAt >= 60_000 {
+            if now - warnedAt >= 60_000 {
+                warnedAt = now
                 log.warning("site \(settings.names.first ?? "default"): cannot open its root \(settings.root): \(error)")
             }
             filesFailedAt = now
