@@ -73,6 +73,25 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(found.allSatisfy { $0.message == "unknown key" && $0.file.hasSuffix("webserver.yaml") })
     }
 
+    @Test func aMisspelledKeyGetsTheNearestKnownOneInFileOrder() {
+        let found = issues("acces_log: off\nroot: site\ntls: {lisen: [a]}\nworkers: {min: 4, max: 2}\ngzp: {}\ncolour: red\n")
+        #expect(found.map(\.line) == [1, 3, 4, 5, 6])
+        #expect(found[0].message == "unknown key; did you mean access_log?")
+        #expect(found[1].message == "unknown key; did you mean tls.listen?")
+        #expect(found[3].message == "unknown key; did you mean gzip?")
+        #expect(found[4].message == "unknown key")
+    }
+
+    @Test func aMissingFileIsTheOnlyError() {
+        do {
+            _ = try ConfigLoader.load(path: "/nonexistent/webserver.yaml")
+            Issue.record("a missing file loaded")
+        } catch {
+            #expect(error.issues.count == 1)
+            #expect(error.description == "/nonexistent/webserver.yaml: cannot read the file: No such file or directory")
+        }
+    }
+
     @Test func wrongTypesAndImpossibleValuesAreAllReported() {
         let found = issues("""
             root: site

@@ -44,9 +44,14 @@ public enum ConfigLoader {
                 if let (line, column) = reader.rootMark { rootPlace = ConfigIssue(file: path, line: line, column: column, key: "root", message: "") }
                 if !reader.parsed { throw ConfigErrors(issues: reader.issues) }
             } else {
+                // Nothing else is worth saying about a file that is not there.
                 reader.issue(line: 0, column: 0, key: "", "cannot read the file: \(String(cString: strerror(errno)))")
+                throw ConfigErrors(issues: reader.issues)
             }
-            issues += reader.issues
+            // In file order (the readers go section by section).
+            issues += reader.issues.enumerated().sorted {
+                ($0.element.line, $0.element.column, $0.offset) < ($1.element.line, $1.element.column, $1.offset)
+            }.map(\.element)
         }
         issues += overrides.apply(to: &config)
         if overrides.root != nil { rootPlace = ConfigIssue(file: "command line", line: 0, column: 0, key: "--root", message: "") }

@@ -9,6 +9,8 @@ final class Section {
     unowned let reader: DocumentReader
     private var entries: [(key: String, keyNode: Node, value: Node)] = []
     private var taken = Set<String>()
+    /// Every key a reader looked for, there or not: what an unknown key may have meant.
+    private var known = Set<String>()
 
     init?(_ node: Node, path: String, reader: DocumentReader, keyNode: Node? = nil) {
         self.node = node
@@ -35,9 +37,13 @@ final class Section {
 
     func full(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
-    func peek(_ key: String) -> Node? { entries.first { $0.key == key }?.value }
+    func peek(_ key: String) -> Node? {
+        known.insert(key)
+        return entries.first { $0.key == key }?.value
+    }
 
     func take(_ key: String) -> Node? {
+        known.insert(key)
         guard let entry = entries.first(where: { $0.key == key }) else { return nil }
         taken.insert(key)
         return entry.value
@@ -151,6 +157,7 @@ final class Section {
     }
 
     func section(_ key: String) -> Section? {
+        known.insert(key)
         guard let entry = entries.first(where: { $0.key == key }) else { return nil }
         taken.insert(key)
         return Section(entry.value, path: full(key), reader: reader, keyNode: entry.keyNode)
@@ -159,7 +166,32 @@ final class Section {
     /// Reports every key nobody read: unknown keys are errors, never silently ignored.
     func finish() {
         for entry in entries where !taken.contains(entry.key) {
-            reader.issue(entry.keyNode, key: full(entry.key), "unknown key")
+            if let guess = Section.nearest(entry.key, in: known) {
+                reader.issue(entry.keyNode, key: full(entry.key), "unknown key; did you mean \(full(guess))?")
+            } else {
+                reader.issue(entry.keyNode, key: full(entry.key), "unknown key")
+            }
         }
+    }
+
+    /// The known key closest to `key` by edit distance (at most 2, and less than half its length), if
+    /// one is that close: a misspelling's likely meaning.
+    static func nearest(_ key: String, in known: Set<String>) -> String? {
+        let word = Array(key.lowercased())
+        var best: (String, Int)? = nil
+        for candidate in known.sorted() {
+            let other = Array(candidate)
+            var previous = Array(0...other.count)
+            for (i, letter) in word.enumerated() {
+                var current = [i + 1] + Array(repeating: 0, count: other.count)
+                for (j, otherLetter) in other.enumerated() {
+                    current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (letter == otherLetter ? 0 : 1))
+                }
+                previous = current
+            }
+            let distance = previous[other.count]
+            if distance <= 2 && distance * 2 < max(word.count, 1) && distance < (best?.1 ?? Int.max) { best = (candidate, distance) }
+        }
+        return best?.0
     }
 }
