@@ -43,6 +43,8 @@ let plainRequest = Array("GET /index.html HTTP/1.1\r\nHost: a\r\nConnection: clo
             let (reply, closed) = try exchangeNotingClose(port: server.port, bad, timeout: 3)
             #expect(reply.isEmpty && closed, "\(String(decoding: bad.prefix(20), as: UTF8.self).debugDescription)")
         }
+        // A trusted peer that sent a request instead of a header is not cut off silently.
+        #expect(server.waitForLog("broken header: \"GET /index.html HTTP/1.1\\xd\\xa"))
         // Half a header, then silence: closed when proxy.header_timeout passes, not before.
         let started = Date()
         let (reply, closed) = try exchangeNotingClose(port: server.port, Array("PROXY TCP4 1.2.3".utf8), timeout: 5)

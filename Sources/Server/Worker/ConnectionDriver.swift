@@ -38,6 +38,7 @@ final class ConnectionDriver {
     let proxyListeners: [Bool]
     let trustedProxies: Networks
     private var lastUntrustedWarning: Int64 = -1_000_000
+    private var lastBrokenHeaderWarning: Int64 = -1_000_000
     /// Each phase's timeout.
     let timeouts: Connection.Timeouts
     /// How recently an idle connection must have been busy to get a last request during a drain.
@@ -138,7 +139,14 @@ final class ConnectionDriver {
         let total = have + count
         switch ProxyProtocol.parse(UnsafeRawBufferPointer(start: buffer, count: total)) {
         case .invalid:
-            log.debug("closed a connection from \(connection.peer.hostText): no valid PROXY header")
+            // As nginx says it: what came instead of a header (a client that skipped the load balancer,
+            // or a balancer not set to send one), once a second at most.
+            if now - lastBrokenHeaderWarning >= 1000 {
+                lastBrokenHeaderWarning = now
+                let shown = UnsafeRawBufferPointer(start: buffer, count: min(total, 48))
+                    .map { $0 >= 32 && $0 < 127 && $0 != 34 && $0 != 92 ? String(UnicodeScalar($0)) : "\\x" + String($0, radix: 16) }.joined()
+                log.warning("broken header: \"\(shown)\" while reading the PROXY protocol header, client: \(connection.peer.hostText); closed")
+            }
             close(connection)
         case .incomplete:
             guard total < ProxyProtocol.maximumLength, take(connection, buffer + have, count) else { return close(connection) }
