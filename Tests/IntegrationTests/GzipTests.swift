@@ -16,7 +16,7 @@ func comparable(_ headers: [String: String]) -> [String: String] { headers.filte
             }
             // 100 MiB: a 1 MiB block written with a different first line each time.
             let block = sourceLikeText(bytes: 1_048_576 - 18, seed: 77)
-            FileManager.default.createFile(atPath: site.appendingPathComponent("t\(100 * 1_048_576).txt").path, contents: nil)
+            #expect(FileManager.default.createFile(atPath: site.appendingPathComponent("t\(100 * 1_048_576).txt").path, contents: nil))
             let handle = try FileHandle(forWritingTo: site.appendingPathComponent("t\(100 * 1_048_576).txt"))
             for index in 0..<100 {
                 handle.write(Data(String(format: "block %09d\n\n\n", index).utf8) + Data(block))

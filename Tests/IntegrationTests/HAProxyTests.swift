@@ -61,7 +61,7 @@ final class HAProxy {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: {
             let log = directory.appendingPathComponent("haproxy.log")
-            FileManager.default.createFile(atPath: log.path, contents: nil)
+            #expect(FileManager.default.createFile(atPath: log.path, contents: nil))
             return log
         }())
         try process.run()

@@ -124,7 +124,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             while text.count < size { text += Array((words.randomElement(using: &generator)! + " ").utf8) }
             text = Array(text.prefix(size))
             let path = directory.appendingPathComponent("f\(size).js").path
-            FileManager.default.createFile(atPath: path, contents: Data(text))
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(text)))
             let fd = open(path, O_RDONLY)
             var info = stat()
             fstat(fd, &info)
@@ -181,7 +181,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
         var forms: [(CompressedCache.Key, CachedFile)] = []
         for index in 0..<6 {
             let path = directory.appendingPathComponent("f\(index)").path
-            FileManager.default.createFile(atPath: path, contents: Data(repeating: UInt8(index), count: 10))
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(repeating: UInt8(index), count: 10)))
             let fd = open(path, O_RDONLY)
             var info = stat()
             fstat(fd, &info)
