@@ -49,7 +49,7 @@ struct Serve: ParsableCommand {
     @Option(help: ArgumentHelp("Directory to serve.", valueName: "dir"))
     var root: String?
 
-    @Option(help: ArgumentHelp("Address to listen on: 127.0.0.1:8080, [::1]:8080, *:8080. Repeatable.", valueName: "addr:port"))
+    @Option(help: ArgumentHelp("Address to listen on: 127.0.0.1:8080, [::1]:8080, *:8080, or none. Repeatable. With --root and no --config, no configuration file is read.", valueName: "addr:port"))
     var listen: [String] = []
 
     @Option(help: ArgumentHelp("Address to listen on with TLS (HTTPS). Repeatable; needs --cert and --key.", valueName: "addr:port"))
@@ -100,7 +100,10 @@ struct Serve: ParsableCommand {
         overrides.accessLog = accessLog
         overrides.errorLog = errorLog
         overrides.logLevel = logLevel
-        let path = options.resolvedPath
+        // Quick flags serve exactly what they say: --root with --listen or --tls-listen and no --config
+        // reads no file (config/webserver.yaml in the working directory would add its own sockets).
+        let quick = options.config == nil && root != nil && (!listen.isEmpty || !tlsListen.isEmpty)
+        let path = quick ? nil : options.resolvedPath
         let config: ServerConfig
         do {
             config = try ConfigLoader.load(path: path, overrides: overrides, makeDevCertificate: true)

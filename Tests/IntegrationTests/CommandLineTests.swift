@@ -43,6 +43,52 @@ import Testing
         #expect(flags.error.contains("command line: --workers: '0' is not N or MIN:MAX"))
     }
 
+    /// Run from a checkout, `serve --root DIR --listen ADDR` serves exactly that and reads no
+    /// config/webserver.yaml (whose sockets may be taken); with a file, a socket that cannot be bound
+    /// is named with the file and line that asked for it; `--listen none` serves HTTPS only.
+    @Test func quickFlagsServeWhatTheySayAndBindErrorsNameTheirLine() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let (taken, takenPort) = try bindLoopback(listening: true)
+        defer { close(taken) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("config"), withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("config/webserver.yaml")
+        try "root: ../site\nlisten: [\"127.0.0.1:\(takenPort)\"]\n".write(to: file, atomically: true, encoding: .utf8)
+        try "quick\n".write(to: directory.appendingPathComponent("site/index.html"), atomically: true, encoding: .utf8)
+        // With the file: the taken port is named with its line.
+        let refused = try run(webserverBinary, ["serve", "--admin-listen", "off"], directory: directory)
+        #expect(refused.status != 0)
+        #expect(refused.error.contains("bind 127.0.0.1:\(takenPort) (listen, config/webserver.yaml:2): Address already in use"), "\(refused.error)")
+        // Quick flags: the file is not read.
+        let port = try freePort()
+        let quick = Process()
+        quick.executableURL = URL(fileURLWithPath: webserverBinary)
+        quick.arguments = ["serve", "--root", "site", "--listen", "127.0.0.1:\(port)", "--pid-file", "quick.pid"]
+        quick.currentDirectoryURL = directory
+        quick.standardError = FileHandle.nullDevice
+        try quick.run()
+        defer {
+            quick.terminate()
+            quick.waitUntilExit()
+        }
+        #expect(waitUntil(seconds: 10) { (try? curl(["http://127.0.0.1:\(port)/"])) == "quick\n" })
+        // HTTPS only.
+        let certificates = try makeTestCertificate(in: directory)
+        let tlsPort = try freePort()
+        let secure = Process()
+        secure.executableURL = URL(fileURLWithPath: webserverBinary)
+        secure.arguments = ["serve", "--root", "site", "--listen", "none", "--tls-listen", "127.0.0.1:\(tlsPort)", "--cert", certificates.cert,
+                            "--key", certificates.key, "--pid-file", "secure.pid"]
+        secure.currentDirectoryURL = directory
+        secure.standardError = FileHandle.nullDevice
+        try secure.run()
+        defer {
+            secure.terminate()
+            secure.waitUntilExit()
+        }
+        #expect(waitUntil(seconds: 10) { (try? curl(["-k", "https://127.0.0.1:\(tlsPort)/"])) == "quick\n" })
+    }
+
     @Test func versionNamesTheLinkedLibraries() throws {
         let result = try run(webserverBinary, ["--version"])
         #expect(result.status == 0)
@@ -177,7 +223,7 @@ import Testing
         let busyCommand = "exec '\(webserverBinary)' serve --daemon --root site --listen 127.0.0.1:\(blocker.port)"
             + " --pid-file busy.pid >'\(output)' 2>&1 </dev/null"
         #expect(shell(busyCommand, directory: directory) == 1)
-        #expect(try String(contentsOfFile: output, encoding: .utf8).contains("failed to start: error: bind(127.0.0.1:\(blocker.port))"))
+        #expect(try String(contentsOfFile: output, encoding: .utf8).contains("failed to start: error: bind 127.0.0.1:\(blocker.port) (--listen)"))
     }
 }
 

@@ -31,12 +31,14 @@ public struct ConfigOverrides: Sendable {
         }
         let cwd = FileManager.default.currentDirectoryPath
         func sockets(_ values: [String], flag: String) -> [ListenSocket] {
+            // `--listen none`: no sockets of that kind (HTTPS only, say).
+            if values == ["none"] { return [] }
             for value in values where SocketAddress(parsing: value) == nil && !value.hasPrefix("unix:") {
                 issue(flag, "'\(value)' is not ADDRESS:PORT (IPv4, [IPv6], or *:PORT; port 0-65535)")
             }
             return values.map { value in
                 let address = value.hasPrefix("unix:") ? "unix:" + ConfigLoader.absolute(String(value.dropFirst(5)), base: cwd) : value
-                return ListenSocket(address: address, proxyProtocol: proxyProtocol)
+                return ListenSocket(address: address, proxyProtocol: proxyProtocol, origin: flag)
             }
         }
         if let root { config.root = ConfigLoader.absolute(root, base: cwd) }

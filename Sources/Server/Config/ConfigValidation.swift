@@ -27,6 +27,9 @@ struct ConfigValidation {
         if config.tls.listen.isEmpty, let site = config.sites.first(where: { $0.rules.redirectHTTP }) {
             issues.append(issue("redirect_http", "site \(site.names.first ?? "") (\(site.place)) redirects to HTTPS, but there is no TLS socket (tls.listen)"))
         }
+        if config.allListen.isEmpty && previousIssues == 0 {
+            issues.append(issue("listen", "there is nothing to listen on: listen and tls.listen are both empty"))
+        }
         let plain = Set(config.listen.compactMap { SocketAddress(parsing: $0.address) })
         for socket in config.tls.listen {
             if let address = SocketAddress(parsing: socket.address), address.port != 0, plain.contains(address) {

@@ -60,7 +60,7 @@ final class DocumentReader {
         guard let document else { return }  // An empty file is all defaults.
         guard let top = Section(document, path: "", reader: self) else { return }
 
-        if let node = top.take("listen") { config.listen = listenSockets(node, key: "listen", required: true) }
+        if let node = top.take("listen") { config.listen = listenSockets(node, key: "listen", required: false) }
         readTopLevel(top, into: &config)
         if let section = top.section("error_pages") { config.errorPages = errorPages(section) }
         if let node = top.take("headers") { config.headers = headerRules(node) }

@@ -14,7 +14,7 @@ extension DocumentReader {
         var seen = Set<SocketAddress>()
         var sockets: [ListenSocket] = []
         for item in items {
-            var socket = ListenSocket(address: "")
+            var socket = ListenSocket(address: "", origin: "\(key), \(file):\(item.mark?.line ?? 0)")
             var text = item.scalar?.string
             var unixOptions = false
             if case .mapping = item, let entry = Section(item, path: key, reader: self) {

@@ -10,10 +10,18 @@ public struct ListenSocket: Codable, Sendable, Equatable {
     public var owner: String? = nil
     public var group: String? = nil
     public var mode = 0o660
+    /// Where it was written (`listen, config/webserver.yaml:19` or `--listen`), for a bind error to
+    /// name. Not part of what the socket is (equality ignores it).
+    public var origin: String? = nil
 
-    public init(address: String, proxyProtocol: Bool = false) {
+    public init(address: String, proxyProtocol: Bool = false, origin: String? = nil) {
         self.address = address
         self.proxyProtocol = proxyProtocol
+        self.origin = origin
+    }
+
+    public static func == (a: ListenSocket, b: ListenSocket) -> Bool {
+        a.address == b.address && a.proxyProtocol == b.proxyProtocol && a.owner == b.owner && a.group == b.group && a.mode == b.mode
     }
 
     /// The socket file's path for a `unix:/path` entry; nil for a TCP address.

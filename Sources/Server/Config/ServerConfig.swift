@@ -7,7 +7,7 @@ public import Logging
 /// re-read the file and always run with exactly what the supervisor checked.
 public struct ServerConfig: Codable, Sendable, Equatable {
     /// The plain sockets (HTTP), in order.
-    public var listen: [ListenSocket] = [ListenSocket(address: "127.0.0.1:8080")]
+    public var listen: [ListenSocket] = [ListenSocket(address: "127.0.0.1:8080", origin: "listen, by default")]
     /// Absolute path of the directory served.
     public var root: String = ""
     /// File served for a request to a directory.

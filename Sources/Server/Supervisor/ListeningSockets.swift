@@ -47,7 +47,12 @@ final class ListeningSockets {
                 Socket.adopt(fd)
                 log.info("\(fromUpgrade ? "upgrade" : "socket activation"): using the socket passed for \(socket.address)")
             } else {
-                fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+                do {
+                    fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+                } catch {
+                    // Which line asked for it: the file's, or a flag.
+                    throw SystemError(call: "bind \(socket.address) (\(socket.origin ?? "listen"))", errno: error.errno)
+                }
             }
             Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT
             try Socket.setNotSentLowat(fd, bytes: config.notSentLowat)

@@ -148,7 +148,7 @@ public final class Supervisor {
         startChild(manager)
         reportReady("ready")
         Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
-        log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)"])
+        log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)", "config": "\(configPath ?? "none (command line only)")"])
         while true {
             // The clock as of this wake-up: heartbeats read now count as now, even after this process
             // itself was stopped for a while (SIGSTOP, a long page fault, a VM pause).
