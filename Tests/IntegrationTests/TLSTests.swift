@@ -128,6 +128,16 @@ import Testing
         #expect(protected.contains("passphrase") && protected.contains("exit=78"))
         let noKey = try check(["--cert", cert])
         #expect(noKey.contains("need a certificate and a key") && noKey.contains("exit=78"))
+        // Words, not OpenSSL's "DECODER routines::unsupported": the files traded places, or a directory.
+        let swapped = try check(["--cert", key, "--key", cert])
+        #expect(swapped.contains("holds a certificate, not a private key (cert and key have traded places)") && swapped.contains("exit=78"))
+        let folder = try check(["--cert", cert, "--key", directory.path])
+        #expect(folder.contains("is a directory; it should be a PEM file") && folder.contains("exit=78"))
+        // From a file, the issue points at the line that names the pair.
+        let file = directory.appendingPathComponent("tls.yaml")
+        try "root: \(site)\ntls:\n  listen: [127.0.0.1:0]\n  cert: \(cert)\n  key: \(cert)\n".write(to: file, atomically: true, encoding: .utf8)
+        let fromFile = try run(webserverBinary, ["check", "--config", file.path])
+        #expect(fromFile.error.contains("\(file.path):4: tls.cert: the key \(cert) holds a certificate, not a private key"), "\(fromFile.error)")
         #expect(!key.isEmpty)
     }
 }

@@ -10,7 +10,7 @@ public struct ConfigIssue: Error, CustomStringConvertible, Sendable, Equatable {
     public var message: String
 
     public var description: String {
-        let place = line > 0 ? "\(file):\(line):\(column)" : file
+        let place = line > 0 ? (column > 0 ? "\(file):\(line):\(column)" : "\(file):\(line)") : file
         return key.isEmpty ? "\(place): \(message)" : "\(place): \(key): \(message)"
     }
 }

@@ -117,11 +117,30 @@ struct ConfigValidation {
                 return [issue("tls", "site \(site.names.first ?? "") (\(site.place)) has no cert and key of its own, and there is no tls.cert for it to use")]
             }
         }
+        // Each pair's files first, at the line that named them; then what only loading them all says.
+        let fromFlags = overrides.cert != nil || overrides.key != nil
+        let pairs = config.tls.allSites.flatMap(\.certificates) + config.sites.flatMap { $0.certificates?.certificates ?? [] }
+        for (index, pair) in pairs.enumerated() {
+            do {
+                try TLSContext.check(certificate: pair.certificate, key: pair.key)
+            } catch {
+                if index == 0 && fromFlags {
+                    issues.append(issue(overrides.cert != nil ? "--cert" : "--key", error.description, file: "command line"))
+                } else {
+                    issues.append(ConfigIssue(file: file, line: pair.line, column: 0, key: pair.origin, message: error.description))
+                }
+            }
+        }
+        guard issues.isEmpty else { return issues }
         do {
             _ = try TLSSites(config: config)
         } catch {
-            let fromFlags = overrides.cert != nil || overrides.key != nil
-            issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: fromFlags ? "command line" : nil))
+            let first = config.tls.defaultSite.certificates.first
+            if fromFlags {
+                issues.append(issue(overrides.cert != nil ? "--cert" : "tls.cert", error.description, file: "command line"))
+            } else {
+                issues.append(ConfigIssue(file: file, line: first?.line ?? 0, column: 0, key: "tls.cert", message: error.description))
+            }
         }
         // Workers read the certificates after the server has become its user: a key only root can read
         // would fail there, after a start that looked fine, so say it now.

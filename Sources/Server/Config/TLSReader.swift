@@ -70,6 +70,7 @@ extension DocumentReader {
             issue(certificateNode, key: "\(key).cert", "\(certificatePaths.count) certificates but \(keyPaths.count) keys")
             return []
         }
-        return zip(certificatePaths, keyPaths).map { CertificatePair(certificate: $0, key: $1) }
+        let line = certificateNode.mark?.line ?? 0
+        return zip(certificatePaths, keyPaths).map { CertificatePair(certificate: $0, key: $1, line: line, origin: "\(key).cert") }
     }
 }

@@ -2,6 +2,19 @@
 public struct CertificatePair: Codable, Sendable, Equatable {
     public var certificate: String
     public var key: String
+    /// The line of the file that named it (0: a flag, or unknown), and the key it was written under
+    /// (`tls.cert`, `sites[2].cert`): where an issue about its files points. Not part of the pair.
+    public var line = 0
+    public var origin = "tls.cert"
+
+    public init(certificate: String, key: String, line: Int = 0, origin: String = "tls.cert") {
+        self.certificate = certificate
+        self.key = key
+        self.line = line
+        self.origin = origin
+    }
+
+    public static func == (a: CertificatePair, b: CertificatePair) -> Bool { a.certificate == b.certificate && a.key == b.key }
 }
 
 /// A site's certificates (an ECDSA and an RSA one may stand side by side; OpenSSL picks by what the

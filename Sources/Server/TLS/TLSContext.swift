@@ -108,22 +108,55 @@ public final class TLSContext: @unchecked Sendable {
         cossl_use_ocsp_staple(context, staple)
     }
 
-    /// Checks the files before OpenSSL reads them, for errors an operator can act on: missing,
-    /// unreadable, or a key protected by a passphrase (the server cannot ask for one).
+    /// Checks the files before OpenSSL reads them, for errors an operator can act on, in words rather
+    /// than OpenSSL's ("DECODER routines::unsupported"): missing, unreadable, a directory, a certificate
+    /// where the key belongs (or the other way), no PEM at all, or a key protected by a passphrase (the
+    /// server cannot ask for one).
     static func check(certificate: String, key: String) throws(Failure) {
         for (what, path) in [("certificate", certificate), ("key", key)] {
             guard access(path, F_OK) == 0 else { throw Failure(description: "the \(what) \(path) does not exist") }
+            var info = stat()
+            if stat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR {
+                throw Failure(description: "the \(what) \(path) is a directory; it should be a PEM file")
+            }
             guard access(path, R_OK) == 0 else { throw Failure(description: "the \(what) \(path) is not readable") }
         }
-        guard let file = fopen(key, "r") else { throw Failure(description: "the key \(key) is not readable") }
+        let keyLabels = pemLabels(key)
+        let certificateLabels = pemLabels(certificate)
+        if keyLabels.contains(where: { $0.hasPrefix("ENCRYPTED PRIVATE KEY") }) || keyLabels.contains("PROC-TYPE: 4,ENCRYPTED") {
+            throw Failure(description: "the key \(key) is protected by a passphrase; the server cannot ask for it (remove it with: openssl pkey -in \(key) -out plain.pem)")
+        }
+        if !keyLabels.contains(where: { $0.hasSuffix("PRIVATE KEY") }) {
+            let swapped = keyLabels.contains("CERTIFICATE") && certificateLabels.contains(where: { $0.hasSuffix("PRIVATE KEY") })
+            throw Failure(description: keyLabels.contains("CERTIFICATE")
+                ? "the key \(key) holds a certificate, not a private key\(swapped ? " (cert and key have traded places)" : "")"
+                : "the key \(key) holds no PEM private key (a -----BEGIN PRIVATE KEY----- block)")
+        }
+        if !certificateLabels.contains("CERTIFICATE") {
+            throw Failure(description: certificateLabels.contains(where: { $0.hasSuffix("PRIVATE KEY") })
+                ? "the certificate \(certificate) holds a private key, not a certificate"
+                : "the certificate \(certificate) holds no PEM certificate (a -----BEGIN CERTIFICATE----- block)")
+        }
+    }
+
+    /// The labels of the PEM blocks in a file (`CERTIFICATE`, `PRIVATE KEY`, `EC PRIVATE KEY` ...), and
+    /// `PROC-TYPE: 4,ENCRYPTED` for an old-style encrypted key; read line by line, the first 1 MiB.
+    static func pemLabels(_ path: String) -> [String] {
+        guard let file = fopen(path, "r") else { return [] }
         defer { fclose(file) }
+        var labels: [String] = []
         var buffer = [CChar](repeating: 0, count: 256)
-        while fgets(&buffer, Int32(buffer.count), file) != nil {
+        var read = 0
+        while read < 1_048_576, fgets(&buffer, Int32(buffer.count), file) != nil {
             let line = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if line.hasPrefix("-----BEGIN ENCRYPTED PRIVATE KEY-----") || line.hasPrefix("Proc-Type: 4,ENCRYPTED") {
-                throw Failure(description: "the key \(key) is protected by a passphrase; the server cannot ask for it (remove it with: openssl pkey -in \(key) -out plain.pem)")
+            read += line.utf8.count
+            if line.hasPrefix("-----BEGIN "), let end = line.range(of: "-----", range: line.index(line.startIndex, offsetBy: 11)..<line.endIndex) {
+                labels.append(String(line[line.index(line.startIndex, offsetBy: 11)..<end.lowerBound]))
+            } else if line.hasPrefix("Proc-Type: 4,ENCRYPTED") {
+                labels.append("PROC-TYPE: 4,ENCRYPTED")
             }
         }
+        return labels
     }
 
     /// The expiry of the leaf certificate in `path`, as seconds since the epoch, if it can be read.
