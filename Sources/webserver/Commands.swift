@@ -112,6 +112,11 @@ struct Serve: ParsableCommand {
             throw ExitCode(78)
         }
         if daemon {
+            if config.errorLog == nil {
+                // The detached server's standard error is /dev/null: its log would be lost.
+                FileHandle.standardError.write(Data(
+                    "webserver: warning: --daemon with the error log on standard error: once detached, its lines go nowhere; set error_log in the config or pass --error-log FILE\n".utf8))
+            }
             throw ExitCode(Daemon.start(arguments: Array(CommandLine.arguments.dropFirst())))
         }
         var readyFD: Int32 = -1
