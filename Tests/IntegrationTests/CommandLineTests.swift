@@ -59,34 +59,40 @@ import Testing
         let refused = try run(webserverBinary, ["serve", "--admin-listen", "off"], directory: directory)
         #expect(refused.status != 0)
         #expect(refused.error.contains("bind 127.0.0.1:\(takenPort) (listen, config/webserver.yaml:2): Address already in use"), "\(refused.error)")
+        /// `serve` with `arguments` in the directory, its log in `log`; stopped when the test ends.
+        func serve(_ arguments: [String], log: String) throws -> Process {
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: webserverBinary)
+            server.arguments = ["serve"] + arguments
+            server.currentDirectoryURL = directory
+            server.standardError = try FileHandle(forWritingTo: directory.appendingPathComponent(log))
+            try server.run()
+            return server
+        }
         // Quick flags: the file is not read.
         let port = try freePort()
-        let quick = Process()
-        quick.executableURL = URL(fileURLWithPath: webserverBinary)
-        quick.arguments = ["serve", "--root", "site", "--listen", "127.0.0.1:\(port)", "--pid-file", "quick.pid"]
-        quick.currentDirectoryURL = directory
-        quick.standardError = FileHandle.nullDevice
-        try quick.run()
+        #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent("quick.log").path, contents: nil))
+        let quick = try serve(["--root", "site", "--listen", "127.0.0.1:\(port)", "--pid-file", "quick.pid"], log: "quick.log")
         defer {
             quick.terminate()
             quick.waitUntilExit()
         }
         #expect(waitUntil(seconds: 10) { (try? curl(["http://127.0.0.1:\(port)/"])) == "quick\n" })
-        // HTTPS only.
+        // HTTPS only: no plain socket at all (not the default 127.0.0.1:8080).
         let certificates = try makeTestCertificate(in: directory)
         let tlsPort = try freePort()
-        let secure = Process()
-        secure.executableURL = URL(fileURLWithPath: webserverBinary)
-        secure.arguments = ["serve", "--root", "site", "--listen", "none", "--tls-listen", "127.0.0.1:\(tlsPort)", "--cert", certificates.cert,
-                            "--key", certificates.key, "--pid-file", "secure.pid"]
-        secure.currentDirectoryURL = directory
-        secure.standardError = FileHandle.nullDevice
-        try secure.run()
+        #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent("secure.log").path, contents: nil))
+        let secure = try serve(
+            ["--root", "site", "--listen", "none", "--tls-listen", "127.0.0.1:\(tlsPort)", "--cert", certificates.cert, "--key", certificates.key,
+             "--pid-file", "secure.pid"], log: "secure.log")
         defer {
             secure.terminate()
             secure.waitUntilExit()
         }
         #expect(waitUntil(seconds: 10) { (try? curl(["-k", "https://127.0.0.1:\(tlsPort)/"])) == "quick\n" })
+        let secureLog = try String(contentsOf: directory.appendingPathComponent("secure.log"), encoding: .utf8)
+        #expect(secureLog.contains("listening on https://127.0.0.1:\(tlsPort)"))
+        #expect(!secureLog.contains("listening on http://"), "\(secureLog)")
     }
 
     @Test func versionNamesTheLinkedLibraries() throws {

@@ -151,6 +151,30 @@ enum RequestPath {
         return .path(length: length, directory: directory, pathEnd: index)
     }
 
+    /// Whether the normalized path (`path[0..<length]`, relative, `.` for the root, as
+    /// `RequestPath.normalize` writes it) is under `prefix` (`/admin/`), the directory itself included
+    /// (`/admin`). Rules that guard paths (`access`, `auth`) and `try_files`' `except` match this, never
+    /// the target as sent, so `/%61dmin/` or `//admin/x/../` cannot step around them.
+    static func isUnder(_ path: UnsafePointer<UInt8>, _ length: Int, directory: Bool, _ prefix: [UInt8]) -> Bool {
+        guard prefix.count > 1 else { return true }  // "/"
+        let isRoot = length == 1 && path[0] == UInt8(ascii: ".")
+        // The path as "/" + path + ("/" when a directory), compared without building it.
+        let count = isRoot ? 1 : 1 + length + (directory ? 1 : 0)
+        func byte(_ index: Int) -> UInt8 {
+            if index == 0 { return UInt8(ascii: "/") }
+            if isRoot { return 0 }
+            return index - 1 < length ? path[index - 1] : UInt8(ascii: "/")
+        }
+        if count >= prefix.count {
+            for index in 1..<prefix.count where byte(index) != prefix[index] { return false }
+            return true
+        }
+        // The directory named without its slash.
+        guard prefix.last == UInt8(ascii: "/"), count == prefix.count - 1 else { return false }
+        for index in 1..<count where byte(index) != prefix[index] { return false }
+        return true
+    }
+
     /// Bytes that may stand unescaped in a path (RFC 3986 pchar and '/'): unreserved, sub-delims, ':', '@'.
     static func isPathByte(_ byte: UInt8) -> Bool {
         switch byte {

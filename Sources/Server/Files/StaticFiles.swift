@@ -72,8 +72,9 @@ final class StaticFiles {
     let compression: Compressor
     let errorPages: ErrorPages
     let headerRules: HeaderRules
-    /// `try_files`, when the site has it.
+    /// `try_files`, when the site has it, and its `except` prefixes as bytes.
     let tryFiles: TryFiles?
+    let exceptPrefixes: [[UInt8]]
     /// Where fields that are not a file's prebuilt block are composed (shared with the handler).
     let fields: FieldBuffer
     let scratch: FileScratch
@@ -102,6 +103,7 @@ final class StaticFiles {
             site.errorPages, root: root, validity: Int64(site.fileCache.validMilliseconds), inlineLimit: site.fileCache.inlineMax)
         headerRules = HeaderRules(rules: site.headers)
         tryFiles = site.rules.tryFiles
+        exceptPrefixes = (site.rules.tryFiles?.except ?? []).map { Array($0.utf8) }
         self.fields = fields
         self.scratch = scratch
         pathBuffer = scratch.pathBuffer
@@ -207,8 +209,10 @@ final class StaticFiles {
             return error(.notFound, now: now)
         }
         guard let tryFiles else { return error(.notFound, now: now) }
+        for prefix in exceptPrefixes where RequestPath.isUnder(pathBuffer, length, directory: false, prefix) {
+            return error(.notFound, now: now)
+        }
         let original = Array(UnsafeBufferPointer(start: pathBuffer, count: length))
-        guard !StaticFiles.excluded(original, by: tryFiles.except) else { return error(.notFound, now: now) }
         return fallback(tryFiles, original: original, head, bytes, now: now)
     }
 
@@ -266,18 +270,6 @@ final class StaticFiles {
             if !missed { return response }
         }
         return error(.notFound, now: now)
-    }
-
-    /// Whether the path (relative, without its leading slash) is under one of the `except` prefixes.
-    static func excluded(_ path: [UInt8], by prefixes: [String]) -> Bool {
-        for prefix in prefixes {
-            let bytes = Array(prefix.utf8.dropFirst())
-            if bytes.isEmpty { return true }
-            if path.count >= bytes.count && Array(path.prefix(bytes.count)) == bytes { return true }
-            // `/api/` excludes the directory `/api` itself too.
-            if bytes.last == UInt8(ascii: "/") && path == Array(bytes.dropLast()) { return true }
-        }
-        return false
     }
 
     /// `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a regular file not older

@@ -38,7 +38,6 @@ public final class Listener {
     /// without PROXY protocol and for peers outside `proxy.trusted` (a proxy is many clients; behind
     /// one, the limit is the proxy's to keep). Refused connections are closed at once.
     var perAddress: [RateLimiter.Key: UInt32] = [:]
-    var perAddressLimit: Int
     /// Per socket: whether its connections are counted (not PROXY protocol).
     var countsSocket: [Bool]
     var trusted: Networks
@@ -55,7 +54,6 @@ public final class Listener {
         sockets = (0..<socketCount).map { ListenerSlot.firstSocket.fd + Int32($0) }
         live = initialLive
         now = monotonicMilliseconds()
-        perAddressLimit = config.limits.connectionsPerIP
         countsSocket = config.allListen.map { !$0.proxyProtocol }
         trusted = Networks(config.proxy.trusted) ?? Networks()
         for fd in [ListenerSlot.supervisor.fd, ListenerSlot.connections.fd, ListenerSlot.release.fd] + sockets { Socket.setNonBlocking(fd) }
@@ -120,6 +118,7 @@ public final class Listener {
                 continue
             }
             var counted = false
+            let perAddressLimit = config.limits.connectionsPerIP
             if perAddressLimit > 0 && Int(listenerID) < countsSocket.count && countsSocket[Int(listenerID)] && !address.isUnix
                 && !trusted.contains(address) {
                 let key = RateLimiter.Key(family: address.family, high: address.bytes.0, low: address.bytes.1)
@@ -231,8 +230,7 @@ public final class Listener {
                 if let newConfig = try? ConfigTransport.read(from: fds[0]) {
                     config = newConfig
                     // Counts already kept go on (their releases still come); a limit turned off forgets them.
-                    perAddressLimit = newConfig.limits.connectionsPerIP
-                    if perAddressLimit == 0 { perAddress = [:] }
+                    if newConfig.limits.connectionsPerIP == 0 { perAddress = [:] }
                     countsSocket = newConfig.allListen.map { !$0.proxyProtocol }
                     trusted = Networks(newConfig.proxy.trusted) ?? Networks()
                 }

@@ -62,7 +62,11 @@ final class PasswordFile {
         checkedAt = now
         var info = stat()
         guard stat(path, &info) == 0 else {
-            if !users.isEmpty || generation == 0 { log.warning("the htpasswd file \(path) cannot be read; keeping the users it had") }
+            // Said once when it goes (its identity is then none), not at every look.
+            if identity != (0, 0, 0, 0) || generation == 0 {
+                log.warning("the htpasswd file \(path) cannot be read; keeping the users it had")
+                identity = (0, 0, 0, 0)
+            }
             if generation == 0 { generation = 1 }
             return
         }

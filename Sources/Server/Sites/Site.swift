@@ -5,8 +5,6 @@ import Glibc
 /// rules: the password files and the rate limiter's buckets.
 final class Site {
     let settings: SiteSettings
-    /// Its index in `ServerConfig.allSites` (0: the default site).
-    let index: Int
     /// The site whose certificates this one presents over TLS: itself when it has its own, else 0.
     let certificateSite: Int32
     /// `access` rules with their networks parsed.
@@ -26,7 +24,6 @@ final class Site {
 
     init(_ settings: SiteSettings, index: Int) {
         self.settings = settings
-        self.index = index
         certificateSite = index > 0 && settings.hasOwnCertificate ? Int32(index) : 0
         access = settings.rules.access.map {
             (Array($0.prefix.utf8), Networks($0.allow) ?? Networks(), Networks($0.deny) ?? Networks())
@@ -71,31 +68,7 @@ final class Site {
         for rule in auth { rule.users.refresh(now: now, validity: Int64(settings.fileCache.validMilliseconds)) }
     }
 
-    // MARK: Matching the request's path
-
-    /// Whether the normalized path (`path[0..<length]`, relative, `.` for the root, as
-    /// `RequestPath.normalize` writes it) is under `prefix` (`/admin/`), the directory itself included
-    /// (`/admin`). Rules that guard paths match this, never the target as sent, so `/%61dmin/` or
-    /// `//admin/x/../` cannot step around them.
-    static func pathHasPrefix(_ path: UnsafePointer<UInt8>, _ length: Int, directory: Bool, _ prefix: [UInt8]) -> Bool {
-        guard prefix.count > 1 else { return true }  // "/"
-        let isRoot = length == 1 && path[0] == UInt8(ascii: ".")
-        // The path as "/" + path + ("/" when a directory), compared without building it.
-        let count = isRoot ? 1 : 1 + length + (directory ? 1 : 0)
-        func byte(_ index: Int) -> UInt8 {
-            if index == 0 { return UInt8(ascii: "/") }
-            if isRoot { return 0 }
-            return index - 1 < length ? path[index - 1] : UInt8(ascii: "/")
-        }
-        if count >= prefix.count {
-            for index in 1..<prefix.count where byte(index) != prefix[index] { return false }
-            return true
-        }
-        // The directory named without its slash.
-        guard prefix.last == UInt8(ascii: "/"), count == prefix.count - 1 else { return false }
-        for index in 1..<count where byte(index) != prefix[index] { return false }
-        return true
-    }
+    // MARK: The request's path
 
     /// The path part of the target: up to `?`.
     static func pathEnd(_ bytes: UnsafeRawBufferPointer, _ target: ByteSpan) -> Int {

@@ -287,13 +287,6 @@ public final class TLSSites: @unchecked Sendable {
     /// Whether any site has its own certificate (else every handshake presents the default's).
     let siteCertificates: Bool
 
-    public convenience init(settings: ServerConfig.TLSSettings, http2: Bool = false) throws(TLSContext.Failure) {
-        var config = ServerConfig()
-        config.tls = settings
-        config.http2.enabled = http2
-        try self.init(config: config)
-    }
-
     public init(config: ServerConfig) throws(TLSContext.Failure) {
         let settings = config.tls
         let http2 = config.http2.enabled

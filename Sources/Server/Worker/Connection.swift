@@ -61,9 +61,10 @@ final class Connection {
     /// Over TLS, the site whose certificates the handshake presented (0: the default certificate); -1
     /// on a plain connection. A request for a site with other certificates gets 421.
     var certificateSite: Int32 = -1
-    /// The listener counted this connection against `limits.connections_per_ip` (under its kernel
-    /// address, `countedPeer`), so its close is reported with that address.
-    var countedPeer: SocketAddress?
+    /// The listener counted this connection against `limits.connections_per_ip`, so its close is
+    /// reported with its address (`peer`: counted connections come from sockets without PROXY
+    /// protocol, so it is the kernel's address the listener counted).
+    var countedPerIP = false
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd

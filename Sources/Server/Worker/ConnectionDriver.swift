@@ -80,7 +80,7 @@ final class ConnectionDriver {
     func adopt(fd: Int32, info: ConnectionInfo) {
         acceptedTotal &+= 1
         let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + timeouts.idle)
-        if info.countedPerIP { connection.countedPeer = info.peer }
+        connection.countedPerIP = info.countedPerIP
         if draining { connection.closeAfterResponse = true }
         if Int(fd) >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
@@ -467,7 +467,7 @@ final class ConnectionDriver {
         live -= 1
         closedTotal += 1
         releasedPending += 1
-        if let peer = connection.countedPeer { releasedPeers.append(peer) }
+        if connection.countedPerIP { releasedPeers.append(connection.peer) }
     }
 
     /// Closes every connection (the worker is exiting).

@@ -361,6 +361,6 @@ extension Site {
     /// not normalize is covered by every rule (it is answered with an error, never with a file).
     static func covers(_ prefix: [UInt8], _ normalized: (length: Int, directory: Bool)?, _ path: UnsafePointer<UInt8>) -> Bool {
         guard let normalized else { return true }
-        return pathHasPrefix(path, normalized.length, directory: normalized.directory, prefix)
+        return RequestPath.isUnder(path, normalized.length, directory: normalized.directory, prefix)
     }
 }
