@@ -6,9 +6,10 @@ import Server
 struct WebServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webserver",
-        abstract: "A multi-process HTTP/1.1 static-file server for Linux.",
+        abstract: "A multi-process HTTPS server for static sites: HTTP/1.1, HTTP/2 and TLS.",
         discussion: """
-            Without a subcommand, runs `serve`. Without --config, reads config/webserver.yaml when it exists.
+            Without a subcommand, runs `serve`. Without --config, reads config/webserver.yaml when it exists \
+            in the working directory, else /etc/webserver/webserver.yaml (the package's) when that exists.
 
             Signals to the running server: SIGTERM or SIGINT stop it gracefully, SIGHUP reloads the \
             configuration, SIGUSR1 reopens the log files.
@@ -21,17 +22,20 @@ struct WebServerCommand: ParsableCommand {
 
 /// The options that locate and adjust a configuration, shared by every subcommand.
 struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Configuration file (default: config/webserver.yaml when it exists).", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("Configuration file (default: config/webserver.yaml when it exists, else /etc/webserver/webserver.yaml when it exists).", valueName: "file"))
     var config: String?
 
     @Option(name: .long, help: ArgumentHelp("Pid file of the server (default: the config's pid_file, else /run/webserver.pid for root, else $XDG_RUNTIME_DIR or /tmp/webserver-UID.pid).", valueName: "path"))
     var pidFile: String?
 
-    /// The config file to read: the flag's, else the default file when it exists.
+    /// The config file to read: the flag's, else the checkout's when run from one, else the installed
+    /// package's (so `webserver reload` finds the service's pid file from any directory).
     var resolvedPath: String? {
         if let config { return config }
-        return FileManager.default.fileExists(atPath: "config/webserver.yaml") ? "config/webserver.yaml" : nil
+        return ConfigOptions.defaultPaths.first { FileManager.default.fileExists(atPath: $0) }
     }
+
+    static let defaultPaths = ["config/webserver.yaml", "/etc/webserver/webserver.yaml"]
 }
 
 /// Prints every configuration issue to standard error.
@@ -283,42 +287,59 @@ struct Cert: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Make a local development CA (once) and a certificate it signs for localhost, 127.0.0.1, ::1 and NAMEs.",
             discussion: """
-                The CA can only sign local names (name constraints: localhost, *.localhost, *.test, 127.0.0.0/8, ::1), \
-                so trusting it cannot let anyone impersonate a real site. Files: DIR/dev-ca.pem, DIR/dev-ca-key.pem, \
-                DIR/dev.pem, DIR/dev-key.pem; keys are written 0600.
+                The CA can only sign local and private names (name constraints: localhost and names under .localhost, .test, \
+                .local, .internal and .home.arpa; 127.0.0.0/8, ::1, 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7), \
+                so trusting it cannot let anyone impersonate a public site. Files: DIR/dev-ca.pem, DIR/dev-ca-key.pem, \
+                DIR/dev.pem, DIR/dev-key.pem; keys are written 0600. --install adds the CA to the system's trust store \
+                (as root) and to the NSS databases Chromium and Firefox read (certutil, from libnss3-tools), each CA \
+                under its own name (its fingerprint), and keeps the certificate that is there.
                 """)
 
-        @Argument(help: "More local names for the certificate: app.localhost, site.test, 127.0.0.2.")
+        @Argument(help: "More names for the certificate: app.localhost, site.test, laptop.local, 127.0.0.2, 192.168.1.5 (a LAN address, for a phone).")
         var names: [String] = []
 
         @Option(help: ArgumentHelp("Directory for the files.", valueName: "dir"))
         var dir: String = "certs"
 
-        @Flag(help: "Add the CA to the system's trust store (update-ca-certificates; needs root).")
+        @Flag(help: "Trust the CA: the system's store (update-ca-certificates; needs root) and the browsers' NSS databases.")
         var install = false
 
-        @Flag(help: "Remove the CA from the system's trust store.")
+        @Flag(help: "Take the CA out of the trust stores --install put it in.")
         var uninstall = false
+
+        @Option(help: ArgumentHelp("The stores --install and --uninstall change: system, nss, or both (comma-separated).", valueName: "list"))
+        var trustStore: String = "system,nss"
 
         @Option(help: ArgumentHelp(
             "Run as root: give the certificate and its key to this user, the one the server runs as (default: nobody, the server's user when the config sets none).",
             valueName: "user"))
         var user: String?
 
+        func validate() throws {
+            if install && uninstall { throw ValidationError("--install and --uninstall together: choose one") }
+            if uninstall && !names.isEmpty { throw ValidationError("--uninstall takes no names") }
+            if TrustStores.parse(trustStore) == nil { throw ValidationError("--trust-store: '\(trustStore)' is not a list of system and nss") }
+        }
+
         func run() throws {
             let directory = URL(fileURLWithPath: dir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL.path
-            let storeFile = "/usr/local/share/ca-certificates/webserver-dev-ca.crt"
+            let stores = TrustStores.parse(trustStore) ?? []
             if uninstall {
-                if FileManager.default.fileExists(atPath: storeFile) { try FileManager.default.removeItem(atPath: storeFile) }
-                try updateTrustStore(fresh: true)
-                print("Removed the development CA from the system trust store.")
+                guard let ca = DevCertificates.authority(besideCertificate: directory + "/dev.pem") else {
+                    print("No development CA in \(dir) (\(directory)/dev-ca.pem); nothing to uninstall.")
+                    return
+                }
+                if !TrustStores(stores: stores, ca: ca).uninstall() { throw ExitCode(1) }
                 return
             }
             let result: DevCertificates.Result
             do {
-                result = try DevCertificates.make(certificate: directory + "/dev.pem", key: directory + "/dev-key.pem", names: names)
+                // --install alone trusts the CA and keeps the certificate already made (a running server
+                // keeps presenting it); names ask for a new one.
+                result = try DevCertificates.make(
+                    certificate: directory + "/dev.pem", key: directory + "/dev-key.pem", names: names, reissue: !(install && names.isEmpty))
                 let owner = user ?? ServerConfig.defaultUser
-                if getuid() == 0 && owner != "root" {
+                if getuid() == 0 && owner != "root" && !result.kept {
                     guard getpwnam(owner) != nil else {
                         FileHandle.standardError.write(Data("webserver: no user '\(owner)' to give the certificate to (--user)\n".utf8))
                         throw ExitCode(1)
@@ -332,43 +353,36 @@ struct Cert: ParsableCommand {
             let formatter = ISO8601DateFormatter()
             formatter.formatOptions = [.withFullDate]
             func date(_ seconds: Int64) -> String { formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds))) }
+            let ca = DevCertificates.Authority(certificate: result.caCertificate, fingerprint: result.caFingerprint)
             print("""
                 Development CA: \(result.caCertificate) (\(result.caCreated ? "created" : "already there, reused"))
                   SHA-256 fingerprint: \(result.caFingerprint)
                   expires: \(date(result.caExpiry))
-                Certificate for \(result.names.joined(separator: ", ")): \(result.certificate)
-                  key: \(result.key) (mode 0600)
-                  SHA-256 fingerprint: \(result.fingerprint)
-                  expires: \(date(result.expiry))
+                """)
+            if result.kept {
+                print("Certificate: \(result.certificate) (already there, kept; expires \(date(result.expiry)))")
+            } else {
+                print("""
+                    Certificate for \(result.names.joined(separator: ", ")): \(result.certificate)
+                      key: \(result.key) (mode 0600)
+                      SHA-256 fingerprint: \(result.fingerprint)
+                      expires: \(date(result.expiry))
+                    """)
+            }
+            if install {
+                print("")
+                if !TrustStores(stores: stores, ca: ca).install(directoryFlag: dir) { throw ExitCode(1) }
+                return
+            }
+            print("""
 
                 Make clients trust the CA:
                   curl --cacert \(result.caCertificate) https://localhost:8443/
                   NODE_EXTRA_CA_CERTS=\(result.caCertificate) node app.js
                   REQUESTS_CA_BUNDLE=\(result.caCertificate) python3 app.py
                   SSL_CERT_FILE=\(result.caCertificate) (OpenSSL-based tools, Ruby, Go on Linux)
-                  system-wide: webserver cert dev --install (update-ca-certificates)
+                  this machine's store and its browsers (Chromium, Firefox): webserver cert dev --install --dir \(dir)
                 """)
-            if install {
-                try? FileManager.default.removeItem(atPath: storeFile)
-                try FileManager.default.createDirectory(atPath: "/usr/local/share/ca-certificates", withIntermediateDirectories: true)
-                try FileManager.default.copyItem(atPath: result.caCertificate, toPath: storeFile)
-                try updateTrustStore(fresh: false)
-                print("Installed the development CA in the system trust store (\(storeFile)).")
-            }
-        }
-
-        func updateTrustStore(fresh: Bool) throws {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/update-ca-certificates")
-            process.arguments = fresh ? ["--fresh"] : []
-            do {
-                try process.run()
-            } catch {
-                FileHandle.standardError.write(Data("webserver: cannot run update-ca-certificates (Debian's ca-certificates package): \(error)\n".utf8))
-                throw ExitCode(1)
-            }
-            process.waitUntilExit()
-            if process.terminationStatus != 0 { throw ExitCode(1) }
         }
     }
 }

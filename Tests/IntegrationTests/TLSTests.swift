@@ -146,7 +146,8 @@ import Testing
     @Test func certDevMakesALocalCAAndALeaf() throws {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let made = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "app.localhost", "site.test", "127.0.0.2"])
+        let made = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "app.localhost", "site.test", "127.0.0.2",
+                                             "192.168.1.5", "laptop.local", "fd00::5"])
         #expect(made.status == 0)
         #expect(made.output.contains("SHA-256 fingerprint") && made.output.contains("curl --cacert"))
         #expect(made.output.contains("NODE_EXTRA_CA_CERTS") && made.output.contains("REQUESTS_CA_BUNDLE") && made.output.contains("SSL_CERT_FILE"))
@@ -159,10 +160,11 @@ import Testing
         #expect(try run("openssl", ["verify", "-CAfile", ca, leaf]).output.contains("OK"))
         let caText = try run("openssl", ["x509", "-in", ca, "-noout", "-text"]).output
         #expect(caText.contains("Name Constraints: critical") && caText.contains("DNS:localhost") && caText.contains("DNS:test"))
-        #expect(caText.contains("IP:127.0.0.0/255.0.0.0"))
+        #expect(caText.contains("IP:127.0.0.0/255.0.0.0") && caText.contains("IP:192.168.0.0/255.255.0.0") && caText.contains("DNS:local"))
         #expect(caText.contains("CA:TRUE") && caText.contains("prime256v1"))
         let leafText = try run("openssl", ["x509", "-in", leaf, "-noout", "-text"]).output
-        for name in ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1", "DNS:app.localhost", "DNS:site.test", "IP Address:127.0.0.2"] {
+        for name in ["DNS:localhost", "IP Address:127.0.0.1", "IP Address:0:0:0:0:0:0:0:1", "DNS:app.localhost", "DNS:site.test", "IP Address:127.0.0.2",
+                     "IP Address:192.168.1.5", "DNS:laptop.local", "IP Address:FD00:0:0:0:0:0:0:5"] {
             #expect(leafText.contains(name), "\(name)")
         }
         #expect(leafText.contains("TLS Web Server Authentication") && leafText.contains("CA:FALSE"))
@@ -172,8 +174,46 @@ import Testing
         #expect(try Data(contentsOf: URL(fileURLWithPath: ca)) == caBefore)
         #expect(try run("openssl", ["verify", "-CAfile", ca, leaf]).output.contains("OK"))
         // A name the CA cannot sign is refused.
-        let outside = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "example.com"])
-        #expect(outside.status == 1 && outside.error.contains("not a local name"))
+        for name in ["example.com", "8.8.8.8", "172.32.0.1", "2001:db8::1"] {
+            let outside = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, name])
+            #expect(outside.status == 1 && outside.error.contains("'\(name)' is not a local or private name"), "\(name): \(outside.error)")
+        }
+    }
+
+    /// A CA made with the narrower constraints of before (loopback names only) cannot sign a LAN
+    /// address: the command says so and how to make a new CA, and leaves the certificate there alone.
+    @Test func aCAThatCannotSignALANAddressIsNamedAndNothingIsWritten() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let ca = directory.appendingPathComponent("dev-ca.pem").path
+        let made = try run("openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30",
+            "-keyout", directory.appendingPathComponent("dev-ca-key.pem").path, "-out", ca, "-subj", "/CN=Old development CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+            "-addext", "nameConstraints=critical,permitted;DNS:localhost,permitted;IP:127.0.0.0/255.0.0.0,permitted;IP:0:0:0:0:0:0:0:1/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF",
+        ])
+        #expect(made.status == 0, "\(made.error)")
+        #expect(try run(webserverBinary, ["cert", "dev", "--dir", directory.path]).status == 0)  // localhost: fine
+        let leaf = try Data(contentsOf: directory.appendingPathComponent("dev.pem"))
+        let refused = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "192.168.1.5"])
+        #expect(refused.status == 1)
+        #expect(refused.error.contains("the development CA in \(ca) cannot sign 192.168.1.5") && refused.error.contains("Make a new one"), "\(refused.error)")
+        #expect(try Data(contentsOf: directory.appendingPathComponent("dev.pem")) == leaf)
+    }
+
+    /// `--uninstall` of a CA no store has, or with no CA at all, says so in one line and succeeds.
+    @Test func uninstallingWhatIsNotInstalledSaysSoInOneLine() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let home = directory.appendingPathComponent("home")
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+        let environment = ["HOME": home.path, "SUDO_USER": ""]
+        let none = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall"], environment: environment)
+        #expect(none.status == 0 && none.output == "No development CA in \(directory.path) (\(directory.path)/dev-ca.pem); nothing to uninstall.\n", "\(none.output)")
+        #expect(try run(webserverBinary, ["cert", "dev", "--dir", directory.path]).status == 0)
+        let notInstalled = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall", "--trust-store", "nss"], environment: environment)
+        #expect(notInstalled.status == 0 && notInstalled.output.split(separator: "\n").count == 1, "\(notInstalled.output)")
+        #expect(notInstalled.output.contains("is not installed in any trust store; nothing to remove."))
     }
 
     @Test func serveMakesTheDevelopmentCertificateOnFirstRun() throws {
@@ -481,24 +521,65 @@ import Testing
     }
 
     /// `--install` puts the development CA in the system store (curl then trusts the server without
-    /// --cacert), `--uninstall` takes it out again.
+    /// --cacert) under a name of its own (its fingerprint), and in the NSS database Chromium reads (here
+    /// in a temporary HOME), and keeps the certificate already made; a second CA sits beside the first;
+    /// `--uninstall` takes each out of both again.
     @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/update-ca-certificates"), "needs root and ca-certificates"))
     func installAndUninstallTheDevelopmentCA() throws {
         let directory = try temporaryDirectory()
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let installed = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--install"])
-        defer { _ = try? run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall"]) }  // even when an expectation fails
-        #expect(installed.status == 0 && installed.output.contains("Installed the development CA"))
-        let store = "/usr/local/share/ca-certificates/webserver-dev-ca.crt"
+        let second = try temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(at: directory)
+            try? FileManager.default.removeItem(at: second)
+        }
+        let home = directory.appendingPathComponent("home")
+        try FileManager.default.createDirectory(at: home, withIntermediateDirectories: true)
+        let environment = ["HOME": home.path, "SUDO_USER": ""]
+        func certDev(_ dir: URL, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+            try run(webserverBinary, ["cert", "dev", "--dir", dir.path] + arguments, environment: environment)
+        }
+        #expect(try certDev(directory, []).status == 0)
+        let leaf = try Data(contentsOf: directory.appendingPathComponent("dev.pem"))
+        let installed = try certDev(directory, ["--install"])
+        defer {
+            _ = try? certDev(directory, ["--uninstall"])  // even when an expectation fails
+            _ = try? certDev(second, ["--uninstall"])
+        }
+        #expect(installed.status == 0 && installed.output.contains("System trust store (curl, Python, Go, OpenSSL): added"), "\(installed.output)\(installed.error)")
+        #expect(installed.output.contains("already there, kept"))
+        #expect(try Data(contentsOf: directory.appendingPathComponent("dev.pem")) == leaf)  // not re-issued
+        let fingerprint = try #require(installed.output.split(separator: "\n").first { $0.contains("SHA-256 fingerprint") })
+        let tag = String(fingerprint.split(separator: ":", maxSplits: 1)[1].filter { $0.isHexDigit }.prefix(16)).lowercased()
+        let store = "/usr/local/share/ca-certificates/webserver-dev-ca-\(tag).crt"
         #expect(FileManager.default.fileExists(atPath: store))
+        let certutil = FileManager.default.isExecutableFile(atPath: "/usr/bin/certutil")
+        let nssdb = "sql:" + home.appendingPathComponent(".pki/nssdb").path
+        if certutil {
+            #expect(installed.output.contains("NSS (Chromium, Firefox): added to \(home.path)/.pki/nssdb"))
+            #expect(try run("certutil", ["-L", "-d", nssdb]).output.contains("WebServer development CA \(tag)"))
+        }
         let server = try TestServer(
             config: "tls: {listen: ['127.0.0.1:0'], cert: \(directory.path)/dev.pem, key: \(directory.path)/dev-key.pem}\n", site: richSite).start()
         defer { server.stop() }
         let port = try #require(server.tlsPort)
         #expect(try curl(["https://127.0.0.1:\(port)/style.css"]) == "body{}\n")  // no --cacert
-        let removed = try run(webserverBinary, ["cert", "dev", "--dir", directory.path, "--uninstall"])
-        #expect(removed.status == 0 && !FileManager.default.fileExists(atPath: store))
+        // A second project's CA: its own file beside the first.
+        let other = try certDev(second, ["--install"])
+        #expect(other.status == 0 && other.output.contains("Development CA: \(second.path)/dev-ca.pem (created)"))
+        let files = try FileManager.default.contentsOfDirectory(atPath: "/usr/local/share/ca-certificates").filter { $0.hasPrefix("webserver-dev-ca-") }
+        #expect(files.count >= 2 && files.contains("webserver-dev-ca-\(tag).crt"), "\(files)")
+        let removed = try certDev(directory, ["--uninstall"])
+        #expect(removed.status == 0 && removed.output.contains("Removed the development CA"), "\(removed.output)\(removed.error)")
+        #expect(!FileManager.default.fileExists(atPath: store))
+        if certutil {
+            let listed = try run("certutil", ["-L", "-d", nssdb]).output
+            #expect(!listed.contains("WebServer development CA \(tag)") && listed.contains("WebServer development CA"), "\(listed)")
+        }
         #expect(try status("https://127.0.0.1:\(port)/style.css") == 0)  // untrusted again
+        let again = try certDev(directory, ["--uninstall"])
+        #expect(again.status == 0 && again.output.split(separator: "\n").count == 1 && again.output.contains("nothing to remove"), "\(again.output)")
+        #expect(try certDev(second, ["--uninstall"]).status == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "/usr/local/share/ca-certificates").filter { $0.hasPrefix("webserver-dev-ca-") }.count == files.count - 2)
     }
 }
 

@@ -3,9 +3,11 @@ import Foundation
 import Glibc
 
 /// Development certificates: a local certificate authority made once, limited by name constraints to
-/// names that can only be local (localhost, *.localhost, *.test, 127.0.0.0/8, ::1), and a leaf it signs
-/// for localhost, 127.0.0.1, ::1 and any further local names. Made with OpenSSL's API; keys are written
-/// 0600 and atomically (a temporary file renamed into place).
+/// names and addresses that only reach this machine or a private network (localhost, *.localhost,
+/// *.test, *.local, *.internal, *.home.arpa, 127.0.0.0/8, ::1, 10.0.0.0/8, 172.16.0.0/12,
+/// 192.168.0.0/16, fc00::/7), and a leaf it signs for localhost, 127.0.0.1, ::1 and any further such
+/// names (a LAN address lets a phone on the same network test the site). Made with OpenSSL's API; keys
+/// are written 0600 and atomically (a temporary file renamed into place).
 public enum DevCertificates {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -22,6 +24,8 @@ public enum DevCertificates {
         public var caExpiry: Int64
         public var expiry: Int64
         public var names: [String]
+        /// The leaf was already there and kept (`reissue: false`).
+        public var kept: Bool
     }
 
     /// The CA's files beside the leaf: `dev-ca.pem` and `dev-ca-key.pem` in the leaf certificate's directory.
@@ -30,13 +34,62 @@ public enum DevCertificates {
         return (directory + "/dev-ca.pem", directory + "/dev-ca-key.pem")
     }
 
+    /// The domains the CA may sign names in (each with its subdomains): reserved for local or private
+    /// use (RFC 6761 localhost and test, RFC 6762 local, RFC 8375 home.arpa, ICANN's internal).
+    static let localDomains = ["localhost", "test", "local", "internal", "home.arpa"]
+
+    /// The CA's name constraints: `localDomains`, loopback, and the private address ranges (RFC 1918,
+    /// RFC 4193), so trusting it can never let a leaked key impersonate a public site.
+    static let nameConstraints = "critical," + (localDomains.map { "permitted;DNS:\($0)" } + [
+        "permitted;IP:127.0.0.0/255.0.0.0",
+        "permitted;IP:10.0.0.0/255.0.0.0",
+        "permitted;IP:172.16.0.0/255.240.0.0",
+        "permitted;IP:192.168.0.0/255.255.0.0",
+        "permitted;IP:0:0:0:0:0:0:0:1/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF",
+        "permitted;IP:FC00:0:0:0:0:0:0:0/FE00:0:0:0:0:0:0:0",
+    ]).joined(separator: ",")
+
     /// Whether `name` is inside the CA's name constraints.
     public static func isLocal(_ name: String) -> Bool {
         let lower = name.lowercased()
-        if lower == "localhost" || lower.hasSuffix(".localhost") || lower.hasSuffix(".test") { return true }
-        if lower == "::1" || lower == "[::1]" { return true }
-        let parts = lower.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { UInt8($0) != nil }
+        if localDomains.contains(where: { lower == $0 || lower.hasSuffix("." + $0) }) { return true }
+        guard let bytes = addressBytes(lower) else { return false }
+        if bytes.count == 4 {
+            return bytes[0] == 127 || bytes[0] == 10 || (bytes[0] == 172 && bytes[1] & 0xF0 == 16) || (bytes[0] == 192 && bytes[1] == 168)
+        }
+        return bytes == [UInt8](repeating: 0, count: 15) + [1] || bytes[0] & 0xFE == 0xFC
+    }
+
+    /// The address's bytes when `name` is an IPv4 or IPv6 address (brackets allowed), else nil.
+    static func addressBytes(_ name: String) -> [UInt8]? {
+        let bare = name.hasPrefix("[") && name.hasSuffix("]") ? String(name.dropFirst().dropLast()) : name
+        var v4 = in_addr()
+        if inet_pton(AF_INET, bare, &v4) == 1 { return withUnsafeBytes(of: &v4) { Array($0) } }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, bare, &v6) == 1 { return withUnsafeBytes(of: &v6) { Array($0) } }
+        return nil
+    }
+
+    /// The CA beside a leaf, as the trust stores name it.
+    public struct Authority {
+        public var certificate: String
+        public var fingerprint: String
+        public init(certificate: String, fingerprint: String) {
+            self.certificate = certificate
+            self.fingerprint = fingerprint
+        }
+        /// The fingerprint's first 16 hex digits, lower case: the CA's name in trust stores.
+        public var shortFingerprint: String {
+            String(fingerprint.filter { $0 != ":" }.prefix(16)).lowercased()
+        }
+    }
+
+    /// The CA whose files are beside `certificate`, if there is one.
+    public static func authority(besideCertificate certificate: String) -> Authority? {
+        let (path, _) = caPaths(besideCertificate: certificate)
+        guard let ca = readCertificate(path) else { return nil }
+        defer { X509_free(ca) }
+        return Authority(certificate: path, fingerprint: fingerprint(ca))
     }
 
     /// Makes the CA if its files are missing, then a new leaf for localhost, 127.0.0.1, ::1 and `names`.
@@ -47,10 +100,12 @@ public enum DevCertificates {
         for path in paths { _ = chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
     }
 
-    public static func make(certificate: String, key: String, names: [String] = [], days: Int = 397) throws(Failure) -> Result {
+    /// Makes the CA if its files are missing, then a new leaf for localhost, 127.0.0.1, ::1 and `names`
+    /// (with `reissue: false`, a leaf already there is kept and reported as it is).
+    public static func make(certificate: String, key: String, names: [String] = [], days: Int = 397, reissue: Bool = true) throws(Failure) -> Result {
         let extra = names.filter { !["localhost", "127.0.0.1", "::1"].contains($0.lowercased()) }
         for name in extra where !isLocal(name) {
-            throw Failure(description: "'\(name)' is not a local name: the development CA can only sign localhost, *.localhost, *.test, 127.0.0.0/8 and ::1")
+            throw Failure(description: "'\(name)' is not a local or private name: the development CA can only sign localhost and names under .localhost, .test, .local, .internal and .home.arpa, loopback addresses and private ones (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, fc00::/7)")
         }
         let (caCertPath, caKeyPath) = caPaths(besideCertificate: certificate)
         let directory = URL(fileURLWithPath: certificate).deletingLastPathComponent().path
@@ -74,7 +129,7 @@ public enum DevCertificates {
                                 (NID_basic_constraints, "critical,CA:TRUE,pathlen:0"),
                                 (NID_key_usage, "critical,keyCertSign,cRLSign"),
                                 (NID_subject_key_identifier, "hash"),
-                                (NID_name_constraints, "critical,permitted;DNS:localhost,permitted;DNS:test,permitted;IP:127.0.0.0/255.0.0.0,permitted;IP:0:0:0:0:0:0:0:1/FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF:FFFF"),
+                                (NID_name_constraints, nameConstraints),
                                ])
             try writeKey(caKey, to: caKeyPath)
             try writeCertificate(caCert, to: caCertPath)
@@ -84,12 +139,18 @@ public enum DevCertificates {
             EVP_PKEY_free(caKey)
             X509_free(caCert)
         }
+        if !reissue && extra.isEmpty && !caCreated, access(key, R_OK) == 0, let kept = readCertificate(certificate) {
+            defer { X509_free(kept) }
+            return Result(caCertificate: caCertPath, certificate: certificate, key: key, caCreated: false,
+                          caFingerprint: fingerprint(caCert), fingerprint: fingerprint(kept),
+                          caExpiry: notAfter(caCert), expiry: notAfter(kept), names: [], kept: true)
+        }
         guard let leafKey = cossl_EVP_EC_gen_P256() else { throw Failure(description: TLSContext.lastError("EC key generation")) }
         defer { EVP_PKEY_free(leafKey) }
         var alternatives = ["DNS:localhost", "IP:127.0.0.1", "IP:0:0:0:0:0:0:0:1"]
         for name in extra {
             let bare = name.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
-            alternatives.append(bare.contains(":") || bare.split(separator: ".").allSatisfy({ UInt8($0) != nil }) ? "IP:\(bare)" : "DNS:\(bare)")
+            alternatives.append(addressBytes(bare) != nil ? "IP:\(bare)" : "DNS:\(bare)")
         }
         let leaf = try build(subject: "localhost", key: leafKey, issuer: caCert, issuerKey: caKey, days: days,
                              extensions: [
@@ -101,12 +162,34 @@ public enum DevCertificates {
                                 (NID_subject_alt_name, alternatives.joined(separator: ",")),
                              ])
         defer { X509_free(leaf) }
+        // A CA made before private addresses and .local names were allowed cannot sign them: say so
+        // before anything is written, instead of leaving a certificate no client accepts.
+        if let problem = verify(leaf, signedBy: caCert) {
+            throw Failure(description: """
+                the development CA in \(caCertPath) cannot sign \(extra.joined(separator: ", ")) (\(problem)): it was made \
+                with narrower name constraints. Make a new one: webserver cert dev --uninstall --dir \(directory), \
+                delete \(caCertPath) and \(caKeyPath), then run this again
+                """)
+        }
         try writeKey(leafKey, to: key)
         try writeCertificate(leaf, to: certificate)
         return Result(caCertificate: caCertPath, certificate: certificate, key: key, caCreated: caCreated,
                       caFingerprint: fingerprint(caCert), fingerprint: fingerprint(leaf),
                       caExpiry: notAfter(caCert), expiry: notAfter(leaf),
-                      names: ["localhost", "127.0.0.1", "::1"] + extra)
+                      names: ["localhost", "127.0.0.1", "::1"] + extra, kept: false)
+    }
+
+    /// Why `leaf` does not verify against `ca` (OpenSSL's reason, name constraints included), or nil.
+    static func verify(_ leaf: OpaquePointer, signedBy ca: OpaquePointer) -> String? {
+        guard let store = X509_STORE_new(), let context = X509_STORE_CTX_new() else { return "out of memory" }
+        defer {
+            X509_STORE_CTX_free(context)
+            X509_STORE_free(store)
+        }
+        X509_STORE_add_cert(store, ca)
+        guard X509_STORE_CTX_init(context, store, leaf, nil) == 1 else { return "cannot verify" }
+        if X509_verify_cert(context) == 1 { return nil }
+        return String(cString: X509_verify_cert_error_string(Int(X509_STORE_CTX_get_error(context))))
     }
 
     static func build(

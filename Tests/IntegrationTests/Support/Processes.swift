@@ -25,11 +25,16 @@ func descendants(of pid: Int32) -> [Int32] { Supervisor.descendants(of: pid) }
 
 /// Runs a program to completion; returns its exit status and standard output and error.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], directory: URL? = nil) throws -> (status: Int32, output: String, error: String) {
+func run(
+    _ executable: String, _ arguments: [String], directory: URL? = nil, environment: [String: String] = [:]
+) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable.hasPrefix("/") ? executable : "/usr/bin/env")
     process.arguments = executable.hasPrefix("/") ? arguments : [executable] + arguments
     if let directory { process.currentDirectoryURL = directory }
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe()
     let error = Pipe()
     process.standardOutput = output
