@@ -95,6 +95,57 @@ import Testing
         #expect(!secureLog.contains("listening on http://"), "\(secureLog)")
     }
 
+    /// The shipped configuration listens on 127.0.0.1 and [::1] (browsers try ::1 first for
+    /// localhost). On a machine without IPv6 (here a network namespace whose loopback has IPv6 turned
+    /// off) the [::1] entry is left out with a warning naming its line, the rest serves, and a reload of
+    /// the same file is not mistaken for a change of `listen`.
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip")
+                   && (try? run("unshare", ["-n", "true"]).status) == 0, "needs root, ip and network namespaces"))
+    func bothLoopbacksAndAMachineWithoutIPv6() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try "both\n".write(to: directory.appendingPathComponent("site/index.html"), atomically: true, encoding: .utf8)
+        let config = directory.appendingPathComponent("webserver.yaml")
+        try """
+            root: site
+            listen:
+              - 127.0.0.1:8080
+              - "[::1]:8080"
+            error_log: \(directory.path)/error.log
+            pid_file: \(directory.path)/webserver.pid
+
+            """.write(to: config, atomically: true, encoding: .utf8)
+        _ = chmod(directory.path, 0o755)
+        // Here, with IPv6: both answer.
+        let port = try freePort()
+        let here = directory.appendingPathComponent("here.yaml")
+        try String(contentsOf: config, encoding: .utf8).replacingOccurrences(of: ":8080", with: ":\(port)")
+            .replacingOccurrences(of: "webserver.pid", with: "here.pid").write(to: here, atomically: true, encoding: .utf8)
+        let started = try run(webserverBinary, ["serve", "--config", here.path, "--daemon"])
+        #expect(started.status == 0, "\(started.error)")
+        defer { _ = try? run(webserverBinary, ["stop", "--config", here.path]) }
+        #expect(try curl(["http://127.0.0.1:\(port)/"]) == "both\n")
+        #expect(try curl(["-g", "http://[::1]:\(port)/"]) == "both\n")
+        _ = try run(webserverBinary, ["stop", "--config", here.path])
+        // Without IPv6: the server, curl and a reload all inside one network namespace.
+        let binary = webserverBinary
+        let script = """
+            ip link set lo up && echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6 || exit 99
+            \(binary) serve --config \(config.path) --daemon >/dev/null || exit 98
+            curl -s http://127.0.0.1:8080/
+            \(binary) reload --config \(config.path) >/dev/null
+            sleep 1
+            curl -s http://127.0.0.1:8080/
+            \(binary) stop --config \(config.path) >/dev/null
+            """
+        let result = try run("unshare", ["-n", "sh", "-c", script])
+        #expect(result.status == 0 && result.output == "both\nboth\n", "\(result.status) \(result.output) \(result.error)")
+        let log = try String(contentsOf: directory.appendingPathComponent("error.log"), encoding: .utf8)
+        #expect(log.contains("[::1]:8080 (listen, \(config.path):4) left out: this machine has no IPv6"), "\(log)")
+        #expect(log.contains("listening on http://127.0.0.1:8080"))
+        #expect(!log.contains("reload failed"), "\(log)")
+    }
+
     @Test func versionNamesTheLinkedLibraries() throws {
         let result = try run(webserverBinary, ["--version"])
         #expect(result.status == 0)

@@ -8,6 +8,9 @@ import Glibc
 /// number them in. Closed when nothing accepts any more (shutdown) or at exit.
 final class ListeningSockets {
     private(set) var fds: [Int32] = []
+    /// IPv6 loopback and any-address entries left out because this machine has no IPv6 (`usable`),
+    /// with the warning `announce` logs once the error log is open.
+    private(set) var skipped: [String: String] = [:]
 
     /// Binds (or adopts) a socket for every `listen` and `tls.listen` entry. `passed` are sockets
     /// systemd or an upgrading server handed over: each is matched to an entry like socket activation
@@ -50,6 +53,14 @@ final class ListeningSockets {
                 do {
                     fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
                 } catch {
+                    // The shipped configuration listens on [::1] beside 127.0.0.1 (browsers try ::1
+                    // first for local names); a machine or container without IPv6 serves on the rest.
+                    if ListeningSockets.isIPv6LoopbackOrAny(address), error.errno == EADDRNOTAVAIL || error.errno == EAFNOSUPPORT,
+                        config.allListen.count > skipped.count + 1 {
+                        skipped[socket.address] =
+                            "\(socket.address) (\(socket.origin ?? "listen")) left out: this machine has no IPv6 (\(String(cString: strerror(error.errno)))); serving on the other addresses"
+                        continue
+                    }
                     // Which line asked for it: the file's, or a flag.
                     throw SystemError(call: "bind \(socket.address) (\(socket.origin ?? "listen"))", errno: error.errno)
                 }
@@ -71,8 +82,25 @@ final class ListeningSockets {
         }
     }
 
+    /// `config` without the entries `open` left out, so that `fds` and `allListen` stay in step for
+    /// every process; applied to a reloaded file too, which names them again.
+    func usable(_ config: ServerConfig) -> ServerConfig {
+        guard !skipped.isEmpty else { return config }
+        var config = config
+        config.listen.removeAll { skipped[$0.address] != nil }
+        config.tls.listen.removeAll { skipped[$0.address] != nil }
+        return config
+    }
+
+    static func isIPv6LoopbackOrAny(_ address: SocketAddress) -> Bool {
+        guard address.family == UInt8(AF_INET6) else { return false }
+        // In network order: :: is all zeros, ::1 ends in the byte 1.
+        return address.bytes.0 == 0 && (address.bytes.1 == 0 || address.bytes.1 == UInt64(bigEndian: 1))
+    }
+
     /// Says where the server listens (with the ports the kernel chose for port 0).
     func announce(_ config: ServerConfig) throws {
+        for warning in skipped.values.sorted() { log.warning("\(warning)") }
         for (index, fd) in fds.enumerated() {
             let scheme = index < config.listen.count ? "http" : "https"
             if let path = config.allListen[index].unixPath {

@@ -18,6 +18,7 @@ extension Supervisor {
             recordReload(applied: false)
             return
         }
+        newConfig = sockets.usable(newConfig)
         if newConfig.allListen.map(\.address) != config.allListen.map(\.address) || newConfig.user != config.user
             || newConfig.backlog != config.backlog || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds
             || newConfig.adminListen != config.adminListen {

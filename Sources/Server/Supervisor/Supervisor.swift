@@ -96,6 +96,7 @@ public final class Supervisor {
         try pidFile.lock(inherited: inherited.pidFile)
         Privileges.raiseDescriptorLimit(for: config)
         try sockets.open(config, passed: Systemd.activatedSockets() + inherited.sockets, fromUpgrade: !inherited.sockets.isEmpty)
+        config = sockets.usable(config)
         try openAdmin(inherited: inherited.admin)
         try logs.open(config)
         if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
