@@ -183,6 +183,53 @@ func comparable(_ headers: [String: String]) -> [String: String] { headers.filte
         #expect(old.contains("Content-Length: \(big)\r\n") && !old.contains("Content-Encoding"))
     }
 
+    /// A body compressed as it is sent has no length when its response starts: its access log line
+    /// waits for the end and then says how many bytes the body came to (the gzip bytes the client got,
+    /// without chunked framing), over HTTP/1.1 and HTTP/2, in both formats; a client that goes away
+    /// in the middle gets a line with what was made until then.
+    @Test func streamedBodiesAreLoggedWithTheBytesSent() throws {
+        let big = 3 * 1_048_576
+        for format in ["combined", "json"] {
+            let directory = try temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let (cert, key) = try makeTestCertificate(in: directory)
+            let server = try TestServer(
+                config: "access_log_format: \(format)\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n",
+                site: { site in try Data(sourceLikeText(bytes: big, seed: 9)).write(to: site.appendingPathComponent("big.txt")) }
+            ).start()
+            defer { server.stop() }
+            let tlsPort = try #require(server.tlsPort)
+            let plain = server.directory.appendingPathComponent("plain.gz")
+            let secure = server.directory.appendingPathComponent("secure.gz")
+            _ = try curl(["-H", "Accept-Encoding: gzip", "-o", plain.path, "\(server.url)/big.txt"])
+            _ = try curl(["-k", "--http2", "-H", "Accept-Encoding: gzip", "-o", secure.path, "https://127.0.0.1:\(tlsPort)/big.txt"])
+            let plainBytes = try Data(contentsOf: plain).count
+            let secureBytes = try Data(contentsOf: secure).count
+            #expect(plainBytes > 1000 && plainBytes < big / 2 && secureBytes == plainBytes)
+            // A client that reads the head and a little, then goes.
+            let client = try RawConnection(port: server.port)
+            client.setTimeout(5)
+            client.send("GET /big.txt HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+            var scratch = [UInt8](repeating: 0, count: 4096)
+            _ = recv(client.fd, &scratch, scratch.count, 0)
+            client.close()
+            let lines = accessLines(server, count: 3)
+            #expect(lines.count == 3, "\(lines)")
+            if format == "combined" {
+                #expect(lines.contains { $0.contains("\"GET /big.txt HTTP/1.1\" 200 \(plainBytes) ") }, "\(lines)")
+                #expect(lines.contains { $0.contains("\"GET /big.txt HTTP/2.0\" 200 \(secureBytes) ") }, "\(lines)")
+                #expect(!lines.contains { $0.contains(" 200 - ") }, "\(lines)")
+            } else {
+                #expect(lines.contains { $0.contains("\"request\":\"GET /big.txt HTTP/1.1\",\"status\":200,\"bytes\":\(plainBytes),") }, "\(lines)")
+                #expect(lines.contains { $0.contains("\"request\":\"GET /big.txt HTTP/2.0\",\"status\":200,\"bytes\":\(secureBytes),") }, "\(lines)")
+                #expect(!lines.contains { $0.contains("\"bytes\":null") }, "\(lines)")
+            }
+            // The one that went away: fewer bytes than the whole body, and some.
+            let partial = lines.filter { !$0.contains(" \(plainBytes) ") && !$0.contains(":\(plainBytes),") }
+            #expect(partial.count == 1, "\(lines)")
+        }
+    }
+
     /// The compressed cache is keyed by file version: a changed file is compressed afresh, and served
     /// as soon as the open-file cache sees the change.
     @Test func aChangedFileIsCompressedAfresh() throws {

@@ -200,6 +200,9 @@ final class GzipStream {
     /// Room before the data for the chunk size line, and after it for CRLF and the last chunk.
     static let prefixRoom = 10
     static let suffixRoom = 7
+    /// The response's access log line, written with the compressed length when the body ends or is
+    /// dropped (a closed connection, a reset stream).
+    var pendingLog: AccessLog.PendingLine?
 
     init?(source: CachedFile, level: Int) {
         guard let deflater = GzipDeflater(level: level) else { return nil }
@@ -212,6 +215,7 @@ final class GzipStream {
     deinit {
         input.deallocate()
         output.deallocate()
+        pendingLog?.finish()
     }
 
     /// The next piece of the compressed body as it is (HTTP/2 frames it in DATA frames): up to
@@ -237,6 +241,7 @@ final class GzipStream {
             // zlib holds back output until it has enough; with input left to read, read more.
             if written == 0 && deflater.pendingInput == 0 && inputOffset >= source.size && !ended { return nil }
         }
+        pendingLog?.bodyBytes += Int64(produced)
         return UnsafeRawBufferPointer(start: data, count: produced)
     }
 

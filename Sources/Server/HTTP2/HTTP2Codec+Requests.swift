@@ -168,7 +168,7 @@ extension HTTP2Codec {
                 line = lineEnd + 1
             }
         }
-        let hasBody = !exchange.isHead && stream.load(response)
+        let hasBody = !exchange.isHead && stream.load(response, pendingLog: accessLog.takePending())
         let result: Int32
         if hasBody {
             stream.sending = true

@@ -90,8 +90,9 @@ final class HTTP2Stream {
         if gzip != nil { gzip = nil }
     }
 
-    /// Sets up the body of `response` (not for HEAD); false when it has none.
-    func load(_ response: borrowing Response) -> Bool {
+    /// Sets up the body of `response` (not for HEAD); false when it has none. A body compressed as it
+    /// is sent carries `pendingLog`, its access log line.
+    func load(_ response: borrowing Response, pendingLog: AccessLog.PendingLine?) -> Bool {
         switch response.body {
         case .none:
             return false
@@ -117,6 +118,7 @@ final class HTTP2Stream {
             nextPart()
         case .gzipStream(let level):
             guard let source = response.representation, let stream = GzipStream(source: source, level: level) else { return false }
+            stream.pendingLog = pendingLog
             representation = source
             gzip = stream
         }

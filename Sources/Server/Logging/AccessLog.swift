@@ -30,6 +30,9 @@ final class AccessLog {
     private let stats: UnsafeMutablePointer<UInt64>
     /// Lines dropped since the error log last said so, and when it did.
     private var droppedUnreported: UInt64 = 0
+    /// The line of the response just recorded whose body is compressed as it is sent, until that body
+    /// takes it (`takePending`).
+    private var pending: PendingLine?
     private var lastReport: Int64 = -1_000_000
     static let reportInterval: Int64 = 60_000
 
@@ -67,6 +70,65 @@ final class AccessLog {
             status: response.status, bodyBytes: exchange.isHead ? 0 : response.bodyLength)
     }
 
+    /// A line whose body length is known only once the body has gone (a body compressed as it is
+    /// sent): made when the response starts, and written, with the compressed bytes the body came to,
+    /// when the body ends or its connection or stream does (then with what went until then).
+    final class PendingLine {
+        unowned let log: AccessLog
+        let text: [UInt8]
+        /// Where the byte count goes in `text`.
+        let split: Int
+        /// The body's bytes so far (compressed, without chunked framing).
+        var bodyBytes: Int64 = 0
+        private var written = false
+
+        init(log: AccessLog, text: [UInt8], split: Int) {
+            self.log = log
+            self.text = text
+            self.split = split
+        }
+
+        /// Appends the line to the log with `bodyBytes` (once).
+        func finish() {
+            guard !written else { return }
+            written = true
+            log.append(self)
+        }
+    }
+
+    /// A pending line no body took (its stream could not start: bodies take theirs in the turn that
+    /// made it) goes with its length unknown.
+    private func finishUnclaimed() {
+        guard let unclaimed = pending else { return }
+        pending = nil
+        unclaimed.bodyBytes = -1
+        unclaimed.finish()
+    }
+
+    /// The pending line of the response just recorded, for its body to carry.
+    func takePending() -> PendingLine? {
+        defer { pending = nil }
+        return pending
+    }
+
+    private func append(_ line: PendingLine) {
+        guard fd >= 0 else { return }
+        if count + line.text.count + 20 > AccessLog.capacity { flush() }
+        var writer = ByteWriter(base: buffer + count, capacity: AccessLog.capacity - count)
+        line.text.withUnsafeBufferPointer { text in
+            writer.append(text.baseAddress!, line.split)
+            if line.bodyBytes >= 0 {
+                writer.appendDecimal(line.bodyBytes)
+            } else if format == .json {
+                writer.append("null")
+            } else {
+                writer.append(byte: UInt8(ascii: "-"))
+            }
+            writer.append(text.baseAddress! + line.split, text.count - line.split)
+        }
+        if !writer.overflowed { count += writer.count }
+    }
+
     /// The line for bytes that never became a request, by their first line.
     func recordUnparsed(_ bytes: UnsafeRawBufferPointer, client: SocketAddress, status: HTTPStatus, bodyBytes: Int64) {
         guard fd >= 0 else { return }
@@ -80,8 +142,10 @@ final class AccessLog {
         status: HTTPStatus, bodyBytes: Int64
     ) {
         guard fd >= 0 else { return }
+        finishUnclaimed()
         if count >= AccessLog.flushAt { flush() }
         var writer = ByteWriter(base: buffer + count, capacity: AccessLog.capacity - count)
+        var split = -1
         switch format {
         case .combined:
             AccessLog.appendHost(client, &writer)
@@ -92,7 +156,7 @@ final class AccessLog {
             writer.append("\" ")
             writer.appendDecimal(Int64(status.rawValue))
             writer.append(byte: UInt8(ascii: " "))
-            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append(byte: UInt8(ascii: "-")) }
+            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { split = writer.count }
             writer.append(" \"")
             if !referer.isEmpty { AccessLog.appendEscaped(&writer, bytes, referer) } else { writer.append(byte: UInt8(ascii: "-")) }
             writer.append("\" \"")
@@ -110,14 +174,21 @@ final class AccessLog {
             writer.append("\",\"status\":")
             writer.appendDecimal(Int64(status.rawValue))
             writer.append(",\"bytes\":")
-            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { writer.append("null") }
+            if bodyBytes >= 0 { writer.appendDecimal(bodyBytes) } else { split = writer.count }
             writer.append(",\"referer\":\"")
             AccessLog.appendEscaped(&writer, bytes, referer, json: true)
             writer.append("\",\"user_agent\":\"")
             AccessLog.appendEscaped(&writer, bytes, userAgent, json: true)
             writer.append("\"}\n")
         }
-        if !writer.overflowed { count += writer.count }
+        guard !writer.overflowed else { return }
+        if split >= 0 {
+            // The body's length comes when it ends: the line waits for it (a rare path: bodies too large
+            // to compress whole).
+            pending = PendingLine(log: self, text: Array(UnsafeBufferPointer(start: buffer + count, count: writer.count)), split: split)
+            return
+        }
+        count += writer.count
     }
 
     /// The request line of bytes that did not parse: their first line, as far as it goes (1 KiB at most).
@@ -129,6 +200,7 @@ final class AccessLog {
 
     /// Writes the buffered lines: whole lines in one write to an O_APPEND file.
     func flush() {
+        finishUnclaimed()
         guard count > 0 else { return }
         defer { count = 0 }
         guard fd >= 0 else { return }

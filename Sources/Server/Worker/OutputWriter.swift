@@ -21,12 +21,15 @@ final class OutputWriter {
     let record: UnsafeMutableRawBufferPointer
     /// This worker's figures (`Stats` slots): bytes written to sockets.
     let stats: UnsafeMutablePointer<UInt64>
+    /// Where a body compressed as it is sent takes its pending line from.
+    let accessLog: AccessLog?
 
     deinit { record.deallocate() }
 
-    init(headCapacity: Int, stats: UnsafeMutablePointer<UInt64>) {
+    init(headCapacity: Int, stats: UnsafeMutablePointer<UInt64>, accessLog: AccessLog?) {
         record = .allocate(byteCount: Transport.recordSize + headCapacity, alignment: 16)
         self.stats = stats
+        self.accessLog = accessLog
     }
 
     /// Sends `head`, then the response's body (unless `headOnly`: HEAD, which carries GET's fields and
@@ -49,6 +52,7 @@ final class OutputWriter {
             return write(connection, head: head, inline: none, range: (0, 0), representation: response.representation, parts: Array(parts))
         case .gzipStream(let level):
             guard let source = response.representation, let stream = GzipStream(source: source, level: level) else { return .failed }
+            stream.pendingLog = accessLog?.takePending()
             connection.output.gzip = stream
             return write(connection, head: head, inline: none, range: nil, representation: nil, parts: [])
         }

@@ -56,7 +56,7 @@ public final class Worker {
         fields = FieldBuffer.allocate()
         handler = try RequestHandler(config: config, fields: fields)
         accessLog = AccessLog(fd: hasAccessLog ? WorkerSlot.accessLog.fd : -1, format: config.accessLogFormat, stats: stats)
-        let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats)
+        let output = OutputWriter(headCapacity: HTTP1Codec.headCapacity, stats: stats, accessLog: accessLog)
         let http1 = HTTP1Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats)
         let http2 = HTTP2Codec(config: config, handler: handler, accessLog: accessLog, output: output, stats: stats, date: http1.date)
         driver = ConnectionDriver(
