@@ -40,7 +40,7 @@ let fastSupervision = """
         #expect(waitUntil(seconds: 5) { !server.pids(of: "listener").contains(old) })
         let load = try LoadRun(port: server.port, clients: 8, seconds: 2, mode: "new", path: "/", expectedLength: 47)
         let result = try load.finish()
-        print("recovery: listener down, backlog: \(result.ok) ok, \(result.failed) failed")
+        print("recovery: listener down, backlog: \(result.ok) answered, \(result.failed) lost")
         #expect(result.failed == 0, "\(result.errors)")
         #expect(result.ok > 50)
         #expect(server.pids(of: "listener").count == 1 && server.pids(of: "listener").first != old)
@@ -55,7 +55,7 @@ let fastSupervision = """
         let old = try #require(server.pids(of: "listener").first)
         kill(old, SIGKILL)
         let result = try load.finish()
-        print("recovery: listener killed under load: \(result.ok) ok, \(result.failed) failed")
+        print("recovery: listener killed under load: \(result.ok) answered, \(result.failed) lost with it (at most \(clients))")
         // Only a connection accepted and not yet passed on (at most one per client here) can be lost;
         // almost always none is.
         #expect(result.failed <= clients, "\(result.errors)")
@@ -75,7 +75,7 @@ let fastSupervision = """
         let oldWorkers = server.pids(of: "worker")
         kill(old, SIGKILL)
         let result = try load.finish()
-        print("recovery: manager killed under load: \(result.ok) ok, \(result.failed) failed")
+        print("recovery: manager killed under load: \(result.ok) answered, \(result.failed) lost with it (at most \(clients))")
         // The manager alone holds its wait queue: at most one connection per client can be in it.
         #expect(result.failed <= clients, "\(result.errors)")
         #expect(result.ok > 50)
@@ -102,7 +102,7 @@ let fastSupervision = """
         #expect(server.waitForLog("connections it held are lost"), "\(server.log())")
         let pattern = try Regex(#"died: killed by signal 9; the (\d+) connections it held"#)
         let owned = try #require(server.log().firstMatch(of: pattern).flatMap { $0.output[1].substring }.flatMap { Int($0) })
-        print("recovery: worker killed under load: \(result.ok) ok, \(result.failed) failed, it held \(owned) (\(heldBefore) a moment before) of \(clients)")
+        print("recovery: worker killed under load: \(result.ok) answered, \(result.failed) lost with it (at most the \(owned) it held; \(heldBefore) a moment before, of \(clients))")
         #expect(heldBefore >= 1 && owned >= heldBefore)
         // Only connections the victim owned fail; every other client carries on.
         #expect(result.failed <= owned, "owned \(owned), failed \(result.failed): \(result.errors)")

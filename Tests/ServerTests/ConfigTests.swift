@@ -28,7 +28,8 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let config = try ConfigLoader.load(path: root.appendingPathComponent("config/webserver.yaml").path)
         #expect(config.root == root.appendingPathComponent("public").path)
-        #expect(config.listen.map(\.address) == ["127.0.0.1:8080"])
+        #expect(config.listen.map(\.address) == ["127.0.0.1:8080", "[::1]:8080"])
+        #expect(config.tls.listen.map(\.address) == ["127.0.0.1:8443", "[::1]:8443"])
         #expect(config.accessLog == nil)
     }
 
