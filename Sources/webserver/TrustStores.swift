@@ -189,7 +189,11 @@ struct TrustStores {
             return false
         }
         process.waitUntilExit()
-        return process.terminationStatus == 0
+        if process.terminationStatus != 0 {
+            FileHandle.standardError.write(Data("webserver: update-ca-certificates\(fresh ? " --fresh" : "") failed (exit status \(process.terminationStatus))\n".utf8))
+            return false
+        }
+        return true
     }
 }
 
