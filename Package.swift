@@ -34,6 +34,16 @@ let package = Package(
             providers: [.apt(["libnghttp2-dev"])]
         ),
         .systemLibrary(
+            name: "CBrotli",
+            pkgConfig: "libbrotlienc",
+            providers: [.apt(["libbrotli-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+        .systemLibrary(
             name: "CCrypt",
             path: "Sources/CCrypt",
             providers: [.apt(["libcrypt-dev"])]
@@ -46,6 +56,8 @@ let package = Package(
                 "COpenSSL",
                 "CZlib",
                 "CNghttp2",
+                "CBrotli",
+                "CZstd",
                 "CCrypt",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),

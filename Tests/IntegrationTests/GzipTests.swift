@@ -28,7 +28,7 @@ func comparable(_ headers: [String: String]) -> [String: String] { headers.filte
             let file = server.site.appendingPathComponent("t\(size).txt")
             #expect((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) == size)
             let output = server.directory.appendingPathComponent("out\(size)")
-            let headers = try curl(["--compressed", "-D", "-", "-o", output.path, server.url + "/t\(size).txt"]).lowercased()
+            let headers = try curl(["--compressed", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", output.path, server.url + "/t\(size).txt"]).lowercased()
             #expect(try Data(contentsOf: output) == Data(contentsOf: file), "\(size) bytes")
             #expect(headers.contains("content-encoding: gzip") == (size >= 256), "\(size) bytes")
             #expect(headers.contains("vary: accept-encoding") == (size >= 256), "\(size) bytes")
@@ -52,14 +52,18 @@ func comparable(_ headers: [String: String]) -> [String: String] { headers.filte
         let rows: [(String, [String], Int, String?, Bool)] = [
             ("/app.js", [], 200, nil, true),
             ("/app.js", ["Accept-Encoding: gzip"], 200, "gzip", true),
-            ("/app.js", ["Accept-Encoding: gzip, deflate, br, zstd"], 200, "gzip", true),
+            ("/app.js", ["Accept-Encoding: gzip, deflate, br, zstd"], 200, "br", true),  // the smallest first
+            ("/app.js", ["Accept-Encoding: gzip, zstd"], 200, "zstd", true),
+            ("/app.js", ["Accept-Encoding: zstd;q=0.5, gzip"], 200, "gzip", true),
+            ("/app.js", ["Accept-Encoding: br;q=0.9, zstd"], 200, "zstd", true),
             ("/app.js", ["Accept-Encoding: x-gzip"], 200, "gzip", true),
-            ("/app.js", ["Accept-Encoding: br"], 200, nil, true),
+            ("/app.js", ["Accept-Encoding: br"], 200, "br", true),
+            ("/app.js", ["Accept-Encoding: deflate"], 200, nil, true),
             ("/app.js", ["Accept-Encoding:"], 200, nil, true),
             ("/app.js", ["Accept-Encoding: gzip;q=0"], 200, nil, true),
             ("/app.js", ["Accept-Encoding: gzip;q=0.5, identity"], 200, nil, true),
             ("/app.js", ["Accept-Encoding: gzip, identity;q=0.5"], 200, "gzip", true),
-            ("/app.js", ["Accept-Encoding: *"], 200, "gzip", true),
+            ("/app.js", ["Accept-Encoding: *"], 200, "br", true),
             ("/app.js", ["Accept-Encoding: *;q=0"], 406, nil, false),
             ("/app.js", ["Accept-Encoding: identity;q=0"], 406, nil, false),
             ("/app.js", ["Accept-Encoding: identity;q=0", "Accept-Encoding: gzip"], 200, "gzip", true),
@@ -314,7 +318,7 @@ func comparable(_ headers: [String: String]) -> [String: String] { headers.filte
         let base = ["--cacert", cert, "--resolve", "localhost:\(port):127.0.0.1"]
         for name in ["app.js", "style.css", "big.txt"] {
             let output = server.directory.appendingPathComponent("tls-\(name)")
-            let headers = try curl(base + ["--compressed", "-D", "-", "-o", output.path, "https://localhost:\(port)/\(name)"])
+            let headers = try curl(base + ["--compressed", "-H", "Accept-Encoding: gzip", "-D", "-", "-o", output.path, "https://localhost:\(port)/\(name)"])
             #expect(headers.lowercased().contains("content-encoding: gzip"), "\(name)")
             #expect(try Data(contentsOf: output) == Data(contentsOf: server.site.appendingPathComponent(name)), "\(name)")
         }

@@ -69,9 +69,41 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
         ]
         for (lines, gzip, identity, chosen) in rows {
             let found = try #require(preference(lines), "\(lines)")
-            #expect(found == EncodingPreference(gzip: gzip, identity: identity), "\(lines)")
+            #expect(found.gzip == gzip && found.identity == identity, "\(lines)")
             #expect(found.prefersGzip == chosen, "\(lines)")
         }
+    }
+
+    /// br and zstd beside gzip: each weighed as the client says; the coding sent is the heaviest that
+    /// can be had, a tie going to the earlier in the configured order (br, zstd, gzip by default: the
+    /// smallest body), and only when it weighs at least as much as identity.
+    @Test func brAndZstdAreWeighedAndTiesGoToTheConfiguredOrder() throws {
+        let all: (ContentCoding) -> Bool = { _ in true }
+        let order: [ContentCoding] = [.br, .zstd, .gzip]
+        // (lines, br, zstd, gzip, chosen with every coding available)
+        let rows: [([String], Int, Int, Int, ContentCoding?)] = [
+            (["gzip, deflate, br, zstd"], 1000, 1000, 1000, .br),
+            (["br"], 1000, 0, 0, .br),
+            (["BR;q=0.8, gzip"], 800, 0, 1000, .gzip),
+            (["zstd, br;q=0.9"], 900, 1000, 0, .zstd),
+            (["gzip, zstd"], 0, 1000, 1000, .zstd),
+            (["*"], 1000, 1000, 1000, .br),
+            (["*;q=0.5, gzip"], 500, 500, 1000, .gzip),
+            (["br;q=0.4, identity;q=0.5"], 400, 0, 0, nil),  // identity weighs more
+            (["br;q=0.5, identity;q=0.5"], 500, 0, 0, .br),  // a tie goes to the smaller body
+            (["zstd;q=0"], 0, 0, 0, nil),
+        ]
+        for (lines, br, zstd, gzip, chosen) in rows {
+            let found = try #require(preference(lines), "\(lines)")
+            #expect(found.br == br && found.zstd == zstd && found.gzip == gzip, "\(lines): \(found)")
+            #expect(found.choose(order, available: all) == chosen, "\(lines)")
+        }
+        // What cannot be had is passed over; another order breaks ties its way.
+        let every = try #require(preference(["gzip, br, zstd"]))
+        #expect(every.choose(order) { $0 != .br } == .zstd)
+        #expect(every.choose([.gzip, .zstd, .br], available: all) == .gzip)
+        #expect(every.choose([.zstd], available: all) == .zstd)
+        #expect(every.choose(order) { _ in false } == nil)
     }
 
     @Test func mediaTypePolicy() {
@@ -135,7 +167,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             defer { scratch.deallocate() }
             let whole = try #require(deflater.compressWhole(file, scratch: scratch))
             #expect(gunzip(Array(whole)) == text, "whole, \(size) bytes")
-            let form = CachedFile(gzipOf: file, level: 6, body: whole)
+            let form = CachedFile(compressed: file, coding: .gzip, level: 6, body: whole)
             #expect(form.size == Int64(whole.count))
 
             // Streamed: de-chunk, then inflate; the chunk framing must be exact.
@@ -187,7 +219,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             fstat(fd, &info)
             let file = try #require(CachedFile(fd: fd, info: info, contentType: "text/plain", openedPath: [0], key: [0], inlineLimit: 0, now: 0))
             let body = UnsafeMutableRawBufferPointer.allocate(byteCount: 3000, alignment: 16)
-            forms.append((CompressedCache.key(file, level: 6), CachedFile(gzipOf: file, level: 6, body: body)))
+            forms.append((CompressedCache.key(file, coding: .gzip, level: 6), CachedFile(compressed: file, coding: .gzip, level: 6, body: body)))
         }
         for index in 0..<3 { cache.insert(forms[index].1, key: forms[index].0) }
         #expect(cache.count == 3)
@@ -199,7 +231,10 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
         #expect(cache.lookup(forms[3].0) === forms[3].1)
         // Another level is another key.
         #expect(cache.lookup(CompressedCache.Key(device: forms[0].0.device, inode: forms[0].0.inode, size: forms[0].0.size,
-                                                 modified: forms[0].0.modified, level: 1)) == nil)
+                                                 modified: forms[0].0.modified, coding: .gzip, level: 1)) == nil)
+        // And another coding.
+        #expect(cache.lookup(CompressedCache.Key(device: forms[0].0.device, inode: forms[0].0.inode, size: forms[0].0.size,
+                                                 modified: forms[0].0.modified, coding: .br, level: 6)) == nil)
         let tiny = CompressedCache(budget: 100)
         tiny.insert(forms[5].1, key: forms[5].0)
         #expect(tiny.count == 0 && tiny.bytes == 0)  // larger than the whole budget: not kept

@@ -26,6 +26,21 @@ extension ServerConfig {
         /// Files up to this size are compressed whole and cached; larger ones stream through zlib with
         /// chunked transfer coding (HTTP/1.0 clients get them uncompressed).
         public var cacheFileMax = 1_048_576
+        /// The codings offered, in the order that breaks a tie in the client's weights (the smallest
+        /// body first): `compression.encodings`.
+        public var encodings: [ContentCoding] = [.br, .zstd, .gzip]
+        /// Brotli quality and zstd level of bodies compressed whole when first asked for.
+        public var brotliLevel = 5
+        public var zstdLevel = 9
+
+        /// The level a form compressed here in `coding` is made at.
+        public func level(_ coding: ContentCoding) -> Int {
+            switch coding {
+            case .br: return brotliLevel
+            case .zstd: return zstdLevel
+            case .gzip: return level
+            }
+        }
 
         /// Whether `contentType` (with or without parameters) is to be compressed.
         public func compresses(_ contentType: String) -> Bool {

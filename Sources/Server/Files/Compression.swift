@@ -1,15 +1,73 @@
+import CBrotli
 import CZlib
+import CZstd
 import Glibc
+
+/// The content codings the server sends (RFC 9110 section 8.4.1): gzip (RFC 1952), br (RFC 7932) and
+/// zstd (RFC 8878, with at most an 8 MB window as RFC 9659 asks of HTTP).
+public enum ContentCoding: Int, CaseIterable, Codable, Sendable {
+    case br = 0
+    case zstd = 1
+    case gzip = 2
+
+    /// The token in Accept-Encoding and Content-Encoding.
+    public var token: StaticString {
+        switch self {
+        case .br: return "br"
+        case .zstd: return "zstd"
+        case .gzip: return "gzip"
+        }
+    }
+
+    /// What ends the ETag of a body compressed here (with the level after it) and a sidecar's name.
+    var tag: StaticString {
+        switch self {
+        case .br: return "br"
+        case .zstd: return "zst"
+        case .gzip: return "gz"
+        }
+    }
+
+    /// `.br`, `.zst`, `.gz`: the precompressed file beside the file.
+    var sidecarSuffix: [UInt8] {
+        switch self {
+        case .br: return [46, 98, 114]
+        case .zstd: return [46, 122, 115, 116]
+        case .gzip: return [46, 103, 122]
+        }
+    }
+
+    public init?(name: String) {
+        switch name.lowercased() {
+        case "br", "brotli": self = .br
+        case "zstd": self = .zstd
+        case "gzip": self = .gzip
+        default: return nil
+        }
+    }
+
+    public var name: String {
+        switch self {
+        case .br: return "br"
+        case .zstd: return "zstd"
+        case .gzip: return "gzip"
+        }
+    }
+}
 
 /// What a request's Accept-Encoding allows (RFC 9110 section 12.5.3), as q-values in thousandths.
 public struct EncodingPreference: Equatable, Sendable {
-    /// gzip's weight (0: not acceptable).
+    /// Each coding's weight (0: not acceptable).
     public var gzip: Int
+    public var br: Int
+    public var zstd: Int
     /// identity's weight (0: the client refuses an uncompressed body).
     public var identity: Int
 
-    public init(gzip: Int, identity: Int) {
+    public init(gzip: Int, br: Int = 0, zstd: Int = 0, identity: Int) {
         self.gzip = gzip
+        self.br = br
+        self.zstd = zstd
         self.identity = identity
     }
 
@@ -18,6 +76,30 @@ public struct EncodingPreference: Equatable, Sendable {
 
     /// gzip is chosen when it weighs at least as much as identity (a tie goes to the smaller body).
     public var prefersGzip: Bool { gzip > 0 && gzip >= identity }
+
+    public func weight(_ coding: ContentCoding) -> Int {
+        switch coding {
+        case .br: return br
+        case .zstd: return zstd
+        case .gzip: return gzip
+        }
+    }
+
+    /// The coding to send, of those `available` says can be had, in `order`: the one the client weighs
+    /// most, a tie going to the earlier in `order` (the smaller body, by default), and only when it
+    /// weighs at least as much as identity (a tie again going to the smaller body). Nil: identity.
+    public func choose(_ order: [ContentCoding], available: (ContentCoding) -> Bool) -> ContentCoding? {
+        var best: ContentCoding?
+        var bestWeight = 0
+        for coding in order {
+            let weight = weight(coding)
+            if weight > bestWeight && available(coding) {
+                best = coding
+                bestWeight = weight
+            }
+        }
+        return bestWeight >= identity ? best : nil
+    }
 
     /// Reads Accept-Encoding from the parsed head: every field line of it, as one list.
     public static func of(_ bytes: UnsafeRawBufferPointer, _ head: RequestHead) -> EncodingPreference {
@@ -36,13 +118,18 @@ public struct EncodingPreference: Equatable, Sendable {
     /// The weights listed for gzip (or x-gzip), identity and `*`; -1 where a coding is not listed.
     struct Scan {
         var gzip = -1
+        var br = -1
+        var zstd = -1
         var identity = -1
         var star = -1
 
         var result: EncodingPreference {
             // An empty field (nothing listed) means identity only. A coding not listed takes `*`'s
             // weight; identity is acceptable unless "identity;q=0", or "*;q=0" without identity, says not.
-            EncodingPreference(gzip: gzip >= 0 ? gzip : max(star, 0), identity: identity >= 0 ? identity : star >= 0 ? star : 1000)
+            let other = max(star, 0)
+            return EncodingPreference(
+                gzip: gzip >= 0 ? gzip : other, br: br >= 0 ? br : other, zstd: zstd >= 0 ? zstd : other,
+                identity: identity >= 0 ? identity : star >= 0 ? star : 1000)
         }
 
         /// One field value: `coding [; q=qvalue] [; other params], ...`.
@@ -75,6 +162,10 @@ public struct EncodingPreference: Equatable, Sendable {
                 guard length > 0 else { continue }
                 if Scan.equals(bytes, nameStart, length, "gzip") || Scan.equals(bytes, nameStart, length, "x-gzip") {
                     gzip = max(gzip, weight)
+                } else if Scan.equals(bytes, nameStart, length, "br") {
+                    br = max(br, weight)
+                } else if Scan.equals(bytes, nameStart, length, "zstd") {
+                    zstd = max(zstd, weight)
                 } else if Scan.equals(bytes, nameStart, length, "identity") {
                     identity = max(identity, weight)
                 } else if length == 1 && bytes[nameStart] == 42 {
@@ -288,6 +379,7 @@ final class CompressedCache {
         var inode: UInt64
         var size: Int64
         var modified: Int64
+        var coding: ContentCoding
         var level: Int
     }
 
@@ -300,30 +392,88 @@ final class CompressedCache {
     private var deflater: GzipDeflater?
     private var deflaterLevel = 0
     private var deflateInput: UnsafeMutableRawBufferPointer?
+    /// zstd's compression context, made on first use and reused.
+    private var zstdContext: OpaquePointer?
 
     init(budget: Int) {
         self.budget = budget
     }
 
-    deinit { deflateInput?.deallocate() }
+    deinit {
+        deflateInput?.deallocate()
+        if let zstdContext { ZSTD_freeCCtx(zstdContext) }
+    }
 
-    /// `file` compressed whole at `level`, with the shared deflate state; nil when zlib fails or the
-    /// file changed while it was read.
-    func compress(_ file: CachedFile, level: Int) -> UnsafeMutableRawBufferPointer? {
-        if deflater == nil || deflaterLevel != level {
-            deflater = GzipDeflater(level: level)
-            deflaterLevel = level
+    /// `file` compressed whole in `coding` at `level` (gzip with the shared deflate state, zstd with the
+    /// shared context); nil when the library fails or the file changed while it was read.
+    func compress(_ file: CachedFile, coding: ContentCoding, level: Int) -> UnsafeMutableRawBufferPointer? {
+        switch coding {
+        case .gzip:
+            if deflater == nil || deflaterLevel != level {
+                deflater = GzipDeflater(level: level)
+                deflaterLevel = level
+            }
+            if deflateInput == nil { deflateInput = .allocate(byteCount: 65_536, alignment: 16) }
+            guard let deflater, let deflateInput else { return nil }
+            return deflater.compressWhole(file, scratch: deflateInput)
+        case .br, .zstd:
+            return withWholeInput(file) { input in
+                coding == .br ? CompressedCache.brotli(input, quality: level) : zstd(input, level: level)
+            }
         }
-        if deflateInput == nil { deflateInput = .allocate(byteCount: 65_536, alignment: 16) }
-        guard let deflater, let deflateInput else { return nil }
-        return deflater.compressWhole(file, scratch: deflateInput)
+    }
+
+    /// Calls `body` with all of `file`'s bytes: its inline copy, or the file read whole (a body that
+    /// is compressed whole is at most `cache_file_max`).
+    private func withWholeInput(
+        _ file: CachedFile, _ body: (UnsafeRawBufferPointer) -> UnsafeMutableRawBufferPointer?
+    ) -> UnsafeMutableRawBufferPointer? {
+        if let inline = file.body { return body(UnsafeRawBufferPointer(inline)) }
+        let size = Int(file.size)
+        let input = UnsafeMutableRawPointer.allocate(byteCount: max(size, 1), alignment: 16)
+        defer { input.deallocate() }
+        guard readFully(file.fd, input, size, at: 0) else { return nil }
+        return body(UnsafeRawBufferPointer(start: input, count: size))
+    }
+
+    /// Brotli (RFC 7932) of `input` at `quality` (0-11), window 4 MiB (brotli's default), in a buffer
+    /// of exactly its length.
+    static func brotli(_ input: UnsafeRawBufferPointer, quality: Int) -> UnsafeMutableRawBufferPointer? {
+        var length = BrotliEncoderMaxCompressedSize(input.count)
+        if length == 0 { length = input.count + 1024 }
+        let output = UnsafeMutablePointer<UInt8>.allocate(capacity: length)
+        defer { output.deallocate() }
+        let source = input.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? UnsafePointer(output)
+        guard BrotliEncoderCompress(Int32(quality), BROTLI_DEFAULT_WINDOW, BROTLI_MODE_GENERIC, input.count, source, &length, output) == BROTLI_TRUE
+        else { return nil }
+        let exact = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
+        exact.copyMemory(from: UnsafeRawBufferPointer(start: output, count: length))
+        return exact
+    }
+
+    /// Zstandard (RFC 8878) of `input` at `level`, with the worker's reused context; the window is
+    /// at most 8 MiB (windowLog 23), as RFC 9659 asks of HTTP.
+    func zstd(_ input: UnsafeRawBufferPointer, level: Int) -> UnsafeMutableRawBufferPointer? {
+        if zstdContext == nil { zstdContext = ZSTD_createCCtx() }
+        guard let context = zstdContext else { return nil }
+        _ = ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters)
+        _ = ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level))
+        _ = ZSTD_CCtx_setParameter(context, ZSTD_c_windowLog, 23)
+        let bound = ZSTD_compressBound(input.count)
+        let output = UnsafeMutableRawPointer.allocate(byteCount: bound, alignment: 16)
+        defer { output.deallocate() }
+        let length = ZSTD_compress2(context, output, bound, input.baseAddress, input.count)
+        guard ZSTD_isError(length) == 0 else { return nil }
+        let exact = UnsafeMutableRawBufferPointer.allocate(byteCount: length, alignment: 16)
+        exact.copyMemory(from: UnsafeRawBufferPointer(start: output, count: length))
+        return exact
     }
 
     var count: Int { entries.count }
 
-    static func key(_ file: CachedFile, level: Int) -> Key {
+    static func key(_ file: CachedFile, coding: ContentCoding, level: Int) -> Key {
         Key(device: file.device, inode: file.inode, size: file.size,
-            modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, level: level)
+            modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, coding: coding, level: level)
     }
 
     func lookup(_ key: Key) -> CachedFile? {
@@ -350,9 +500,9 @@ final class CompressedCache {
     }
 }
 
-/// A site's compressed forms: which representation a request's Accept-Encoding gets (the file, its
-/// sidecar, or its gzip form), and the gzip form compressed whole from the worker's compressed-body
-/// cache (shared by the sites; this holds a reference).
+/// A site's compressed forms: which representation a request's Accept-Encoding gets (the file, a
+/// sidecar, or a form compressed here), and the forms compressed whole from the worker's
+/// compressed-body cache (shared by the sites; this holds a reference).
 final class Compressor {
     let settings: ServerConfig.GzipSettings
     let cache: CompressedCache
@@ -362,32 +512,38 @@ final class Compressor {
         self.cache = cache
     }
 
-    /// The representation of `file` for this request's Accept-Encoding: its sidecar or its gzip form when
-    /// the client prefers gzip and there is one, else the file; nil (406) when the client refuses identity
-    /// and no acceptable form exists (RFC 9110 section 12.5.3: the only case a 406 is right).
+    /// The representation of `file` for this request's Accept-Encoding: the acceptable coding the client
+    /// weighs most (ties to the earlier in `compression.encodings`) that a sidecar or this server can
+    /// give, when it weighs at least as much as identity; else the file; nil (406) when the client
+    /// refuses identity and no acceptable form exists (RFC 9110 section 12.5.3: the only case a 406 is
+    /// right).
     func negotiate(_ file: CachedFile, _ head: RequestHead, _ bytes: UnsafeRawBufferPointer) -> CachedFile? {
         let preference = EncodingPreference.of(bytes, head)
-        if preference.prefersGzip && file.varies {
-            if let sidecar = file.sidecar { return sidecar }
-            // A Range is answered from the file's own bytes, never from bytes compressed on the fly;
-            // and HTTP/1.0 has no chunked coding, so a file too large to compress whole goes as it is.
+        if file.varies {
+            // A Range is answered from the file's own bytes (or a sidecar's), never from bytes compressed
+            // here; HTTP/1.0 has no chunked coding, and only gzip streams, so a file too large to compress
+            // whole goes in gzip (HTTP/1.1) or as it is.
             let rangeRequest = head.method == .get && !head.range.isEmpty && preference.identity > 0
-            if file.compressible && !rangeRequest && (head.minorVersion == 1 || file.size <= Int64(settings.cacheFileMax)) {
-                if let form = file.gzipForm { return form }
-                let form = CachedFile(gzipOf: file, level: settings.level, body: nil)
-                file.gzipForm = form
-                return form
+            let whole = file.size <= Int64(settings.cacheFileMax)
+            let canMake = file.compressible && !rangeRequest
+            let http11 = head.minorVersion == 1
+            let chosen = preference.choose(settings.encodings) { coding in
+                file.sidecar(coding) != nil || (canMake && (whole || (coding == .gzip && http11)))
+            }
+            if let chosen {
+                return file.sidecar(chosen) ?? file.form(chosen, level: settings.level(chosen))
             }
         }
         return preference.identity > 0 ? file : nil
     }
 
-    /// `file` compressed whole: from the compressed cache, or compressed now and kept there.
-    func compressedForm(_ file: CachedFile) -> CachedFile? {
-        let key = CompressedCache.key(file, level: settings.level)
+    /// `file` compressed whole in `coding`: from the compressed cache, or compressed now and kept there.
+    func compressedForm(_ file: CachedFile, coding: ContentCoding) -> CachedFile? {
+        let level = settings.level(coding)
+        let key = CompressedCache.key(file, coding: coding, level: level)
         if let cached = cache.lookup(key) { return cached }
-        guard let body = cache.compress(file, level: settings.level) else { return nil }
-        let form = CachedFile(gzipOf: file, level: settings.level, body: body)
+        guard let body = cache.compress(file, coding: coding, level: level) else { return nil }
+        let form = CachedFile(compressed: file, coding: coding, level: level, body: body)
         cache.insert(form, key: key)
         return form
     }

@@ -2,22 +2,32 @@ import CSystemShims
 import Glibc
 
 /// One representation of a file beneath the root, shared by every request that names it: the file as it
-/// is, its precompressed `.gz` sidecar, or its gzip form (compressed whole into memory, or streamed).
+/// is, a precompressed sidecar (`.br`, `.zst`, `.gz`), or a form compressed here (whole into memory, or
+/// gzip while it is sent).
 ///
 /// Owns its fd, if it has one (closed when the last holder lets go: the cache, or a connection still
 /// sending from it) and, for files up to the inline limit and compressed bodies, the bytes, so a response
 /// is one writev.
 final class CachedFile {
-    enum Coding {
+    enum Coding: Equatable {
         /// The file's own bytes.
         case identity
-        /// `FILE.gz` beside the file, sent as it is with `Content-Encoding: gzip`.
-        case sidecar
+        /// `FILE.br`, `FILE.zst` or `FILE.gz` beside the file, sent as it is with its Content-Encoding.
+        case sidecar(ContentCoding)
         /// The file compressed whole, kept in the worker's compressed cache.
-        case gzipMemory
-        /// The file compressed while it is sent, in chunks (no fd or body of its own: the response's
-        /// `GzipStream` reads the file it was made from).
-        case gzipStream
+        case memory(ContentCoding)
+        /// A form to make here (no fd or body of its own): its headers are what preconditions compare;
+        /// the answer is the body compressed whole from the cache, or, for gzip and a file above
+        /// `cache_file_max`, compressed while it is sent (the response's `GzipStream` reads the file).
+        case toCompress(ContentCoding)
+
+        /// The Content-Encoding it is sent with, if any.
+        var contentCoding: ContentCoding? {
+            switch self {
+            case .identity: return nil
+            case .sidecar(let coding), .memory(let coding), .toCompress(let coding): return coding
+            }
+        }
     }
 
     /// The open file; owned by this object. -1 for the in-memory and streamed gzip forms.
@@ -58,13 +68,26 @@ final class CachedFile {
     let varies: Bool
     /// On-the-fly gzip applies to this file (its type, its length, and gzip enabled).
     let compressible: Bool
-    /// The `.gz` beside the file, when there is one not older than the file.
-    var sidecar: CachedFile?
-    /// The gzip form's headers (`gzipStream`), made on first use: what preconditions compare and what a
-    /// streamed response sends. It holds no reference back, so there is no cycle.
-    var gzipForm: CachedFile?
+    /// The sidecars beside the file not older than it, by `ContentCoding.rawValue` (empty: none).
+    var sidecars: [CachedFile?] = []
+    /// The forms to compress (`toCompress`), by `ContentCoding.rawValue`, made on first use: what
+    /// preconditions compare and what a streamed response sends. They hold no reference back.
+    var forms: [CachedFile?] = []
 
-    /// The file itself, or its sidecar (`coding: .sidecar`, whose headers carry the original's type).
+    func sidecar(_ coding: ContentCoding) -> CachedFile? {
+        sidecars.isEmpty ? nil : sidecars[coding.rawValue]
+    }
+
+    /// The headers-only form of this file in `coding` at `level`, made once.
+    func form(_ coding: ContentCoding, level: Int) -> CachedFile {
+        if forms.isEmpty { forms = [nil, nil, nil] }
+        if let form = forms[coding.rawValue] { return form }
+        let form = CachedFile(compressed: self, coding: coding, level: level, body: nil)
+        forms[coding.rawValue] = form
+        return form
+    }
+
+    /// The file itself, or a sidecar (`coding: .sidecar`, whose headers carry the original's type).
     init?(
         fd: Int32, info: stat, contentType: StaticString, openedPath: [UInt8], key: [UInt8], inlineLimit: Int, now: Int64,
         extraHeaders: [UInt8] = [], coding: Coding = .identity, varies: Bool = false, compressible: Bool = false
@@ -84,7 +107,7 @@ final class CachedFile {
         self.compressible = compressible
         validatedAt = now
         let layout = CachedFile.makeHeaders(
-            contentType: contentType, length: size, gzip: coding == .sidecar, ranges: true, modified: modifiedSeconds,
+            contentType: contentType, length: size, coding: coding.contentCoding, ranges: true, modified: modifiedSeconds,
             inode: inode, size: size, modifiedNanoseconds: modifiedNanoseconds, level: 0, vary: varies, extra: extraHeaders)
         (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag) = layout
 
@@ -103,9 +126,10 @@ final class CachedFile {
         }
     }
 
-    /// The gzip form of `source` at `level`: with `body`, the whole compressed bytes and their length;
-    /// without, the headers of a streamed response (`Transfer-Encoding: chunked`).
-    init(gzipOf source: CachedFile, level: Int, body: UnsafeMutableRawBufferPointer?) {
+    /// `source` in `coding` at `level`: with `body`, the whole compressed bytes and their length;
+    /// without, the headers of a form still to make (`Transfer-Encoding: chunked`, as a streamed
+    /// response sends them).
+    init(compressed source: CachedFile, coding contentCoding: ContentCoding, level: Int, body: UnsafeMutableRawBufferPointer?) {
         fd = -1
         size = body.map { Int64($0.count) } ?? source.size
         device = source.device
@@ -116,7 +140,7 @@ final class CachedFile {
         openedPath = source.openedPath
         key = source.key
         contentType = source.contentType
-        coding = body == nil ? .gzipStream : .gzipMemory
+        coding = body == nil ? .toCompress(contentCoding) : .memory(contentCoding)
         varies = true
         compressible = false
         self.body = body
@@ -125,7 +149,7 @@ final class CachedFile {
         // No Accept-Ranges: a range of this form is never served (bytes compressed on the fly would
         // not be the same from one request to the next if the level changed); a Range gets identity.
         (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag) = CachedFile.makeHeaders(
-            contentType: contentType, length: body == nil ? -1 : size, gzip: true, ranges: false, modified: modifiedSeconds,
+            contentType: contentType, length: body == nil ? -1 : size, coding: contentCoding, ranges: false, modified: modifiedSeconds,
             inode: inode, size: source.size, modifiedNanoseconds: modifiedNanoseconds, level: level, vary: true, extra: extra)
     }
 
@@ -139,9 +163,10 @@ final class CachedFile {
     var memoryCost: Int { headers.count + (body?.count ?? 0) + 256 }
 
     /// The header block and where its parts start. `length` -1 means chunked; `level` > 0 marks the ETag
-    /// of a gzip form made here (`"INODE-SIZE-MTIME-gzLEVEL"`), so each encoding has its own.
+    /// of a form compressed here (`"INODE-SIZE-MTIME-gz6"`, `-br5`, `-zst9`), so each encoding and level
+    /// has its own (a sidecar's ETag is its own file's).
     static func makeHeaders(
-        contentType: StaticString, length: Int64, gzip: Bool, ranges: Bool, modified: Int64, inode: UInt64, size: Int64,
+        contentType: StaticString, length: Int64, coding: ContentCoding?, ranges: Bool, modified: Int64, inode: UInt64, size: Int64,
         modifiedNanoseconds: Int64, level: Int, vary: Bool, extra: [UInt8]
     ) -> (UnsafeMutableRawBufferPointer, Int, Int, Int, Int, ByteSpan) {
         let capacity = 512 + extra.count
@@ -160,7 +185,11 @@ final class CachedFile {
             writer.append("Transfer-Encoding: chunked\r\n")
         }
         let lengthEnd = writer.count
-        if gzip { writer.append("Content-Encoding: gzip\r\n") }
+        if let coding {
+            writer.append("Content-Encoding: ")
+            writer.append(coding.token)
+            writer.append("\r\n")
+        }
         if ranges { writer.append("Accept-Ranges: bytes\r\n") }
         let validatorsStart = writer.count
         writer.append("Last-Modified: ")
@@ -174,8 +203,9 @@ final class CachedFile {
         writer.appendHex(UInt64(size))
         writer.append(byte: 45)
         writer.appendHex(UInt64(modified) &* 1_000_000_000 &+ UInt64(modifiedNanoseconds))
-        if level > 0 {
-            writer.append("-gz")
+        if level > 0, let coding {
+            writer.append(byte: 45)
+            writer.append(coding.tag)
             writer.appendDecimal(Int64(level))
         }
         writer.append(byte: 34)
@@ -202,11 +232,9 @@ final class CachedFile {
         Validators(etag: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(headers)[etag.start..<etag.end]), lastModified: modifiedSeconds)
     }
 
-    /// `openedPath` with `.gz` added, NUL-terminated.
-    var sidecarPath: [UInt8] {
-        var path = Array(openedPath.dropLast())
-        path += [46, 103, 122, 0]
-        return path
+    /// `openedPath` with `.br`, `.zst` or `.gz` added, NUL-terminated.
+    func sidecarPath(_ coding: ContentCoding) -> [UInt8] {
+        Array(openedPath.dropLast()) + coding.sidecarSuffix + [0]
     }
 }
 
@@ -263,20 +291,23 @@ struct FileCache {
     }
 
     /// Checks the path again, beneath the root, and compares what it names now with the cached file;
-    /// with `sidecars`, the `.gz` beside it too (one that appeared, changed or went away counts).
+    /// with `sidecars`, the `.br`, `.zst` and `.gz` beside it too (one that appeared, changed or went
+    /// away counts).
     static func stillCurrent(_ file: CachedFile, root: Int32, sidecars: Bool = false) -> Bool {
         guard let info = status(file.openedPath, root: root), file.matches(info) else { return false }
         guard sidecars else { return true }
-        let sidecar = status(file.sidecarPath, root: root)
-        if let current = file.sidecar {
-            return sidecar.map { current.matches($0) } ?? false
+        for coding in ContentCoding.allCases {
+            let sidecar = status(file.sidecarPath(coding), root: root)
+            if let current = file.sidecar(coding) {
+                guard let sidecar, current.matches(sidecar) else { return false }
+            } else if let sidecar, FileCache.usableSidecar(sidecar, of: file) {
+                return false  // none was used, and now one is usable (one older than the file is ignored)
+            }
         }
-        // None was used: still none usable (a sidecar older than the file is ignored).
-        guard let sidecar else { return true }
-        return !FileCache.usableSidecar(sidecar, of: file)
+        return true
     }
 
-    /// A `.gz` is used when it is a regular file not older than the file it compresses.
+    /// A sidecar is used when it is a regular file not older than the file it compresses.
     static func usableSidecar(_ sidecar: stat, of file: CachedFile) -> Bool {
         sidecar.st_mode & S_IFMT == S_IFREG
             && (Int64(sidecar.st_mtim.tv_sec), Int64(sidecar.st_mtim.tv_nsec)) >= (file.modifiedSeconds, file.modifiedNanoseconds)

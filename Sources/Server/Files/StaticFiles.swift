@@ -187,15 +187,22 @@ final class StaticFiles {
         let type = MediaTypes.forPath(pathBuffer, length: length)
         let extra = headerRules.lines(forPath: pathBuffer, length: length)
         let compressible = gzip.enabled && Int64(info.st_size) >= Int64(gzip.minLength) && gzip.compresses(type.description)
-        let sidecar = gzip.precompressed ? openSidecar(pathLength: length, of: info, type: type, key: key, extra: extra, now: now) : nil
+        var sidecars: [CachedFile?] = []
+        if gzip.precompressed {
+            for coding in ContentCoding.allCases {
+                guard let sidecar = openSidecar(coding, pathLength: length, of: info, type: type, key: key, extra: extra, now: now) else { continue }
+                if sidecars.isEmpty { sidecars = [nil, nil, nil] }
+                sidecars[coding.rawValue] = sidecar
+            }
+        }
         guard let file = CachedFile(
             fd: fd, info: info, contentType: type, openedPath: opened, key: key, inlineLimit: fileCache.inlineLimit,
-            now: now, extraHeaders: extra, varies: compressible || sidecar != nil, compressible: compressible)
+            now: now, extraHeaders: extra, varies: compressible || !sidecars.isEmpty, compressible: compressible)
         else {
             // The file changed size while it was read; the client may simply retry.
             return error(.serviceUnavailable, now: now)
         }
-        file.sidecar = sidecar
+        file.sidecars = sidecars
         fileCache.insert(file, hash: hash)
         return answer(file, head, bytes, now: now)
     }
@@ -272,13 +279,15 @@ final class StaticFiles {
         return error(.notFound, now: now)
     }
 
-    /// `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a regular file not older
-    /// than the file: its bytes with the file's type and `Content-Encoding: gzip`.
-    func openSidecar(pathLength length: Int, of info: stat, type: StaticString, key: [UInt8], extra: [UInt8], now: Int64) -> CachedFile? {
-        pathBuffer[length] = UInt8(ascii: ".")
-        pathBuffer[length + 1] = UInt8(ascii: "g")
-        pathBuffer[length + 2] = UInt8(ascii: "z")
-        pathBuffer[length + 3] = 0
+    /// `FILE.br`, `FILE.zst` or `FILE.gz` beside the file at `pathBuffer[0..<pathLength]`, when it is a
+    /// regular file not older than the file: its bytes with the file's type and its Content-Encoding.
+    func openSidecar(
+        _ coding: ContentCoding, pathLength length: Int, of info: stat, type: StaticString, key: [UInt8], extra: [UInt8], now: Int64
+    ) -> CachedFile? {
+        let suffix = coding.sidecarSuffix
+        guard length + suffix.count < pathCapacity else { return nil }
+        for (offset, byte) in suffix.enumerated() { pathBuffer[length + offset] = byte }
+        pathBuffer[length + suffix.count] = 0
         defer { pathBuffer[length] = 0 }
         let fd = openBeneathRoot()
         guard fd >= 0 else { return nil }
@@ -290,8 +299,8 @@ final class StaticFiles {
             return nil
         }
         return CachedFile(
-            fd: fd, info: sidecar, contentType: type, openedPath: Array(UnsafeBufferPointer(start: pathBuffer, count: length + 4)),
-            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extra, coding: .sidecar, varies: true)
+            fd: fd, info: sidecar, contentType: type, openedPath: Array(UnsafeBufferPointer(start: pathBuffer, count: length + suffix.count + 1)),
+            key: key, inlineLimit: fileCache.inlineLimit, now: now, extraHeaders: extra, coding: .sidecar(coding), varies: true)
     }
 
     /// Opens `pathBuffer` beneath the root (O_NONBLOCK so a FIFO cannot block the loop).
@@ -325,7 +334,7 @@ final class StaticFiles {
             case .ranges(let count): return count == 1 ? singleRange(chosen) : multipart(chosen, count: count)
             }
         }
-        if chosen.coding == .gzipStream { return compressed(file, form: chosen, now: now) }
+        if case .toCompress(let coding) = chosen.coding { return compressed(file, form: chosen, coding: coding, now: now) }
         return whole(chosen)
     }
 
@@ -350,13 +359,13 @@ final class StaticFiles {
         return compression.negotiate(file, head, bytes)
     }
 
-    /// A 200 in gzip made here: compressed whole (from the cache, or now and kept) when the file is
-    /// small enough, else compressed as it is sent (the gzip form's fields; the file's bytes).
-    func compressed(_ file: CachedFile, form: CachedFile, now: Int64) -> Response {
+    /// A 200 compressed here: whole (from the cache, or now and kept) when the file is small enough, else
+    /// (gzip only) compressed as it is sent (the form's fields; the file's bytes).
+    func compressed(_ file: CachedFile, form: CachedFile, coding: ContentCoding, now: Int64) -> Response {
         guard file.size <= Int64(gzip.cacheFileMax) else {
             return Response(.ok, fields: UnsafeRawBufferPointer(form.headers), representation: file, body: .gzipStream(level: gzip.level))
         }
-        guard let form = compression.compressedForm(file) else { return error(.serviceUnavailable, now: now) }
+        guard let form = compression.compressedForm(file, coding: coding) else { return error(.serviceUnavailable, now: now) }
         return whole(form)
     }
 
