@@ -138,10 +138,32 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             """)
         #expect(config.gzip == ServerConfig.GzipSettings(
             enabled: false, level: 9, minLength: 1024, types: ["text/*", "application/*+json"], never: ["text/csv"],
-            precompressed: false, cacheBytes: 8 << 20, cacheFileMax: 256 << 10))
+            precompressed: false, cacheBytes: 8 << 20, cacheFileMax: 256 << 10, encodings: [.br, .zstd, .gzip]))
         let found = issues("root: site\ngzip:\n  level: 11\n  types: [text, 'a/b;c']\n  minimum: 3\n")
         #expect(found.map(\.key) == ["gzip.level", "gzip.types", "gzip.types", "gzip.minimum"])
         #expect(found.map(\.line) == [3, 4, 4, 5])
+    }
+
+    @Test func compressionSettingsAreReadAndCheckedWithTheirLine() throws {
+        let config = try loadConfig("""
+            root: site
+            compression:
+              encodings: [zstd, gzip]
+              brotli: {level: 4, best: 10}
+              zstd: {level: 3, best: 15}
+            sites:
+              - names: [a.example]
+                root: site
+                compression: {encodings: gzip}
+            """)
+        #expect(config.gzip.encodings == [.zstd, .gzip])
+        #expect(config.gzip.brotliLevel == 4 && config.gzip.brotliBestLevel == 10)
+        #expect(config.gzip.zstdLevel == 3 && config.gzip.zstdBestLevel == 15)
+        #expect(config.sites.first?.gzip.encodings == [.gzip] && config.sites.first?.gzip.zstdLevel == 3)
+        #expect(ServerConfig.GzipSettings().encodings == [.br, .zstd, .gzip])
+        let found = issues("root: site\ncompression:\n  encodings: [br, deflate, br]\n  zstd: {level: 22}\n  brotli: {qualty: 3}\n")
+        #expect(found.map(\.key) == ["compression.encodings", "compression.encodings", "compression.zstd.level", "compression.brotli.qualty"], "\(found)")
+        #expect(found.map(\.line) == [3, 3, 4, 5])
     }
 
     /// A file compressed whole, and the same file streamed as chunks, both inflate to the file.
@@ -219,7 +241,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             fstat(fd, &info)
             let file = try #require(CachedFile(fd: fd, info: info, contentType: "text/plain", openedPath: [0], key: [0], inlineLimit: 0, now: 0))
             let body = UnsafeMutableRawBufferPointer.allocate(byteCount: 3000, alignment: 16)
-            forms.append((CompressedCache.key(file, coding: .gzip, level: 6), CachedFile(compressed: file, coding: .gzip, level: 6, body: body)))
+            forms.append((CompressedCache.key(file, coding: .gzip), CachedFile(compressed: file, coding: .gzip, level: 6, body: body)))
         }
         for index in 0..<3 { cache.insert(forms[index].1, key: forms[index].0) }
         #expect(cache.count == 3)
@@ -229,12 +251,9 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
         #expect(cache.lookup(forms[1].0) == nil)
         #expect(cache.lookup(forms[0].0) === forms[0].1)
         #expect(cache.lookup(forms[3].0) === forms[3].1)
-        // Another level is another key.
+        // Another coding is another key (a level is not: a better one replaces the first).
         #expect(cache.lookup(CompressedCache.Key(device: forms[0].0.device, inode: forms[0].0.inode, size: forms[0].0.size,
-                                                 modified: forms[0].0.modified, coding: .gzip, level: 1)) == nil)
-        // And another coding.
-        #expect(cache.lookup(CompressedCache.Key(device: forms[0].0.device, inode: forms[0].0.inode, size: forms[0].0.size,
-                                                 modified: forms[0].0.modified, coding: .br, level: 6)) == nil)
+                                                 modified: forms[0].0.modified, coding: .br)) == nil)
         let tiny = CompressedCache(budget: 100)
         tiny.insert(forms[5].1, key: forms[5].0)
         #expect(tiny.count == 0 && tiny.bytes == 0)  // larger than the whole budget: not kept

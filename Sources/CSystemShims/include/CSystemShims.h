@@ -31,6 +31,10 @@ int cs_pidfd_send_signal(int pidfd, int signal);
 int cs_pidfd_getfd(int pidfd, int targetfd, unsigned int flags);
 int cs_prctl_set_pdeathsig(int signal);
 int cs_prctl_set_name(const char *name);
+/* Lowers the calling thread's (not the process's) scheduling priority: nice value `niceness`. */
+int cs_set_thread_niceness(int niceness);
+/* A non-blocking, close-on-exec eventfd counting from 0. */
+int cs_eventfd(void);
 int cs_prctl_set_child_subreaper(void);
 int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 int cs_memfd_create(const char *name, unsigned int flags);

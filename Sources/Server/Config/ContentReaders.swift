@@ -37,6 +37,44 @@ extension DocumentReader {
         return gzip
     }
 
+    /// `compression`: the codings offered and their tie order (`encodings`), and brotli's and zstd's
+    /// levels: `level` answers the first request for a file version, `best` replaces it from the helper
+    /// thread (at or below `level`: no second pass). gzip's own keys stay in `gzip`.
+    func compression(_ section: Section, _ current: ServerConfig.GzipSettings) -> ServerConfig.GzipSettings {
+        var settings = current
+        if let node = section.take("encodings") {
+            let items: [Node]
+            if case .sequence(let sequence) = node { items = Array(sequence) } else { items = [node] }
+            var codings: [ContentCoding] = []
+            for item in items {
+                let text = item.scalar?.string ?? ""
+                guard let coding = ContentCoding(name: text) else {
+                    issue(item, key: section.full("encodings"), "'\(text)' is not br, zstd or gzip")
+                    continue
+                }
+                if codings.contains(coding) {
+                    issue(item, key: section.full("encodings"), "'\(text)' is listed twice")
+                } else {
+                    codings.append(coding)
+                }
+            }
+            settings.encodings = codings
+        }
+        if let brotli = section.section("brotli") {
+            if let value = brotli.integer("level", in: 0...11) { settings.brotliLevel = value }
+            if let value = brotli.integer("best", in: 0...11) { settings.brotliBestLevel = value }
+            brotli.finish()
+        }
+        if let zstd = section.section("zstd") {
+            // Up to 19: the "ultra" levels above it want windows beyond the 8 MB HTTP allows (RFC 9659).
+            if let value = zstd.integer("level", in: 1...19) { settings.zstdLevel = value }
+            if let value = zstd.integer("best", in: 1...19) { settings.zstdBestLevel = value }
+            zstd.finish()
+        }
+        section.finish()
+        return settings
+    }
+
     /// A list of media types or patterns (`text/*`, `application/*+json`, `*/*`).
     func mediaTypes(_ section: Section, _ name: String) -> [String]? {
         guard let node = section.take(name) else { return nil }

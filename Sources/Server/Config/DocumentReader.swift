@@ -72,6 +72,7 @@ final class DocumentReader {
         if let section = top.section("admin") { config.adminListen = adminListen(section, config.adminListen) }
         if let section = top.section("proxy") { config.proxy = proxy(section, config.proxy) }
         if let section = top.section("gzip") { config.gzip = gzip(section, config.gzip) }
+        if let section = top.section("compression") { config.gzip = compression(section, config.gzip) }
         if let node = top.peek("http2"), node.scalar != nil {
             if let value = top.boolean("http2") { config.http2.enabled = value }
         } else if let section = top.section("http2") {

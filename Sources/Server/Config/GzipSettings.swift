@@ -29,9 +29,21 @@ extension ServerConfig {
         /// The codings offered, in the order that breaks a tie in the client's weights (the smallest
         /// body first): `compression.encodings`.
         public var encodings: [ContentCoding] = [.br, .zstd, .gzip]
-        /// Brotli quality and zstd level of bodies compressed whole when first asked for.
+        /// Brotli quality and zstd level of bodies compressed whole when first asked for (answered at
+        /// once), and the levels a helper thread makes them at next, replacing them in the cache.
         public var brotliLevel = 5
         public var zstdLevel = 9
+        public var brotliBestLevel = 11
+        public var zstdBestLevel = 19
+
+        /// The level a body in `coding` ends at in the cache (gzip: its one level).
+        public func bestLevel(_ coding: ContentCoding) -> Int {
+            switch coding {
+            case .br: return brotliBestLevel
+            case .zstd: return zstdBestLevel
+            case .gzip: return level
+            }
+        }
 
         /// The level a form compressed here in `coding` is made at.
         public func level(_ coding: ContentCoding) -> Int {

@@ -59,6 +59,7 @@ extension DocumentReader {
             if let pages = section.section("error_pages") { site.errorPages = errorPages(pages) }
             if let node = section.take("headers") { site.headers = headerRules(node, key: "\(key).headers") }
             if let gzip = section.section("gzip") { site.gzip = self.gzip(gzip, site.gzip, serverWide: false) }
+            if let compression = section.section("compression") { site.gzip = self.compression(compression, site.gzip) }
             if let cache = section.section("file_cache") { site.fileCache = fileCache(cache, site.fileCache) }
             let pairs = certificatePairs(section, key: key)
             var certificates = TLSSite(certificates: pairs)

@@ -374,13 +374,14 @@ final class GzipStream {
 /// shared by every site (a file version is the same bytes whichever site reaches it), with the one
 /// deflate state whole-file compression reuses.
 final class CompressedCache {
+    /// One file version in one coding, whatever its level: a body at a better level replaces the one
+    /// made first.
     struct Key: Hashable {
         var device: UInt64
         var inode: UInt64
         var size: Int64
         var modified: Int64
         var coding: ContentCoding
-        var level: Int
     }
 
     let budget: Int
@@ -418,7 +419,9 @@ final class CompressedCache {
             return deflater.compressWhole(file, scratch: deflateInput)
         case .br, .zstd:
             return withWholeInput(file) { input in
-                coding == .br ? CompressedCache.brotli(input, quality: level) : zstd(input, level: level)
+                if coding == .br { return CompressedCache.brotli(input, quality: level) }
+                if zstdContext == nil { zstdContext = ZSTD_createCCtx() }
+                return zstdContext.flatMap { CompressedCache.zstd(input, level: level, context: $0) }
             }
         }
     }
@@ -451,11 +454,9 @@ final class CompressedCache {
         return exact
     }
 
-    /// Zstandard (RFC 8878) of `input` at `level`, with the worker's reused context; the window is
-    /// at most 8 MiB (windowLog 23), as RFC 9659 asks of HTTP.
-    func zstd(_ input: UnsafeRawBufferPointer, level: Int) -> UnsafeMutableRawBufferPointer? {
-        if zstdContext == nil { zstdContext = ZSTD_createCCtx() }
-        guard let context = zstdContext else { return nil }
+    /// Zstandard (RFC 8878) of `input` at `level`, with a reused `context`; the window is at most
+    /// 8 MiB (windowLog 23), as RFC 9659 asks of HTTP.
+    static func zstd(_ input: UnsafeRawBufferPointer, level: Int, context: OpaquePointer) -> UnsafeMutableRawBufferPointer? {
         _ = ZSTD_CCtx_reset(context, ZSTD_reset_session_and_parameters)
         _ = ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level))
         _ = ZSTD_CCtx_setParameter(context, ZSTD_c_windowLog, 23)
@@ -471,9 +472,39 @@ final class CompressedCache {
 
     var count: Int { entries.count }
 
-    static func key(_ file: CachedFile, coding: ContentCoding, level: Int) -> Key {
+    static func key(_ file: CachedFile, coding: ContentCoding) -> Key {
         Key(device: file.device, inode: file.inode, size: file.size,
-            modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, coding: coding, level: level)
+            modified: file.modifiedSeconds &* 1_000_000_000 &+ file.modifiedNanoseconds, coding: coding)
+    }
+
+    /// The thread that makes the best levels (nil: none could be made; the first levels stay).
+    let helper: CompressionHelper? = CompressionHelper()
+
+    /// Puts the bodies the helper finished in place of the ones made first, for the versions still
+    /// cached (one pushed out in the meantime is not brought back).
+    func takeFinished() {
+        guard let helper else { return }
+        for done in helper.takeFinished() {
+            guard let body = done.body else { continue }
+            guard let current = entries[done.job.key], current.file.level < done.job.level else {
+                body.deallocate()
+                continue
+            }
+            let form = CachedFile(compressed: done.job.source, coding: done.job.coding, level: done.job.level, body: body)
+            replace(form, key: done.job.key)
+        }
+    }
+
+    /// `form` in place of the entry under `key`, keeping its place in the least-recently-used order.
+    private func replace(_ form: CachedFile, key: Key) {
+        guard let old = entries[key] else { return }
+        let cost = form.memoryCost
+        bytes += cost - old.file.memoryCost
+        entries[key] = (form, old.used)
+        while bytes > budget, let oldest = entries.min(by: { $0.value.used < $1.value.used }) {
+            entries.removeValue(forKey: oldest.key)
+            bytes -= oldest.value.file.memoryCost
+        }
     }
 
     func lookup(_ key: Key) -> CachedFile? {
@@ -537,14 +568,19 @@ final class Compressor {
         return preference.identity > 0 ? file : nil
     }
 
-    /// `file` compressed whole in `coding`: from the compressed cache, or compressed now and kept there.
+    /// `file` compressed whole in `coding`: from the compressed cache, or compressed now at the first
+    /// level and kept there, the best level following from the helper thread.
     func compressedForm(_ file: CachedFile, coding: ContentCoding) -> CachedFile? {
-        let level = settings.level(coding)
-        let key = CompressedCache.key(file, coding: coding, level: level)
+        let key = CompressedCache.key(file, coding: coding)
         if let cached = cache.lookup(key) { return cached }
+        let level = settings.level(coding)
         guard let body = cache.compress(file, coding: coding, level: level) else { return nil }
         let form = CachedFile(compressed: file, coding: coding, level: level, body: body)
         cache.insert(form, key: key)
+        let best = settings.bestLevel(coding)
+        if best > level, let helper = cache.helper {
+            helper.submit(CompressionHelper.Job(source: file, coding: coding, level: best, key: key))
+        }
         return form
     }
 }

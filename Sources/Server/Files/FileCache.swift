@@ -63,6 +63,8 @@ final class CachedFile {
     var validatedAt: Int64
     let contentType: StaticString
     let coding: Coding
+    /// The level a form compressed here was made at (0 for the file and its sidecars).
+    let level: Int
     /// The response could have been compressed (a compressible type and length, or a sidecar): every
     /// answer for it says `Vary: Accept-Encoding`.
     let varies: Bool
@@ -103,6 +105,7 @@ final class CachedFile {
         self.key = key
         self.contentType = contentType
         self.coding = coding
+        level = 0
         self.varies = varies
         self.compressible = compressible
         validatedAt = now
@@ -141,6 +144,7 @@ final class CachedFile {
         key = source.key
         contentType = source.contentType
         coding = body == nil ? .toCompress(contentCoding) : .memory(contentCoding)
+        self.level = level
         varies = true
         compressible = false
         self.body = body

@@ -324,7 +324,13 @@ final class StaticFiles {
     /// The answer for `file`: the representation Accept-Encoding chooses, preconditions against it
     /// (RFC 9110 section 13.2.2), then Range, else a 200 with its whole body.
     func answer(_ file: CachedFile, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, now: Int64) -> Response {
-        guard let chosen = representation(of: file, head, bytes) else { return error(.notAcceptable, now: now) }
+        guard var chosen = representation(of: file, head, bytes) else { return error(.notAcceptable, now: now) }
+        if case .toCompress(let coding) = chosen.coding, file.size <= Int64(gzip.cacheFileMax) {
+            // Compressed whole: the body in the cache now (its level, so its ETag, may have improved
+            // since the first request) is what preconditions compare.
+            guard let made = compression.compressedForm(file, coding: coding) else { return error(.serviceUnavailable, now: now) }
+            chosen = made
+        }
         if head.hasConditions {
             switch conditions(chosen, head, bytes) {
             case .proceed: break
@@ -334,7 +340,10 @@ final class StaticFiles {
             case .ranges(let count): return count == 1 ? singleRange(chosen) : multipart(chosen, count: count)
             }
         }
-        if case .toCompress(let coding) = chosen.coding { return compressed(file, form: chosen, coding: coding, now: now) }
+        if case .toCompress = chosen.coding {
+            // Too large to compress whole: gzip while it is sent (the form's fields; the file's bytes).
+            return Response(.ok, fields: UnsafeRawBufferPointer(chosen.headers), representation: file, body: .gzipStream(level: gzip.level))
+        }
         return whole(chosen)
     }
 
@@ -357,16 +366,6 @@ final class StaticFiles {
         let acceptEncoding = head.acceptEncoding
         guard sent && (file.varies || repeated || StaticFiles.hasParameter(bytes, acceptEncoding)) else { return file }
         return compression.negotiate(file, head, bytes)
-    }
-
-    /// A 200 compressed here: whole (from the cache, or now and kept) when the file is small enough, else
-    /// (gzip only) compressed as it is sent (the form's fields; the file's bytes).
-    func compressed(_ file: CachedFile, form: CachedFile, coding: ContentCoding, now: Int64) -> Response {
-        guard file.size <= Int64(gzip.cacheFileMax) else {
-            return Response(.ok, fields: UnsafeRawBufferPointer(form.headers), representation: file, body: .gzipStream(level: gzip.level))
-        }
-        guard let form = compression.compressedForm(file, coding: coding) else { return error(.serviceUnavailable, now: now) }
-        return whole(form)
     }
 
     /// Whether a field value has a ';' (so parameters such as q=0).

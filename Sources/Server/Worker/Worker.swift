@@ -66,6 +66,7 @@ public final class Worker {
         try poller.add(channel.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
+        if let helper = handler.compressed.helper { try poller.add(helper.eventFD, events: Poller.readable) }
         refreshDate()
     }
 
@@ -83,6 +84,8 @@ public final class Worker {
                 } else if fd == ticker.fd {
                     ticker.drain()
                     tick()
+                } else if fd == handler.compressed.helper?.eventFD {
+                    handler.compressed.takeFinished()
                 } else if fd == signals.fd {
                     for signal in signals.pending() where signal == SIGTERM {
                         log.info("SIGTERM: draining")
