@@ -193,7 +193,7 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             #expect(form.size == Int64(whole.count))
 
             // Streamed: de-chunk, then inflate; the chunk framing must be exact.
-            let stream = try #require(GzipStream(source: file, level: 6))
+            let stream = try #require(CompressionStream(source: file, coding: .gzip, level: 6))
             var framed: [UInt8] = []
             var consumed = 0
             while true {

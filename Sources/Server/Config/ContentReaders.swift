@@ -39,7 +39,8 @@ extension DocumentReader {
 
     /// `compression`: the codings offered and their tie order (`encodings`), and brotli's and zstd's
     /// levels: `level` answers the first request for a file version, `best` replaces it from the helper
-    /// thread (at or below `level`: no second pass). gzip's own keys stay in `gzip`.
+    /// thread (at or below `level`: no second pass), `stream` for files compressed while they are sent.
+    /// gzip's own keys stay in `gzip`.
     func compression(_ section: Section, _ current: ServerConfig.GzipSettings) -> ServerConfig.GzipSettings {
         var settings = current
         if let node = section.take("encodings") {
@@ -63,12 +64,14 @@ extension DocumentReader {
         if let brotli = section.section("brotli") {
             if let value = brotli.integer("level", in: 0...11) { settings.brotliLevel = value }
             if let value = brotli.integer("best", in: 0...11) { settings.brotliBestLevel = value }
+            if let value = brotli.integer("stream", in: 0...11) { settings.brotliStreamLevel = value }
             brotli.finish()
         }
         if let zstd = section.section("zstd") {
             // Up to 19: the "ultra" levels above it want windows beyond the 8 MB HTTP allows (RFC 9659).
             if let value = zstd.integer("level", in: 1...19) { settings.zstdLevel = value }
             if let value = zstd.integer("best", in: 1...19) { settings.zstdBestLevel = value }
+            if let value = zstd.integer("stream", in: 1...19) { settings.zstdStreamLevel = value }
             zstd.finish()
         }
         section.finish()

@@ -35,6 +35,18 @@ extension ServerConfig {
         public var zstdLevel = 9
         public var brotliBestLevel = 11
         public var zstdBestLevel = 19
+        /// Levels for files above `cacheFileMax`, compressed while they are sent (gzip: `level`).
+        public var brotliStreamLevel = 4
+        public var zstdStreamLevel = 3
+
+        /// The level a body in `coding` is compressed at while it is sent.
+        public func streamLevel(_ coding: ContentCoding) -> Int {
+            switch coding {
+            case .br: return brotliStreamLevel
+            case .zstd: return zstdStreamLevel
+            case .gzip: return level
+            }
+        }
 
         /// The level a body in `coding` ends at in the cache (gzip: its one level).
         public func bestLevel(_ coding: ContentCoding) -> Int {

@@ -276,12 +276,91 @@ final class GzipDeflater {
     }
 }
 
+/// A streaming encoder: input set in pieces, output taken in steps, `finish` once all input is set.
+protocol StreamEncoder: AnyObject {
+    func setInput(_ input: UnsafeRawPointer, _ count: Int)
+    /// Input set and not consumed yet.
+    var pendingInput: Int { get }
+    /// Writes up to `capacity` bytes to `output`; returns how many and whether the stream ended.
+    func step(output: UnsafeMutableRawPointer, capacity: Int, finish: Bool) -> (Int, Bool)
+}
+
+extension GzipDeflater: StreamEncoder {
+    func step(output: UnsafeMutableRawPointer, capacity: Int, finish: Bool) -> (Int, Bool) {
+        deflateStep(output: output, capacity: capacity, finish: finish)
+    }
+}
+
+/// Brotli's streaming encoder (window 4 MiB).
+final class BrotliStreamEncoder: StreamEncoder {
+    let state: OpaquePointer
+    private var next: UnsafePointer<UInt8>?
+    private var available = 0
+
+    init?(quality: Int, sizeHint: Int64) {
+        guard let state = BrotliEncoderCreateInstance(nil, nil, nil) else { return nil }
+        self.state = state
+        _ = BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, UInt32(quality))
+        _ = BrotliEncoderSetParameter(state, BROTLI_PARAM_LGWIN, UInt32(BROTLI_DEFAULT_WINDOW))
+        _ = BrotliEncoderSetParameter(state, BROTLI_PARAM_SIZE_HINT, UInt32(clamping: sizeHint))
+    }
+
+    deinit { BrotliEncoderDestroyInstance(state) }
+
+    func setInput(_ input: UnsafeRawPointer, _ count: Int) {
+        next = input.assumingMemoryBound(to: UInt8.self)
+        available = count
+    }
+
+    var pendingInput: Int { available }
+
+    func step(output: UnsafeMutableRawPointer, capacity: Int, finish: Bool) -> (Int, Bool) {
+        var out: UnsafeMutablePointer<UInt8>? = output.assumingMemoryBound(to: UInt8.self)
+        var room = capacity
+        let operation = finish ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_PROCESS
+        guard BrotliEncoderCompressStream(state, operation, &available, &next, &room, &out, nil) == BROTLI_TRUE else {
+            return (capacity - room, false)
+        }
+        return (capacity - room, BrotliEncoderIsFinished(state) == BROTLI_TRUE && BrotliEncoderHasMoreOutput(state) == BROTLI_FALSE)
+    }
+}
+
+/// zstd's streaming encoder, its window at most 8 MiB (RFC 9659).
+final class ZstdStreamEncoder: StreamEncoder {
+    let context: OpaquePointer
+    private var input = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+
+    init?(level: Int, sizeHint: Int64) {
+        guard let context = ZSTD_createCCtx() else { return nil }
+        self.context = context
+        _ = ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level))
+        _ = ZSTD_CCtx_setParameter(context, ZSTD_c_windowLog, 23)
+        _ = ZSTD_CCtx_setPledgedSrcSize(context, UInt64(max(sizeHint, 0)))
+    }
+
+    deinit { ZSTD_freeCCtx(context) }
+
+    func setInput(_ pointer: UnsafeRawPointer, _ count: Int) {
+        input = ZSTD_inBuffer(src: pointer, size: count, pos: 0)
+    }
+
+    var pendingInput: Int { input.size - input.pos }
+
+    func step(output: UnsafeMutableRawPointer, capacity: Int, finish: Bool) -> (Int, Bool) {
+        var out = ZSTD_outBuffer(dst: output, size: capacity, pos: 0)
+        let remaining = ZSTD_compressStream2(context, &out, &input, finish ? ZSTD_e_end : ZSTD_e_continue)
+        if ZSTD_isError(remaining) != 0 { return (out.pos, false) }
+        return (out.pos, finish && remaining == 0)
+    }
+}
+
 /// A response body compressed while it is sent, for files too large to compress whole: reads the file
-/// a piece at a time, deflates it, and frames the output as chunks of the chunked transfer coding.
-/// Memory is bounded: zlib's state and two 32 KiB buffers, whatever the file's size.
-final class GzipStream {
+/// a piece at a time, compresses it (gzip, brotli or zstd, at the streaming level), and for HTTP/1.1
+/// frames the output as chunks of the chunked transfer coding. Memory is bounded: the encoder's state
+/// and two 32 KiB buffers, whatever the file's size.
+final class CompressionStream {
     let source: CachedFile
-    let deflater: GzipDeflater
+    let encoder: any StreamEncoder
     var inputOffset: Int64 = 0
     var finished = false
     let input: UnsafeMutableRawPointer
@@ -295,12 +374,18 @@ final class GzipStream {
     /// dropped (a closed connection, a reset stream).
     var pendingLog: AccessLog.PendingLine?
 
-    init?(source: CachedFile, level: Int) {
-        guard let deflater = GzipDeflater(level: level) else { return nil }
+    init?(source: CachedFile, coding: ContentCoding, level: Int) {
+        let encoder: (any StreamEncoder)?
+        switch coding {
+        case .gzip: encoder = GzipDeflater(level: level)
+        case .br: encoder = BrotliStreamEncoder(quality: level, sizeHint: source.size)
+        case .zstd: encoder = ZstdStreamEncoder(level: level, sizeHint: source.size)
+        }
+        guard let encoder else { return nil }
         self.source = source
-        self.deflater = deflater
-        input = .allocate(byteCount: GzipStream.inputCapacity, alignment: 16)
-        output = .allocate(byteCount: GzipStream.prefixRoom + GzipStream.dataCapacity + GzipStream.suffixRoom, alignment: 16)
+        self.encoder = encoder
+        input = .allocate(byteCount: CompressionStream.inputCapacity, alignment: 16)
+        output = .allocate(byteCount: CompressionStream.prefixRoom + CompressionStream.dataCapacity + CompressionStream.suffixRoom, alignment: 16)
     }
 
     deinit {
@@ -313,24 +398,24 @@ final class GzipStream {
     /// `dataCapacity` bytes, empty only once `finished`. `consumed` is how much of the file it read.
     /// Nil when the file cannot be read.
     func nextData(consumed: inout Int) -> UnsafeRawBufferPointer? {
-        let data = output + GzipStream.prefixRoom
+        let data = output + CompressionStream.prefixRoom
         var produced = 0
-        while produced < GzipStream.dataCapacity && !finished {
-            if deflater.pendingInput == 0 && inputOffset < source.size {
-                let want = Int(min(Int64(GzipStream.inputCapacity), source.size - inputOffset))
+        while produced < CompressionStream.dataCapacity && !finished {
+            if encoder.pendingInput == 0 && inputOffset < source.size {
+                let want = Int(min(Int64(CompressionStream.inputCapacity), source.size - inputOffset))
                 let count = pread(source.fd, input, want, off_t(inputOffset))
                 if count < 0 && errno == EINTR { continue }
                 guard count > 0 else { return nil }  // the file shrank: the body cannot be completed
-                deflater.setInput(input, count)
+                encoder.setInput(input, count)
                 inputOffset += Int64(count)
                 consumed += count
             }
-            let (written, ended) = deflater.deflateStep(
-                output: data + produced, capacity: GzipStream.dataCapacity - produced, finish: inputOffset >= source.size)
+            let (written, ended) = encoder.step(
+                output: data + produced, capacity: CompressionStream.dataCapacity - produced, finish: inputOffset >= source.size)
             produced += written
             finished = ended
-            // zlib holds back output until it has enough; with input left to read, read more.
-            if written == 0 && deflater.pendingInput == 0 && inputOffset >= source.size && !ended { return nil }
+            // An encoder holds back output until it has enough; with input left to read, read more.
+            if written == 0 && encoder.pendingInput == 0 && inputOffset >= source.size && !ended { return nil }
         }
         pendingLog?.bodyBytes += Int64(produced)
         return UnsafeRawBufferPointer(start: data, count: produced)
@@ -341,8 +426,8 @@ final class GzipStream {
     func nextChunk(consumed: inout Int) -> UnsafeRawBufferPointer? {
         guard let data = nextData(consumed: &consumed) else { return nil }
         let produced = data.count
-        var start = GzipStream.prefixRoom
-        var end = GzipStream.prefixRoom
+        var start = CompressionStream.prefixRoom
+        var end = CompressionStream.prefixRoom
         if produced > 0 {
             // "SIZE\r\n" right before the data, "\r\n" after it.
             start -= 2
@@ -552,14 +637,13 @@ final class Compressor {
         let preference = EncodingPreference.of(bytes, head)
         if file.varies {
             // A Range is answered from the file's own bytes (or a sidecar's), never from bytes compressed
-            // here; HTTP/1.0 has no chunked coding, and only gzip streams, so a file too large to compress
-            // whole goes in gzip (HTTP/1.1) or as it is.
+            // here; HTTP/1.0 has no chunked coding, so a file too large to compress whole goes as it is.
             let rangeRequest = head.method == .get && !head.range.isEmpty && preference.identity > 0
             let whole = file.size <= Int64(settings.cacheFileMax)
             let canMake = file.compressible && !rangeRequest
             let http11 = head.minorVersion == 1
             let chosen = preference.choose(settings.encodings) { coding in
-                file.sidecar(coding) != nil || (canMake && (whole || (coding == .gzip && http11)))
+                file.sidecar(coding) != nil || (canMake && (whole || http11))
             }
             if let chosen {
                 return file.sidecar(chosen) ?? file.form(chosen, level: settings.level(chosen))

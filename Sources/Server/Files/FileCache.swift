@@ -18,7 +18,7 @@ final class CachedFile {
         case memory(ContentCoding)
         /// A form to make here (no fd or body of its own): its headers are what preconditions compare;
         /// the answer is the body compressed whole from the cache, or, for gzip and a file above
-        /// `cache_file_max`, compressed while it is sent (the response's `GzipStream` reads the file).
+        /// `cache_file_max`, compressed while it is sent (the response's `CompressionStream` reads the file).
         case toCompress(ContentCoding)
 
         /// The Content-Encoding it is sent with, if any.
@@ -32,7 +32,7 @@ final class CachedFile {
 
     /// The open file; owned by this object. -1 for the in-memory and streamed gzip forms.
     let fd: Int32
-    /// Length of this representation's bytes (for `gzipStream`, the length of the file it reads).
+    /// Length of this representation's bytes (for a form to compress, the length of the file it reads).
     let size: Int64
     /// What revalidation compares: a file that changed in any of these is opened again. The gzip forms
     /// carry their source's, so they are keyed by the version they were made from.

@@ -340,9 +340,11 @@ final class StaticFiles {
             case .ranges(let count): return count == 1 ? singleRange(chosen) : multipart(chosen, count: count)
             }
         }
-        if case .toCompress = chosen.coding {
-            // Too large to compress whole: gzip while it is sent (the form's fields; the file's bytes).
-            return Response(.ok, fields: UnsafeRawBufferPointer(chosen.headers), representation: file, body: .gzipStream(level: gzip.level))
+        if case .toCompress(let coding) = chosen.coding {
+            // Too large to compress whole: compressed while it is sent, at the streaming level (the
+            // form's fields; the file's bytes).
+            return Response(.ok, fields: UnsafeRawBufferPointer(chosen.headers), representation: file,
+                            body: .compressStream(coding, level: gzip.streamLevel(coding)))
         }
         return whole(chosen)
     }

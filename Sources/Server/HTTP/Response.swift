@@ -34,7 +34,7 @@ struct Response: ~Copyable {
         case .bytes(let bytes): return Int64(bytes.count)
         case .fileRange(let start, let end): return end - start
         case .multipart(let parts): return parts.reduce(0) { $0 + Int64($1.prefix.count) + $1.end - $1.start }
-        case .gzipStream: return -1
+        case .compressStream: return -1
         }
     }
 }
@@ -53,7 +53,7 @@ enum ResponseBody {
     /// multipart/byteranges: each part's boundary and headers, then its range of the representation.
     case multipart(UnsafeBufferPointer<ResponsePart>)
     /// The representation (the file itself) compressed with gzip at `level` while it is sent, in chunks.
-    case gzipStream(level: Int)
+    case compressStream(ContentCoding, level: Int)
 }
 
 /// One part of a multipart response: its boundary and headers, then bytes `start..<end` of the file.

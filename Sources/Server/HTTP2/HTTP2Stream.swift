@@ -54,7 +54,7 @@ final class HTTP2Stream {
     var parts: [ResponsePart] = []
     var partIndex = 0
     /// A body compressed as it is sent: `memory` holds its current piece.
-    var gzip: GzipStream?
+    var compression: CompressionStream?
 
     /// Ready for a new stream `id`.
     func reset(id: Int32) {
@@ -87,7 +87,7 @@ final class HTTP2Stream {
         fileEnd = 0
         if !parts.isEmpty { parts = [] }
         partIndex = 0
-        if gzip != nil { gzip = nil }
+        if compression != nil { compression = nil }
     }
 
     /// Sets up the body of `response` (not for HEAD); false when it has none. A body compressed as it
@@ -116,11 +116,11 @@ final class HTTP2Stream {
             parts = Array(list)
             partIndex = 0
             nextPart()
-        case .gzipStream(let level):
-            guard let source = response.representation, let stream = GzipStream(source: source, level: level) else { return false }
+        case .compressStream(let coding, let level):
+            guard let source = response.representation, let stream = CompressionStream(source: source, coding: coding, level: level) else { return false }
             stream.pendingLog = pendingLog
             representation = source
-            gzip = stream
+            compression = stream
         }
         return true
     }
@@ -166,7 +166,7 @@ final class HTTP2Stream {
                 nextPart()
                 continue
             }
-            if let stream = gzip, !stream.finished {
+            if let stream = compression, !stream.finished {
                 var consumed = 0
                 guard let piece = stream.nextData(consumed: &consumed) else { return nil }
                 memory = piece
@@ -179,6 +179,6 @@ final class HTTP2Stream {
 
     /// No part and no compressed piece follows the current one.
     private var nothingAfterPart: Bool {
-        partIndex >= parts.count && (gzip == nil || gzip!.finished)
+        partIndex >= parts.count && (compression == nil || compression!.finished)
     }
 }

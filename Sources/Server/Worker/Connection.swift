@@ -135,10 +135,10 @@ struct OutputQueue {
     /// Further parts after the current range.
     var parts: [ResponsePart] = []
     /// A body being compressed as it is sent (chunked), after `pending`.
-    var gzip: GzipStream?
+    var compression: CompressionStream?
 
     /// Nothing is waiting.
-    var isEmpty: Bool { pendingOffset >= pending.count && file == nil && gzip == nil }
+    var isEmpty: Bool { pendingOffset >= pending.count && file == nil && compression == nil }
 
     /// Drops everything (the connection is closing).
     mutating func clear() {
@@ -146,6 +146,6 @@ struct OutputQueue {
         pendingOffset = 0
         file = nil
         parts = []
-        gzip = nil
+        compression = nil
     }
 }

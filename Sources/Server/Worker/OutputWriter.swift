@@ -50,10 +50,10 @@ final class OutputWriter {
             return write(connection, head: head, inline: none, range: (start, end), representation: response.representation, parts: [])
         case .multipart(let parts):
             return write(connection, head: head, inline: none, range: (0, 0), representation: response.representation, parts: Array(parts))
-        case .gzipStream(let level):
-            guard let source = response.representation, let stream = GzipStream(source: source, level: level) else { return .failed }
+        case .compressStream(let coding, let level):
+            guard let source = response.representation, let stream = CompressionStream(source: source, coding: coding, level: level) else { return .failed }
             stream.pendingLog = accessLog?.takePending()
-            connection.output.gzip = stream
+            connection.output.compression = stream
             return write(connection, head: head, inline: none, range: nil, representation: nil, parts: [])
         }
     }
@@ -64,7 +64,7 @@ final class OutputWriter {
     ) -> Progress {
         // MSG_MORE also when the connection closes after this response: the bytes wait in the socket
         // for the FIN that `ConnectionDriver.finish` sends right after, and leave with it in one segment.
-        let more = range != nil || connection.output.gzip != nil || connection.closeAfterResponse
+        let more = range != nil || connection.output.compression != nil || connection.closeAfterResponse
         let total = head.count + inline.count
         let sent = connection.transport.write(connection.fd, head: head, body: inline, more: more, record: record)
         if sent < 0 { return .failed }
@@ -97,7 +97,7 @@ final class OutputWriter {
         var compressedNow = 0
         while true {
             while connection.output.pendingOffset < connection.output.pending.count {
-                let more = connection.output.file != nil || connection.output.gzip != nil || connection.closeAfterResponse
+                let more = connection.output.file != nil || connection.output.compression != nil || connection.closeAfterResponse
                 let offset = connection.output.pendingOffset
                 let count = connection.output.pending.withUnsafeBytes {
                     transport.write(fd, $0.baseAddress! + offset, $0.count - offset, more: more)
@@ -115,11 +115,11 @@ final class OutputWriter {
                 connection.output.pendingOffset = 0
             }
             guard let file = connection.output.file else {
-                guard let stream = connection.output.gzip else { return .done }
+                guard let stream = connection.output.compression else { return .done }
                 if compressedNow >= 262_144 { return .blocked }
                 // nil: the file shrank under us, so the body cannot be finished.
                 guard let chunk = stream.nextChunk(consumed: &compressedNow) else { return .failed }
-                if stream.finished { connection.output.gzip = nil }
+                if stream.finished { connection.output.compression = nil }
                 connection.output.pending = Array(chunk)
                 connection.output.pendingOffset = 0
                 continue
