@@ -150,6 +150,9 @@ func decode(_ body: [UInt8], _ coding: String, in directory: URL) throws -> [UIn
         for coding in ["br", "zstd", "gzip"] {
             let (status, headers, body) = try rawFetch(server.port, "/big.txt", ["Accept-Encoding: \(coding)"])
             #expect(status == 200 && headers["content-encoding"] == coding && headers["transfer-encoding"] == "chunked", "\(coding): \(headers)")
+            // Its ETag names the streaming level the bytes are made at.
+            let level = ["br": "br4", "zstd": "zst3", "gzip": "gz6"][coding]!
+            #expect(headers["etag"]?.hasSuffix("-\(level)\"") == true, "\(coding): \(headers["etag"] ?? "-")")
             #expect(try decode(dechunk(body), coding, in: directory) == file, "\(coding) over HTTP/1.1")
             let raw = directory.appendingPathComponent("h2-\(coding)")
             let h2 = try curl(["-k", "--http2", "-H", "Accept-Encoding: \(coding)", "-D", "-", "-o", raw.path, "https://127.0.0.1:\(port)/big.txt"]).lowercased()

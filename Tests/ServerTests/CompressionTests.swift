@@ -191,6 +191,11 @@ func gunzip(_ data: [UInt8]) -> [UInt8]? {
             #expect(gunzip(Array(whole)) == text, "whole, \(size) bytes")
             let form = CachedFile(compressed: file, coding: .gzip, level: 6, body: whole)
             #expect(form.size == Int64(whole.count))
+            // Every form made here has its coding and level in its ETag, level 0 (brotli's fastest)
+            // included; the file's own has neither.
+            let quickest = CachedFile(compressed: file, coding: .br, level: 0, body: nil)
+            #expect(String(decoding: UnsafeRawBufferPointer(quickest.validators.etag), as: UTF8.self).hasSuffix("-br0\""))
+            #expect(String(decoding: UnsafeRawBufferPointer(file.validators.etag), as: UTF8.self).filter { $0 == "-" }.count == 2)
 
             // Streamed: de-chunk, then inflate; the chunk framing must be exact.
             let stream = try #require(CompressionStream(source: file, coding: .gzip, level: 6))

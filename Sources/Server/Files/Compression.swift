@@ -646,7 +646,9 @@ final class Compressor {
                 file.sidecar(coding) != nil || (canMake && (whole || http11))
             }
             if let chosen {
-                return file.sidecar(chosen) ?? file.form(chosen, level: settings.level(chosen))
+                // The form's headers are what a streamed body is sent with, so its ETag names the
+                // streaming level; a body compressed whole brings its own.
+                return file.sidecar(chosen) ?? file.form(chosen, level: whole ? settings.level(chosen) : settings.streamLevel(chosen))
             }
         }
         return preference.identity > 0 ? file : nil

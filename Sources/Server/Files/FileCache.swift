@@ -16,9 +16,10 @@ final class CachedFile {
         case sidecar(ContentCoding)
         /// The file compressed whole, kept in the worker's compressed cache.
         case memory(ContentCoding)
-        /// A form to make here (no fd or body of its own): its headers are what preconditions compare;
-        /// the answer is the body compressed whole from the cache, or, for gzip and a file above
-        /// `cache_file_max`, compressed while it is sent (the response's `CompressionStream` reads the file).
+        /// A form to make here (no fd or body of its own): the answer is the body compressed whole from
+        /// the cache (whose own headers preconditions then compare), or, for a file above
+        /// `cache_file_max`, these headers and the body compressed while it is sent (the response's
+        /// `CompressionStream` reads the file).
         case toCompress(ContentCoding)
 
         /// The Content-Encoding it is sent with, if any.
@@ -30,7 +31,7 @@ final class CachedFile {
         }
     }
 
-    /// The open file; owned by this object. -1 for the in-memory and streamed gzip forms.
+    /// The open file; owned by this object. -1 for the forms compressed here.
     let fd: Int32
     /// Length of this representation's bytes (for a form to compress, the length of the file it reads).
     let size: Int64
@@ -68,7 +69,7 @@ final class CachedFile {
     /// The response could have been compressed (a compressible type and length, or a sidecar): every
     /// answer for it says `Vary: Accept-Encoding`.
     let varies: Bool
-    /// On-the-fly gzip applies to this file (its type, its length, and gzip enabled).
+    /// Compression here applies to this file (its type, its length, and `gzip.enabled`).
     let compressible: Bool
     /// The sidecars beside the file not older than it, by `ContentCoding.rawValue` (empty: none).
     var sidecars: [CachedFile?] = []
@@ -111,7 +112,7 @@ final class CachedFile {
         validatedAt = now
         let layout = CachedFile.makeHeaders(
             contentType: contentType, length: size, coding: coding.contentCoding, ranges: true, modified: modifiedSeconds,
-            inode: inode, size: size, modifiedNanoseconds: modifiedNanoseconds, level: 0, vary: varies, extra: extraHeaders)
+            inode: inode, size: size, modifiedNanoseconds: modifiedNanoseconds, level: -1, vary: varies, extra: extraHeaders)
         (headers, typeEnd, lengthEnd, validatorsStart, extraStart, etag) = layout
 
         if size <= Int64(inlineLimit) {
@@ -166,9 +167,10 @@ final class CachedFile {
     /// Bytes this representation keeps in memory, with a little for the object itself.
     var memoryCost: Int { headers.count + (body?.count ?? 0) + 256 }
 
-    /// The header block and where its parts start. `length` -1 means chunked; `level` > 0 marks the ETag
-    /// of a form compressed here (`"INODE-SIZE-MTIME-gz6"`, `-br5`, `-zst9`), so each encoding and level
-    /// has its own (a sidecar's ETag is its own file's).
+    /// The header block and where its parts start. `length` -1 means chunked; a `level` of 0 or more marks
+    /// the ETag of a form compressed here (`"INODE-SIZE-MTIME-gz6"`, `-br5`, `-zst9`, `-br0`), so each
+    /// encoding and level has its own; -1 for the file and its sidecars (a sidecar's ETag is its own
+    /// file's).
     static func makeHeaders(
         contentType: StaticString, length: Int64, coding: ContentCoding?, ranges: Bool, modified: Int64, inode: UInt64, size: Int64,
         modifiedNanoseconds: Int64, level: Int, vary: Bool, extra: [UInt8]
@@ -207,7 +209,7 @@ final class CachedFile {
         writer.appendHex(UInt64(size))
         writer.append(byte: 45)
         writer.appendHex(UInt64(modified) &* 1_000_000_000 &+ UInt64(modifiedNanoseconds))
-        if level > 0, let coding {
+        if level >= 0, let coding {
             writer.append(byte: 45)
             writer.append(coding.tag)
             writer.appendDecimal(Int64(level))
