@@ -50,6 +50,16 @@ final class CompressionHelper: @unchecked Sendable {
         pthread_cond_init(condition, nil)
     }
 
+    /// Only when the thread never started: a running thread holds the helper for the worker's life.
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+        for item in finished { item.body?.deallocate() }
+        closeDescriptor(eventFD)
+    }
+
     /// Queues `job` unless the same version is already on its way; starts the thread on first use.
     func submit(_ job: Job) {
         guard !inFlight.contains(job.key) else { return }
