@@ -31,8 +31,8 @@ extension ServerConfig {
         public var encodings: [ContentCoding] = [.br, .zstd, .gzip]
         /// Brotli quality and zstd level of bodies compressed whole when first asked for (answered at
         /// once), and the levels a helper thread makes them at next, replacing them in the cache.
-        public var brotliLevel = 5
-        public var zstdLevel = 9
+        public var brotliLevel = 4
+        public var zstdLevel = 6
         public var brotliBestLevel = 11
         public var zstdBestLevel = 19
         /// Levels for files above `cacheFileMax`, compressed while they are sent (gzip: `level`).

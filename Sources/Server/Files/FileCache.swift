@@ -168,7 +168,7 @@ final class CachedFile {
     var memoryCost: Int { headers.count + (body?.count ?? 0) + 256 }
 
     /// The header block and where its parts start. `length` -1 means chunked; a `level` of 0 or more marks
-    /// the ETag of a form compressed here (`"INODE-SIZE-MTIME-gz6"`, `-br5`, `-zst9`, `-br0`), so each
+    /// the ETag of a form compressed here (`"INODE-SIZE-MTIME-gz6"`, `-br4`, `-zst6`, `-br0`), so each
     /// encoding and level has its own; -1 for the file and its sidecars (a sidecar's ETag is its own
     /// file's).
     static func makeHeaders(
