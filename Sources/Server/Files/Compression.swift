@@ -592,6 +592,8 @@ final class CompressedCache {
         }
     }
 
+    func contains(_ key: Key) -> Bool { entries[key] != nil }
+
     func lookup(_ key: Key) -> CachedFile? {
         guard let entry = entries[key] else { return nil }
         clock += 1
@@ -664,7 +666,9 @@ final class Compressor {
         let form = CachedFile(compressed: file, coding: coding, level: level, body: body)
         cache.insert(form, key: key)
         let best = settings.bestLevel(coding)
-        if best > level, let helper = cache.helper {
+        // Only for a body the cache kept (with `gzip.cache: 0`, or one above the budget, a better body
+        // would have nowhere to go).
+        if best > level, cache.contains(key), let helper = cache.helper {
             helper.submit(CompressionHelper.Job(source: file, coding: coding, level: best, key: key))
         }
         return form
