@@ -7,6 +7,7 @@
 #include <netinet/tcp.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <malloc.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -35,6 +36,7 @@ int cs_pidfd_getfd(int pidfd, int targetfd, unsigned int flags) {
 int cs_prctl_set_pdeathsig(int signal) { return prctl(PR_SET_PDEATHSIG, (unsigned long)signal, 0, 0, 0); }
 int cs_prctl_set_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }
 int cs_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+int cs_malloc_trim(void) { return malloc_trim(0); }
 int cs_set_thread_niceness(int niceness) { return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), niceness); }
 int cs_prctl_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1UL, 0, 0, 0); }
 int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {

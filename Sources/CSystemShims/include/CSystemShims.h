@@ -35,6 +35,8 @@ int cs_prctl_set_name(const char *name);
 int cs_set_thread_niceness(int niceness);
 /* A non-blocking, close-on-exec eventfd counting from 0. */
 int cs_eventfd(void);
+/* glibc's malloc_trim(0): free memory in every arena goes back to the system. */
+int cs_malloc_trim(void);
 int cs_prctl_set_child_subreaper(void);
 int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 int cs_memfd_create(const char *name, unsigned int flags);

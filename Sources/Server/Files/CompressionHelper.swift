@@ -115,6 +115,9 @@ final class CompressionHelper: @unchecked Sendable {
             pthread_mutex_unlock(mutex)
             if context == nil && job.coding == .zstd { context = ZSTD_createCCtx() }
             let body = CompressionHelper.compress(job, zstdContext: context)
+            // The encoders' working memory (brotli 11's is large) came from this thread's own malloc
+            // arena, which keeps freed memory: give it back to the system after every body.
+            _ = cs_malloc_trim()
             pthread_mutex_lock(mutex)
             finished.append(Finished(job: job, body: body))
             pthread_mutex_unlock(mutex)
