@@ -43,6 +43,12 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        // libcurl's header only: the ACME process opens the library itself (Sources/CCurl/shim.h says why).
+        .systemLibrary(
+            name: "CCurl",
+            path: "Sources/CCurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
         .systemLibrary(
             name: "CCrypt",
             path: "Sources/CCrypt",
@@ -59,6 +65,7 @@ let package = Package(
                 "CBrotli",
                 "CZstd",
                 "CCrypt",
+                "CCurl",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],

@@ -80,6 +80,94 @@ static inline void cossl_use_ocsp_staple(SSL_CTX *ctx, cossl_ocsp_staple *staple
     SSL_CTX_set_tlsext_status_arg(ctx, staple);
 }
 
+/* ACME (RFC 8555, RFC 8737). */
+
+/* A certificate signing request's extensions (the names, as subjectAltName) go in as a stack. */
+static inline int cossl_X509_REQ_add_extension(X509_REQ *request, X509_EXTENSION *extension) {
+    STACK_OF(X509_EXTENSION) *extensions = sk_X509_EXTENSION_new_null();
+    if (extensions == NULL) return 0;
+    sk_X509_EXTENSION_push(extensions, extension);
+    int ok = X509_REQ_add_extensions(request, extensions);
+    sk_X509_EXTENSION_free(extensions);
+    return ok;
+}
+
+/* The critical id-pe-acmeIdentifier extension (1.3.6.1.5.5.7.1.31) of a TLS-ALPN-01 certificate: an
+   OCTET STRING holding the SHA-256 of the key authorization (RFC 8737 section 3). */
+static inline X509_EXTENSION *cossl_acme_identifier_extension(const unsigned char *digest) {
+    X509_EXTENSION *extension = NULL;
+    ASN1_OCTET_STRING *inner = ASN1_OCTET_STRING_new();
+    ASN1_OCTET_STRING *value = ASN1_OCTET_STRING_new();
+    ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+    unsigned char *der = NULL;
+    int length;
+    if (inner == NULL || value == NULL || oid == NULL || !ASN1_OCTET_STRING_set(inner, digest, 32)) goto done;
+    length = i2d_ASN1_OCTET_STRING(inner, &der);
+    if (length <= 0 || !ASN1_OCTET_STRING_set(value, der, length)) goto done;
+    extension = X509_EXTENSION_create_by_OBJ(NULL, oid, 1, value);
+done:
+    OPENSSL_free(der);
+    ASN1_OCTET_STRING_free(inner);
+    ASN1_OCTET_STRING_free(value);
+    ASN1_OBJECT_free(oid);
+    return extension;
+}
+
+/* TLS-ALPN-01: a validator's ClientHello offers the ALPN protocol acme-tls/1 and names the host being
+   validated. The worker's ClientHello callback (TLSSites) reads both with these two before the name
+   chooses a certificate, and switches the handshake to that name's challenge context. */
+static inline int cossl_offers_acme_tls(SSL *ssl) {
+    const unsigned char *data = NULL;
+    size_t length = 0;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &data, &length) || length < 2)
+        return 0;
+    size_t list = ((size_t)data[0] << 8) | data[1];
+    if (list + 2 != length) return 0;
+    for (size_t at = 2; at < length;) {
+        size_t item = data[at];
+        if (at + 1 + item > length) return 0;
+        if (item == 10 && memcmp(data + at + 1, "acme-tls/1", 10) == 0) return 1;
+        at += 1 + item;
+    }
+    return 0;
+}
+/* The host_name of the server_name extension, lowercased, into `name`; 0 when there is none. */
+static inline int cossl_client_hello_server_name(SSL *ssl, char *name, size_t capacity) {
+    const unsigned char *data = NULL;
+    size_t length = 0;
+    if (!SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &data, &length) || length < 5) return 0;
+    size_t list = ((size_t)data[0] << 8) | data[1];
+    if (list + 2 != length || data[2] != TLSEXT_NAMETYPE_host_name) return 0;
+    size_t size = ((size_t)data[3] << 8) | data[4];
+    if (size == 0 || 5 + size > length || size + 1 > capacity) return 0;
+    for (size_t i = 0; i < size; i++) {
+        unsigned char c = data[5 + i];
+        if (c == 0) return 0;
+        name[i] = (char)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+    }
+    name[size] = 0;
+    return 1;
+}
+static int cossl_acme_alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                                  const unsigned char *in, unsigned int inlen, void *arg) {
+    (void)ssl; (void)arg;
+    static const unsigned char acme[] = "\x0a" "acme-tls/1";
+    unsigned char *selected = NULL;
+    if (SSL_select_next_proto(&selected, outlen, acme, sizeof(acme) - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+/* A challenge context chooses acme-tls/1, and nothing else. */
+static inline void cossl_use_acme_alpn(SSL_CTX *ctx) { SSL_CTX_set_alpn_select_cb(ctx, cossl_acme_alpn_select, NULL); }
+/* Whether the handshake chose acme-tls/1 (the validator closes once it is done). */
+static inline int cossl_alpn_is_acme(const SSL *ssl) {
+    const unsigned char *protocol = NULL;
+    unsigned int length = 0;
+    SSL_get0_alpn_selected(ssl, &protocol, &length);
+    return length == 10 && memcmp(protocol, "acme-tls/1", 10) == 0;
+}
+
 /* EVP_EC_gen is a macro over a variadic function. */
 static inline EVP_PKEY *cossl_EVP_EC_gen_P256(void) { return EVP_EC_gen("P-256"); }
 

@@ -24,6 +24,11 @@ struct ConfigValidation {
         if config.tls.redirectHTTP && config.tls.listen.isEmpty {
             issues.append(issue("tls.redirect_http", "needs a TLS socket to redirect to (tls.listen)"))
         }
+        if config.tls.listen.isEmpty, let site = config.sites.first(where: { $0.acme != nil }) {
+            issues.append(issue("acme", "site \(site.names.first ?? "") (\(site.place)) gets its certificate by ACME, but there is no TLS socket to serve it on (tls.listen)"))
+        } else if config.listen.isEmpty, let site = config.sites.first(where: { $0.acme?.challenges == [.http01] }) {
+            issues.append(issue("acme.challenges", "site \(site.names.first ?? "") (\(site.place)) offers only http-01, which the CA checks on port 80, but there is no plain socket (listen); add one, or tls-alpn-01"))
+        }
         if config.tls.listen.isEmpty, let site = config.sites.first(where: { $0.rules.redirectHTTP }) {
             issues.append(issue("redirect_http", "site \(site.names.first ?? "") (\(site.place)) redirects to HTTPS, but there is no TLS socket (tls.listen)"))
         }
@@ -88,6 +93,7 @@ struct ConfigValidation {
     /// A certificate and key that load and match, for every TLS socket; readable by `user`.
     private func checkTLS(_ config: inout ServerConfig, makeDevCertificate: Bool) -> [ConfigIssue] {
         guard !config.tls.listen.isEmpty else { return [] }
+        ConfigValidation.takeAcmeCertificates(&config)
         var issues: [ConfigIssue] = []
         let first = config.tls.defaultSite.certificates.first
         let bothMissing = first.map { access($0.certificate, F_OK) != 0 && access($0.key, F_OK) != 0 } ?? false
@@ -109,7 +115,7 @@ struct ConfigValidation {
         }
         if certificates.isEmpty {
             // Without a default certificate, only the names of sites with their own are served over TLS.
-            let bare = config.sites.filter { !$0.hasOwnCertificate }
+            let bare = config.sites.filter { !$0.hasOwnCertificate && $0.acme == nil }
             if config.sites.isEmpty || bare.count == config.sites.count {
                 return [issue("tls", "TLS sockets need a certificate and a key: set tls.cert and tls.key, or pass --cert and --key")]
             }
@@ -151,6 +157,20 @@ struct ConfigValidation {
             }
         }
         return issues
+    }
+
+    /// Sites whose certificate comes by ACME present it once the ACME process has written it: the files
+    /// are taken when they load and match (else the site waits for the next one, and says so in the log
+    /// of the ACME process, which orders it).
+    static func takeAcmeCertificates(_ config: inout ServerConfig) {
+        for certificate in config.acmeCertificates {
+            let pair = certificate.pair
+            let site = TLSSite(certificates: [pair])
+            guard (try? TLSContext.check(certificate: pair.certificate, key: pair.key)) != nil,
+                  (try? TLSContext(site: site, settings: config.tls)) != nil else { continue }
+            config.sites[certificate.site - 1].certificates = site
+            config.sites[certificate.site - 1].acmeIssued = true
+        }
     }
 
     /// Whether `user` may read the file at `path` by its mode bits (owner, then its groups, then others).

@@ -82,6 +82,11 @@ final class DocumentReader {
         if let section = top.section("supervisor") { config.supervisor = supervision(section, config.supervisor) }
         config.rules = rules(top, config.rules)
         if let value = top.choice("unmatched_host", UnmatchedHost.self) { config.unmatchedHost = value }
+        let acmeNode = top.peek("acme")
+        if let acme = acme(top, nil) { config.acme = acme }
+        if let acmeNode, config.acme != nil, top.peek("sites") == nil {
+            issue(acmeNode, key: "acme", "certificates are for names: put each site, with its names, under sites (the top-level acme is what they start from)")
+        }
         // Last: every site starts from the top-level values.
         if let node = top.take("sites") { config.sites = sites(node, config) }
         top.finish()

@@ -92,6 +92,9 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var rules = SiteRules()
     /// `sites`: more sites, each answering its own names with its own root, certificates and rules.
     public var sites: [SiteSettings] = []
+    /// `acme` at the top level: what every site's starts from (a site without `cert` gets its
+    /// certificate by ACME when this or its own `acme` is set).
+    public var acme: AcmeSettings? = nil
     /// What a name no site claims gets when there is no default site (no top-level `root`).
     public var unmatchedHost = UnmatchedHost.notFound
 
@@ -199,5 +202,13 @@ public struct ServerConfig: Codable, Sendable, Equatable {
         tls.files + sites.flatMap { site in
             (site.certificates?.certificates ?? []).flatMap { [$0.certificate, $0.key] } + (site.certificates?.ocsp.map { [$0] } ?? [])
         }
+    }
+
+    /// What the supervisor watches: the certificate files, and where the ACME process will write the
+    /// certificates it has not written yet (a new one is taken up as a replaced one is).
+    public var watchedCertificateFiles: [String] {
+        var files = certificateFiles
+        for pair in acmeCertificates.map(\.pair) where !files.contains(pair.certificate) { files += [pair.certificate, pair.key] }
+        return files
     }
 }

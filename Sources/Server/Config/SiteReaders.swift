@@ -33,6 +33,7 @@ extension DocumentReader {
             guard let section = Section(item, path: key, reader: self) else { continue }
             var site = config.defaultSite
             site.certificates = nil
+            site.acme = config.acme
             site.place = "\(file):\(item.mark?.line ?? 0)"
             if let node = section.take("names") {
                 site.names = siteNames(node, key: "\(key).names")
@@ -69,6 +70,15 @@ extension DocumentReader {
             }
             if !pairs.isEmpty { site.certificates = certificates }
             if let value = section.boolean("redirect_http") { site.rules.redirectHTTP = value }
+            let acmeNode = section.peek("acme")
+            if let acme = acme(section, site.acme) { site.acme = acme }
+            if !pairs.isEmpty {
+                // A certificate of its own wins over the top-level acme; one written in the site is a mistake.
+                if let acmeNode, site.acme != nil { issue(acmeNode, key: "\(key).acme", "the site has its own cert and key; give it one or the other") }
+                site.acme = nil
+            } else if site.acme != nil {
+                checkAcmeSite(site, node: section.peek("names") ?? item, key: key)
+            }
             site.rules = rules(section, site.rules)
             section.finish()
             sites.append(site)
@@ -308,5 +318,12 @@ enum SiteNames {
             else { return nil }
         }
         return text
+    }
+
+    /// Whether a valid name is an address (IPv4, or bracketed IPv6) rather than a host name.
+    static func isAddress(_ name: String) -> Bool {
+        if name.hasPrefix("[") { return true }
+        var address = in_addr()
+        return inet_pton(AF_INET, name, &address) == 1
     }
 }

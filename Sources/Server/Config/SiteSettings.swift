@@ -19,6 +19,11 @@ public struct SiteSettings: Codable, Sendable, Equatable {
     public var fileCache = ServerConfig.FileCacheSettings()
     /// The site's own certificates (chosen by SNI); nil: the default site's (`tls.cert`).
     public var certificates: TLSSite? = nil
+    /// Where its certificate comes from when ACME gets it (nil: `cert`, or the default site's).
+    public var acme: AcmeSettings? = nil
+    /// Set by the loader when the ACME process has written the site's certificate: `certificates` then
+    /// names those files.
+    public var acmeIssued = false
     public var rules = SiteRules()
 
     public init() {}

@@ -36,6 +36,9 @@ public enum ChildMain {
         case .manager:
             configSlot = ManagerSlot.config.fd
             slots = ManagerSlot.kept(through: hasAccessLog ? .accessLog : .config)
+        case .acme:
+            configSlot = AcmeSlot.config.fd
+            slots = AcmeSlot.kept(through: .config)
         }
         let parentAlive = Spawner.prepareChild(name: role.processName, slots: slots, parent: parent)
         let config: ServerConfig
@@ -62,6 +65,8 @@ public enum ChildMain {
                 exit(try Listener(config: config, socketCount: sockets, initialLive: initialLive).run())
             case .manager:
                 exit(try Manager(config: config, hasAccessLog: hasAccessLog).run())
+            case .acme:
+                exit(try AcmeProcess(config: config).run())
             }
         } catch {
             log.critical("\(role) failed: \(error)")

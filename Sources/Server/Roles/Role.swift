@@ -3,6 +3,8 @@ public enum Role: String, Sendable, CaseIterable {
     case listener
     case manager
     case worker
+    /// Gets and renews the certificates of the sites with `acme` (started only when there are some).
+    case acme
 
     /// What `ps` shows (argv[0]).
     var displayName: String { "webserver: \(rawValue)" }
@@ -68,4 +70,11 @@ enum WorkerSlot: Int32, FdSlots {
     case config
     /// The access log, when there is one.
     case accessLog
+}
+
+enum AcmeSlot: Int32, FdSlots {
+    /// Its channel to the supervisor.
+    case supervisor = 3
+    /// The configuration memfd.
+    case config
 }

@@ -31,7 +31,7 @@ final class CertificateWatch {
         }
         let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE | IN_ATTRIB)
         for directory in directories { _ = inotify_add_watch(fd, directory, mask) }
-        identities = Dictionary(uniqueKeysWithValues: paths.map { ($0, CertificateWatch.identity($0)) })
+        identities = Dictionary(paths.map { ($0, CertificateWatch.identity($0)) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// Drains the events; schedules a check after a quiet moment.

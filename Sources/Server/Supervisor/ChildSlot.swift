@@ -25,7 +25,10 @@ final class ChildSlot {
     /// Restarts since the server started (for the status and metrics of issue 7).
     var restartTotal = 0
 
-    init(role: Role) { self.role = role }
+    init(role: Role, state: State = .waiting(until: 0)) {
+        self.role = role
+        self.state = state
+    }
 
     /// The role's name, for the log and the metrics' labels.
     var name: String { role.rawValue }

@@ -6,6 +6,7 @@ extension Supervisor {
     func slot(forChannel fd: Int32) -> ChildSlot? {
         if listener.channel?.fd == fd { return listener }
         if manager.channel?.fd == fd { return manager }
+        if acme.channel?.fd == fd { return acme }
         return nil
     }
 
@@ -24,6 +25,10 @@ extension Supervisor {
                     fds: ListenerSlot.arrange(
                         [(.supervisor, theirs), (.connections, listenerManager.listenerEnd), (.release, release.listenerEnd), (.config, configFD)],
                         then: sockets.fds))
+            case .acme:
+                process = try Spawner.spawn(
+                    role: .acme, arguments: ["--parent", "\(getpid())"],
+                    fds: AcmeSlot.arrange([(.supervisor, theirs), (.config, configFD)]))
             case .manager, .worker:
                 let accessLog = logs.accessLogFD >= 0 ? logs.accessLogFD : nil
                 process = try Spawner.spawn(
@@ -57,6 +62,10 @@ extension Supervisor {
             slot.state = .waiting(until: now + Int64(delay))
             slot.restartTotal += 1
             log.warning("restarting the \(slot.name) in \(delay)ms")
+        } else if slot === acme {
+            // Certificates wait; serving goes on with the ones there are. A reload starts it again.
+            slot.state = .failed
+            log.critical("the ACME process crashed \(slot.restarts.count) times within \(config.supervisor.restartPeriodMilliseconds)ms: not restarting it until a reload; the server goes on serving the certificates it has")
         } else {
             // A server without a listener (or a manager) would keep its sockets bound and take
             // connections nobody answers. Stop instead: the sockets close (clients are refused at once,
@@ -103,7 +112,7 @@ extension Supervisor {
 
     /// Starts what is due, stops what missed its heartbeats, kills what outstayed its grace.
     func superviseChildren() {
-        for slot in [listener, manager] {
+        for slot in [listener, manager, acme] {
             switch slot.state {
             case .waiting(let until) where now >= until && !lifecycle.isShuttingDown:
                 startChild(slot)
@@ -135,7 +144,7 @@ extension Supervisor {
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { break }
             let exit = ExitStatus(status)
-            guard let slot = [listener, manager].first(where: { $0.process?.pid == pid }) else {
+            guard let slot = [listener, manager, acme].first(where: { $0.process?.pid == pid }) else {
                 if !upgradeExited(pid, exit) { log.debug("reaped orphan \(pid): \(exit)") }
                 continue
             }
@@ -152,9 +161,12 @@ extension Supervisor {
             slot.process?.closePidfd()
             slot.process = nil
             slot.channel = nil
-            if lifecycle.isShuttingDown {
+            if lifecycle.isShuttingDown || (slot === acme && !acmeWanted) {
                 slot.state = .stopped
                 log.info("\(slot.name) exited: \(exit)")
+            } else if exit.exited && exit.code == Supervisor.configErrorExit && slot === acme {
+                slot.state = .failed
+                log.critical("the ACME process rejected its configuration (exit 78); not restarting it until a reload")
             } else if exit.exited && exit.code == Supervisor.configErrorExit {
                 slot.state = .failed
                 log.critical("the \(slot.name) rejected its configuration (exit 78); not restarting; shutting down")
@@ -168,6 +180,26 @@ extension Supervisor {
                 }
                 scheduleRestart(slot)
             }
+        }
+    }
+
+    /// Whether the configuration has certificates for the ACME process to get.
+    var acmeWanted: Bool { !config.acmeCertificates.isEmpty && !config.tls.listen.isEmpty }
+
+    /// Starts the ACME process when the configuration wants one and it is not running, stops it when
+    /// it no longer does (at start, and after each reload, which also gives a failed one another go).
+    func startOrStopAcme() {
+        if acmeWanted {
+            switch acme.state {
+            case .stopped, .failed:
+                acme.restarts = []
+                startChild(acme)
+            default: break
+            }
+        } else if acme.process != nil {
+            stop(acme, reason: "no site gets its certificate by ACME any more")
+        } else {
+            acme.state = .stopped
         }
     }
 }

@@ -42,11 +42,13 @@ extension Supervisor {
         closeDescriptor(configFD)
         configFD = fd
         if accessChanged { reopenLogs() }
-        for slot in [listener, manager] {
+        for slot in [listener, manager, acme] {
             guard let channel = slot.channel else { continue }
             _ = try? channel.send(.reload, fd: fd)
         }
-        certificateWatch?.watch(newConfig.certificateFiles)
+        do { try AcmeFiles.prepare(newConfig) } catch { log.error("ACME: \(error)") }
+        startOrStopAcme()
+        certificateWatch?.watch(newConfig.watchedCertificateFiles)
         recordReload(applied: true)
         noteCertificateExpiries()
         log.notice("reloaded: new workers start with the new configuration, old ones drain")
@@ -65,8 +67,10 @@ extension Supervisor {
         if let channel = manager.channel, access || error {
             _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
         }
-        if let channel = listener.channel, error, let errorFD = fds.last {
-            _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fd: errorFD)
+        for slot in [listener, acme] {
+            if let channel = slot.channel, error, let errorFD = fds.last {
+                _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fd: errorFD)
+            }
         }
         if error, let last = fds.last { closeDescriptor(last) }
         log.notice("logs reopened")

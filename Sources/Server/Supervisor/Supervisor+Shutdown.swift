@@ -55,7 +55,13 @@ extension Supervisor {
         } else {
             log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
         }
-        for slot in [listener, manager] where slot.process == nil { slot.state = .stopped }
+        for slot in [listener, manager, acme] where slot.process == nil { slot.state = .stopped }
+        // The ACME process holds nothing a client waits for: it stops at once (an order in flight is
+        // placed again at the next start).
+        if let channel = acme.channel, acme.process != nil {
+            _ = try? channel.send(.shutdown(deadlineMilliseconds: 0))
+            acme.state = .stopping(killAt: now + Int64(config.supervisor.killGraceMilliseconds))
+        }
     }
 
     /// A second Ctrl-C: the hard deadline is now.
@@ -103,7 +109,7 @@ extension Supervisor {
         }
         if now >= shutdown.hardDeadline {
             // Past the deadline: end every process below us, including workers orphaned to us.
-            for slot in [listener, manager] { slot.process?.signal(SIGKILL) }
+            for slot in [listener, manager, acme] { slot.process?.signal(SIGKILL) }
             let successor = upgradeTree()
             for pid in ProcessTree.descendants(of: getpid()) where !successor.contains(pid) { kill(pid, SIGKILL) }
             if now >= shutdown.hardDeadline + 2000 { return true }

@@ -43,6 +43,8 @@ public final class Supervisor {
     var release: (listenerEnd: Int32, workerEnd: Int32) = (-1, -1)
     let listener = ChildSlot(role: .listener)
     let manager = ChildSlot(role: .manager)
+    /// The ACME process, when a site gets its certificate by ACME (else `.stopped`).
+    let acme = ChildSlot(role: .acme, state: .stopped)
     var restartPolicy: RestartPolicy
     /// An upgrade under way (SIGUSR2), and whether the new server has taken over.
     var upgrade = Upgrade()
@@ -106,10 +108,11 @@ public final class Supervisor {
         }
         noteCertificateExpiries()
         warnAboutExpiringCertificates()
+        try AcmeFiles.prepare(config)
         try Privileges.drop(to: config, logs: logs)
         config = sockets.bound(config)
         if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
-        if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: config.certificateFiles) {
+        if !config.tls.listen.isEmpty, let watch = CertificateWatch(paths: config.watchedCertificateFiles) {
             certificateWatch = watch
             try poller.add(watch.fd, events: Poller.readable)
         }
@@ -147,6 +150,7 @@ public final class Supervisor {
         }
         startChild(listener)
         startChild(manager)
+        startOrStopAcme()
         reportReady("ready")
         Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
         log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)", "config": "\(configPath ?? "none (command line only)")"])

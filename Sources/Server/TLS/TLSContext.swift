@@ -262,6 +262,9 @@ final class TLSSession {
         ERR_clear_error()
     }
 
+    /// Whether the handshake was a TLS-ALPN-01 validation (ALPN acme-tls/1): nothing follows it.
+    var choseACME: Bool { cossl_alpn_is_acme(ssl) != 0 }
+
     /// Whether the handshake chose h2 by ALPN.
     var choseHTTP2: Bool { cossl_alpn_is_h2(ssl) != 0 }
 
@@ -286,6 +289,12 @@ public final class TLSSites: @unchecked Sendable {
     let table: SiteTable
     /// Whether any site has its own certificate (else every handshake presents the default's).
     let siteCertificates: Bool
+    /// By site index: the site gets its certificate by ACME and has none yet (its names' handshakes are
+    /// refused until it arrives).
+    let awaitingCertificate: [Bool]
+    /// By site index: where the ACME process writes the site's TLS-ALPN-01 challenge certificates (nil:
+    /// the site does not take that challenge).
+    let tlsALPNChallenges: [String?]
 
     public init(config: ServerConfig) throws(TLSContext.Failure) {
         let settings = config.tls
@@ -309,11 +318,32 @@ public final class TLSSites: @unchecked Sendable {
         }
         self.siteContexts = siteContexts
         siteCertificates = siteContexts.contains { $0 != nil }
+        awaitingCertificate = config.allSites.map { $0.acme != nil && !$0.acmeIssued }
+        tlsALPNChallenges = config.allSites.map { site in
+            site.acme.flatMap { $0.challenges.contains(.tlsALPN01) ? $0.tlsALPN01Directory : nil }
+        }
         table = SiteTable(config.allSites)
-        guard !sites.isEmpty || siteCertificates || !hasDefaultCertificate else { return }
+        if tlsALPNChallenges.contains(where: { $0 != nil }) {
+            SSL_CTX_set_client_hello_cb(defaultContext.context, { ssl, alert, argument in
+                guard let ssl, let argument, cossl_offers_acme_tls(ssl) == 1 else { return SSL_CLIENT_HELLO_SUCCESS }
+                let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
+                var name = [CChar](repeating: 0, count: 256)
+                guard cossl_client_hello_server_name(ssl, &name, name.count) == 1,
+                      let context = sites.challengeContext(for: name) else {
+                    alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
+                    return SSL_CLIENT_HELLO_ERROR
+                }
+                _ = SSL_set_SSL_CTX(ssl, context)
+                SSL_CTX_free(context)  // the handshake holds its own reference
+                return SSL_CLIENT_HELLO_SUCCESS
+            }, Unmanaged.passUnretained(self).toOpaque())
+        }
+        guard !sites.isEmpty || siteCertificates || !hasDefaultCertificate || awaitingCertificate.contains(true) else { return }
         cossl_SSL_CTX_set_servername_callback(defaultContext.context, { ssl, alert, argument in
             guard let ssl, let argument else { return cossl_SSL_TLSEXT_ERR_OK }
             let sites = Unmanaged<TLSSites>.fromOpaque(argument).takeUnretainedValue()
+            // A TLS-ALPN-01 validation already has its challenge context (from the ClientHello callback).
+            if SSL_get_SSL_CTX(ssl) != sites.defaultContext.context { return cossl_SSL_TLSEXT_ERR_OK }
             guard let name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) else {
                 if sites.hasDefaultCertificate { return cossl_SSL_TLSEXT_ERR_OK }
                 alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
@@ -321,7 +351,12 @@ public final class TLSSites: @unchecked Sendable {
             }
             let site = sites.table.site(serverName: name)
             if site >= 0 {
-                if let context = sites.siteContexts[site] { _ = SSL_set_SSL_CTX(ssl, context.context) }
+                if let context = sites.siteContexts[site] {
+                    _ = SSL_set_SSL_CTX(ssl, context.context)
+                } else if sites.awaitingCertificate[site] {
+                    alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
+                    return cossl_SSL_TLSEXT_ERR_ALERT_FATAL
+                }
                 return cossl_SSL_TLSEXT_ERR_OK
             }
             if let context = sites.sites.first(where: { $0.serves(name) }) {
@@ -332,6 +367,26 @@ public final class TLSSites: @unchecked Sendable {
             alert?.pointee = cossl_SSL_AD_UNRECOGNIZED_NAME
             return cossl_SSL_TLSEXT_ERR_ALERT_FATAL
         }, Unmanaged.passUnretained(self).toOpaque())
+    }
+
+    /// A context presenting the TLS-ALPN-01 certificate the ACME process wrote for `name` (a name of a
+    /// site taking that challenge), choosing ALPN acme-tls/1; nil when there is none. Made for each
+    /// validation handshake (a CA makes a few per order), returned with one reference for the caller.
+    func challengeContext(for name: UnsafePointer<CChar>) -> OpaquePointer? {
+        let site = table.site(serverName: name)
+        guard site >= 0, let directory = tlsALPNChallenges[site] else { return nil }
+        let text = String(cString: name)
+        guard let valid = SiteNames.valid(text), !valid.hasPrefix("*"), !valid.hasPrefix("[") else { return nil }
+        let path = "\(directory)/\(valid).pem"
+        guard access(path, R_OK) == 0, let context = SSL_CTX_new(TLS_server_method()) else { return nil }
+        _ = cossl_SSL_CTX_set_min_proto_version(context, cossl_TLS1_2_VERSION)
+        guard SSL_CTX_use_certificate_chain_file(context, path) == 1, SSL_CTX_use_PrivateKey_file(context, path, SSL_FILETYPE_PEM) == 1 else {
+            ERR_clear_error()
+            SSL_CTX_free(context)
+            return nil
+        }
+        cossl_use_acme_alpn(context)
+        return context
     }
 
     /// Which site's certificates a finished handshake presented: the index of the site the server name

@@ -190,6 +190,8 @@ final class ConnectionDriver {
         case .done:
             connection.enter(.idle, at: now, timeouts)
             connection.certificateSite = tlsSites?.certificateSite(of: session) ?? 0
+            // A TLS-ALPN-01 validator only wanted the handshake (RFC 8737 section 3).
+            if session.choseACME { return close(connection) }
             if session.choseHTTP2 {
                 guard http2.start(connection) else { return close(connection) }
                 // The server's SETTINGS go at once (RFC 9113 section 3.4), before the client's preface.

@@ -31,6 +31,11 @@ final class RequestHandler {
     /// The one site's files when there is one site and no rule: every request goes straight to them,
     /// as it did before there were sites (a stored constant, so the call retains nothing).
     let onlyFiles: StaticFiles?
+    /// The ACME state directories whose HTTP-01 key authorizations plain requests for
+    /// /.well-known/acme-challenge/TOKEN are answered from, ahead of every site's rules (nil: none).
+    let acmeStates: [String]?
+    /// The last key authorization sent (valid until the next response, as a `Response` needs).
+    private var acmeBody = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 1)
 
     init(config: ServerConfig, fields: FieldBuffer) throws {
         self.fields = fields
@@ -52,8 +57,12 @@ final class RequestHandler {
             sites[0].madeFiles = try StaticFiles(site: config.defaultSite, config: config, fields: fields, scratch: scratch, compressed: compressed)
         }
         onlyFiles = sites.count == 1 && !sites[0].hasRules ? sites[0].madeFiles : nil
+        let http01 = config.acmeCertificates.filter { $0.settings.challenges.contains(.http01) }.map(\.settings.http01Directory)
+        acmeStates = http01.isEmpty ? nil : Array(Set(http01)).sorted()
         for site in sites { site.refresh(now: monotonicMilliseconds()) }
     }
+
+    deinit { acmeBody.deallocate() }
 
     private func makeFiles(_ settings: SiteSettings) throws -> StaticFiles {
         try StaticFiles(site: settings, config: config, fields: fields, scratch: scratch, compressed: compressed)
@@ -89,6 +98,9 @@ final class RequestHandler {
     private func route(
         _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ connection: Connection, now: Int64
     ) -> Response {
+        if acmeStates != nil && !exchange.secure {
+            if RequestHandler.isACMEChallenge(head, bytes), let answer = acmeChallenge(head, bytes) { return answer }
+        }
         var index = table.site(bytes, head.host)
         if index < 0 {
             guard hasDefaultSite else { return unmatched(now: now) }
@@ -345,6 +357,45 @@ final class RequestHandler {
     /// Where a Host's name ends: before its port.
     static func hostEnd(_ bytes: UnsafeRawBufferPointer, _ host: ByteSpan) -> Int {
         SiteTable.nameEnd(bytes.baseAddress!.assumingMemoryBound(to: UInt8.self), host.start, host.end)
+    }
+
+    /// ACME HTTP-01 (RFC 8555 section 8.3): the key authorization the ACME process wrote for the token,
+    /// whatever the Host and the site's rules (a CA's validator must reach it); nil when no such token is
+    /// waiting (the site's own files answer, so a webroot for another ACME client still works). A token
+    /// is base64url, so it cannot name anything but a file in the challenge directory.
+    private func acmeChallenge(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) -> Response? {
+        guard let acmeStates else { return nil }
+        switch head.method {
+        case .get, .head: break
+        default: return nil
+        }
+        let start = head.target.start + "/.well-known/acme-challenge/".utf8.count
+        var end = start
+        while end < head.target.end && bytes[end] != UInt8(ascii: "?") { end += 1 }
+        guard end > start, end - start <= 256 else { return nil }
+        for index in start..<end {
+            let byte = bytes[index]
+            let ok = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
+            if !ok { return nil }
+        }
+        let token = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
+        for directory in acmeStates {
+            let fd = open("\(directory)/\(token)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
+            guard fd >= 0 else { continue }
+            defer { closeDescriptor(fd) }
+            if acmeBody.count < 1024 {
+                acmeBody.deallocate()
+                acmeBody = .allocate(byteCount: 1024, alignment: 1)
+            }
+            let count = read(fd, acmeBody.baseAddress, acmeBody.count)
+            guard count > 0 else { continue }
+            var writer = fields.writer()
+            writer.append("Content-Type: application/octet-stream\r\nCache-Control: no-store\r\nContent-Length: ")
+            writer.appendDecimal(Int64(count))
+            writer.append("\r\n")
+            return Response(.ok, fields: writer.written, body: .bytes(UnsafeRawBufferPointer(rebasing: acmeBody[..<count])))
+        }
+        return nil
     }
 
     /// A request for /.well-known/acme-challenge/...: ACME's HTTP-01 check must be answered over HTTP.
