@@ -26,6 +26,8 @@ struct Status: ParsableCommand {
             print(Status.pad(name, 12) + Status.pad(String(process), 9, right: true) + Status.pad(Status.uptime(process), 12, right: true)
                   + Status.pad(Status.memory(process), 11, right: true) + Status.pad(connections, 13, right: true))
         }
+        let certificates = CertificateReport.lines(config)
+        if !certificates.isEmpty { print("\n" + certificates.joined(separator: "\n")) }
         guard let address = admin ?? config.adminListen else {
             print("\n(no admin listener: set admin.listen, or pass --admin, for the figures)")
             return

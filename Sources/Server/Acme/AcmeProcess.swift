@@ -241,9 +241,15 @@ public final class AcmeProcess {
         let settings = certificate.settings
         let client = try client(for: settings)
         if client.account == nil { try client.register(email: settings.email) }
+        var order: AcmeClient.Order
+        do {
+            order = try client.newOrder(names: certificate.names, replaces: replacing)
+        } catch let problem as AcmeClient.Problem where replacing != nil && problem.type.hasSuffix(":alreadyReplaced") {
+            // RFC 9773 section 5: the CA saw that certificate replaced already (an order lost in a crash).
+            order = try client.newOrder(names: certificate.names, replaces: nil)
+        }
         plan.status.orders += 1
         writeStatus(plan)
-        var order = try client.newOrder(names: certificate.names, replaces: replacing)
         log.info("\(describe(certificate)): order \(order.url) is \(order.status)")
         var written: [String] = []
         defer { for path in written { unlink(path) } }

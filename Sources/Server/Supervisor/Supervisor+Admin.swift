@@ -97,7 +97,7 @@ extension Supervisor {
                [("", total)])
         metric("webserver_restarts_total", "counter", "Processes restarted after they crashed or stopped answering.",
                [(label("role", "listener"), UInt64(listener.restartTotal)), (label("role", "manager"), UInt64(manager.restartTotal)),
-                (label("role", "worker"), stats[Stats.workerRestarts])])
+                (label("role", "worker"), stats[Stats.workerRestarts]), (label("role", "acme"), UInt64(acme.restartTotal))])
         metric("webserver_start_time_seconds", "gauge", "When the server started (Unix time).", [("", UInt64(startedAt))])
         metric("webserver_reloads_total", "counter", "Reloads (SIGHUP, or certificates changed on disk), applied or refused.",
                [(label("result", "applied"), reloads.applied), (label("result", "refused"), reloads.refused)])
@@ -109,8 +109,33 @@ extension Supervisor {
             metric("webserver_certificate_expiry_time_seconds", "gauge", "Each certificate's notAfter (Unix time).",
                    certificateExpiries.map { (label("file", $0.path), UInt64(max(0, $0.expiry))) })
         }
+        acmeMetrics(metric, label)
         let (ready, _) = readiness()
         metric("webserver_ready", "gauge", "1 when /readyz answers 200.", [("", ready ? 1 : 0)])
         return text
+    }
+
+    /// Each ACME certificate's figures, from the status the ACME process keeps beside it.
+    func acmeMetrics(_ metric: (String, String, String, [(String, UInt64)]) -> Void, _ label: (String, String) -> String) {
+        let certificates = config.acmeCertificates
+        guard !certificates.isEmpty else { return }
+        let statuses = certificates.map { certificate in
+            (certificate.names[0], AcmeStatus.read("\(certificate.settings.certificateDirectory(for: certificate.names[0]))/status.json") ?? AcmeStatus())
+        }
+        metric("webserver_acme_certificate_expiry_time_seconds", "gauge", "Each ACME certificate's notAfter (Unix time; 0: none issued yet).",
+               statuses.map { (label("name", $0.0), UInt64(max(0, $0.1.notAfter ?? 0))) })
+        metric("webserver_acme_next_attempt_time_seconds", "gauge", "When the ACME process next orders the certificate: its renewal, or the retry after a failure (Unix time).",
+               statuses.map { (label("name", $0.0), UInt64(max(0, $0.1.nextAttempt ?? 0))) })
+        metric("webserver_acme_failures", "gauge", "Orders of the certificate that failed since its last success.",
+               statuses.map { (label("name", $0.0), UInt64($0.1.failures)) })
+        metric("webserver_acme_orders_total", "counter", "Orders placed for the certificate.", statuses.map { (label("name", $0.0), UInt64($0.1.orders)) })
+        let errors = statuses.filter { $0.1.lastError != nil }
+        if !errors.isEmpty {
+            metric("webserver_acme_last_error_time_seconds", "gauge", "When the certificate's last order failed (Unix time), with the CA's error.",
+                   errors.map { name, status in
+                       (String(label("name", name).dropLast()) + "," + String(label("error", String((status.lastError ?? "").prefix(300))).dropFirst()),
+                        UInt64(max(0, status.lastErrorAt ?? 0)))
+                   })
+        }
     }
 }

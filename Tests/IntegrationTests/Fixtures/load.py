@@ -5,12 +5,14 @@ usage: load.py PORT CLIENTS SECONDS MODE PATH EXPECTED_LENGTH [SOURCE_ADDRESS]
 MODE is "new" (a new TCP connection per request) or "keepalive" (one connection per client, reopened
 after a failure). Each client stops after SECONDS or 100000 requests. Only 127.0.0.1 is ever a target;
 SOURCE_ADDRESS (another loopback address such as 127.0.0.2) is the address connections come from;
-the environment's LOAD_HOST is the Host header sent (127.0.0.1 by default).
+the environment's LOAD_HOST is the Host header sent (127.0.0.1 by default); with LOAD_TLS_CA (a PEM
+file) every connection is TLS, verified against that CA for the name LOAD_HOST (sent as SNI).
 Prints one JSON object: ok, failed, per-client failure counts, and the local ports used.
 """
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -20,6 +22,9 @@ port, clients, seconds, mode, path, expected = (
 source = (sys.argv[7], 0) if len(sys.argv) > 7 else None
 ports = set()
 host = os.environ.get("LOAD_HOST", "127.0.0.1")
+tls = None
+if os.environ.get("LOAD_TLS_CA"):
+    tls = ssl.create_default_context(cafile=os.environ["LOAD_TLS_CA"])
 request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n".encode()
 request += (b"Connection: close\r\n" if mode == "new" else b"") + b"\r\n"
 deadline = time.monotonic() + seconds
@@ -64,6 +69,8 @@ def client(index):
             if sock is None:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=source)
                 ports.add(sock.getsockname()[1])
+                if tls is not None:
+                    sock = tls.wrap_socket(sock, server_hostname=host)
                 buffer = b""
             sock.sendall(request)
             buffer, close = read_response(sock, buffer)

@@ -19,10 +19,13 @@ final class LoadRun: @unchecked Sendable {
     /// `host` is the Host header the requests carry (127.0.0.1 unless said).
     init(
         port: Int, clients: Int, seconds: Double, mode: String, path: String, expectedLength: Int, source: String? = nil,
-        host: String? = nil
+        host: String? = nil, tlsCA: String? = nil
     ) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        if let host { process.environment = ProcessInfo.processInfo.environment.merging(["LOAD_HOST": host]) { $1 } }
+        var environment: [String: String] = [:]
+        if let host { environment["LOAD_HOST"] = host }
+        if let tlsCA { environment["LOAD_TLS_CA"] = tlsCA }
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         process.arguments = [
             "python3", packageRoot.appendingPathComponent("Tests/IntegrationTests/Fixtures/load.py").path,
             "\(port)", "\(clients)", "\(seconds)", mode, path, "\(expectedLength)",
