@@ -89,7 +89,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ServerTests",
-            dependencies: ["Server", "CCrypt"],
+            dependencies: ["Server", "CCrypt", "COpenSSL"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -228,6 +228,14 @@ enum AcmeCrypto {
         var renewalID: String
     }
 
+    /// RFC 9773 section 4.1: base64url of the authority key identifier, a dot, base64url of the serial
+    /// number's DER content octets (`serial` is its magnitude, so a leading 0x00 is put back when the
+    /// high bit is set).
+    static func renewalIdentifier(keyIdentifier: [UInt8], serial: [UInt8]) -> String {
+        let content = (serial.first ?? 0) & 0x80 != 0 ? [0] + serial : serial
+        return base64url(keyIdentifier) + "." + base64url(content)
+    }
+
     /// Reads the leaf (the first certificate) of a PEM chain.
     static func issued(pem: String) -> Issued? {
         let bytes = Array(pem.utf8)
@@ -273,12 +281,10 @@ enum AcmeCrypto {
         if let serial = X509_get_serialNumber(certificate) {
             serialBytes = Array(UnsafeBufferPointer(start: ASN1_STRING_get0_data(serial), count: Int(ASN1_STRING_length(serial))))
         }
-        // RFC 9773 section 4.1: the serial's DER content octets, so a leading 0x00 stays when the high bit is set.
-        let serialDER = (serialBytes.first ?? 0) & 0x80 != 0 ? [0] + serialBytes : serialBytes
         var renewalID = ""
         if let identifier = X509_get0_authority_key_id(certificate) {
             let keyID = Array(UnsafeBufferPointer(start: ASN1_STRING_get0_data(identifier), count: Int(ASN1_STRING_length(identifier))))
-            renewalID = base64url(keyID) + "." + base64url(serialDER)
+            renewalID = renewalIdentifier(keyIdentifier: keyID, serial: serialBytes)
         }
         return Issued(
             notBefore: seconds(X509_get0_notBefore(certificate)), notAfter: seconds(X509_get0_notAfter(certificate)), names: names,
