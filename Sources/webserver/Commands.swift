@@ -156,6 +156,11 @@ struct Check: ParsableCommand {
                 let names = config.sites.map { $0.names.joined(separator: " ") }
                 print("sites: \(config.sites.count) besides the default (\(config.hasDefaultSite ? "top-level root \(config.root)" : "none: unmatched_host \(config.unmatchedHost.rawValue)")): \(names.prefix(5).joined(separator: "; "))\(names.count > 5 ? "; ..." : "")")
             }
+            let acme = config.acmeCertificates
+            if !acme.isEmpty {
+                let issued = acme.filter(\.issued).count
+                print("acme: \(acme.count) certificate\(acme.count == 1 ? "" : "s") from \(Set(acme.map(\.settings.directory)).sorted().joined(separator: ", ")): \(issued) in the state directory, \(acme.count - issued) to order when the server starts (nothing is fetched by check)")
+            }
             for host in hosts { print(config.explain(host: host)) }
         } catch {
             report(error)
