@@ -178,6 +178,16 @@ import Testing
         #expect(AcmeCrypto.renewalIdentifier(keyIdentifier: keyID, serial: [0x87, 0x65, 0x43, 0x21]) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE")
     }
 
+    @Test func aRenewalWindowGivesAMomentStillAhead() {
+        for _ in 0..<100 {
+            let moment = AcmeProcess.moment(in: (start: 1000, end: 2000), now: 500)
+            #expect((1000..<2000).contains(moment))
+            let open = AcmeProcess.moment(in: (start: 1000, end: 2000), now: 1500)
+            #expect((1500..<2000).contains(open))
+        }
+        #expect(AcmeProcess.moment(in: (start: 1000, end: 2000), now: 2500) == 2500)
+    }
+
     @Test func retryAfterIsSecondsOrAnHTTPDate() {
         func reply(_ value: String) -> AcmeHTTP.Reply { AcmeHTTP.Reply(status: 429, headers: ["retry-after": value], links: [], body: []) }
         #expect(AcmeClient.retryAfter(reply("120")) == 120)

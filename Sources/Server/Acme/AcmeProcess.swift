@@ -31,8 +31,13 @@ public final class AcmeProcess {
     struct Plan {
         var certificate: AcmeCertificate
         var status: AcmeStatus
-        /// Seconds since the epoch.
+        /// When the next order is placed, seconds since the epoch.
         var due: Int64
+        /// When to ask the CA's renewal information again (RFC 9773 section 4.3: a CA may move the window
+        /// earlier, after a mass revocation), or nil when it offers none.
+        var renewalCheck: Int64?
+        /// The earliest thing this plan has to do.
+        var next: Int64 { min(due, renewalCheck ?? Int64.max) }
         var statusPath: String { "\(certificate.settings.certificateDirectory(for: certificate.names[0]))/status.json" }
     }
 
@@ -55,12 +60,15 @@ public final class AcmeProcess {
         sendHeartbeat()
         while !stopping {
             let wall = Int64(time(nil))
-            let next = plans.values.map(\.due).min() ?? Int64.max
+            let next = plans.values.map(\.next).min() ?? Int64.max
             let wait = max(0, min(Int64(config.supervisor.heartbeatIntervalMilliseconds), next == Int64.max ? Int64.max : (next - wall) * 1000))
             pause(milliseconds: Int(wait))
             if stopping { break }
-            if let due = plans.values.filter({ $0.due <= Int64(time(nil)) }).min(by: { $0.due < $1.due }) {
+            let now = Int64(time(nil))
+            if let due = plans.values.filter({ $0.due <= now }).min(by: { $0.due < $1.due }) {
                 work(due.certificate.names[0])
+            } else if let check = plans.values.first(where: { ($0.renewalCheck ?? Int64.max) <= now }) {
+                recheckRenewal(check.certificate.names[0])
             }
         }
         log.info("ACME process stopped")
@@ -184,12 +192,40 @@ public final class AcmeProcess {
         let lifetime = max(1, issued.notAfter - issued.notBefore)
         let own = issued.notAfter - lifetime / 3 - Int64.random(in: 0...max(0, lifetime / 20))
         plan.status.renewalInfo = false
+        plan.renewalCheck = nil
         if !issued.renewalID.isEmpty, let client = try? client(for: plan.certificate.settings),
            let window = try? client.renewalWindow(issued.renewalID) {
             plan.status.renewalInfo = true
-            return window.start + Int64.random(in: 0...max(0, window.end - window.start - 1))
+            // Asked again as the CA says (Retry-After), within an hour and a day; 6 hours when it does not say.
+            plan.renewalCheck = Int64(time(nil)) + Int64(min(86_400, max(3600, window.askAgain ?? 21_600)))
+            return AcmeProcess.moment(in: (window.start, window.end), now: Int64(time(nil)))
         }
         return own
+    }
+
+    /// A random moment of a renewal window that is still ahead (RFC 9773 section 4.2); now when the
+    /// window has passed.
+    static func moment(in window: (start: Int64, end: Int64), now: Int64) -> Int64 {
+        if window.end <= now { return now }
+        let start = max(window.start, now)
+        return start + Int64.random(in: 0...max(0, window.end - start - 1))
+    }
+
+    /// Asks the CA's renewal information again for a certificate not yet due; the window may have moved.
+    func recheckRenewal(_ name: String) {
+        guard var plan = plans[name] else { return }
+        plan.renewalCheck = nil
+        if let issued = AcmeCrypto.issued(file: plan.certificate.pair.certificate) {
+            let due = renewalTime(issued, plan: &plan)
+            // Only a window that moved earlier changes the plan (a new random moment each time would not).
+            if plan.status.failures == 0 && due < plan.due - 60 {
+                log.info("\(describe(plan.certificate)): the CA's renewal window moved; renewal planned at \(AcmeProcess.date(due))")
+                plan.due = due
+                plan.status.nextAttempt = due
+                writeStatus(plan)
+            }
+        }
+        plans[name] = plan
     }
 
     // MARK: Ordering

@@ -33,7 +33,7 @@ final class RequestHandler {
     let onlyFiles: StaticFiles?
     /// The ACME state directories whose HTTP-01 key authorizations plain requests for
     /// /.well-known/acme-challenge/TOKEN are answered from, ahead of every site's rules (nil: none).
-    let acmeStates: [String]?
+    let acmeTokenDirectories: [String]?
     /// The last key authorization sent (valid until the next response, as a `Response` needs).
     private var acmeBody = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 1)
 
@@ -58,7 +58,7 @@ final class RequestHandler {
         }
         onlyFiles = sites.count == 1 && !sites[0].hasRules ? sites[0].madeFiles : nil
         let http01 = config.acmeCertificates.filter { $0.settings.challenges.contains(.http01) }.map(\.settings.http01Directory)
-        acmeStates = http01.isEmpty ? nil : Array(Set(http01)).sorted()
+        acmeTokenDirectories = http01.isEmpty ? nil : Array(Set(http01)).sorted()
         for site in sites { site.refresh(now: monotonicMilliseconds()) }
     }
 
@@ -98,7 +98,7 @@ final class RequestHandler {
     private func route(
         _ exchange: Exchange, _ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer, _ connection: Connection, now: Int64
     ) -> Response {
-        if acmeStates != nil && !exchange.secure {
+        if acmeTokenDirectories != nil && !exchange.secure {
             if RequestHandler.isACMEChallenge(head, bytes), let answer = acmeChallenge(head, bytes) { return answer }
         }
         var index = table.site(bytes, head.host)
@@ -364,7 +364,7 @@ final class RequestHandler {
     /// waiting (the site's own files answer, so a webroot for another ACME client still works). A token
     /// is base64url, so it cannot name anything but a file in the challenge directory.
     private func acmeChallenge(_ head: borrowing RequestHead, _ bytes: UnsafeRawBufferPointer) -> Response? {
-        guard let acmeStates else { return nil }
+        guard let acmeTokenDirectories else { return nil }
         switch head.method {
         case .get, .head: break
         default: return nil
@@ -379,7 +379,7 @@ final class RequestHandler {
             if !ok { return nil }
         }
         let token = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
-        for directory in acmeStates {
+        for directory in acmeTokenDirectories {
             let fd = open("\(directory)/\(token)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
             guard fd >= 0 else { continue }
             defer { closeDescriptor(fd) }
