@@ -73,7 +73,9 @@ enum AcmeFiles {
             let settings = certificate.settings
             for directory in [settings.state, "\(settings.state)/certificates", settings.certificateDirectory(for: certificate.names[0]),
                               "\(settings.state)/challenges", settings.http01Directory, settings.tlsALPN01Directory, "\(settings.state)/accounts"] {
-                try makeDirectory(directory)
+                do { try makeDirectory(directory) } catch {
+                    throw AcmeHTTP.Failure(description: "acme.state (\(settings.place)): \(error); set acme.state to a directory the server can write")
+                }
                 if geteuid() == 0, let account { chown(directory, account.pw_uid, account.pw_gid) }
             }
         }
