@@ -50,6 +50,14 @@ import Testing
         #expect(report.output.contains("Pebble Intermediate CA"))
         // Challenge files are gone once the order is done.
         #expect((try? FileManager.default.contentsOfDirectory(atPath: "\(state)/challenges/http-01"))?.isEmpty == true)
+        // The ACME process killed: the supervisor starts another, which finds the certificate and orders nothing.
+        let acme = try #require(server.pids(of: "acme").first)
+        kill(acme, SIGKILL)
+        #expect(waitUntil(seconds: 10) { server.pids(of: "acme").contains { $0 != acme } })
+        #expect(server.waitForLog("renewal planned at", count: 2))
+        #expect(server.metrics()?[#"webserver_restarts_total{role="acme"}"#] == 1)
+        #expect(server.metrics()?[#"webserver_acme_orders_total{name="shop.example.com"}"#] == 1)
+        #expect(presentedCertificate(port: tls, name: "shop.example.com")?.serial == issued?.serial)
         #expect(server.stop() == 0)
 
         // The same state after a restart: the certificate is served from the first handshake, no order.

@@ -66,12 +66,12 @@ final class AcmeClient {
     }
 
     /// A signed POST (`payload` nil: POST-as-GET), retried on badNonce. Returns the reply of a 2xx.
-    func post(_ url: String, payload: String?, withKey: Bool = false) throws -> AcmeHTTP.Reply {
+    func post(_ url: String, payload: String?, withKey: Bool = false, accept: String = "application/json") throws -> AcmeHTTP.Reply {
         var attempts = 0
         while true {
             attempts += 1
             let body = try AcmeCrypto.jws(payload: payload ?? "", url: url, nonce: try freshNonce(), key: key, kid: withKey ? nil : account)
-            let reply = try http.post(url, jose: body)
+            let reply = try http.post(url, jose: body, accept: accept)
             if let next = reply.headers["replay-nonce"] { nonce = next }
             if (200..<300).contains(reply.status) { return reply }
             let failure = problem(reply, fallback: "POST \(url)")
@@ -201,7 +201,7 @@ final class AcmeClient {
 
     /// The certificate chain, PEM (leaf first).
     func download(_ url: String) throws -> String {
-        let reply = try post(url, payload: nil)
+        let reply = try post(url, payload: nil, accept: "application/pem-certificate-chain")
         let text = reply.text
         guard text.contains("-----BEGIN CERTIFICATE-----") else { throw Problem(type: "", detail: "the certificate at \(url) is not PEM", status: reply.status) }
         return text

@@ -51,16 +51,19 @@ final class AcmeHTTP {
 
     func get(_ url: String) throws(Failure) -> Reply { try perform(url, method: "GET", body: nil) }
     func head(_ url: String) throws(Failure) -> Reply { try perform(url, method: "HEAD", body: nil) }
-    func post(_ url: String, jose body: String) throws(Failure) -> Reply { try perform(url, method: "POST", body: body) }
+    /// A JWS POST; `accept` is what the answer should be (a certificate chain is PEM, RFC 8555 section 7.4.2).
+    func post(_ url: String, jose body: String, accept: String = "application/json") throws(Failure) -> Reply {
+        try perform(url, method: "POST", body: body, accept: accept)
+    }
 
-    private func perform(_ url: String, method: String, body: String?) throws(Failure) -> Reply {
+    private func perform(_ url: String, method: String, body: String?, accept: String = "application/json") throws(Failure) -> Reply {
         api.easy_reset(handle)
         let collector = Collector()
         collector.progress = progress
         let context = Unmanaged.passUnretained(collector).toOpaque()
         var headers: UnsafeMutablePointer<curl_slist>? = nil
         defer { if let headers { api.slist_free_all(headers) } }
-        headers = api.slist_append(headers, "Accept: application/json")
+        headers = api.slist_append(headers, "Accept: \(accept)")
         if body != nil { headers = api.slist_append(headers, "Content-Type: application/jose+json") }
         let bodyBytes = Array((body ?? "").utf8)
         var error = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE))

@@ -289,8 +289,11 @@ public final class AcmeProcess {
         log.info("\(describe(certificate)): order \(order.url) is \(order.status)")
         var written: [String] = []
         defer { for path in written { unlink(path) } }
+        // Every challenge is answered first, then the CA's checks are awaited together (it runs them
+        // in parallel: two names take as long as one).
+        var waiting: [(url: String, type: String, authorization: AcmeClient.Authorization)] = []
         for url in order.authorizations {
-            var authorization = try client.authorization(url)
+            let authorization = try client.authorization(url)
             if authorization.status == "valid" { continue }
             guard authorization.status == "pending" else {
                 throw AcmeHTTP.Failure(description: "the authorization for \(authorization.name) is \(authorization.status)\(authorization.error.map { ": \($0)" } ?? "")")
@@ -313,15 +316,22 @@ public final class AcmeProcess {
             }
             log.info("\(describe(certificate)): answering \(challenge.type) for \(authorization.name)")
             try client.respond(to: challenge)
-            let deadline = monotonicMilliseconds() + 300_000
-            while authorization.status == "pending" || authorization.status == "processing" {
-                guard monotonicMilliseconds() < deadline else { throw AcmeHTTP.Failure(description: "the CA did not check \(authorization.name) within 5 minutes") }
-                try wait(seconds: authorization.retryAfter)
-                authorization = try client.authorization(url)
+            waiting.append((url, challenge.type, authorization))
+        }
+        let deadline = monotonicMilliseconds() + 300_000
+        var round = 0
+        while let index = waiting.firstIndex(where: { $0.authorization.status == "pending" || $0.authorization.status == "processing" }) {
+            guard monotonicMilliseconds() < deadline else {
+                throw AcmeHTTP.Failure(description: "the CA did not check \(waiting[index].authorization.name) within 5 minutes")
             }
-            guard authorization.status == "valid" else {
-                throw AcmeHTTP.Failure(description: "\(challenge.type) for \(authorization.name) failed: \(authorization.error ?? authorization.status)")
+            try wait(round: round, retryAfter: waiting[index].authorization.retryAfter)
+            round += 1
+            for position in waiting.indices where ["pending", "processing"].contains(waiting[position].authorization.status) {
+                waiting[position].authorization = try client.authorization(waiting[position].url)
             }
+        }
+        if let failed = waiting.first(where: { $0.authorization.status != "valid" }) {
+            throw AcmeHTTP.Failure(description: "\(failed.type) for \(failed.authorization.name) failed: \(failed.authorization.error ?? failed.authorization.status)")
         }
         order = try poll(order, client: client, while: ["pending"])
         guard order.status == "ready" || order.status == "valid" else {
@@ -341,18 +351,21 @@ public final class AcmeProcess {
     func poll(_ order: AcmeClient.Order, client: AcmeClient, while states: Set<String>) throws -> AcmeClient.Order {
         var order = order
         let deadline = monotonicMilliseconds() + 300_000
+        var round = 0
         while states.contains(order.status) {
             guard monotonicMilliseconds() < deadline else { throw AcmeHTTP.Failure(description: "the order stayed \(order.status) for 5 minutes") }
-            try wait(seconds: order.retryAfter)
+            try wait(round: round, retryAfter: order.retryAfter)
+            round += 1
             order = try client.order(order.url)
         }
         return order
     }
 
-    /// Waits as the CA asked (Retry-After, within 1 to 10 seconds; half a second when it did not say),
-    /// answering the supervisor meanwhile; throws when the process is stopping.
-    func wait(seconds: Int?) throws {
-        pause(milliseconds: seconds.map { min(10, max(1, $0)) * 1000 } ?? 500)
+    /// Waits before asking the CA again: as its Retry-After says (within 1 to 10 seconds), else a
+    /// quarter second doubling each round up to 8 (a quick CA answers quickly, a slow one is not
+    /// polled hard); the supervisor is answered meanwhile. Throws when the process is stopping.
+    func wait(round: Int, retryAfter: Int?) throws {
+        pause(milliseconds: retryAfter.map { min(10, max(1, $0)) * 1000 } ?? (250 << min(round, 5)))
         if stopping { throw AcmeHTTP.Failure(description: "stopping") }
     }
 
