@@ -58,7 +58,8 @@ struct Status: ParsableCommand {
             sent:         \(number("webserver_sent_bytes_total")) bytes
             workers:      \(number("webserver_workers{state=\"busy\"}")) busy, \(number("webserver_workers{state=\"idle\"}")) idle
             restarts:     listener \(number("webserver_restarts_total{role=\"listener\"}")), \
-            manager \(number("webserver_restarts_total{role=\"manager\"}")), worker \(number("webserver_restarts_total{role=\"worker\"}"))
+            manager \(number("webserver_restarts_total{role=\"manager\"}")), worker \(number("webserver_restarts_total{role=\"worker\"}"))\
+            \(config.acmeCertificates.isEmpty ? "" : ", acme \(number("webserver_restarts_total{role=\"acme\"}"))")
             """)
         if let success = values["webserver_last_reload_success"], let at = values["webserver_last_reload_time_seconds"] {
             print("last reload:  \(success == 1 ? "applied" : "refused") at \(Date(timeIntervalSince1970: at).formatted(.iso8601))")

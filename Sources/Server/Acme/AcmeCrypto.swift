@@ -171,16 +171,7 @@ enum AcmeCrypto {
         let key = try Key.generate()
         guard let certificate = X509_new() else { throw Failure(description: "X509_new failed") }
         defer { X509_free(certificate) }
-        X509_set_version(certificate, 2)
-        var serial = [UInt8](repeating: 0, count: 16)
-        _ = RAND_bytes(&serial, Int32(serial.count))
-        serial[0] &= 0x7F
-        if let number = BN_bin2bn(serial, Int32(serial.count), nil) {
-            BN_to_ASN1_INTEGER(number, X509_get_serialNumber(certificate))
-            BN_free(number)
-        }
-        X509_gmtime_adj(X509_getm_notBefore(certificate), -3600)
-        X509_gmtime_adj(X509_getm_notAfter(certificate), 7 * 86400)
+        DevCertificates.start(certificate, days: 7)
         X509_set_pubkey(certificate, key.pkey)
         let subject = X509_get_subject_name(certificate)
         _ = name.withCString { value in

@@ -114,10 +114,7 @@ public final class AcmeProcess {
                 }
                 closeDescriptor(fds[0])
             case .reopenLogs(let access, let error):
-                var noAccessLog: Int32 = -1
-                let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &noAccessLog)
-                if errorLog >= 0 { closeDescriptor(errorLog) }
-                if noAccessLog >= 0 { closeDescriptor(noAccessLog) }
+                adoptReopenedErrorLog(fds, access: access, error: error)
             default:
                 Channel.reject(message, fds: fds, from: "supervisor")
             }

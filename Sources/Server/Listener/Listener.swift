@@ -237,10 +237,7 @@ public final class Listener {
                 closeDescriptor(fds[0])
             case .reopenLogs(let access, let error):
                 // The listener writes no access log; it only points its error log at the new file.
-                var noAccessLog: Int32 = -1
-                let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &noAccessLog)
-                if errorLog >= 0 { closeDescriptor(errorLog) }
-                if noAccessLog >= 0 { closeDescriptor(noAccessLog) }
+                adoptReopenedErrorLog(fds, access: access, error: error)
             default:
                 Channel.reject(message, fds: fds, from: "supervisor")
             }

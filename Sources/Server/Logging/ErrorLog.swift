@@ -83,3 +83,12 @@ func adoptReopenedLogs(_ fds: [Int32], access: Bool, error: Bool, accessLog: ino
     _ = dup2(fds[index], 2)
     return fds[index]
 }
+
+/// `adoptReopenedLogs` for a process that writes no access log (the listener, the ACME process): only
+/// its error log points at the new file; every fd received is closed.
+func adoptReopenedErrorLog(_ fds: [Int32], access: Bool, error: Bool) {
+    var noAccessLog: Int32 = -1
+    let errorLog = adoptReopenedLogs(fds, access: access, error: error, accessLog: &noAccessLog)
+    if errorLog >= 0 { closeDescriptor(errorLog) }
+    if noAccessLog >= 0 { closeDescriptor(noAccessLog) }
+}

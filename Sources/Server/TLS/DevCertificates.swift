@@ -197,16 +197,7 @@ public enum DevCertificates {
         extensions: [(Int32, String)]
     ) throws(Failure) -> OpaquePointer {
         guard let certificate = X509_new() else { throw Failure(description: "X509_new failed") }
-        X509_set_version(certificate, 2)
-        var serial = [UInt8](repeating: 0, count: 16)
-        _ = RAND_bytes(&serial, Int32(serial.count))
-        serial[0] &= 0x7F
-        if let number = BN_bin2bn(serial, Int32(serial.count), nil) {
-            BN_to_ASN1_INTEGER(number, X509_get_serialNumber(certificate))
-            BN_free(number)
-        }
-        X509_gmtime_adj(X509_getm_notBefore(certificate), -3600)
-        X509_gmtime_adj(X509_getm_notAfter(certificate), days * 86400)
+        start(certificate, days: days)
         X509_set_pubkey(certificate, key)
         let name = X509_get_subject_name(certificate)
         _ = subject.withCString { value in
@@ -231,6 +222,20 @@ public enum DevCertificates {
             throw Failure(description: TLSContext.lastError("signing the certificate"))
         }
         return certificate
+    }
+
+    /// Version 3, a random positive 128-bit serial, valid from an hour ago (clocks differ) for `days`.
+    static func start(_ certificate: OpaquePointer, days: Int) {
+        X509_set_version(certificate, 2)
+        var serial = [UInt8](repeating: 0, count: 16)
+        _ = RAND_bytes(&serial, Int32(serial.count))
+        serial[0] &= 0x7F
+        if let number = BN_bin2bn(serial, Int32(serial.count), nil) {
+            BN_to_ASN1_INTEGER(number, X509_get_serialNumber(certificate))
+            BN_free(number)
+        }
+        X509_gmtime_adj(X509_getm_notBefore(certificate), -3600)
+        X509_gmtime_adj(X509_getm_notAfter(certificate), days * 86400)
     }
 
     static func readKey(_ path: String) -> OpaquePointer? {
