@@ -106,6 +106,34 @@ import Testing
         #expect(server.log().contains("TLS clients asking for these names are refused until it arrives"))
     }
 
+    /// A CA that requires external account binding (as ZeroSSL does): the account bound with the key
+    /// the CA gave gets its certificate; one without is told, in the log, what is missing.
+    @Test func externalAccountBinding() throws {
+        let tls = try freePort()
+        let macKey = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+        let pebble = try Pebble(httpPort: try freePort(), tlsPort: tls, eab: ["kid-1": macKey])
+        let states = try temporaryDirectory()
+        let config = """
+            tls:
+              listen: ["127.0.0.1:\(tls)"]
+            acme: {directory: "\(pebble.directoryURL)", agree_terms: true, ca_bundle: \(pebble.caBundle), challenges: [tls-alpn-01]}
+            sites:
+              - names: [bound.example.com]
+                root: site
+                acme: {state: \(states.path)/bound, eab: {key_id: kid-1, mac_key: \(macKey)}}
+              - names: [unbound.example.com]
+                root: site
+                acme: {state: \(states.path)/unbound}
+
+            """
+        let server = try TestServer(config: config).start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 30) { presentedCertificate(port: tls, name: "bound.example.com")?.issuer.contains("Pebble") == true },
+                "server log:\n\(server.log())\npebble log:\n\(pebble.log())")
+        #expect(server.waitForLog("the CA requires an external account binding: set acme.eab"))
+        #expect(presentedCertificate(port: tls, name: "unbound.example.com") == nil)
+    }
+
     /// Renewal (Pebble's certificates live 12 seconds, so one is renewed 8 seconds in) under a bounded
     /// load of new TLS connections verified against Pebble's root and of keep-alive ones: no request
     /// lost at the switch. Then the CA goes away: the next renewal fails, is reported, and the

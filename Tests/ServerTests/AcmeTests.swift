@@ -97,6 +97,25 @@ import Testing
         #expect(noTLS.contains { $0.contains("gets its certificate by ACME, but there is no TLS socket to serve it on (tls.listen)") }, "\(noTLS)")
     }
 
+    @Test func externalAccountBindingIsReadAndChecked() throws {
+        let config = try loadConfig("""
+            listen: ["127.0.0.1:0"]
+            tls: {listen: ["127.0.0.1:0"]}
+            \(AcmeConfigTests.acme)
+            sites:
+              - names: [a.example.com]
+                acme: {eab: {key_id: kid-1, mac_key: zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W}}
+            """)
+        #expect(config.sites[0].acme?.eab == ExternalAccount(keyID: "kid-1", macKey: "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"))
+        let found = issues("""
+            listen: ["127.0.0.1:0"]
+            tls: {listen: ["127.0.0.1:0"]}
+            acme: {directory: https://ca.example/dir, agree_terms: true, eab: {key_id: k, mac_key: "not base64!"}}
+            sites: [{names: [a.example.com], root: site}]
+            """).map { "\($0.line) \($0.key): \($0.message)" }
+        #expect(found.contains { $0.hasPrefix("3 acme.eab.mac_key: is not a base64url MAC key") }, "\(found)")
+    }
+
     @Test func aSiteWithItsOwnCertAndAcmeIsAMistake() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-acme-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -137,6 +156,23 @@ import Testing
         #expect(second["payload"] == "")
         let secondHeader = try #require(try JSONSerialization.jsonObject(with: Data(decode(second["protected"]!)!)) as? [String: Any])
         #expect(secondHeader["kid"] as? String == "https://ca.example/acct/7" && secondHeader["jwk"] == nil)
+    }
+
+    /// RFC 8555 section 7.3.4: HS256 under the CA's MAC key, over the account's JWK.
+    @Test func theExternalAccountBindingIsAnHS256JWSOverTheAccountKey() throws {
+        let key = try AcmeCrypto.Key.generate()
+        let macKey: [UInt8] = Array(0..<32)
+        let binding = try AcmeCrypto.externalAccountBinding(
+            ExternalAccount(keyID: "kid-1", macKey: AcmeCrypto.base64url(macKey)), url: "https://ca.example/new-account", key: key)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(binding.utf8)) as? [String: String])
+        let header = try #require(try JSONSerialization.jsonObject(with: Data(decode(object["protected"]!)!)) as? [String: String])
+        #expect(header == ["alg": "HS256", "kid": "kid-1", "url": "https://ca.example/new-account"])
+        #expect(String(decoding: try #require(decode(object["payload"]!)), as: UTF8.self) == key.jwk)
+        var mac = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        let input = Array("\(object["protected"]!).\(object["payload"]!)".utf8)
+        _ = HMAC(EVP_sha256(), macKey, 32, input, input.count, &mac, &length)
+        #expect(decode(object["signature"]!) == mac)
     }
 
     @Test func theCertificateRequestNamesEveryName() throws {

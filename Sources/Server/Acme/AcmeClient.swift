@@ -115,10 +115,16 @@ final class AcmeClient {
     // MARK: Account, orders, authorizations
 
     /// The account for this key: found (onlyReturnExisting) or made, agreeing to the terms.
-    func register(email: String?) throws {
-        var payload: [String: Any] = ["termsOfServiceAgreed": true]
-        if let email { payload["contact"] = ["mailto:\(email)"] }
-        let reply = try post(try endpoint("newAccount"), payload: AcmeClient.encode(payload), withKey: true)
+    func register(email: String?, externalAccount: ExternalAccount?) throws {
+        let url = try endpoint("newAccount")
+        var fields = ["\"termsOfServiceAgreed\":true"]
+        if let email { fields.append("\"contact\":[\(AcmeCrypto.json("mailto:\(email)"))]") }
+        if let externalAccount {
+            fields.append("\"externalAccountBinding\":\(try AcmeCrypto.externalAccountBinding(externalAccount, url: url, key: key))")
+        } else if (directory["meta"] as? [String: Any])?["externalAccountRequired"] as? Bool == true {
+            throw Problem(type: "", detail: "the CA requires an external account binding: set acme.eab {key_id, mac_key} from your account with it", status: 0)
+        }
+        let reply = try post(url, payload: "{\(fields.joined(separator: ","))}", withKey: true)
         guard let location = reply.headers["location"] else { throw Problem(type: "", detail: "newAccount gave no account URL", status: reply.status) }
         let object = try AcmeClient.object(reply)
         if let status = object["status"] as? String, status != "valid" {

@@ -18,6 +18,29 @@ enum AcmeCrypto {
 
     static func base64url(_ text: String) -> String { base64url(Array(text.utf8)) }
 
+    /// base64url (padded or not) to bytes; nil when it is not base64url.
+    static func base64urlDecode(_ text: String) -> [UInt8]? {
+        guard text.utf8.allSatisfy({ AcmeProcess.isBase64url($0) || $0 == UInt8(ascii: "=") }) else { return nil }
+        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/").replacingOccurrences(of: "=", with: "")
+        while base64.count % 4 != 0 { base64 += "=" }
+        return Data(base64Encoded: base64).map(Array.init)
+    }
+
+    /// The external account binding of a newAccount request (RFC 8555 section 7.3.4): a JWS with HS256
+    /// under the CA's MAC key, naming its key identifier and the newAccount URL, over the account's JWK.
+    static func externalAccountBinding(_ account: ExternalAccount, url: String, key: Key) throws(Failure) -> String {
+        guard let macKey = base64urlDecode(account.macKey) else { throw Failure(description: "acme.eab.mac_key is not base64url") }
+        let protected = base64url("{\"alg\":\"HS256\",\"kid\":\(json(account.keyID)),\"url\":\(json(url))}")
+        let payload = base64url(key.jwk)
+        let input = Array("\(protected).\(payload)".utf8)
+        var mac = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
+        var length: UInt32 = 0
+        guard HMAC(EVP_sha256(), macKey, Int32(macKey.count), input, input.count, &mac, &length) != nil else {
+            throw Failure(description: TLSContext.lastError("HMAC"))
+        }
+        return "{\"protected\":\"\(protected)\",\"payload\":\"\(payload)\",\"signature\":\"\(base64url(mac.prefix(Int(length))))\"}"
+    }
+
     static func sha256(_ bytes: [UInt8]) -> [UInt8] {
         var digest = [UInt8](repeating: 0, count: 32)
         _ = bytes.withUnsafeBufferPointer { SHA256($0.baseAddress, $0.count, &digest) }

@@ -273,7 +273,7 @@ public final class AcmeProcess {
     func order(_ certificate: AcmeCertificate, replacing: String?, plan: inout Plan) throws -> (certificates: String, key: String) {
         let settings = certificate.settings
         let client = try client(for: settings)
-        if client.account == nil { try client.register(email: settings.email) }
+        if client.account == nil { try client.register(email: settings.email, externalAccount: settings.eab) }
         var order: AcmeClient.Order
         do {
             order = try client.newOrder(names: certificate.names, replaces: replacing)

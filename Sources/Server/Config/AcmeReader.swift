@@ -54,6 +54,23 @@ extension DocumentReader {
                 issue(node, key: "\(key).ca_bundle", "'\(value)' is not a readable file (the PEM CA certificates to trust for the ACME server's HTTPS)")
             }
         }
+        if let node = acme.peek("eab"), node.scalar?.string == "off" {
+            _ = acme.take("eab")
+            settings.eab = nil
+        } else if let eab = acme.section("eab") {
+            let keyID = eab.string("key_id")
+            let macKey = eab.string("mac_key")
+            eab.finish()
+            if let (id, _) = keyID, let (mac, macNode) = macKey, !id.isEmpty {
+                if AcmeCrypto.base64urlDecode(mac).map({ $0.count >= 16 }) == true {
+                    settings.eab = ExternalAccount(keyID: id, macKey: mac)
+                } else {
+                    issue(macNode, key: "\(key).eab.mac_key", "is not a base64url MAC key of at least 16 bytes (the CA's 'HMAC key' or 'EAB HMAC key')")
+                }
+            } else {
+                issue(acme.peek("eab") ?? node, key: "\(key).eab", "needs key_id and mac_key, as the CA gives them")
+            }
+        }
         acme.finish()
         if settings.directory.isEmpty {
             issue(node, key: "\(key).directory", "is needed: the CA's ACME directory URL, such as https://acme-v02.api.letsencrypt.org/directory")

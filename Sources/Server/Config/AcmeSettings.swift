@@ -15,8 +15,11 @@ public struct AcmeSettings: Codable, Sendable, Equatable {
     public var challenges: [AcmeChallenge] = [.http01, .tlsALPN01]
     /// Where the account, the certificates and the challenge responses are kept.
     public var state: String = AcmeSettings.defaultState
-    /// PEM file of CAs to trust for the ACME server's HTTPS (a private CA's), beside the system's.
+    /// PEM file of CAs to trust for the ACME server's HTTPS (a private CA's), instead of the system's.
     public var caBundle: String? = nil
+    /// External account binding (RFC 8555 section 7.3.4), which ZeroSSL, Google and some private CAs
+    /// require: the key identifier and the base64url MAC key the CA gave.
+    public var eab: ExternalAccount? = nil
     /// Where it was written (`file:line`), for what is said about it.
     public var place: String = ""
 
@@ -45,6 +48,18 @@ public struct AcmeSettings: Codable, Sendable, Equatable {
     public var tlsALPN01Directory: String { "\(state)/challenges/tls-alpn-01" }
     /// What the ACME process last did for each certificate, for `status` and /metrics.
     public var statusFile: String { "\(state)/status.json" }
+}
+
+/// `acme.eab`: the external account an ACME account is bound to.
+public struct ExternalAccount: Codable, Sendable, Equatable {
+    public var keyID: String
+    /// The MAC key as the CA gives it (base64url).
+    public var macKey: String
+
+    public init(keyID: String, macKey: String) {
+        self.keyID = keyID
+        self.macKey = macKey
+    }
 }
 
 /// `acme.challenges`: how the CA checks that the server controls a name.

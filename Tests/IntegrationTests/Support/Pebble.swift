@@ -23,7 +23,8 @@ final class Pebble: @unchecked Sendable {
         FileManager.default.isExecutableFile(atPath: "/usr/bin/pebble") || ProcessInfo.processInfo.environment["WEBSERVER_REQUIRE_PEBBLE"] == "1"
     }
 
-    init(httpPort: Int, tlsPort: Int, validity: Int = 3600, blocked: [String] = []) throws {
+    /// `eab`: external account binding required, with these key identifiers and MAC keys.
+    init(httpPort: Int, tlsPort: Int, validity: Int = 3600, blocked: [String] = [], eab: [String: String] = [:]) throws {
         directory = try temporaryDirectory()
         (port, managementPort, dnsPort) = (try freePort(), try freePort(), try freePort())
         (self.httpPort, self.tlsPort) = (httpPort, tlsPort)
@@ -32,7 +33,8 @@ final class Pebble: @unchecked Sendable {
         let config: [String: Any] = ["pebble": [
             "listenAddress": "127.0.0.1:\(port)", "managementListenAddress": "127.0.0.1:\(managementPort)",
             "certificate": directory.appendingPathComponent("dev.pem").path, "privateKey": directory.appendingPathComponent("dev-key.pem").path,
-            "httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+            "httpPort": httpPort, "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": !eab.isEmpty,
+            "externalAccountMACKeys": eab,
             "domainBlocklist": blocked, "certificateValidityPeriod": validity,
         ]]
         try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("pebble.json"))
