@@ -41,7 +41,10 @@ import Testing
         let secure = try fetch("https://shop.example.com:\(tls)/", ["--cacert", root, "--resolve", "shop.example.com:\(tls):127.0.0.1"])
         #expect(secure.status == 403)
         #expect(try status("http://127.0.0.1:\(http)/", ["-H", "Host: shop.example.com"]) == 403)
+        // One reload took it up: the ACME process's message, not the certificate watch as well.
+        usleep(1_000_000)
         let metrics = try #require(server.metrics())
+        #expect(metrics[#"webserver_reloads_total{result="applied"}"#] == 1)
         #expect(metrics[#"webserver_acme_orders_total{name="shop.example.com"}"#] == 1)
         #expect(metrics[#"webserver_acme_failures{name="shop.example.com"}"#] == 0)
         #expect(metrics[#"webserver_acme_certificate_expiry_time_seconds{name="shop.example.com"}"#] > Date().timeIntervalSince1970)

@@ -16,6 +16,7 @@ import Testing
         #expect(try roundTrip(.heartbeat(beat)) == .heartbeat(beat))
         #expect(try roundTrip(.released(count: 5)) == .released(count: 5))
         #expect(try roundTrip(.lost(count: 3)) == .lost(count: 3))
+        #expect(try roundTrip(.certificateInstalled) == .certificateInstalled)
         #expect(try roundTrip(.shutdown(deadlineMilliseconds: 30_000)) == .shutdown(deadlineMilliseconds: 30_000))
         #expect(try roundTrip(.reload, fds: 1) == .reload)
         #expect(try roundTrip(.reopenLogs(accessLog: true, errorLog: true), fds: 2) == .reopenLogs(accessLog: true, errorLog: true))

@@ -241,6 +241,7 @@ public final class AcmeProcess {
             let chain = try order(certificate, replacing: plan.status.serial == nil ? nil : AcmeCrypto.issued(file: certificate.pair.certificate)?.renewalID, plan: &plan)
             guard let issued = AcmeCrypto.issued(pem: chain.certificates) else { throw AcmeHTTP.Failure(description: "the CA's certificate cannot be read") }
             try AcmeFiles.write(certificate.pair.certificate, chain.key + chain.certificates, mode: 0o600)
+            _ = try? supervisor.send(.certificateInstalled)
             record(issued, in: &plan.status)
             plan.status.directory = certificate.settings.directory
             plan.status.lastSuccess = Int64(time(nil))

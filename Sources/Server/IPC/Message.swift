@@ -29,6 +29,9 @@ public enum Message: Equatable, Sendable {
     /// Worker to manager with each heartbeat (its own figures), manager to supervisor (the pool's sum):
     /// the counters and gauges /metrics serves.
     case stats(Stats)
+    /// ACME process to supervisor: it wrote a certificate; reload now rather than after the certificate
+    /// watch's quiet moment (the watch would see the same change).
+    case certificateInstalled
 
     public static let version: UInt8 = 1
     static let headerSize = 4
@@ -40,7 +43,7 @@ public enum Message: Equatable, Sendable {
     static let maxSize = headerSize + maxBatch * connectionEntrySize
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, lost
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, lost, certificateInstalled
     }
 
     /// Bytes of one ticket key.
@@ -164,6 +167,9 @@ extension Message {
         case .reload:
             header(.reload, 0)
             return Message.headerSize
+        case .certificateInstalled:
+            header(.certificateInstalled, 0)
+            return Message.headerSize
         case .reopenLogs(let access, let error):
             header(.reopenLogs, (access ? 1 : 0) | (error ? 2 : 0))
             return Message.headerSize
@@ -276,6 +282,10 @@ extension Message {
         case .reload:
             try expect(length: headerSize, fds: 1...1)
             return .reload
+        case .certificateInstalled:
+            guard count == 0 else { throw .badField("count \(count)") }
+            try expect(length: headerSize)
+            return .certificateInstalled
         case .reopenLogs:
             guard count <= 3 else { throw .badField("reopen flags \(count)") }
             let expected = (count & 1) + (count >> 1)

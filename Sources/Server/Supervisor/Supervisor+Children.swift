@@ -91,6 +91,8 @@ extension Supervisor {
                     workerCrashTimes.append(now)
                 }
                 managerStats = stats
+            case .certificateInstalled where slot === acme:
+                reload(reason: "the ACME process installed a certificate")
             default:
                 Channel.reject(message, fds: fds, from: slot.name)
             }
