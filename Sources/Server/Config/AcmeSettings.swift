@@ -23,10 +23,14 @@ public struct AcmeSettings: Codable, Sendable, Equatable {
     /// Where it was written (`file:line`), for what is said about it.
     public var place: String = ""
 
-    /// `/var/lib/webserver/acme` for a server started as root (the Debian package's), else
+    /// `/var/lib/webserver/acme` for a server started as root; under systemd, `acme` in the unit's
+    /// StateDirectory (`$STATE_DIRECTORY`: /var/lib/webserver for the shipped unit); else
     /// `$XDG_DATA_HOME/webserver/acme` (`~/.local/share/webserver/acme`), as Caddy keeps its own.
     public static var defaultState: String {
         if geteuid() == 0 { return "/var/lib/webserver/acme" }
+        if let state = getenv("STATE_DIRECTORY").map({ String(cString: $0) }), let first = state.split(separator: ":").first, first.hasPrefix("/") {
+            return "\(first)/acme"
+        }
         if let data = getenv("XDG_DATA_HOME").map({ String(cString: $0) }), data.hasPrefix("/") { return "\(data)/webserver/acme" }
         let home = getenv("HOME").map { String(cString: $0) } ?? (getpwuid(getuid()).map { String(cString: $0.pointee.pw_dir) } ?? "/tmp")
         return "\(home)/.local/share/webserver/acme"
