@@ -107,6 +107,15 @@ import Testing
         #expect(text.contains(#"webserver_acme_last_error_time_seconds{name="blocked.example.com",error="rejectedIdentifier"#), "\(text)")
         #expect(presentedCertificate(port: tls, name: "blocked.example.com") == nil)
         #expect(server.log().contains("TLS clients asking for these names are refused until it arrives"))
+        // A site added by a reload gets its certificate from the running ACME process.
+        let handle = try FileHandle(forWritingTo: server.configFile)
+        handle.seekToEndOfFile()
+        handle.write(Data("  - names: [added.example.com]\n    root: site\n".utf8))
+        try handle.close()
+        #expect(server.reload { kill(server.pid, SIGHUP) })
+        #expect(waitUntil(seconds: 30) { presentedCertificate(port: tls, name: "added.example.com")?.issuer.contains("Pebble") == true },
+                "\(server.log())")
+        #expect(server.pids(of: "acme").count == 1)
     }
 
     /// A CA that requires external account binding (as ZeroSSL does): the account bound with the key
