@@ -12,7 +12,7 @@ import Testing
     /// HTTP-01: a certificate obtained and served with Pebble's chain, the challenge answered ahead of
     /// the site's access rule and HTTP-to-HTTPS redirect; then kept across a restart without a new order.
     @Test func http01CertificateIsObtainedServedAndKeptAcrossARestart() throws {
-        let (http, tls) = (try freePort(), try freePort())
+        let (http, tls) = (try fixedPort(), try fixedPort())
         let pebble = try Pebble(httpPort: http, tlsPort: tls)
         let state = try temporaryDirectory().appendingPathComponent("acme").path
         let config = pebble.acme(state: state) + """
@@ -76,8 +76,8 @@ import Testing
     /// handshake with the challenge certificate. A name the CA refuses stays refused at the handshake,
     /// with the CA's error in /metrics, and costs the other site nothing.
     @Test func tlsALPN01AndANameTheCARefuses() throws {
-        let tls = try freePort()
-        let pebble = try Pebble(httpPort: try freePort(), tlsPort: tls, blocked: ["blocked.example.com"])
+        let tls = try fixedPort()
+        let pebble = try Pebble(httpPort: try fixedPort(), tlsPort: tls, blocked: ["blocked.example.com"])
         let state = try temporaryDirectory().appendingPathComponent("acme").path
         let config = pebble.acme(state: state, challenges: "[tls-alpn-01]") + """
             tls:
@@ -121,9 +121,9 @@ import Testing
     /// A CA that requires external account binding (as ZeroSSL does): the account bound with the key
     /// the CA gave gets its certificate; one without is told, in the log, what is missing.
     @Test func externalAccountBinding() throws {
-        let tls = try freePort()
+        let tls = try fixedPort()
         let macKey = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-        let pebble = try Pebble(httpPort: try freePort(), tlsPort: tls, eab: ["kid-1": macKey])
+        let pebble = try Pebble(httpPort: try fixedPort(), tlsPort: tls, eab: ["kid-1": macKey])
         let states = try temporaryDirectory()
         let config = """
             tls:
@@ -151,7 +151,7 @@ import Testing
     /// lost at the switch. Then the CA goes away: the next renewal fails, is reported, and the
     /// certificate there keeps being served.
     @Test func renewalUnderLoadAndACAThatIsDown() throws {
-        let (http, tls) = (try freePort(), try freePort())
+        let (http, tls) = (try fixedPort(), try fixedPort())
         let pebble = try Pebble(httpPort: http, tlsPort: tls, validity: 12)
         let state = try temporaryDirectory().appendingPathComponent("acme").path
         let config = pebble.acme(state: state) + """

@@ -26,7 +26,7 @@ final class Pebble: @unchecked Sendable {
     /// `eab`: external account binding required, with these key identifiers and MAC keys.
     init(httpPort: Int, tlsPort: Int, validity: Int = 3600, blocked: [String] = [], eab: [String: String] = [:]) throws {
         directory = try temporaryDirectory()
-        (port, managementPort, dnsPort) = (try freePort(), try freePort(), try freePort())
+        (port, managementPort, dnsPort) = (try fixedPort(), try fixedPort(), try fixedPort())
         (self.httpPort, self.tlsPort) = (httpPort, tlsPort)
         let made = try run(webserverBinary, ["cert", "dev", "--dir", directory.path])
         guard made.status == 0 else { throw TestFailure("webserver cert dev: \(made.error)") }
@@ -40,7 +40,7 @@ final class Pebble: @unchecked Sendable {
         try JSONSerialization.data(withJSONObject: config).write(to: directory.appendingPathComponent("pebble.json"))
         dns.executableURL = URL(fileURLWithPath: "/usr/bin/pebble-challtestsrv")
         dns.arguments = ["-dns01", "127.0.0.1:\(dnsPort)", "-http01", "", "-https01", "", "-tlsalpn01", "",
-                         "-management", "127.0.0.1:\(try freePort())", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]
+                         "-management", "127.0.0.1:\(try fixedPort())", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]
         dns.standardOutput = FileHandle.nullDevice
         dns.standardError = FileHandle.nullDevice
         try dns.run()

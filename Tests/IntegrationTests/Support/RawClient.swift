@@ -200,6 +200,20 @@ func freePort() throws -> Int {
     return port
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), for a test that must name its ports
+/// before anything binds them (Pebble validates on the server's ports): the ports other tests get by
+/// binding port 0, and outgoing connections, never come from here, so only another such pick can race.
+func fixedPort() throws -> Int {
+    for _ in 0..<200 {
+        let candidate = Int.random(in: 20_000..<32_000)
+        if let (fd, port) = try? bindLoopback(port: candidate, listening: false) {
+            close(fd)
+            return port
+        }
+    }
+    throw TestFailure("no free port between 20000 and 32000")
+}
+
 /// A socket listening on a free loopback port, to make a port busy.
 func openListener() throws -> (fd: Int32, port: Int) { try bindLoopback(listening: true) }
 
