@@ -194,5 +194,13 @@ import Testing
         let served = presentedCertificate(port: tls, name: "renew.example.com")
         #expect(served?.issuer.contains("Pebble") == true)
         #expect(served?.serial != first)
+        // A restart keeps the failure's backoff (a minute here): no new attempt at start.
+        #expect(server.stop() == 0)
+        let again = try TestServer(config: config, flags: ["--listen", "127.0.0.1:\(http)"]).start()
+        defer { again.stop() }
+        usleep(3_000_000)
+        #expect(!again.log().contains("ordering the certificate failed"), "\(again.log())")
+        #expect(again.metrics()?[#"webserver_acme_failures{name="renew.example.com"}"#] == 1)
+        #expect(presentedCertificate(port: tls, name: "renew.example.com")?.serial == served?.serial)
     }
 }

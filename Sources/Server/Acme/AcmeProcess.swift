@@ -154,25 +154,37 @@ public final class AcmeProcess {
         let certificate = plan.certificate
         guard let issued = AcmeCrypto.issued(file: certificate.pair.certificate) else {
             log.notice("\(describe(certificate)): no certificate yet; ordering one from \(certificate.settings.directory) (TLS clients asking for these names are refused until it arrives)")
-            plan.status.nextAttempt = max(now, plan.status.failures > 0 ? plan.status.nextAttempt ?? now : now)
+            plan.status.nextAttempt = retryTime(plan, now: now)
             return plan.status.nextAttempt!
         }
         record(issued, in: &plan.status)
+        let retry = retryTime(plan, now: now)
         if !Set(certificate.names).isSubset(of: Set(issued.names)) {
             log.notice("\(describe(certificate)): the certificate on disk covers \(issued.names.joined(separator: ", ")); ordering one for the names configured")
-            plan.status.nextAttempt = now
-            return now
+            plan.status.nextAttempt = retry
+            return retry
         }
         if !plan.status.directory.isEmpty && plan.status.directory != certificate.settings.directory {
             log.notice("\(describe(certificate)): the certificate on disk came from \(plan.status.directory); ordering one from \(certificate.settings.directory)")
-            plan.status.nextAttempt = now
-            return now
+            plan.status.nextAttempt = retry
+            return retry
         }
-        if plan.status.failures > 0, let retry = plan.status.nextAttempt { return max(now, retry) }
+        if plan.status.failures > 0 { return retry }
         let due = renewalTime(issued, plan: &plan)
         plan.status.nextAttempt = due
         log.info("\(describe(certificate)): certificate valid until \(AcmeProcess.date(issued.notAfter)); renewal planned at \(AcmeProcess.date(due))")
         return due
+    }
+
+    /// After failures, the retry time they set stands (a restart does not hammer the CA), unless the
+    /// configuration now asks for something else (another CA, other names): then now.
+    func retryTime(_ plan: Plan, now: Int64) -> Int64 {
+        guard plan.status.failures > 0, plan.status.failedFor == AcmeProcess.attempt(plan.certificate) else { return now }
+        return max(now, plan.status.nextAttempt ?? now)
+    }
+
+    static func attempt(_ certificate: AcmeCertificate) -> String {
+        "\(certificate.settings.directory) \(certificate.names.joined(separator: ","))"
     }
 
     func record(_ issued: AcmeCrypto.Issued, in status: inout AcmeStatus) {
@@ -246,13 +258,17 @@ public final class AcmeProcess {
             plan.status.directory = certificate.settings.directory
             plan.status.lastSuccess = Int64(time(nil))
             plan.status.failures = 0
+            plan.status.failedFor = nil
             plan.due = renewalTime(issued, plan: &plan)
             plan.status.nextAttempt = plan.due
             log.notice(
                 "\(describe(certificate)): certificate obtained in \(monotonicMilliseconds() - started) ms from \(certificate.settings.directory): issuer \(issued.issuer), valid until \(AcmeProcess.date(issued.notAfter)); renewal planned at \(AcmeProcess.date(plan.due))\(plan.status.renewalInfo ? " (the CA's renewal window)" : "")")
         } catch {
             if stopping { return }
+            // Failures of another configuration's orders do not count toward this one's backoff.
+            if plan.status.failedFor != AcmeProcess.attempt(certificate) { plan.status.failures = 0 }
             plan.status.failures += 1
+            plan.status.failedFor = AcmeProcess.attempt(certificate)
             plan.status.lastError = "\(error)"
             plan.status.lastErrorAt = Int64(time(nil))
             let step = AcmeProcess.backoff[min(plan.status.failures - 1, AcmeProcess.backoff.count - 1)]
@@ -265,7 +281,9 @@ public final class AcmeProcess {
             log.error("\(describe(certificate)): ordering the certificate failed (attempt \(plan.status.failures)): \(error); \(serving); next attempt at \(AcmeProcess.date(plan.due))")
             clients[clientKey(certificate.settings)]?.account = nil
         }
-        plans[name] = plan
+        // A reload while the order ran (its waits answer the supervisor) may have removed or changed the
+        // site: its new plan stands.
+        if plans[name]?.certificate == certificate { plans[name] = plan }
         writeStatus(plan)
     }
 

@@ -21,6 +21,9 @@ public struct AcmeStatus: Codable, Sendable, Equatable {
     public var lastErrorAt: Int64?
     /// Failures since the last success (the backoff's step).
     public var failures = 0
+    /// What the failing orders asked for (the directory URL and the names): a configuration that asks for
+    /// something else is not held to their backoff.
+    public var failedFor: String?
     /// Orders placed for this certificate since its state was made.
     public var orders = 0
 
