@@ -54,6 +54,14 @@ static inline int ccurl_load(ccurl_api *api, char *error, size_t capacity) {
     return api->global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
+/* Whether libcurl.so.4 can be opened (for `webserver check`); closed again. */
+static inline int ccurl_available(void) {
+    void *library = dlopen("libcurl.so.4", RTLD_LAZY | RTLD_LOCAL);
+    if (library == NULL) return 0;
+    dlclose(library);
+    return 1;
+}
+
 static inline CURLcode ccurl_setopt_long(const ccurl_api *api, CURL *handle, CURLoption option, long value) {
     return api->easy_setopt(handle, option, value);
 }

@@ -1,3 +1,4 @@
+import CCurl
 import Foundation
 import Glibc
 
@@ -23,6 +24,9 @@ struct ConfigValidation {
         issues += checkTLS(&config, makeDevCertificate: makeDevCertificate && previousIssues == 0 && issues.isEmpty)
         if config.tls.redirectHTTP && config.tls.listen.isEmpty {
             issues.append(issue("tls.redirect_http", "needs a TLS socket to redirect to (tls.listen)"))
+        }
+        if let site = config.sites.first(where: { $0.acme != nil }), ccurl_available() == 0 {
+            issues.append(issue("acme", "site \(site.names.first ?? "") (\(site.place)) gets its certificate by ACME, which needs libcurl: apt install libcurl4"))
         }
         if config.tls.listen.isEmpty, let site = config.sites.first(where: { $0.acme != nil }) {
             issues.append(issue("acme", "site \(site.names.first ?? "") (\(site.place)) gets its certificate by ACME, but there is no TLS socket to serve it on (tls.listen)"))
