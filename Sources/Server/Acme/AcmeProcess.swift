@@ -276,14 +276,18 @@ public final class AcmeProcess {
             if let problem = error as? AcmeClient.Problem, let retry = problem.retryAfter { delay = max(delay, Int64(retry)) }
             plan.due = Int64(time(nil)) + delay
             plan.status.nextAttempt = plan.due
-            let serving = plan.status.notAfter.map { "the current certificate keeps serving (valid until \(AcmeProcess.date($0)))" }
-                ?? "TLS clients asking for these names are refused until it arrives"
+            let serving = plan.status.notAfter.map {
+                $0 > Int64(time(nil)) ? "the current certificate keeps serving (valid until \(AcmeProcess.date($0)))"
+                    : "the current certificate keeps serving, though it expired at \(AcmeProcess.date($0))"
+            } ?? "TLS clients asking for these names are refused until it arrives"
             log.error("\(describe(certificate)): ordering the certificate failed (attempt \(plan.status.failures)): \(error); \(serving); next attempt at \(AcmeProcess.date(plan.due))")
             clients[clientKey(certificate.settings)]?.account = nil
         }
         // A reload while the order ran (its waits answer the supervisor) may have removed or changed the
         // site: its new plan stands.
-        if plans[name]?.certificate == certificate { plans[name] = plan }
+        if let current = plans[name], current.certificate.names == certificate.names, current.certificate.settings == certificate.settings {
+            plans[name] = plan
+        }
         writeStatus(plan)
     }
 
