@@ -283,6 +283,7 @@ public final class Listener {
     func tick() {
         now = monotonicMilliseconds()
         if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
+        ResidentPages.trimIfDue(now)
     }
 
     func sendHeartbeat() {

@@ -375,6 +375,7 @@ public final class Manager {
         now = monotonicMilliseconds()
         let interval = Int64(config.supervisor.heartbeatIntervalMilliseconds)
         if now - lastHeartbeat >= interval { sendHeartbeat() }
+        ResidentPages.trimIfDue(now)
         let timeout = Int64(config.supervisor.heartbeatTimeoutMilliseconds)
         for worker in workers {
             if !worker.retiring && now - worker.lastHeartbeatAt > timeout {

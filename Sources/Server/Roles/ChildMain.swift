@@ -57,14 +57,21 @@ public enum ChildMain {
         }
         do {
             switch role {
+            // Each role is made, then the pages its start-up touched are given back before its loop runs.
             case .worker:
-                exit(try Worker(id: id, config: config, hasAccessLog: hasAccessLog).run())
+                let worker = try Worker(id: id, config: config, hasAccessLog: hasAccessLog)
+                ResidentPages.trim(thenAgainIn: 3000)
+                exit(worker.run())
             case .listener:
                 let sockets = Int(options["--sockets"] ?? "") ?? 0
                 let initialLive = Int(options["--initial-live"] ?? "") ?? 0
-                exit(try Listener(config: config, socketCount: sockets, initialLive: initialLive).run())
+                let listener = try Listener(config: config, socketCount: sockets, initialLive: initialLive)
+                ResidentPages.trim(thenAgainIn: 3000)
+                exit(listener.run())
             case .manager:
-                exit(try Manager(config: config, hasAccessLog: hasAccessLog).run())
+                let manager = try Manager(config: config, hasAccessLog: hasAccessLog)
+                ResidentPages.trim(thenAgainIn: 3000)
+                exit(manager.run())
             case .acme:
                 exit(try AcmeProcess(config: config).run())
             }

@@ -154,6 +154,8 @@ public final class Supervisor {
         reportReady("ready")
         Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
         log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)", "config": "\(configPath ?? "none (command line only)")"])
+        // Loading the configuration, binding and starting touched much code that the loop never runs again.
+        ResidentPages.trim(thenAgainIn: 3000)
         while true {
             // The clock as of this wake-up: heartbeats read now count as now, even after this process
             // itself was stopped for a while (SIGSTOP, a long page fault, a VM pause).
@@ -196,6 +198,7 @@ public final class Supervisor {
     /// Every 100 ms: the admin clients' deadlines, systemd, certificates and ticket keys, the children.
     func tick() {
         admin?.expire(now: now, poller: poller)
+        ResidentPages.trimIfDue(now)
         notifySystemd()
         workerCrashTimes.removeAll { now - $0 > Int64(config.supervisor.restartPeriodMilliseconds) }
         if let watch = certificateWatch, watch.changed(now: now) {

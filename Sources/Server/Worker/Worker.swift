@@ -158,6 +158,7 @@ public final class Worker {
         if driver.now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
         driver.expireDeadlines()
         handler.refresh(now: driver.now)
+        ResidentPages.trimIfDue(driver.now)
     }
 
     func sendHeartbeat() {
