@@ -29,7 +29,7 @@ enum ResidentPages {
         }
     }
 
-    /// Trims what can be trimmed; returns the bytes of mappings trimmed (for the log at debug level).
+    /// Trims what can be trimmed; returns the bytes of the mappings trimmed.
     @discardableResult
     static func trimStartupMappings() -> Int {
         guard let file = fopen("/proc/self/smaps", "r") else { return 0 }
