@@ -18,9 +18,16 @@ enum AcmeCrypto {
 
     static func base64url(_ text: String) -> String { base64url(Array(text.utf8)) }
 
+    /// Whether `byte` is in the base64url alphabet (A-Z, a-z, 0-9, '-', '_'): an ACME token's, so one
+    /// can only name a file in the challenge directory.
+    @inline(__always)
+    static func isBase64url(_ byte: UInt8) -> Bool {
+        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
+    }
+
     /// base64url (padded or not) to bytes; nil when it is not base64url.
     static func base64urlDecode(_ text: String) -> [UInt8]? {
-        guard text.utf8.allSatisfy({ AcmeProcess.isBase64url($0) || $0 == UInt8(ascii: "=") }) else { return nil }
+        guard text.utf8.allSatisfy({ AcmeCrypto.isBase64url($0) || $0 == UInt8(ascii: "=") }) else { return nil }
         var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/").replacingOccurrences(of: "=", with: "")
         while base64.count % 4 != 0 { base64 += "=" }
         return Data(base64Encoded: base64).map(Array.init)

@@ -43,11 +43,14 @@ final class AcmeHTTP {
         guard let handle = api.easy_init() else { throw Failure(description: "curl_easy_init failed") }
         self.handle = handle
         self.caBundle = caBundle
+        version = ccurl_version(&api).map { String(cString: $0) } ?? "?"
     }
 
     deinit { api.easy_cleanup(handle) }
 
-    var version: String { ccurl_version(&api).map { String(cString: $0) } ?? "?" }
+    /// libcurl's version, for the User-Agent (RFC 8555 section 6.1 asks clients to send one).
+    private(set) var version = "?"
+
 
     func get(_ url: String) throws(Failure) -> Reply { try perform(url, method: "GET", body: nil) }
     func head(_ url: String) throws(Failure) -> Reply { try perform(url, method: "HEAD", body: nil) }

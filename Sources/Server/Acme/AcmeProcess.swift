@@ -323,7 +323,7 @@ public final class AcmeProcess {
             }
             let keyAuthorization = client.keyAuthorization(challenge.token)
             if challenge.type == AcmeChallenge.http01.rawValue {
-                guard challenge.token.utf8.allSatisfy({ AcmeProcess.isBase64url($0) }), !challenge.token.isEmpty else {
+                guard challenge.token.utf8.allSatisfy({ AcmeCrypto.isBase64url($0) }), !challenge.token.isEmpty else {
                     throw AcmeHTTP.Failure(description: "the CA's token \(challenge.token) is not base64url")
                 }
                 let path = "\(settings.http01Directory)/\(challenge.token)"
@@ -452,10 +452,6 @@ public final class AcmeProcess {
     }
 
     func describe(_ certificate: AcmeCertificate) -> String { certificate.names.joined(separator: ", ") }
-
-    static func isBase64url(_ byte: UInt8) -> Bool {
-        (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
-    }
 
     /// A directory URL as a file name: `acme-v02.api.letsencrypt.org_directory`.
     static func fileName(_ url: String) -> String {

@@ -95,11 +95,4 @@ extension ServerConfig {
             return AcmeCertificate(names: site.names, settings: settings, site: position + 1, pair: pair, issued: site.acmeIssued)
         }
     }
-
-    /// The distinct ACME state directories (the workers look for HTTP-01 tokens in each).
-    public var acmeStates: [String] {
-        var seen: [String] = []
-        for certificate in acmeCertificates where !seen.contains(certificate.settings.state) { seen.append(certificate.settings.state) }
-        return seen
-    }
 }

@@ -373,11 +373,7 @@ final class RequestHandler {
         var end = start
         while end < head.target.end && bytes[end] != UInt8(ascii: "?") { end += 1 }
         guard end > start, end - start <= 256 else { return nil }
-        for index in start..<end {
-            let byte = bytes[index]
-            let ok = (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x2D || byte == 0x5F
-            if !ok { return nil }
-        }
+        for index in start..<end where !AcmeCrypto.isBase64url(bytes[index]) { return nil }
         let token = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self)
         for directory in acmeTokenDirectories {
             let fd = open("\(directory)/\(token)", O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
