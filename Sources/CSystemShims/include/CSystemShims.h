@@ -16,6 +16,7 @@
 #include <sys/sendfile.h>
 #include <sys/uio.h>
 #include <sys/random.h>
+#include <sys/auxv.h>
 
 /* CMSG_* macros. */
 size_t cs_CMSG_SPACE(size_t length);

@@ -109,6 +109,8 @@ public final class Supervisor {
         noteCertificateExpiries()
         warnAboutExpiringCertificates()
         try AcmeFiles.prepare(config)
+        // /proc/self/pagemap is root's once the process changes its user (it is no longer dumpable).
+        ResidentPages.openPageMap()
         try Privileges.drop(to: config, logs: logs)
         config = sockets.bound(config)
         if !config.tls.listen.isEmpty && config.tls.sessionResumption { rotateTicketKeys() }
