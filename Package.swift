@@ -6,6 +6,17 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+// Release links lay out first the functions each process's loop runs (build-support/hot-functions.txt,
+// written by scripts/hot-functions), so a process's resident code is a few dozen pages instead of the
+// 64 KiB fault-around blocks scattered over the whole text; lld orders by symbol, with each function in
+// its own section (the toolchain's libraries already are). A symbol the build no longer has is skipped.
+let hotFunctions = Context.packageDirectory + "/build-support/hot-functions.txt"
+let functionSections: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release))]
+let orderedLink: [LinkerSetting] = [
+    .unsafeFlags(["-use-ld=lld", "-Xlinker", "--symbol-ordering-file=\(hotFunctions)", "-Xlinker", "--no-warn-symbol-ordering"],
+                 .when(configuration: .release))
+]
+
 let package = Package(
     name: "WebServer",
     platforms: [.macOS(.v13)],
@@ -71,7 +82,8 @@ let package = Package(
             ],
             // Release builds drop the run-time exclusivity checks: they were a third of the listener's
             // instructions per connection (callgrind). Debug builds, and so the tests, keep them.
-            swiftSettings: swiftSettings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            swiftSettings: swiftSettings + functionSections
+                + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "webserver",
@@ -79,7 +91,8 @@ let package = Package(
                 "Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: swiftSettings
+            swiftSettings: swiftSettings + functionSections,
+            linkerSettings: orderedLink
         ),
         // The parser's fuzz target: libFuzzer with -DFUZZING (scripts/fuzz), else a replayer of inputs.
         .executableTarget(
