@@ -131,10 +131,11 @@ extension Channel {
     /// Receives the messages waiting (at most `limit`), calling `body` with each; the fds passed to
     /// `body` are its to own. Returns false once the peer has closed its end or the socket failed.
     ///
-    /// A malformed message is logged naming `peer`, its fds are closed, and `malformed` runs (the
-    /// caller decides whether to stop that peer); it is never handed to `body`.
+    /// A malformed message is logged naming `peer` (made only then: a heartbeat builds no string), its
+    /// fds are closed, and `malformed` runs (the caller decides whether to stop that peer); it is never
+    /// handed to `body`.
     func receiveAll(
-        from peer: String, limit: Int = .max, malformed: (any Error) -> Void = { _ in },
+        from peer: @autoclosure () -> String, limit: Int = .max, malformed: (any Error) -> Void = { _ in },
         _ body: (Message, [Int32]) -> Void
     ) -> Bool {
         var count = 0
@@ -143,10 +144,10 @@ extension Channel {
             do {
                 result = try receive()
             } catch let error as SystemError {
-                log.error("channel to the \(peer) failed: \(error)")
+                log.error("channel to the \(peer()) failed: \(error)")
                 return false
             } catch {
-                log.error("malformed message from the \(peer): \(error)")
+                log.error("malformed message from the \(peer()): \(error)")
                 malformed(error)
                 continue
             }
@@ -164,8 +165,8 @@ extension Channel {
     }
 
     /// Logs a message that is well-formed but not one this peer should send, and closes its fds.
-    static func reject(_ message: Message, fds: [Int32], from peer: String) {
-        log.error("unexpected message from the \(peer): \(message)")
+    static func reject(_ message: Message, fds: [Int32], from peer: @autoclosure () -> String) {
+        log.error("unexpected message from the \(peer()): \(message)")
         for fd in fds { closeDescriptor(fd) }
     }
 }

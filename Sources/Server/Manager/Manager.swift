@@ -281,8 +281,7 @@ public final class Manager {
     }
 
     func handleWorker(_ worker: WorkerHandle, events: UInt32) {
-        let peer = "worker \(worker.id)"
-        let open = worker.channel.receiveAll(from: peer, malformed: { _ in retire(worker, reason: "malformed message") }) { message, fds in
+        let open = worker.channel.receiveAll(from: "worker \(worker.id)", malformed: { _ in retire(worker, reason: "malformed message") }) { message, fds in
             switch message {
             case .heartbeat(let beat):
                 worker.lastBeat = beat
@@ -290,7 +289,7 @@ public final class Manager {
             case .stats(let stats):
                 worker.lastStats = stats
             default:
-                Channel.reject(message, fds: fds, from: peer)
+                Channel.reject(message, fds: fds, from: "worker \(worker.id)")
             }
         }
         if !open {

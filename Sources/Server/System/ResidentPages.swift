@@ -91,11 +91,18 @@ enum ResidentPages {
     /// still the file's (not copied on write) can go: runs of such pages are given back, pages the
     /// loader's relocations copied are kept. Returns the bytes given back.
     static func trimReadOnlyData() -> Int {
-        guard let range = readOnlyDataRange, range.count > 0 else { return 0 }
+        guard let range = readOnlyDataRange else { return 0 }
+        return trimFilePages(in: range)
+    }
+
+    /// Gives back the pages of `range` (page-aligned, in a private file mapping) that are present and
+    /// still the file's, in runs; a page copied on write is kept with its contents. Only for memory no
+    /// thread writes any more: a write between the pagemap read and the madvise would be lost.
+    static func trimFilePages(in range: Range<UInt>) -> Int {
         openPageMap()
         let fd = pageMap
-        guard fd >= 0 else { return 0 }
         let pageSize = UInt(sysconf(Int32(_SC_PAGESIZE)))
+        guard fd >= 0, range.count > 0 else { return 0 }
         let pages = Int((range.upperBound - range.lowerBound) / pageSize)
         let entries = UnsafeMutablePointer<UInt64>.allocate(capacity: pages)
         defer { entries.deallocate() }
