@@ -7,9 +7,10 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 // Release links lay out first the functions each process's loop runs (build-support/hot-functions.txt,
-// written by scripts/hot-functions), so a process's resident code is a few dozen pages instead of the
-// 64 KiB fault-around blocks scattered over the whole text; lld orders by symbol, with each function in
-// its own section (the toolchain's libraries already are). A symbol the build no longer has is skipped.
+// written by scripts/hot-functions), so a process keeps fewer of the 64 KiB fault-around blocks of code
+// resident; lld orders by symbol, each of our functions in its own section (the Swift runtime's and the
+// standard library's public functions come so; its internal ones cannot move). A symbol the build no
+// longer has is skipped. SwiftPM does not rebuild on a flag change alone: build from clean after editing.
 let hotFunctions = Context.packageDirectory + "/build-support/hot-functions.txt"
 let functionSections: [SwiftSetting] = [.unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release))]
 let orderedLink: [LinkerSetting] = [
