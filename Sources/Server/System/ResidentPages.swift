@@ -165,16 +165,13 @@ enum ResidentPages {
             }
         }
         guard let bias, let names = read(UInt64.self, at: shoff + UInt64(shstrndx) * UInt64(shentsize) + 24) else { return nil }
-        let wanted = Array(".rodata".utf8) + [0]
+        // ".rodata\0" is eight bytes: one little-endian UInt64.
+        let wanted = UInt64(littleEndian: Array(".rodata\0".utf8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         for index in 0..<UInt64(shnum) {
             let header = shoff + index * UInt64(shentsize)
             guard let nameOffset = read(UInt32.self, at: header), let address = read(UInt64.self, at: header + 16),
                   let size = read(UInt64.self, at: header + 32) else { return nil }
-            var matches = true
-            for (position, byte) in wanted.enumerated() where read(UInt8.self, at: names + UInt64(nameOffset) + UInt64(position)) != byte {
-                matches = false
-                break
-            }
+            let matches = read(UInt64.self, at: names + UInt64(nameOffset)) == wanted
             guard matches, address != 0 else { continue }
             // Whole pages only: the first and the last may hold writable neighbours (.got.plt, .data).
             let pageSize = UInt(sysconf(Int32(_SC_PAGESIZE)))
