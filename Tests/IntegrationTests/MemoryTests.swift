@@ -55,4 +55,23 @@ import Testing
         }, "worker anonymous memory: \(before) KiB before, \(during) KiB with 600 TLS connections, \(after) KiB after they closed")
         #expect(during - before > 4096, "600 TLS connections should take megabytes: \(before) -> \(during) KiB")
     }
+
+    /// Started as root, the supervisor becomes nobody, after which its /proc/self/pagemap is root's and
+    /// cannot be opened: it must open it before it drops privileges, or its trims of `.rodata` do nothing.
+    @Test func theSupervisorHoldsItsPagemapAfterDroppingPrivileges() throws {
+        guard getuid() == 0 else { return }  // only a server started as root changes its user
+        let server = try TestServer(config: "workers: {min: 1, max: 1}\n").start()
+        defer { server.stop() }
+        let supervisor = server.pid
+        let status = try String(contentsOfFile: "/proc/\(supervisor)/status", encoding: .utf8)
+        #expect(!status.contains("Uid:\t0\t"), "the supervisor runs as root: \(status.prefix(400))")
+        // The pagemap is opened by the first trim (before the drop); the later trims read it.
+        var held = false
+        #expect(waitUntil(seconds: 5) {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(supervisor)/fd")) ?? []
+            held = fds.contains { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(supervisor)/fd/\($0)")) == "/proc/\(supervisor)/pagemap" }
+            return held
+        })
+        #expect(held, "the supervisor has no open /proc/\(supervisor)/pagemap")
+    }
 }

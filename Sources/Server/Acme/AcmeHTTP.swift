@@ -51,7 +51,6 @@ final class AcmeHTTP {
     /// libcurl's version, for the User-Agent (RFC 8555 section 6.1 asks clients to send one).
     private(set) var version = "?"
 
-
     func get(_ url: String) throws(Failure) -> Reply { try perform(url, method: "GET", body: nil) }
     func head(_ url: String) throws(Failure) -> Reply { try perform(url, method: "HEAD", body: nil) }
     /// A JWS POST; `accept` is what the answer should be (a certificate chain is PEM, RFC 8555 section 7.4.2).

@@ -60,17 +60,17 @@ public enum ChildMain {
             // Each role is made, then the pages its start-up touched are given back before its loop runs.
             case .worker:
                 let worker = try Worker(id: id, config: config, hasAccessLog: hasAccessLog)
-                ResidentPages.trim(thenAgainIn: 3000)
+                ResidentPages.trimAfterStartup()
                 exit(worker.run())
             case .listener:
                 let sockets = Int(options["--sockets"] ?? "") ?? 0
                 let initialLive = Int(options["--initial-live"] ?? "") ?? 0
                 let listener = try Listener(config: config, socketCount: sockets, initialLive: initialLive)
-                ResidentPages.trim(thenAgainIn: 3000)
+                ResidentPages.trimAfterStartup()
                 exit(listener.run())
             case .manager:
                 let manager = try Manager(config: config, hasAccessLog: hasAccessLog)
-                ResidentPages.trim(thenAgainIn: 3000)
+                ResidentPages.trimAfterStartup()
                 exit(manager.run())
             case .acme:
                 exit(try AcmeProcess(config: config).run())

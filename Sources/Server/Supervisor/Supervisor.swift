@@ -157,7 +157,7 @@ public final class Supervisor {
         Systemd.notify("READY=1\nMAINPID=\(getpid())\nSTATUS=serving \(config.root)")
         log.notice("webserver started", metadata: ["pid": "\(getpid())", "root": "\(config.root)", "config": "\(configPath ?? "none (command line only)")"])
         // Loading the configuration, binding and starting touched much code that the loop never runs again.
-        ResidentPages.trim(thenAgainIn: 3000)
+        ResidentPages.trimAfterStartup()
         while true {
             // The clock as of this wake-up: heartbeats read now count as now, even after this process
             // itself was stopped for a while (SIGSTOP, a long page fault, a VM pause).

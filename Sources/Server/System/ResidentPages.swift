@@ -15,10 +15,11 @@ enum ResidentPages {
     /// first-time work of its first ticks (spawning workers, the first heartbeats, the first requests).
     nonisolated(unsafe) static var againAt: Int64 = 0
 
-    /// Trims now, and plans one more trim `later` milliseconds on (`trimIfDue` from the loop's tick).
-    static func trim(thenAgainIn later: Int64) {
+    /// Trims now, once a role is made, and plans one more trim 3 s on (`trimIfDue` from the loop's
+    /// tick), after its first-time work.
+    static func trimAfterStartup() {
         trimStartupMappings()
-        againAt = monotonicMilliseconds() + later
+        againAt = monotonicMilliseconds() + 3000
     }
 
     /// The planned trim, when it is due.
