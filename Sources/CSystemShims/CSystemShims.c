@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/filter.h>
 
 size_t cs_CMSG_SPACE(size_t length) { return CMSG_SPACE(length); }
 size_t cs_CMSG_LEN(size_t length) { return CMSG_LEN(length); }
@@ -94,6 +95,40 @@ int cs_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
    slot 0 issues and decrypts tickets, slot 1 (the previous key) only decrypts, so a ticket stays good
    across one rotation whichever worker the client lands on. Each key: 16 bytes of name, 32 of HMAC-SHA256
    key, 32 of AES-256 key. */
+int64_t cs_atomic_add(int64_t *counter, int64_t delta) { return __atomic_add_fetch(counter, delta, __ATOMIC_RELAXED); }
+int64_t cs_atomic_load(const int64_t *counter) { return __atomic_load_n(counter, __ATOMIC_RELAXED); }
+void cs_atomic_store(int64_t *counter, int64_t value) { __atomic_store_n(counter, value, __ATOMIC_RELAXED); }
+
+/* The program runs on the SYN with the packet's data after the TCP header; SKF_NET_OFF reaches the
+   IP header. The address is mixed by a multiplication (Knuth's 2654435761) whose high half is taken,
+   so addresses that differ in their last bits (one subnet's clients) still spread. */
+int cs_attach_reuseport_address_hash(int socket, unsigned int groups) {
+    if (groups < 2) return 0;
+    struct sock_filter code[] = {
+        /* 0 */ BPF_STMT(BPF_LD | BPF_B | BPF_ABS, (uint32_t)SKF_NET_OFF + 0),
+        /* 1 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 4),
+        /* 2 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 6, 2, 0),
+        /* 3: IPv4 source */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 12),
+        /* 4 */ BPF_STMT(BPF_JMP | BPF_JA, 10),
+        /* 5: IPv6 source, words 8..23 folded by XOR */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 8),
+        /* 6 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        /* 7 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 12),
+        /* 8 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        /* 9 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        /* 10 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 16),
+        /* 11 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        /* 12 */ BPF_STMT(BPF_MISC | BPF_TAX, 0),
+        /* 13 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, (uint32_t)SKF_NET_OFF + 20),
+        /* 14 */ BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0),
+        /* 15: both */ BPF_STMT(BPF_ALU | BPF_MUL | BPF_K, 2654435761u),
+        /* 16 */ BPF_STMT(BPF_ALU | BPF_RSH | BPF_K, 16),
+        /* 17 */ BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, groups),
+        /* 18 */ BPF_STMT(BPF_RET | BPF_A, 0),
+    };
+    struct sock_fprog program = { .len = sizeof(code) / sizeof(code[0]), .filter = code };
+    return setsockopt(socket, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof(program));
+}
+
 #include <openssl/ssl.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>

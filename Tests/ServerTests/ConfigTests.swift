@@ -67,6 +67,17 @@ func issues(_ yaml: String, overrides: ConfigOverrides = ConfigOverrides()) -> [
         #expect(issues("root: site\nnotsent_lowat: lots\n").first?.message == "expected a size such as 8k or 16384, got 'lots'")
     }
 
+    @Test func listenersIsANumberOrAuto() throws {
+        let automatic = try loadConfig("root: site\n")
+        #expect(automatic.listeners == 0)
+        #expect(automatic.listenerCount == max(1, min(64, ServerConfig.processorCount / 8)))
+        #expect(try loadConfig("root: site\nlisteners: auto\n").listeners == 0)
+        #expect(try loadConfig("root: site\nlisteners: 4\n").listenerCount == 4)
+        let found = issues("root: site\nlisteners: 0\n")
+        #expect(found.map { "\($0.line) \($0.key): \($0.message)" } == ["2 listeners: 0 is out of range 1...64"])
+        #expect(issues("root: site\nlisteners: many\n").first?.message == "expected a whole number, got 'many'")
+    }
+
     @Test func unknownKeysNameTheKeyAndLine() {
         let found = issues("root: site\nworkers:\n  min: 1\n  maximum: 3\nlisten_on: x\n")
         #expect(found.map(\.key) == ["workers.maximum", "listen_on"])

@@ -14,17 +14,20 @@ import Testing
     @Test func everyKindRoundTrips() throws {
         let beat = Heartbeat(liveConnections: 7, queueDepth: 2, workers: 3, acceptedTotal: 99, requestsTotal: 1 << 40, closedTotal: 12)
         #expect(try roundTrip(.heartbeat(beat)) == .heartbeat(beat))
-        #expect(try roundTrip(.released(count: 5)) == .released(count: 5))
-        #expect(try roundTrip(.lost(count: 3)) == .lost(count: 3))
+        #expect(try roundTrip(.released(count: 5, worker: 4242, total: 0xFFFF_FFF0)) == .released(count: 5, worker: 4242, total: 0xFFFF_FFF0))
+        #expect(try roundTrip(.workerGone(worker: 77, assigned: 3, startedAt: 1 << 40)) == .workerGone(worker: 77, assigned: 3, startedAt: 1 << 40))
+        #expect(try roundTrip(.workerGone(worker: 77, assigned: nil, startedAt: 0)) == .workerGone(worker: 77, assigned: nil, startedAt: 0))
         #expect(try roundTrip(.certificateInstalled) == .certificateInstalled)
         #expect(try roundTrip(.shutdown(deadlineMilliseconds: 30_000)) == .shutdown(deadlineMilliseconds: 30_000))
         #expect(try roundTrip(.reload, fds: 1) == .reload)
         #expect(try roundTrip(.reopenLogs(accessLog: true, errorLog: true), fds: 2) == .reopenLogs(accessLog: true, errorLog: true))
         let v4 = try #require(SocketAddress(parsing: "192.0.2.1:4321"))
         let v6 = try #require(SocketAddress(parsing: "[2001:db8::1]:80"))
-        let entries = [ConnectionInfo(listenerID: 0, peer: v4), ConnectionInfo(listenerID: 3, peer: v6, countedPerIP: true)]
+        let entries = [ConnectionInfo(listenerID: 0, peer: v4), ConnectionInfo(listenerID: 3, peer: v6, countedPerIP: true, admittedBy: 63)]
         #expect(try roundTrip(.connections(entries), fds: 2) == .connections(entries))
-        #expect(try roundTrip(.releasedPeers([v4, v6, v4])) == .releasedPeers([v4, v6, v4]))
+        #expect(try roundTrip(.releasedPeers([v4, v6, v4], worker: 9, total: 12)) == .releasedPeers([v4, v6, v4], worker: 9, total: 12))
+        let full = [SocketAddress](repeating: v6, count: Message.maxBatch)
+        #expect(try roundTrip(.releasedPeers(full, worker: 1, total: 64)) == .releasedPeers(full, worker: 1, total: 64))
         let keys = (0..<160).map { UInt8($0) }
         #expect(try roundTrip(.ticketKeys(keys)) == .ticketKeys(keys))
         #expect(try roundTrip(.ticketKeys(Array(keys.prefix(80)))) == .ticketKeys(Array(keys.prefix(80))))
@@ -47,7 +50,8 @@ import Testing
         #expect(decode([1, 7, 3, 0] + [UInt8](repeating: 0, count: 240)) == .badField("ticket key count 3"))
         #expect(decode([1, 7, 1, 0] + [UInt8](repeating: 0, count: 79)) == .badLength(kind: 7, length: 83))
         #expect(decode([1, 3, 0, 0, 1, 0, 0]) == .badLength(kind: 3, length: 7))
-        #expect(decode([1, 3, 0, 0, 1, 0, 0, 0], fds: 1) == .badFDCount(kind: 3, fds: 1))
+        #expect(decode([1, 3, 0, 0] + [UInt8](repeating: 0, count: 12), fds: 1) == .badFDCount(kind: 3, fds: 1))
+        #expect(decode([1, 10, 2, 0] + [UInt8](repeating: 0, count: 16)) == .badField("flags 2"))
         #expect(decode([1, 5, 0, 0], fds: 0) == .badFDCount(kind: 5, fds: 0))
         // A connections message whose entry count disagrees with the fds that came with it.
         var connections: [UInt8] = [1, 2, 1, 0, 0, 0, 2, 0, 80, 0, 0, 0]
@@ -55,6 +59,9 @@ import Testing
         #expect(decode(connections, fds: 2) == .badFDCount(kind: 2, fds: 2))
         connections[6] = 7  // address family
         #expect(decode(connections, fds: 1) == .badField("address family 7"))
+        connections[6] = 2
+        connections[10] = 64  // the admitting listener's number
+        #expect(decode(connections, fds: 1) == .badField("listener 64"))
     }
 
     /// fds cross a real socketpair beside the message, and arrive as new descriptors to the same files.

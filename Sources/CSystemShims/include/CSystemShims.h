@@ -46,6 +46,15 @@ int cs_memfd_create(const char *name, unsigned int flags);
 void cs_set_ticket_keys(const unsigned char *keys, int count);
 void cs_use_shared_ticket_keys(void *context);
 
+/* Counters shared between processes through a MAP_SHARED mapping (the listeners' admissions). */
+int64_t cs_atomic_add(int64_t *counter, int64_t delta);
+int64_t cs_atomic_load(const int64_t *counter);
+void cs_atomic_store(int64_t *counter, int64_t value);
+/* Attaches to a listening socket's SO_REUSEPORT group a classic BPF program that picks the group's
+   socket by a hash of the client's address alone (IPv4, or the IPv6 address's four words folded), so
+   every connection from one address reaches the same socket of the `groups` there are. */
+int cs_attach_reuseport_address_hash(int socket, unsigned int groups);
+
 int cs_close_range(unsigned int first, unsigned int last, unsigned int flags);
 int cs_posix_spawnattr_setflags_setsid(posix_spawnattr_t *attributes, short flags);
 /* After the dup2s, close every other fd in the child (glibc 2.34): nothing inherited without

@@ -119,6 +119,12 @@ final class DocumentReader {
         }
         if let value = top.choice("log_level", Logger.Level.self) { config.logLevel = value }
         if let value = top.integer("max_connections", in: 1...10_000_000) { config.maxConnections = value }
+        if let node = top.peek("listeners"), node.scalar?.string == "auto" {
+            _ = top.take("listeners")
+            config.listeners = 0
+        } else if let value = top.integer("listeners", in: 1...ServerConfig.maxListeners) {
+            config.listeners = value
+        }
         if let value = top.integer("backlog", in: 1...65535) { config.backlog = value }
         if let value = top.offOr("defer_accept", off: 0, { top.duration($0) }) { config.deferAcceptMilliseconds = value }
         if let value = top.offOr("notsent_lowat", off: 0, { top.size($0, in: 1024...67_108_864) }) { config.notSentLowat = value }

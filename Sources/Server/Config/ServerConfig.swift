@@ -64,6 +64,15 @@ public struct ServerConfig: Codable, Sendable, Equatable {
     public var logLevel = Logger.Level.info
     /// Most connections open at once across the server; the listener stops accepting at this number.
     public var maxConnections: Int = 10_000
+    /// Listener processes (`listeners`), each accepting on its own copy of every TCP socket
+    /// (SO_REUSEPORT); 0 is `auto`: one per eight processors (`listenerCount`).
+    public var listeners: Int = 0
+    /// The listener processes this configuration runs: `listeners`, or for `auto` one per eight
+    /// processors (a single listener passes about 240,000 new connections a second, what eight to ten
+    /// cores of workers serve; see docs/ARCHITECTURE.md, "Scaling past one core").
+    public var listenerCount: Int { listeners > 0 ? listeners : max(1, min(ServerConfig.maxListeners, ServerConfig.processorCount / 8)) }
+    /// Most listener processes (a connections entry carries the admitting listener's number in a byte).
+    public static let maxListeners = 64
     /// Listen backlog for each socket.
     public var backlog: Int = 511
     /// TCP_DEFER_ACCEPT on each socket, in milliseconds (rounded up to seconds); 0 is off. A connection

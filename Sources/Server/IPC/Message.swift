@@ -8,14 +8,19 @@ public enum Message: Equatable, Sendable {
     case heartbeat(Heartbeat)
     /// Listener to manager and manager to worker: accepted connections, one fd per entry.
     case connections([ConnectionInfo])
-    /// Worker to listener: this many connections have closed.
-    case released(count: UInt32)
+    /// Worker to the listener that admitted them: this many connections have closed. `worker` is the
+    /// worker's pid and `total` how many it has reported closed to this listener in all, this notice
+    /// included (wrapping), so that when it exits the listener can tell what it never reported.
+    case released(count: UInt32, worker: UInt32, total: UInt32)
     /// Worker to listener: connections the listener counted against `limits.connections_per_ip` have
     /// closed; their peers as the listener saw them (each entry laid out as a `connections` entry with
-    /// listener id 0).
-    case releasedPeers([SocketAddress])
-    /// Manager to listener: a worker died holding this many connections it never reported closed.
-    case lost(count: UInt32)
+    /// socket id 0), then the worker's pid and running total as in `released`.
+    case releasedPeers([SocketAddress], worker: UInt32, total: UInt32)
+    /// Manager to every listener when it has reaped a worker (pid `worker`, started at `startedAt`,
+    /// monotonic milliseconds): `assigned` of this listener's connections were handed to it in all; what
+    /// it did not report closed was lost with it. The supervisor sends one with `assigned` nil for a
+    /// worker it reaps after the manager that started it died (the listener forgets the worker).
+    case workerGone(worker: UInt32, assigned: UInt32?, startedAt: UInt64)
     /// Parent to child: stop taking work, finish within `deadlineMilliseconds`, exit.
     case shutdown(deadlineMilliseconds: UInt32)
     /// Supervisor to listener and manager: a new configuration (one fd: a sealed memfd of JSON).
@@ -40,10 +45,10 @@ public enum Message: Equatable, Sendable {
     /// Most connections in one `connections` message (and so fds in one sendmsg).
     public static let maxBatch = 64
     /// Largest encoded message.
-    static let maxSize = headerSize + maxBatch * connectionEntrySize
+    static let maxSize = headerSize + maxBatch * connectionEntrySize + 8
 
     enum Kind: UInt8 {
-        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, lost, certificateInstalled
+        case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, workerGone, certificateInstalled
     }
 
     /// Bytes of one ticket key.
@@ -94,14 +99,17 @@ public struct Heartbeat: Equatable, Sendable {
 public struct ConnectionInfo: Equatable, Sendable {
     /// Index of the listening socket in the configuration's `listen` list.
     public var listenerID: UInt16
+    /// The listener process that admitted it (entry byte 6): where its close is reported.
+    public var admittedBy: UInt8
     /// The client's address.
     public var peer: SocketAddress
     /// The listener counted it against `limits.connections_per_ip`: its close must be reported with the
     /// peer (`releasedPeers`). Flag bit 0 of the entry's byte 3.
     public var countedPerIP: Bool
 
-    public init(listenerID: UInt16, peer: SocketAddress, countedPerIP: Bool = false) {
+    public init(listenerID: UInt16, peer: SocketAddress, countedPerIP: Bool = false, admittedBy: UInt8 = 0) {
         self.listenerID = listenerID
+        self.admittedBy = admittedBy
         self.peer = peer
         self.countedPerIP = countedPerIP
     }
@@ -150,16 +158,23 @@ extension Message {
             return Message.headerSize + Message.heartbeatPayload
         case .connections(let entries):
             return Message.encode(.connections, entries, into: buffer)
-        case .released(let count):
+        case .released(let count, let worker, let total):
             header(.released, 0)
             buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
-        case .releasedPeers(let peers):
-            return Message.encode(.releasedPeers, peers.map { ConnectionInfo(listenerID: 0, peer: $0) }, into: buffer)
-        case .lost(let count):
-            header(.lost, 0)
-            buffer.storeBytes(of: count.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
+            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 8, as: UInt32.self)
+            buffer.storeBytes(of: total.littleEndian, toByteOffset: 12, as: UInt32.self)
+            return 16
+        case .releasedPeers(let peers, let worker, let total):
+            let end = Message.encode(.releasedPeers, peers.map { ConnectionInfo(listenerID: 0, peer: $0) }, into: buffer)
+            buffer.storeBytes(of: worker.littleEndian, toByteOffset: end, as: UInt32.self)
+            buffer.storeBytes(of: total.littleEndian, toByteOffset: end + 4, as: UInt32.self)
+            return end + 8
+        case .workerGone(let worker, let assigned, let startedAt):
+            header(.workerGone, assigned == nil ? 0 : 1)
+            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 4, as: UInt32.self)
+            buffer.storeBytes(of: (assigned ?? 0).littleEndian, toByteOffset: 8, as: UInt32.self)
+            buffer.storeBytes(of: startedAt.littleEndian, toByteOffset: 12, as: UInt64.self)
+            return 20
         case .shutdown(let deadline):
             header(.shutdown, 0)
             buffer.storeBytes(of: deadline.littleEndian, toByteOffset: 4, as: UInt32.self)
@@ -207,7 +222,8 @@ extension Message {
         buffer[offset + 2] = entry.peer.family
         buffer[offset + 3] = entry.countedPerIP ? 1 : 0
         buffer.storeBytes(of: entry.peer.port.littleEndian, toByteOffset: offset + 4, as: UInt16.self)
-        buffer.storeBytes(of: UInt16(0), toByteOffset: offset + 6, as: UInt16.self)
+        buffer[offset + 6] = entry.admittedBy
+        buffer[offset + 7] = 0
         buffer.storeBytes(of: entry.peer.bytes.0, toByteOffset: offset + 8, as: UInt64.self)
         buffer.storeBytes(of: entry.peer.bytes.1, toByteOffset: offset + 16, as: UInt64.self)
     }
@@ -223,15 +239,19 @@ extension Message {
     static func decodeEntry(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(MessageError) -> ConnectionInfo {
         let family = bytes[offset + 2]
         guard family == 1 || family == 2 || family == 10 else { throw .badField("address family \(family)") }
-        guard bytes[offset + 3] <= 1, bytes.loadUnaligned(fromByteOffset: offset + 6, as: UInt16.self) == 0 else {
-            throw .badField("reserved bytes")
-        }
+        guard bytes[offset + 3] <= 1, bytes[offset + 7] == 0 else { throw .badField("reserved bytes") }
+        guard Int(bytes[offset + 6]) < ServerConfig.maxListeners else { throw .badField("listener \(bytes[offset + 6])") }
         let listener = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt16.self))
         let port = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: offset + 4, as: UInt16.self))
         let high = bytes.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
         let low = bytes.loadUnaligned(fromByteOffset: offset + 16, as: UInt64.self)
         return ConnectionInfo(
-            listenerID: listener, peer: SocketAddress(family: family, port: port, bytes: (high, low)), countedPerIP: bytes[offset + 3] == 1)
+            listenerID: listener, peer: SocketAddress(family: family, port: port, bytes: (high, low)), countedPerIP: bytes[offset + 3] == 1,
+            admittedBy: bytes[offset + 6])
+    }
+
+    private static func u32(_ bytes: UnsafeRawBufferPointer, _ offset: Int) -> UInt32 {
+        UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
     /// Decodes and validates a packet that arrived with `fdCount` descriptors.
@@ -243,7 +263,7 @@ extension Message {
         func expect(length: Int, fds: ClosedRange<Int> = 0...0) throws(MessageError) {
             guard bytes.count == length else { throw .badLength(kind: kind.rawValue, length: bytes.count) }
             guard fds.contains(fdCount) else { throw .badFDCount(kind: kind.rawValue, fds: fdCount) }
-            if kind != .connections && kind != .reopenLogs && kind != .ticketKeys && kind != .releasedPeers && count != 0 {
+            if kind != .connections && kind != .reopenLogs && kind != .ticketKeys && kind != .releasedPeers && kind != .workerGone && count != 0 {
                 throw .badField("count \(count) on kind \(kind.rawValue)")
             }
         }
@@ -265,17 +285,21 @@ extension Message {
             }
             return .connections(entries)
         case .released:
-            try expect(length: 8)
-            return .released(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
-        case .lost:
-            try expect(length: 8)
-            return .lost(count: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))
+            try expect(length: 16)
+            return .released(count: u32(bytes, 4), worker: u32(bytes, 8), total: u32(bytes, 12))
+        case .workerGone:
+            guard count <= 1 else { throw .badField("flags \(count)") }
+            try expect(length: 20)
+            return .workerGone(
+                worker: u32(bytes, 4), assigned: count == 1 ? u32(bytes, 8) : nil,
+                startedAt: UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: 12, as: UInt64.self)))
         case .releasedPeers:
             guard count >= 1, count <= maxBatch else { throw .badField("peer count \(count)") }
-            try expect(length: headerSize + count * connectionEntrySize)
+            let end = headerSize + count * connectionEntrySize
+            try expect(length: end + 8)
             var peers: [SocketAddress] = []
             for index in 0..<count { peers.append(try decodeEntry(bytes, at: headerSize + index * connectionEntrySize).peer) }
-            return .releasedPeers(peers)
+            return .releasedPeers(peers, worker: u32(bytes, end), total: u32(bytes, end + 4))
         case .shutdown:
             try expect(length: 8)
             return .shutdown(deadlineMilliseconds: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)))

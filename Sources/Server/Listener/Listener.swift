@@ -1,14 +1,17 @@
 import CSystemShims
 import Glibc
 
-/// The listener process: accepts on the sockets the supervisor bound, in batches, and sends each batch
-/// of fds with peer addresses to the manager in one sendmsg. Enforces `max_connections` from the
-/// release notices workers send back.
+/// A listener process: accepts on the sockets the supervisor bound, in batches, and sends each batch
+/// of fds with peer addresses to the manager in one sendmsg. With `listeners: N` there are N of them,
+/// each on its own copy of every TCP socket (SO_REUSEPORT, the kernel choosing the copy by the client's
+/// address), sharing the channel to the manager; Unix-domain sockets are listener 0's. Enforces
+/// `max_connections` through the admission counts all of them share (`Admissions`), and
+/// `limits.connections_per_ip` alone (every connection of one address comes to it).
 ///
 /// Fd slots (`ListenerSlot`): its channel to the supervisor, the send end of the manager channel, the
-/// receive end of the release channel, the config memfd, then the listening sockets in `allListen`
-/// order. The listening sockets stay the supervisor's too, so a listener that dies loses nothing: the
-/// backlog waits for the next one.
+/// receive end of its release channel, the config memfd, the admission counts, then its listening
+/// sockets in `allListen` order. The listening sockets stay the supervisor's too, so a listener that
+/// dies loses nothing: the backlog waits for the next one.
 public final class Listener {
     var config: ServerConfig
     let poller: Poller
@@ -18,9 +21,15 @@ public final class Listener {
     let manager: Channel
     let releases: Channel
     let sockets: [Int32]
+    /// Per socket, its index in `allListen` (what a connection's `listenerID` says).
+    let socketIDs: [UInt16]
+    /// This listener's number (what a connection's `admittedBy` says).
+    let index: Int
+    let admissions: Admissions
+    let startedAt: Int64
+    /// Per worker (pid), the running total of closes it has reported here (see `workerGone`).
+    var reportedBy: [UInt32: UInt32] = [:]
 
-    /// Admitted and not yet released.
-    var live: Int
     var acceptedTotal: UInt32 = 0
     /// Accepted connections not yet taken by the manager's channel; owned here.
     var pendingFDs: [Int32] = []
@@ -43,8 +52,9 @@ public final class Listener {
     var trusted: Networks
     var refusedTotal: UInt64 = 0
 
-    public init(config: ServerConfig, socketCount: Int, initialLive: Int) throws {
+    public init(config: ServerConfig, index: Int, socketCount: Int) throws {
         self.config = config
+        self.index = index
         poller = try Poller()
         ticker = try Ticker(intervalMilliseconds: 100)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
@@ -52,8 +62,14 @@ public final class Listener {
         manager = Channel(fd: ListenerSlot.connections.fd)
         releases = Channel(fd: ListenerSlot.release.fd)
         sockets = (0..<socketCount).map { ListenerSlot.firstSocket.fd + Int32($0) }
-        live = initialLive
+        socketIDs = Listener.socketIDs(config, listener: index)
+        guard socketIDs.count == socketCount else {
+            throw SystemError(call: "listener \(index): \(socketCount) sockets passed for \(socketIDs.count) listen entries", errno: EINVAL)
+        }
+        admissions = try Admissions(fd: ListenerSlot.admissions.fd)
+        closeDescriptor(ListenerSlot.admissions.fd)
         now = monotonicMilliseconds()
+        startedAt = now
         countsSocket = config.allListen.map { !$0.proxyProtocol }
         trusted = Networks(config.proxy.trusted) ?? Networks()
         for fd in [ListenerSlot.supervisor.fd, ListenerSlot.connections.fd, ListenerSlot.release.fd] + sockets { Socket.setNonBlocking(fd) }
@@ -65,7 +81,15 @@ public final class Listener {
         for socket in sockets { try poller.add(socket, events: Poller.readable) }
     }
 
+    /// The `allListen` entries listener `listener` has a socket for: all for listener 0, the TCP ones
+    /// for the others.
+    static func socketIDs(_ config: ServerConfig, listener: Int) -> [UInt16] {
+        config.allListen.indices.filter { listener == 0 || config.allListen[$0].unixPath == nil }.map { UInt16($0) }
+    }
+
     public func run() -> Int32 {
+        let lost = admissions.takeOverFromPredecessor(of: index)
+        if lost > 0 { log.warning("the listener before this one died holding \(lost) accepted connections; they are closed") }
         sendHeartbeat()
         updateAccepting()
         while true {
@@ -81,8 +105,8 @@ public final class Listener {
                     tick()
                 } else if fd == signals.fd {
                     for signal in signals.pending() where signal == SIGTERM { beginDrain(reason: "SIGTERM") }
-                } else if let index = sockets.firstIndex(of: fd) {
-                    acceptBatch(from: fd, listenerID: UInt16(index))
+                } else if let position = sockets.firstIndex(of: fd) {
+                    acceptBatch(from: fd, listenerID: socketIDs[position])
                 }
             }
             flush()
@@ -90,16 +114,25 @@ public final class Listener {
             if draining && (pendingFDs.isEmpty || monotonicMilliseconds() >= drainDeadline) { break }
         }
         for fd in pendingFDs { closeDescriptor(fd) }
+        admissions.released(pendingFDs.count, by: index)
+        admissions.setPending(0, of: index)
         return 0
     }
 
-    /// Accepts until the backlog is empty, the batch is full, or the limit is reached.
+    /// Accepts until the backlog is empty, the batch is full, or the limit is reached (a place among
+    /// `max_connections` is reserved before each accept, so every listener together stays under it).
     func acceptBatch(from socket: Int32, listenerID: UInt16) {
-        while accepting && pendingFDs.count < Message.maxBatch && live < config.maxConnections {
+        defer { admissions.setPending(pendingFDs.count, of: index) }
+        while accepting && pendingFDs.count < Message.maxBatch {
+            guard admissions.reserve(limit: config.maxConnections) else {
+                updateAccepting()
+                return
+            }
             let result: IOResult<Int32>
             do {
                 result = try Socket.accept(socket, peer: &peer)
             } catch {
+                admissions.unreserve()
                 switch error.errno {
                 case EMFILE, ENFILE, ENOBUFS, ENOMEM:
                     log.error("accept: \(error); pausing accepts for 100ms")
@@ -112,8 +145,12 @@ public final class Listener {
                 }
                 return
             }
-            guard case .processed(let fd) = result else { return }
+            guard case .processed(let fd) = result else {
+                admissions.unreserve()
+                return
+            }
             guard let address = SocketAddress(storage: peer) else {
+                admissions.unreserve()
                 closeDescriptor(fd)
                 continue
             }
@@ -125,6 +162,7 @@ public final class Listener {
                 let open = perAddress[key, default: 0]
                 if open >= UInt32(perAddressLimit) {
                     // Closed at accept: the client's other connections are its share.
+                    admissions.unreserve()
                     closeDescriptor(fd)
                     refusedTotal &+= 1
                     acceptedTotal &+= 1
@@ -134,8 +172,8 @@ public final class Listener {
                 counted = true
             }
             pendingFDs.append(fd)
-            pendingInfo.append(ConnectionInfo(listenerID: listenerID, peer: address, countedPerIP: counted))
-            live += 1
+            pendingInfo.append(ConnectionInfo(listenerID: listenerID, peer: address, countedPerIP: counted, admittedBy: UInt8(index)))
+            admissions.admitted(by: index)
             acceptedTotal &+= 1
         }
     }
@@ -172,6 +210,7 @@ public final class Listener {
         if sent {
             pendingFDs.withUnsafeBufferPointer(closeDescriptors)
             pendingFDs.removeAll(keepingCapacity: true)
+            admissions.setPending(0, of: index)
             pendingInfo.removeAll(keepingCapacity: true)
             if waitingForManager {
                 waitingForManager = false
@@ -184,14 +223,16 @@ public final class Listener {
         }
     }
 
-    /// Watches the listening sockets only while a new connection could be admitted.
+    /// Watches the listening sockets only while a new connection could be admitted. At
+    /// `max_connections` a listener learns of closes from its own release channel; closes of another
+    /// listener's connections it sees at its next tick (100 ms), the backlog holding what comes meanwhile.
     func updateAccepting() {
-        let should = !draining && !waitingForManager && live < config.maxConnections
-            && monotonicMilliseconds() >= pausedUntil
+        let full = admissions.total >= Int64(config.maxConnections)
+        let should = !draining && !waitingForManager && !full && monotonicMilliseconds() >= pausedUntil
         guard should != accepting else { return }
         accepting = should
         for socket in sockets { try? poller.modify(socket, events: should ? Poller.readable : 0) }
-        if !should && live >= config.maxConnections {
+        if !should && full {
             log.notice("max_connections (\(config.maxConnections)) reached: accepting paused")
         }
     }
@@ -200,23 +241,42 @@ public final class Listener {
         // The supervisor holds the other end too, so this channel never reads as closed.
         _ = releases.receiveAll(from: "workers (release channel)") { message, fds in
             switch message {
-            case .released(let count):
-                live = max(0, live - Int(count))
-            case .releasedPeers(let peers):
-                live = max(0, live - peers.count)
+            case .released(let count, let worker, let total):
+                admissions.released(Int(count), by: index)
+                reportedBy[worker] = total
+            case .releasedPeers(let peers, let worker, let total):
+                admissions.released(peers.count, by: index)
+                reportedBy[worker] = total
                 for peer in peers { releasePeer(peer) }
-            case .lost(let count):
-                // A worker died: which addresses its connections had is not known, so the counts per
-                // address start again (lenient until the connections open now close) rather than hold
-                // clients back for connections that are gone.
-                live = max(0, live - Int(count))
-                if !perAddress.isEmpty {
-                    perAddress = [:]
-                    log.notice("a worker died holding \(count) connections: the counts per address for limits.connections_per_ip start again")
-                }
+            case .workerGone(let worker, let assigned, let workerStartedAt):
+                workerGone(worker, assigned: assigned, startedAt: workerStartedAt)
             default:
                 Channel.reject(message, fds: fds, from: "workers (release channel)")
             }
+        }
+    }
+
+    /// A worker has exited, and every close it reported is read (they came before this, on the same
+    /// channel): what this listener handed it and it never reported closed died with it. Known exactly
+    /// from its running total, or when it has reported nothing here and started after this listener
+    /// did; a worker that reported only to this listener's predecessor is not known (taken as none).
+    func workerGone(_ worker: UInt32, assigned: UInt32?, startedAt workerStartedAt: UInt64) {
+        let reported = reportedBy.removeValue(forKey: worker)
+        guard let assigned else { return }
+        let lost: UInt32
+        if let reported {
+            lost = assigned &- reported
+        } else {
+            lost = workerStartedAt >= UInt64(max(0, startedAt)) ? assigned : 0
+        }
+        guard lost > 0 && lost < UInt32.max / 2 else { return }
+        admissions.released(Int(lost), by: index)
+        // Which addresses its connections had is not known, so the counts per address start again
+        // (lenient until the connections open now close) rather than hold clients back for
+        // connections that are gone.
+        if !perAddress.isEmpty {
+            perAddress = [:]
+            log.notice("a worker died holding \(lost) connections: the counts per address for limits.connections_per_ip start again")
         }
     }
 
@@ -262,7 +322,8 @@ public final class Listener {
     /// the manager, whose draining workers answer them with `Connection: close`.
     func takeTheBacklog() {
         var taken = 0
-        for (index, socket) in sockets.enumerated() {
+        defer { admissions.setPending(pendingFDs.count, of: index) }
+        for (position, socket) in sockets.enumerated() {
             while taken < ListeningBacklog.sweepLimit {
                 if pendingFDs.count >= Message.maxBatch {
                     flush()
@@ -270,8 +331,9 @@ public final class Listener {
                 }
                 guard let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) else { break }
                 pendingFDs.append(fd)
-                pendingInfo.append(ConnectionInfo(listenerID: UInt16(index), peer: address))
-                live += 1
+                pendingInfo.append(ConnectionInfo(listenerID: socketIDs[position], peer: address, admittedBy: UInt8(index)))
+                _ = admissions.reserve(limit: .max)
+                admissions.admitted(by: index)
                 acceptedTotal &+= 1
                 taken += 1
             }
@@ -282,6 +344,7 @@ public final class Listener {
 
     func tick() {
         now = monotonicMilliseconds()
+        updateAccepting()  // another listener's connections may have closed
         if now - lastHeartbeat >= Int64(config.supervisor.heartbeatIntervalMilliseconds) { sendHeartbeat() }
         ResidentPages.trimIfDue(now)
     }
@@ -290,7 +353,7 @@ public final class Listener {
         lastHeartbeat = now
         // The listener's `closedTotal` is the connections it closed at accept (connections_per_ip).
         let beat = Heartbeat(
-            liveConnections: UInt32(live), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal, closedTotal: refusedTotal)
+            liveConnections: UInt32(max(0, admissions.liveCount(of: index))), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal, closedTotal: refusedTotal)
         _ = try? supervisor.send(.heartbeat(beat))
     }
 }

@@ -4,9 +4,10 @@ import Glibc
 /// The manager process: a wait queue of accepted connections, a pool of workers it grows and shrinks,
 /// least-loaded hand-off, reaping and replacing dead or silent workers.
 ///
-/// Fd slots (`ManagerSlot`): its channel to the supervisor, the receive end of the listener channel,
-/// the release channel's worker end (passed on to every worker), the config memfd, and the access log
-/// when there is one. Owns the connections in its wait queue until a worker's channel takes them.
+/// Fd slots (`ManagerSlot`): its channel to the supervisor, the receive end of the listeners' channel,
+/// the config memfd, the access log when there is one, then the workers' end of each listener's release
+/// channel (passed on to every worker). Owns the connections in its wait queue until a worker's channel
+/// takes them.
 public final class Manager {
     var config: ServerConfig
     let poller: Poller
@@ -14,9 +15,9 @@ public final class Manager {
     let signals: SignalReader
     let supervisor: Channel
     let listener: Channel
-    let releaseFD = ManagerSlot.release.fd
-    /// The release channel's worker end, used here only to release a crashed worker's connections.
-    let releases: Channel
+    /// The workers' end of each listener's release channel: passed to every worker, and written here
+    /// only to say that a worker is gone (`workerGone`).
+    let releases: [Channel]
     var configFD = ManagerSlot.config.fd
     var accessLogFD: Int32
     var errorLogFD: Int32 = -1
@@ -53,7 +54,8 @@ public final class Manager {
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGCHLD, SIGPIPE])
         supervisor = Channel(fd: ManagerSlot.supervisor.fd)
         listener = Channel(fd: ManagerSlot.connections.fd)
-        releases = Channel(fd: ManagerSlot.release.fd)
+        let firstRelease = ManagerSlot.firstRelease(hasAccessLog: hasAccessLog)
+        releases = (0..<config.listenerCount).map { Channel(fd: firstRelease + Int32($0)) }
         accessLogFD = hasAccessLog ? ManagerSlot.accessLog.fd : -1
         policy = Manager.policy(for: config)
         now = monotonicMilliseconds()
@@ -173,6 +175,7 @@ public final class Manager {
         for (position, entry) in batch.enumerated() {
             Message.encode(entry.info, into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
             sendFDs[position] = entry.fd
+            if Int(entry.info.admittedBy) < worker.assignedBy.count { worker.assignedBy[Int(entry.info.admittedBy)] &+= 1 }
         }
         let length = Message.headerSize + batch.count * Message.connectionEntrySize
         do {
@@ -256,13 +259,14 @@ public final class Manager {
         }
         let id = nextWorkerID
         nextWorkerID += 1
-        let fds = WorkerSlot.arrange([(.manager, pair.1), (.release, releaseFD), (.config, configFD)] + (accessLogFD >= 0 ? [(.accessLog, accessLogFD)] : []))
-        var arguments = ["--id", "\(id)", "--parent", "\(getpid())"]
+        let fds = WorkerSlot.arrange(
+            [(.manager, pair.1), (.config, configFD)] + (accessLogFD >= 0 ? [(.accessLog, accessLogFD)] : []), then: releases.map(\.fd))
+        var arguments = ["--id", "\(id)", "--parent", "\(getpid())", "--listeners", "\(releases.count)"]
         if accessLogFD >= 0 { arguments.append("--access-log") }
         do {
             let child = try Spawner.spawn(role: .worker, arguments: arguments, fds: fds)
             closeDescriptor(pair.1)
-            let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now)
+            let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now, listeners: releases.count)
             // Before any connection: the worker reads its channel in order.
             if !ticketKeys.isEmpty { _ = try? worker.channel.send(.ticketKeys(ticketKeys)) }
             try poller.add(pair.0, events: Poller.readable)
@@ -349,11 +353,14 @@ public final class Manager {
                 log.warning(
                     "worker \(worker.id) died: \(description); the \(unreleased) connections it held are lost, the pool replaces it")
             }
-            if (!exit.exited || exit.code != 0) && unreleased > 0 {
-                // The kernel closed what it held, but it never said so: tell the listener, or its count
-                // of open connections would creep toward max_connections with every crash (and its
-                // counts per address, which it cannot tell apart now, would hold clients back).
-                _ = try? releases.send(.lost(count: UInt32(unreleased)))
+            // What it was handed and never reported closed died with it (the kernel closed them): each
+            // listener learns how many of its own it was handed, on the channel the worker's notices
+            // came by, after every one of them; else its count of open connections would creep toward
+            // max_connections with every crash (and its counts per address hold clients back).
+            for (listener, channel) in releases.enumerated() {
+                _ = try? channel.send(.workerGone(
+                    worker: UInt32(truncatingIfNeeded: worker.child.pid), assigned: worker.assignedBy[listener],
+                    startedAt: UInt64(max(0, worker.startedAt))))
             }
         }
         if !draining { dispatch() }

@@ -4,8 +4,9 @@ final class WorkerHandle {
     let child: ChildProcess
     let channel: Channel
     let startedAt: Int64
-    /// Connections handed to this worker so far.
+    /// Connections handed to this worker so far, in all and per admitting listener (wrapping).
     var assigned: UInt64 = 0
+    var assignedBy: [UInt32]
     /// The worker's last heartbeat.
     var lastBeat = Heartbeat()
     /// The worker's last figures for /metrics.
@@ -27,7 +28,8 @@ final class WorkerHandle {
     /// Connections chosen for this worker in the current dispatch round (at most one message's worth).
     var staged: [(fd: Int32, info: ConnectionInfo)] = []
 
-    init(id: Int, child: ChildProcess, channel: Channel, now: Int64) {
+    init(id: Int, child: ChildProcess, channel: Channel, now: Int64, listeners: Int) {
+        assignedBy = Array(repeating: 0, count: listeners)
         self.id = id
         self.child = child
         self.channel = channel

@@ -24,18 +24,19 @@ public enum ChildMain {
         }
         let parent = Int32(options["--parent"] ?? "") ?? 0
         let hasAccessLog = flags.contains("--access-log")
+        let listeners = max(1, Int(options["--listeners"] ?? "") ?? 1)
         let configSlot: Int32
         let slots: Int32
         switch role {
         case .worker:
             configSlot = WorkerSlot.config.fd
-            slots = WorkerSlot.kept(through: hasAccessLog ? .accessLog : .config)
+            slots = WorkerSlot.kept(through: hasAccessLog ? .accessLog : .config, extra: listeners)
         case .listener:
             configSlot = ListenerSlot.config.fd
-            slots = ListenerSlot.kept(through: .config, extra: Int(options["--sockets"] ?? "") ?? 0)
+            slots = ListenerSlot.kept(through: .admissions, extra: Int(options["--sockets"] ?? "") ?? 0)
         case .manager:
             configSlot = ManagerSlot.config.fd
-            slots = ManagerSlot.kept(through: hasAccessLog ? .accessLog : .config)
+            slots = ManagerSlot.kept(through: hasAccessLog ? .accessLog : .config, extra: listeners)
         case .acme:
             configSlot = AcmeSlot.config.fd
             slots = AcmeSlot.kept(through: .config)
@@ -64,8 +65,8 @@ public enum ChildMain {
                 exit(worker.run())
             case .listener:
                 let sockets = Int(options["--sockets"] ?? "") ?? 0
-                let initialLive = Int(options["--initial-live"] ?? "") ?? 0
-                let listener = try Listener(config: config, socketCount: sockets, initialLive: initialLive)
+                let index = Int(options["--index"] ?? "") ?? 0
+                let listener = try Listener(config: config, index: index, socketCount: sockets)
                 ResidentPages.trimAfterStartup()
                 exit(listener.run())
             case .manager:

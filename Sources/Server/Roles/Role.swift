@@ -43,7 +43,10 @@ enum ListenerSlot: Int32, FdSlots {
     case release
     /// The configuration memfd.
     case config
-    /// The listening sockets from here on, `listen` then `tls.listen`.
+    /// The admission counts every listener shares (`Admissions`).
+    case admissions
+    /// This listener's listening sockets from here on: its copy of each `listen` then `tls.listen`
+    /// entry (Unix-domain sockets with listener 0 only).
     case firstSocket
 }
 
@@ -52,24 +55,27 @@ enum ManagerSlot: Int32, FdSlots {
     case supervisor = 3
     /// The receive end of the listener→manager channel.
     case connections
-    /// The workers' end of the release channel: passed on to every worker; read only to release a
-    /// crashed worker's connections.
-    case release
     /// The configuration memfd.
     case config
-    /// The access log, when there is one.
+    /// The access log, when there is one. After the last slot: the workers' end of each listener's
+    /// release channel, passed on to every worker (and written only to say a worker is gone).
     case accessLog
+
+    /// Where the release channels start.
+    static func firstRelease(hasAccessLog: Bool) -> Int32 { (hasAccessLog ? accessLog : config).fd + 1 }
 }
 
 enum WorkerSlot: Int32, FdSlots {
     /// Its channel to the manager.
     case manager = 3
-    /// The workers' end of the release channel.
-    case release
     /// The configuration memfd.
     case config
-    /// The access log, when there is one.
+    /// The access log, when there is one. After the last slot: the workers' end of each listener's
+    /// release channel, in listener order.
     case accessLog
+
+    /// Where the release channels start.
+    static func firstRelease(hasAccessLog: Bool) -> Int32 { (hasAccessLog ? accessLog : config).fd + 1 }
 }
 
 enum AcmeSlot: Int32, FdSlots {

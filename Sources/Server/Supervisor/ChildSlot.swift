@@ -13,6 +13,9 @@ final class ChildSlot {
     }
 
     let role: Role
+    /// A listener's number (0 for the other roles), and whether there are several to tell apart.
+    let index: Int
+    let numbered: Bool
     var state = State.waiting(until: 0)
     var process: ChildProcess?
     /// The supervisor's end of this child's channel; owned here.
@@ -25,13 +28,15 @@ final class ChildSlot {
     /// Restarts since the server started (for the status and metrics of issue 7).
     var restartTotal = 0
 
-    init(role: Role, state: State = .waiting(until: 0)) {
+    init(role: Role, state: State = .waiting(until: 0), index: Int = 0, numbered: Bool = false) {
         self.role = role
         self.state = state
+        self.index = index
+        self.numbered = numbered
     }
 
-    /// The role's name, for the log and the metrics' labels.
-    var name: String { role.rawValue }
+    /// The role's name, for the log ("listener 2" when there are several).
+    var name: String { numbered ? "\(role.rawValue) \(index)" : role.rawValue }
 }
 
 /// Restart timing: exponential backoff with jitter, and a crash-loop limit over a sliding window

@@ -1,3 +1,4 @@
+import CSystemShims
 import Glibc
 
 /// Every listening socket, bound once by the supervisor before it drops privileges (or taken over from
@@ -5,9 +6,26 @@ import Glibc
 /// listener loses nothing: the kernel's backlog holds new connections until the next one starts.
 ///
 /// Owns the sockets: `fds` in `allListen` order (plain, then TLS), which is also the order listeners
-/// number them in. Closed when nothing accepts any more (shutdown) or at exit.
+/// number them in, and with several listeners (`listeners`) each further listener's copy of every TCP
+/// socket (`copies`): the same address bound again with SO_REUSEPORT, so the kernel keeps an accept
+/// queue per listener, and a classic BPF program on each group choosing the copy by the client's
+/// address alone. Closed when nothing accepts any more (shutdown) or at exit.
 final class ListeningSockets {
     private(set) var fds: [Int32] = []
+    /// Listener i's copies (i ≥ 1) at `copies[i - 1]`, one per TCP entry, in `allListen` order.
+    private(set) var copies: [[Int32]] = []
+    /// The `allListen` index of each TCP entry (what a copy's connections say they came in on).
+    private(set) var tcpIndexes: [Int] = []
+    /// The listener processes the sockets are made for: `listeners`, or 1 when the copies could not
+    /// be made (a socket passed without SO_REUSEPORT), with the warning `announce` logs.
+    private(set) var listenerCount = 1
+    private var copyWarning: String?
+
+    /// Listener `index`'s sockets, in the order its `socketIDs` names them.
+    func fds(forListener index: Int) -> [Int32] { index == 0 ? fds : copies[index - 1] }
+
+    /// Every socket, copies included (what an upgrade passes on, what a shutdown sweeps).
+    var everyFD: [Int32] { fds + copies.joined() }
     /// IPv6 loopback and any-address entries left out because this machine has no IPv6 (`usable`),
     /// with the warning `announce` logs once the error log is open.
     private(set) var skipped: [String: String] = [:]
@@ -17,6 +35,7 @@ final class ListeningSockets {
     /// (by address, a port-0 entry taking the socket bound for it; Unix sockets by path) and used instead
     /// of binding; any left over is closed with a warning.
     func open(_ config: ServerConfig, passed passedFDs: [Int32], fromUpgrade: Bool) throws {
+        let wanted = config.listenerCount
         var passedUnix: [(fd: Int32, path: String)] = []
         var passed = passedFDs.compactMap { fd -> (fd: Int32, address: SocketAddress)? in
             if let path = Socket.unixPath(of: fd) {
@@ -49,9 +68,13 @@ final class ListeningSockets {
                 fd = passed.remove(at: index).fd
                 Socket.adopt(fd)
                 log.info("\(fromUpgrade ? "upgrade" : "socket activation"): using the socket passed for \(socket.address)")
+                if wanted > 1 && !Socket.reusesPort(fd) && copyWarning == nil {
+                    copyWarning = "listeners: \(wanted) needs SO_REUSEPORT on every TCP socket, and the one passed for \(socket.address) has none"
+                        + (fromUpgrade ? " (the server before the upgrade ran one listener)" : " (systemd: ReusePort=yes)") + "; running one listener"
+                }
             } else {
                 do {
-                    fd = try Socket.listen(on: address, backlog: Int32(config.backlog))
+                    fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: wanted > 1)
                 } catch {
                     // The shipped configuration listens on [::1] beside 127.0.0.1 (browsers try ::1
                     // first for local names); a machine or container without IPv6 serves on the rest.
@@ -65,13 +88,11 @@ final class ListeningSockets {
                     throw SystemError(call: "bind \(socket.address) (\(socket.origin ?? "listen"))", errno: error.errno)
                 }
             }
-            Socket.setNoDelay(fd)  // accepted sockets inherit TCP_NODELAY and TCP_NOTSENT_LOWAT
-            try Socket.setNotSentLowat(fd, bytes: config.notSentLowat)
-            if config.deferAcceptMilliseconds > 0 {
-                try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
-            }
+            try ListeningSockets.configure(fd, config)
+            tcpIndexes.append(fds.count)
             fds.append(fd)
         }
+        if wanted > 1 && copyWarning == nil { try makeCopies(config, count: wanted, passed: &passed) }
         for (fd, address) in passed {
             log.warning("socket activation: the socket for \(address) is not in listen or tls.listen; closed")
             closeDescriptor(fd)
@@ -80,6 +101,57 @@ final class ListeningSockets {
             log.warning("socket activation: the socket unix:\(path) is not in listen or tls.listen; closed")
             closeDescriptor(fd)
         }
+    }
+
+    /// The options every TCP listening socket gets; accepted sockets inherit TCP_NODELAY and
+    /// TCP_NOTSENT_LOWAT.
+    static func configure(_ fd: Int32, _ config: ServerConfig) throws {
+        Socket.setNoDelay(fd)
+        try Socket.setNotSentLowat(fd, bytes: config.notSentLowat)
+        if config.deferAcceptMilliseconds > 0 {
+            try Socket.setDeferAccept(fd, seconds: Int32((config.deferAcceptMilliseconds + 999) / 1000))
+        }
+    }
+
+    /// Listeners 1...count-1's copies of each TCP socket: the ones an upgrading server passed for the
+    /// same address, else bound now beside the first (SO_REUSEPORT, on the port it has). Then each
+    /// group gets the program that sends one client address to one copy. A copy that cannot be bound
+    /// leaves the server with one listener and a warning, never without its sockets.
+    func makeCopies(_ config: ServerConfig, count: Int, passed: inout [(fd: Int32, address: SocketAddress)]) throws {
+        var made: [[Int32]] = Array(repeating: [], count: count - 1)
+        for index in tcpIndexes {
+            guard let address = try Socket.localAddress(of: fds[index]) else { continue }
+            for copy in 1..<count {
+                if let found = passed.firstIndex(where: { $0.address == address }) {
+                    let fd = passed.remove(at: found).fd
+                    Socket.adopt(fd)
+                    try ListeningSockets.configure(fd, config)
+                    made[copy - 1].append(fd)
+                    continue
+                }
+                do {
+                    let fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: true)
+                    try ListeningSockets.configure(fd, config)
+                    made[copy - 1].append(fd)
+                } catch {
+                    for fd in made.joined() { closeDescriptor(fd) }
+                    copyWarning = "listeners: \(count): cannot bind another socket on \(address) (\(error)); running one listener"
+                    return
+                }
+            }
+            if cs_attach_reuseport_address_hash(fds[index], UInt32(count)) != 0 {
+                log.warning("listeners: cannot attach the address hash to \(address)'s sockets (\(String(cString: strerror(errno)))): the kernel spreads connections by their ports, and limits.connections_per_ip counts per listener")
+            }
+        }
+        copies = made
+        listenerCount = count
+    }
+
+    /// `config` with the number of listeners the sockets were made for, so every process agrees on it.
+    func listening(_ config: ServerConfig) -> ServerConfig {
+        var config = config
+        config.listeners = listenerCount
+        return config
     }
 
     /// `config` without the entries `open` left out, so that `fds` and `allListen` stay in step for
@@ -101,6 +173,8 @@ final class ListeningSockets {
     /// Says where the server listens (with the ports the kernel chose for port 0).
     func announce(_ config: ServerConfig) throws {
         for warning in skipped.values.sorted() { log.warning("\(warning)") }
+        if let copyWarning { log.warning("\(copyWarning)") }
+        if listenerCount > 1 { log.notice("\(listenerCount) listeners, each with its own copy of the TCP sockets (SO_REUSEPORT, one client address to one listener)") }
         for (index, fd) in fds.enumerated() {
             let scheme = index < config.listen.count ? "http" : "https"
             if let path = config.allListen[index].unixPath {
@@ -125,7 +199,7 @@ final class ListeningSockets {
     /// Sets a new `notsent_lowat` on the TCP sockets: connections accepted from now on inherit it; open
     /// ones keep theirs.
     func setNotSentLowat(_ bytes: Int) {
-        for fd in fds where Socket.unixPath(of: fd) == nil {
+        for fd in everyFD where Socket.unixPath(of: fd) == nil {
             do { try Socket.setNotSentLowat(fd, bytes: bytes) } catch {
                 log.warning("reload: \(error); new connections keep the previous notsent_lowat")
             }
@@ -138,7 +212,7 @@ final class ListeningSockets {
     /// new one is queued at once, and one already waiting is queued when its request arrives (usually
     /// the next instant), in time for the sweeps before the close.
     func stopDeferringAccept() {
-        for fd in fds where Socket.unixPath(of: fd) == nil { try? Socket.setDeferAccept(fd, seconds: 0) }
+        for fd in everyFD where Socket.unixPath(of: fd) == nil { try? Socket.setDeferAccept(fd, seconds: 0) }
     }
 
     /// Takes the connections the kernel queued on the sockets while no listener runs and sends them to
@@ -151,13 +225,17 @@ final class ListeningSockets {
     func handOverBacklog(through channelFD: Int32, thenClose: Bool) -> Int {
         var peer = sockaddr_storage()
         var taken: [(fd: Int32, info: ConnectionInfo)] = []
-        for (index, socket) in fds.enumerated() {
+        let sockets = Array(fds.enumerated()) + copies.flatMap { zip(tcpIndexes, $0) }
+        for (index, socket) in sockets {
             while let (fd, address) = ListeningBacklog.acceptOne(socket, peer: &peer) {
                 taken.append((fd, ConnectionInfo(listenerID: UInt16(index), peer: address)))
             }
             if thenClose { closeDescriptor(socket) }
         }
-        if thenClose { fds = [] }
+        if thenClose {
+            fds = []
+            copies = copies.map { _ in [] }
+        }
         guard !taken.isEmpty else { return 0 }
         let copy = fcntl(channelFD, F_DUPFD_CLOEXEC, 0)
         let channel = copy >= 0 ? Channel(fd: copy) : nil
@@ -176,8 +254,9 @@ final class ListeningSockets {
     /// Closes every socket: nothing accepts any more, so clients are refused rather than left in a
     /// backlog nobody reads.
     func close() {
-        for fd in fds { closeDescriptor(fd) }
+        for fd in everyFD { closeDescriptor(fd) }
         fds = []
+        copies = copies.map { _ in [] }
     }
 
     /// Removes the Unix socket files (at stop; after an upgrade they are the new server's).

@@ -19,9 +19,9 @@ extension Supervisor {
         }
     }
 
-    /// Alive: the supervisor answers, and neither the listener nor the manager has been given up on.
+    /// Alive: the supervisor answers, and neither a listener nor the manager has been given up on.
     func liveness() -> (Bool, String) {
-        for slot in [listener, manager] where slot.state == .failed { return (false, "the \(slot.name) is in a crash loop") }
+        for slot in listeners + [manager] where slot.state == .failed { return (false, "the \(slot.name) is in a crash loop") }
         return (true, "")
     }
 
@@ -30,7 +30,7 @@ extension Supervisor {
     /// `supervisor.restart_intensity` times within `restart_period`).
     func readiness() -> (Bool, String) {
         if lifecycle.isShuttingDown { return (false, "draining") }
-        for slot in [listener, manager] where slot.state != .running {
+        for slot in listeners + [manager] where slot.state != .running {
             return (false, slot.state == .failed ? "the \(slot.name) is in a crash loop" : "the \(slot.name) is not running")
         }
         if managerStats[Stats.workersTotal] == 0 { return (false, "no worker is running") }
@@ -52,15 +52,18 @@ extension Supervisor {
                 .replacingOccurrences(of: "\n", with: "\\n")
             return "{\(name)=\"\(escaped)\"}"
         }
-        let listenerBeat = listener.lastBeat
-        metric("webserver_connections_accepted_total", "counter", "Connections accepted by the listener.",
-               [("", UInt64(listenerBeat.acceptedTotal))])
+        let accepted = listeners.reduce(UInt64(0)) { $0 + UInt64($1.lastBeat.acceptedTotal) }
+        metric("webserver_connections_accepted_total", "counter", "Connections accepted by the listeners.", [("", accepted)])
+        if listeners.count > 1 {
+            metric("webserver_listener_connections_accepted_total", "counter", "Connections accepted, per listener process.",
+                   listeners.map { (label("listener", "\($0.index)"), UInt64($0.lastBeat.acceptedTotal)) })
+        }
         metric("webserver_connections_refused_total", "counter",
-               "Connections the listener closed at accept because their address had limits.connections_per_ip open already.",
-               [(label("reason", "per_ip"), listenerBeat.closedTotal)])
+               "Connections a listener closed at accept because their address had limits.connections_per_ip open already.",
+               [(label("reason", "per_ip"), listeners.reduce(UInt64(0)) { $0 + $1.lastBeat.closedTotal })])
         metric("webserver_connections_handled_total", "counter", "Connections taken by workers.", [("", stats[Stats.handled])])
-        metric("webserver_connections_active", "gauge", "Connections open now (admitted by the listener, not yet closed).",
-               [("", UInt64(listenerBeat.liveConnections))])
+        metric("webserver_connections_active", "gauge", "Connections open now (admitted by a listener, not yet closed).",
+               [("", UInt64(max(0, admissions?.total ?? 0)))])
         metric("webserver_connections_reading", "gauge", "Connections whose request (or TLS handshake, or PROXY header) is being read.",
                [("", stats[Stats.reading])])
         metric("webserver_connections_writing", "gauge", "Connections whose response is being written.", [("", stats[Stats.writing])])
@@ -96,7 +99,7 @@ extension Supervisor {
         metric("webserver_worker_processes", "gauge", "Worker processes taking connections (busy and idle together).",
                [("", total)])
         metric("webserver_restarts_total", "counter", "Processes restarted after they crashed or stopped answering.",
-               [(label("role", "listener"), UInt64(listener.restartTotal)), (label("role", "manager"), UInt64(manager.restartTotal)),
+               [(label("role", "listener"), UInt64(listeners.reduce(0) { $0 + $1.restartTotal })), (label("role", "manager"), UInt64(manager.restartTotal)),
                 (label("role", "worker"), stats[Stats.workerRestarts]), (label("role", "acme"), UInt64(acme.restartTotal))])
         metric("webserver_start_time_seconds", "gauge", "When the server started (Unix time).", [("", UInt64(startedAt))])
         metric("webserver_reloads_total", "counter", "Reloads (SIGHUP, or certificates changed on disk), applied or refused.",

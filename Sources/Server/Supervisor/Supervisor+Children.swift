@@ -3,8 +3,11 @@ import Glibc
 /// Child supervision: starting the listener and the manager with their fd slots, reading their
 /// heartbeats, stopping one that misses them, reaping, and restarting with backoff until a crash loop.
 extension Supervisor {
+    /// The listeners, the manager and the ACME process.
+    var children: [ChildSlot] { listeners + [manager, acme] }
+
     func slot(forChannel fd: Int32) -> ChildSlot? {
-        if listener.channel?.fd == fd { return listener }
+        if let listener = listeners.first(where: { $0.channel?.fd == fd }) { return listener }
         if manager.channel?.fd == fd { return manager }
         if acme.channel?.fd == fd { return acme }
         return nil
@@ -17,14 +20,15 @@ extension Supervisor {
             let process: ChildProcess
             switch slot.role {
             case .listener:
-                // A restarted listener starts from the connections the manager last said were open.
-                let initialLive = Int(manager.lastBeat.liveConnections + manager.lastBeat.queueDepth)
+                // A restarted listener takes its predecessor's counts from the admissions it shares.
+                let own = sockets.fds(forListener: slot.index)
                 process = try Spawner.spawn(
                     role: .listener,
-                    arguments: ["--parent", "\(getpid())", "--sockets", "\(sockets.fds.count)", "--initial-live", "\(initialLive)"],
+                    arguments: ["--parent", "\(getpid())", "--index", "\(slot.index)", "--sockets", "\(own.count)"],
                     fds: ListenerSlot.arrange(
-                        [(.supervisor, theirs), (.connections, listenerManager.listenerEnd), (.release, release.listenerEnd), (.config, configFD)],
-                        then: sockets.fds))
+                        [(.supervisor, theirs), (.connections, listenerManager.listenerEnd), (.release, releaseChannels[slot.index].listenerEnd),
+                         (.config, configFD), (.admissions, admissionsFD)],
+                        then: own))
             case .acme:
                 process = try Spawner.spawn(
                     role: .acme, arguments: ["--parent", "\(getpid())"],
@@ -32,10 +36,12 @@ extension Supervisor {
             case .manager, .worker:
                 let accessLog = logs.accessLogFD >= 0 ? logs.accessLogFD : nil
                 process = try Spawner.spawn(
-                    role: .manager, arguments: ["--parent", "\(getpid())"] + (accessLog == nil ? [] : ["--access-log"]),
+                    role: .manager,
+                    arguments: ["--parent", "\(getpid())", "--listeners", "\(releaseChannels.count)"] + (accessLog == nil ? [] : ["--access-log"]),
                     fds: ManagerSlot.arrange(
-                        [(.supervisor, theirs), (.connections, listenerManager.managerEnd), (.release, release.workerEnd), (.config, configFD)]
-                            + (accessLog.map { [(.accessLog, $0)] } ?? [])))
+                        [(.supervisor, theirs), (.connections, listenerManager.managerEnd), (.config, configFD)]
+                            + (accessLog.map { [(.accessLog, $0)] } ?? []),
+                        then: releaseChannels.map(\.workerEnd)))
             }
             let channel = Channel(fd: mine)
             if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys.bytes)) }
@@ -114,7 +120,7 @@ extension Supervisor {
 
     /// Starts what is due, stops what missed its heartbeats, kills what outstayed its grace.
     func superviseChildren() {
-        for slot in [listener, manager, acme] {
+        for slot in children {
             switch slot.state {
             case .waiting(let until) where now >= until && !lifecycle.isShuttingDown:
                 startChild(slot)
@@ -146,8 +152,16 @@ extension Supervisor {
             let pid = waitpid(-1, &status, WNOHANG)
             if pid <= 0 { break }
             let exit = ExitStatus(status)
-            guard let slot = [listener, manager, acme].first(where: { $0.process?.pid == pid }) else {
-                if !upgradeExited(pid, exit) { log.debug("reaped orphan \(pid): \(exit)") }
+            guard let slot = children.first(where: { $0.process?.pid == pid }) else {
+                if !upgradeExited(pid, exit) {
+                    log.debug("reaped orphan \(pid): \(exit)")
+                    // A worker whose manager died before it: the listeners forget its totals.
+                    for ends in releaseChannels {
+                        let copy = fcntl(ends.workerEnd, F_DUPFD_CLOEXEC, 0)
+                        guard copy >= 0 else { continue }
+                        _ = try? Channel(fd: copy).send(.workerGone(worker: UInt32(truncatingIfNeeded: pid), assigned: nil, startedAt: 0))
+                    }
+                }
                 continue
             }
             if slot === manager {

@@ -21,12 +21,12 @@ extension Supervisor {
         newConfig = sockets.usable(newConfig)
         if newConfig.allListen.map(\.address) != config.allListen.map(\.address) || newConfig.user != config.user
             || newConfig.backlog != config.backlog || newConfig.deferAcceptMilliseconds != config.deferAcceptMilliseconds
-            || newConfig.adminListen != config.adminListen {
-            log.error("reload failed: 'listen', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
+            || newConfig.adminListen != config.adminListen || newConfig.listeners != listenersAsConfigured {
+            log.error("reload failed: 'listen', 'listeners', 'user', 'backlog', 'defer_accept' and 'admin' change only with a restart; still serving with the previous configuration")
             recordReload(applied: false)
             return
         }
-        newConfig = sockets.bound(newConfig)
+        newConfig = sockets.listening(sockets.bound(newConfig))
         let fd: Int32
         do {
             fd = try ConfigTransport.makeDescriptor(newConfig)
@@ -42,7 +42,7 @@ extension Supervisor {
         closeDescriptor(configFD)
         configFD = fd
         if accessChanged { reopenLogs() }
-        for slot in [listener, manager, acme] {
+        for slot in children {
             guard let channel = slot.channel else { continue }
             _ = try? channel.send(.reload, fd: fd)
         }
@@ -67,7 +67,7 @@ extension Supervisor {
         if let channel = manager.channel, access || error {
             _ = try? fds.withUnsafeBufferPointer { try channel.send(.reopenLogs(accessLog: access, errorLog: error), fds: $0) }
         }
-        for slot in [listener, acme] {
+        for slot in listeners + [acme] {
             if let channel = slot.channel, error, let errorFD = fds.last {
                 _ = try? channel.send(.reopenLogs(accessLog: false, errorLog: true), fd: errorFD)
             }

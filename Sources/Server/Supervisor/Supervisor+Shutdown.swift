@@ -55,7 +55,7 @@ extension Supervisor {
         } else {
             log.notice("shutting down (\(reason)): no new connections; in-flight requests have \(config.timeouts.shutdownMilliseconds)ms")
         }
-        for slot in [listener, manager, acme] where slot.process == nil { slot.state = .stopped }
+        for slot in children where slot.process == nil { slot.state = .stopped }
         // The ACME process holds nothing a client waits for: it stops at once (an order in flight is
         // placed again at the next start).
         if let channel = acme.channel, acme.process != nil {
@@ -80,13 +80,14 @@ extension Supervisor {
             if now < shutdown.drainAt && now < shutdown.hardDeadline { return false }
             // The sockets are the new server's too once an upgrade handed them over: left as they are.
             if config.deferAcceptMilliseconds > 0 && !upgrade.handedOver { sockets.stopDeferringAccept() }
-            if let channel = listener.channel, listener.process != nil {
+            for listener in listeners {
+                guard let channel = listener.channel, listener.process != nil else { continue }
                 _ = try? channel.send(.shutdown(deadlineMilliseconds: UInt32(config.supervisor.killGraceMilliseconds)))
                 listener.state = .stopping(killAt: now + 2 * Int64(config.supervisor.killGraceMilliseconds))
             }
             shutdown.phase = .stoppingListener
         }
-        if shutdown.phase == .stoppingListener && listener.process == nil {
+        if shutdown.phase == .stoppingListener && listeners.allSatisfy({ $0.process == nil }) {
             shutdown.phase = manager.process != nil ? .settling(until: now + Shutdown.settleMilliseconds) : .settling(until: now)
         }
         if case .settling(let until) = shutdown.phase {
@@ -109,12 +110,12 @@ extension Supervisor {
         }
         if now >= shutdown.hardDeadline {
             // Past the deadline: end every process below us, including workers orphaned to us.
-            for slot in [listener, manager, acme] { slot.process?.signal(SIGKILL) }
+            for slot in children { slot.process?.signal(SIGKILL) }
             let successor = upgradeTree()
             for pid in ProcessTree.descendants(of: getpid()) where !successor.contains(pid) { kill(pid, SIGKILL) }
             if now >= shutdown.hardDeadline + 2000 { return true }
         }
-        if shutdown.phase == .drainingManager && listener.process == nil && manager.process == nil {
+        if shutdown.phase == .drainingManager && listeners.allSatisfy({ $0.process == nil }) && manager.process == nil {
             // Wait for orphaned workers (reparented to us as subreaper) too, but not for the supervisor
             // an upgrade started: it is our child only until we exit.
             let successor = upgradeTree()

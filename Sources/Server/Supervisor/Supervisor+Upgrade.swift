@@ -65,10 +65,11 @@ extension Supervisor {
             log.error("upgrade failed: \(SystemError(call: "pipe2", errno: errno))")
             return
         }
-        var fds = [ends[1], pidFile.fd] + sockets.fds
-        var description = "pid=4,listen=" + sockets.fds.indices.map { String(5 + $0) }.joined(separator: ":")
+        let listening = sockets.everyFD
+        var fds = [ends[1], pidFile.fd] + listening
+        var description = "pid=4,listen=" + listening.indices.map { String(5 + $0) }.joined(separator: ":")
         if let admin {
-            description += ",admin=\(5 + sockets.fds.count)"
+            description += ",admin=\(5 + listening.count)"
             fds.append(admin.fd)
         }
         var environment = ["WEBSERVER_READY_FD=3", "WEBSERVER_UPGRADE=\(description)"]

@@ -9,9 +9,10 @@ import Glibc
 /// and ticket keys (`Supervisor+Certificates`, `TicketKeys`), the admin listener (`Supervisor+Admin`),
 /// systemd (`Systemd`).
 ///
-/// Owns: the listening sockets, both ends of the listener-manager channel and of the release channel
-/// (so a restarted listener or manager finds queued fds and notices waiting), the config memfd, the
-/// access-log fd, the pid file and its lock, and its own end of each child's channel.
+/// Owns: the listening sockets, both ends of the listener-manager channel and of each listener's
+/// release channel (so a restarted listener or manager finds queued fds and notices waiting), the
+/// listeners' admission counts, the config memfd, the access-log fd, the pid file and its lock, and its
+/// own end of each child's channel.
 public final class Supervisor {
     /// Where the server is in its life. Serving until a signal (or an upgrade, or a child's
     /// configuration error) starts the shutdown, which then moves through its phases in order.
@@ -40,8 +41,15 @@ public final class Supervisor {
     /// Watches the certificate files so a replaced certificate is reloaded without a signal.
     var certificateWatch: CertificateWatch?
     var listenerManager: (listenerEnd: Int32, managerEnd: Int32) = (-1, -1)
-    var release: (listenerEnd: Int32, workerEnd: Int32) = (-1, -1)
-    let listener = ChildSlot(role: .listener)
+    /// Per listener, its release channel: workers write the worker end, the listener reads its own.
+    var releaseChannels: [(listenerEnd: Int32, workerEnd: Int32)] = []
+    /// The admission counts the listeners share (made here, so they outlive any one listener).
+    var admissionsFD: Int32 = -1
+    var admissions: Admissions?
+    /// One slot per listener process (`listeners`; made once the sockets say how many there can be).
+    var listeners: [ChildSlot] = [ChildSlot(role: .listener)]
+    /// `listeners` as the file says it (`auto` is 0); the running count is in `config.listeners`.
+    var listenersAsConfigured = 0
     let manager = ChildSlot(role: .manager)
     /// The ACME process, when a site gets its certificate by ACME (else `.stopped`).
     let acme = ChildSlot(role: .acme, state: .stopped)
@@ -98,7 +106,11 @@ public final class Supervisor {
         try pidFile.lock(inherited: inherited.pidFile)
         Privileges.raiseDescriptorLimit(for: config)
         try sockets.open(config, passed: Systemd.activatedSockets() + inherited.sockets, fromUpgrade: !inherited.sockets.isEmpty)
-        config = sockets.usable(config)
+        listenersAsConfigured = config.listeners
+        config = sockets.listening(sockets.usable(config))
+        if sockets.listenerCount > 1 {
+            listeners = (0..<sockets.listenerCount).map { ChildSlot(role: .listener, index: $0, numbered: true) }
+        }
         try openAdmin(inherited: inherited.admin)
         try logs.open(config)
         if let admin, let bound = try Socket.localAddress(of: admin.fd) { log.notice("admin on http://\(bound) (/livez, /readyz, /metrics)") }
@@ -120,7 +132,9 @@ public final class Supervisor {
         }
         configFD = try ConfigTransport.makeDescriptor(config)
         listenerManager = try Socket.seqpacketPair()
-        release = try Socket.seqpacketPair()
+        for _ in listeners { releaseChannels.append(try Socket.seqpacketPair()) }
+        admissionsFD = try Admissions.makeDescriptor()
+        admissions = try Admissions(fd: admissionsFD)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
     }
@@ -150,7 +164,7 @@ public final class Supervisor {
             cleanup()
             return 1
         }
-        startChild(listener)
+        for listener in listeners { startChild(listener) }
         startChild(manager)
         startOrStopAcme()
         reportReady("ready")

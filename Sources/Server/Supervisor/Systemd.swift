@@ -77,7 +77,7 @@ extension Supervisor {
         if now - lastStatus >= 5000 && !lifecycle.isShuttingDown {
             lastStatus = now
             let stats = managerStats
-            Systemd.notify("STATUS=\(listener.lastBeat.liveConnections) connections, \(stats[Stats.workersTotal]) workers, \(manager.lastBeat.requestsTotal) requests")
+            Systemd.notify("STATUS=\(admissions?.total ?? 0) connections, \(stats[Stats.workersTotal]) workers, \(manager.lastBeat.requestsTotal) requests")
         }
     }
 }

@@ -77,7 +77,9 @@ enum Socket {
     /// Creates a listening TCP socket bound to `address`, non-blocking and close-on-exec.
     ///
     /// The caller owns the returned fd. IPv6 sockets are IPv6-only so `[::]:80` and `0.0.0.0:80` can coexist.
-    static func listen(on address: SocketAddress, backlog: Int32) throws(SystemError) -> Int32 {
+    /// With `reusePort`, SO_REUSEPORT: more sockets of this user may bind the same address, and the
+    /// kernel spreads new connections over them (the listeners' copies).
+    static func listen(on address: SocketAddress, backlog: Int32, reusePort: Bool = false) throws(SystemError) -> Int32 {
         let fd = try syscall("socket") {
             Glibc.socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0)
         }
@@ -85,6 +87,11 @@ enum Socket {
             var on: Int32 = 1
             try syscall("setsockopt(SO_REUSEADDR)") {
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
+            }
+            if reusePort {
+                try syscall("setsockopt(SO_REUSEPORT)") {
+                    setsockopt(fd, SOL_SOCKET, cs_SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size))
+                }
             }
             if address.family == UInt8(AF_INET6) {
                 try syscall("setsockopt(IPV6_V6ONLY)") {
@@ -100,6 +107,13 @@ enum Socket {
             closeDescriptor(fd)
             throw error
         }
+    }
+
+    /// Whether SO_REUSEPORT is set on `fd` (a socket systemd or an upgrading server passed).
+    static func reusesPort(_ fd: Int32) -> Bool {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(fd, SOL_SOCKET, cs_SO_REUSEPORT, &value, &length) == 0 && value != 0
     }
 
     /// The address a bound socket actually has (the port the kernel chose for port 0).

@@ -65,6 +65,8 @@ final class Connection {
     /// reported with its address (`peer`: counted connections come from sockets without PROXY
     /// protocol, so it is the kernel's address the listener counted).
     var countedPerIP = false
+    /// The listener process that admitted it: its close is reported there.
+    var admittedBy: UInt8 = 0
 
     init(fd: Int32, peer: SocketAddress, listenerID: UInt16, deadline: Int64) {
         self.fd = fd

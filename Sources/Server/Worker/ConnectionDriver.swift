@@ -21,10 +21,12 @@ final class ConnectionDriver {
     private(set) var live = 0
     private(set) var acceptedTotal: UInt32 = 0
     private(set) var closedTotal: UInt64 = 0
-    /// Closes not yet reported to the listener (the worker sends them in batches).
+    /// Closes not yet reported to the listeners (the worker sends them in batches), in all and per
+    /// listener process.
     var releasedPending: UInt32 = 0
-    /// Of those, the ones the listener counted per client address: their addresses.
-    var releasedPeers: [SocketAddress] = []
+    var releasedPendingBy: [UInt32]
+    /// Of those, per listener, the ones it counted per client address: their addresses.
+    var releasedPeers: [[SocketAddress]]
     /// Draining: every response says `Connection: close`; nothing new is kept open.
     private(set) var draining = false
     /// The clock as of this wake-up (set by the worker's loop).
@@ -54,6 +56,8 @@ final class ConnectionDriver {
         self.http1 = http1
         self.http2 = http2
         http2Cleartext = config.http2.cleartext
+        releasedPendingBy = Array(repeating: 0, count: config.listenerCount)
+        releasedPeers = Array(repeating: [], count: config.listenerCount)
         self.output = output
         self.stats = stats
         self.tlsSites = tlsSites
@@ -81,6 +85,7 @@ final class ConnectionDriver {
         acceptedTotal &+= 1
         let connection = Connection(fd: fd, peer: info.peer, listenerID: info.listenerID, deadline: now + timeouts.idle)
         connection.countedPerIP = info.countedPerIP
+        connection.admittedBy = Int(info.admittedBy) < releasedPendingBy.count ? info.admittedBy : 0
         if draining { connection.closeAfterResponse = true }
         if Int(fd) >= connections.count {
             connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 64 - connections.count))
@@ -469,7 +474,8 @@ final class ConnectionDriver {
         live -= 1
         closedTotal += 1
         releasedPending += 1
-        if connection.countedPerIP { releasedPeers.append(connection.peer) }
+        releasedPendingBy[Int(connection.admittedBy)] += 1
+        if connection.countedPerIP { releasedPeers[Int(connection.admittedBy)].append(connection.peer) }
     }
 
     /// Closes every connection (the worker is exiting).

@@ -6,8 +6,8 @@ import Glibc
 /// protocols are `HTTP1Codec` and `HTTP2Codec`, answers come from the `RequestHandler`, lines go to the
 /// `AccessLog`.
 ///
-/// Fd slots (`WorkerSlot`): the manager channel, the release channel to the listener, the config memfd,
-/// and the access log when there is one. The worker owns every connection the manager hands it.
+/// Fd slots (`WorkerSlot`): the manager channel, the config memfd, the access log when there is one,
+/// then one release channel per listener process. The worker owns every connection the manager hands it.
 public final class Worker {
     let id: Int
     let config: ServerConfig
@@ -15,7 +15,10 @@ public final class Worker {
     let ticker: Ticker
     let signals: SignalReader
     let channel: Channel
-    let releaseChannel: Channel
+    /// Per listener process, the channel its close notices go to, and how many it has reported there.
+    let releaseChannels: [Channel]
+    var releasedTotals: [UInt32]
+    let pid = UInt32(truncatingIfNeeded: getpid())
     let driver: ConnectionDriver
     let accessLog: AccessLog
     /// The sites, whose roots and password files are looked at again from the tick.
@@ -44,7 +47,9 @@ public final class Worker {
         ticker = try Ticker(intervalMilliseconds: 250)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
         channel = Channel(fd: WorkerSlot.manager.fd)
-        releaseChannel = Channel(fd: WorkerSlot.release.fd)
+        let firstRelease = WorkerSlot.firstRelease(hasAccessLog: hasAccessLog)
+        releaseChannels = (0..<config.listenerCount).map { Channel(fd: firstRelease + Int32($0)) }
+        releasedTotals = Array(repeating: 0, count: config.listenerCount)
         stats = .allocate(capacity: Stats.count)
         stats.initialize(repeating: 0, count: Stats.count)
         var tlsSites: TLSSites? = nil
@@ -64,7 +69,7 @@ public final class Worker {
         driver = ConnectionDriver(
             config: config, poller: poller, http1: http1, http2: http2, output: output, stats: stats, tlsSites: tlsSites)
         Socket.setNonBlocking(WorkerSlot.manager.fd)
-        Socket.setNonBlocking(WorkerSlot.release.fd)
+        for release in releaseChannels { Socket.setNonBlocking(release.fd) }
         try poller.add(channel.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
@@ -194,15 +199,29 @@ public final class Worker {
 
     func sendReleases() {
         guard driver.releasedPending > 0 else { return }
-        // Connections counted per client address go with their addresses (64 to a message), the rest
-        // as a count.
-        while !driver.releasedPeers.isEmpty {
-            let batch = Array(driver.releasedPeers.prefix(Message.maxBatch))
-            guard (try? releaseChannel.send(.releasedPeers(batch))) == true else { return }
-            driver.releasedPeers.removeFirst(batch.count)
+        for listener in releaseChannels.indices where driver.releasedPendingBy[listener] > 0 { sendReleases(to: listener) }
+    }
+
+    /// To the listener that admitted them: connections counted per client address with their addresses
+    /// (64 to a message), the rest as a count; each notice with this worker's running total there.
+    func sendReleases(to listener: Int) {
+        let channel = releaseChannels[listener]
+        while !driver.releasedPeers[listener].isEmpty {
+            let batch = Array(driver.releasedPeers[listener].prefix(Message.maxBatch))
+            let total = releasedTotals[listener] &+ UInt32(batch.count)
+            guard (try? channel.send(.releasedPeers(batch, worker: pid, total: total))) == true else { return }
+            releasedTotals[listener] = total
+            driver.releasedPeers[listener].removeFirst(batch.count)
+            driver.releasedPendingBy[listener] -= UInt32(batch.count)
             driver.releasedPending -= UInt32(batch.count)
         }
-        guard driver.releasedPending > 0 else { return }
-        if (try? releaseChannel.send(.released(count: driver.releasedPending))) == true { driver.releasedPending = 0 }
+        let count = driver.releasedPendingBy[listener]
+        guard count > 0 else { return }
+        let total = releasedTotals[listener] &+ count
+        if (try? channel.send(.released(count: count, worker: pid, total: total))) == true {
+            releasedTotals[listener] = total
+            driver.releasedPendingBy[listener] = 0
+            driver.releasedPending -= count
+        }
     }
 }
