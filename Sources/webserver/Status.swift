@@ -20,9 +20,14 @@ struct Status: ParsableCommand {
         if let path = options.resolvedPath, let loaded = try? ConfigLoader.load(path: path) { config = loaded }
         let processes = [pid] + Supervisor.descendants(of: pid)
         print("PROCESS       PID      UPTIME     MEMORY  CONNECTIONS")
+        let several = processes.filter { Status.role($0, supervisor: pid) == "listener" }.count > 1
         for process in processes {
-            let name = Status.role(process, supervisor: pid)
-            let connections = name.hasPrefix("worker") ? String(max(0, Status.sockets(process) - 2)) : "-"
+            var name = Status.role(process, supervisor: pid)
+            if several && name == "listener" { name += " " + Status.option("--index", of: process, default: 0).description }
+            // A worker's sockets are its connections and its channels: to the manager, its connection
+            // channel, and one release channel per listener.
+            let channels = 2 + Status.option("--listeners", of: process, default: 1)
+            let connections = name.hasPrefix("worker") ? String(max(0, Status.sockets(process) - channels)) : "-"
             print(Status.pad(name, 12) + Status.pad(String(process), 9, right: true) + Status.pad(Status.uptime(process), 12, right: true)
                   + Status.pad(Status.memory(process), 11, right: true) + Status.pad(connections, 13, right: true))
         }
@@ -82,7 +87,14 @@ struct Status: ParsableCommand {
         return String(decoding: data.map { $0 == 0 ? 32 : $0 }, as: UTF8.self)
     }
 
-    /// Sockets the process holds: a worker's are its two channels and one per connection.
+    /// A number the process was started with (`--listeners 2`), or `default`.
+    static func option(_ name: String, of pid: Int32, default value: Int) -> Int {
+        let words = commandLine(pid).split(separator: " ")
+        guard let position = words.firstIndex(where: { $0 == name }), position + 1 < words.count else { return value }
+        return Int(words[position + 1]) ?? value
+    }
+
+    /// Sockets the process holds: a worker's are its channels and one per connection.
     static func sockets(_ pid: Int32) -> Int {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
         return entries.filter { entry in

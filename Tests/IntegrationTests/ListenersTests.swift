@@ -50,6 +50,13 @@ import Testing
         // Twelve addresses over three listeners: by the hash, more than one of them takes some.
         #expect(used.count >= 2)
         #expect(Int(try #require(server.metrics())["webserver_connections_accepted_total"]) == total)
+        // `webserver status` names each listener, and counts a held connection on its worker.
+        let held = try openKeepAliveConnection(server.port)
+        defer { close(held) }
+        let status = try run(webserverBinary, ["status", "--pid-file", server.pidFile.path])
+        let rows = status.output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        #expect((0..<3).allSatisfy { index in rows.contains { $0.count > 1 && $0[0] == "listener" && $0[1] == "\(index)" } }, "\(status.output)")
+        #expect(rows.first { $0.first == "worker" }?.last == "1", "\(status.output)")
     }
 
     @Test func connectionsPerIPAndMaxConnectionsHoldAcrossListeners() throws {
@@ -135,5 +142,29 @@ import Testing
         #expect(waitUntil(seconds: 10) { Int(server.metrics()?["webserver_connections_active"] ?? -1) == 0 })
         #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 1 && server.pids(of: "worker").first != worker })
         for last in 1...8 { #expect(try get(server, from: "127.0.0.\(last)") == [200]) }
+    }
+
+    @Test func listenersHandConnectionsToWorkersWithoutTheManager() throws {
+        let server = try TestServer(config: "listeners: 2\nworkers: {min: 2, max: 2}\n").start()
+        defer { server.stop() }
+        #expect(waitUntil(seconds: 10) { server.pids(of: "worker").count == 2 })
+        let workers = server.pids(of: "worker")
+        let manager = try #require(server.pids(of: "manager").first)
+        // The manager stopped (a stall, a debugger): new connections are still answered, since the
+        // listeners hand them to the workers themselves, and spread over both.
+        kill(manager, SIGSTOP)
+        var held: [RawConnection] = []
+        defer { for connection in held { connection.close() } }
+        for last in 1...8 {
+            let connection = try RawConnection(port: server.port, source: "127.0.0.\(last)")
+            connection.send(request)
+            held.append(connection)
+        }
+        var statuses: [[Int]] = []
+        for connection in held { statuses.append(statusCodes(String(decoding: (try? connection.readResponse()) ?? [], as: UTF8.self))) }
+        let perWorker = workers.map { clientSockets(of: $0, listeners: 2) }
+        kill(manager, SIGCONT)
+        #expect(statuses.allSatisfy { $0 == [200] }, "\(statuses)")
+        #expect(perWorker.reduce(0, +) == 8 && perWorker.allSatisfy { $0 >= 2 }, "\(perWorker)")
     }
 }

@@ -97,10 +97,10 @@ let fastSupervision = """
         let heldBefore = clientSockets(of: victim)
         kill(victim, SIGKILL)
         let result = try load.finish()
-        // What the manager had handed it and not seen closed: its own connections, including any a
+        // What the listener had handed it and not seen closed: its own connections, including any a
         // reconnecting client was given in the instant it was dying.
-        #expect(server.waitForLog("connections it held are lost"), "\(server.log())")
-        let pattern = try Regex(#"died: killed by signal 9; the (\d+) connections it held"#)
+        #expect(server.waitForLog("connections this listener admitted"), "\(server.log())")
+        let pattern = try Regex(#"worker \#(victim) exited holding (\d+) connections this listener admitted"#)
         let owned = try #require(server.log().firstMatch(of: pattern).flatMap { $0.output[1].substring }.flatMap { Int($0) })
         print("recovery: worker killed under load: \(result.ok) answered, \(result.failed) lost with it (at most the \(owned) it held; \(heldBefore) a moment before, of \(clients))")
         #expect(heldBefore >= 1 && owned >= heldBefore)

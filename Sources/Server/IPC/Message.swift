@@ -37,6 +37,17 @@ public enum Message: Equatable, Sendable {
     /// ACME process to supervisor: it wrote a certificate; reload now rather than after the certificate
     /// watch's quiet moment (the watch would see the same change).
     case certificateInstalled
+    /// Manager to every listener (on its release channel): worker `worker`'s connection channel, the
+    /// send end (one fd), so the listener hands that worker connections itself.
+    case workerChannel(worker: UInt32)
+    /// Manager to every listener: worker `worker` is retiring; send it nothing more and close its
+    /// connection channel (the worker finishes once every sender has).
+    case workerRetired(worker: UInt32)
+    /// Supervisor to every listener: the manager died; the workers it started are draining, so drop
+    /// every connection channel (the next manager's workers come with their own).
+    case managerGone
+    /// Supervisor to manager: listener `index` (re)started; send it every worker's connection channel.
+    case listenerStarted(index: UInt32)
 
     public static let version: UInt8 = 1
     static let headerSize = 4
@@ -49,6 +60,7 @@ public enum Message: Equatable, Sendable {
 
     enum Kind: UInt8 {
         case heartbeat = 1, connections, released, shutdown, reload, reopenLogs, ticketKeys, stats, releasedPeers, workerGone, certificateInstalled
+        case workerChannel, workerRetired, managerGone, listenerStarted
     }
 
     /// Bytes of one ticket key.
@@ -58,7 +70,7 @@ public enum Message: Equatable, Sendable {
     var fdCount: ClosedRange<Int> {
         switch self {
         case .connections(let entries): return entries.count...entries.count
-        case .reload: return 1...1
+        case .reload, .workerChannel: return 1...1
         case .reopenLogs(let access, let error):
             let count = (access ? 1 : 0) + (error ? 1 : 0)
             return count...count
@@ -185,6 +197,21 @@ extension Message {
         case .certificateInstalled:
             header(.certificateInstalled, 0)
             return Message.headerSize
+        case .managerGone:
+            header(.managerGone, 0)
+            return Message.headerSize
+        case .workerChannel(let worker):
+            header(.workerChannel, 0)
+            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
+        case .workerRetired(let worker):
+            header(.workerRetired, 0)
+            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
+        case .listenerStarted(let index):
+            header(.listenerStarted, 0)
+            buffer.storeBytes(of: index.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
         case .reopenLogs(let access, let error):
             header(.reopenLogs, (access ? 1 : 0) | (error ? 2 : 0))
             return Message.headerSize
@@ -310,6 +337,19 @@ extension Message {
             guard count == 0 else { throw .badField("count \(count)") }
             try expect(length: headerSize)
             return .certificateInstalled
+        case .managerGone:
+            try expect(length: headerSize)
+            return .managerGone
+        case .workerChannel:
+            try expect(length: 8, fds: 1...1)
+            return .workerChannel(worker: u32(bytes, 4))
+        case .workerRetired:
+            try expect(length: 8)
+            return .workerRetired(worker: u32(bytes, 4))
+        case .listenerStarted:
+            try expect(length: 8)
+            guard u32(bytes, 4) < UInt32(ServerConfig.maxListeners) else { throw .badField("listener \(u32(bytes, 4))") }
+            return .listenerStarted(index: u32(bytes, 4))
         case .reopenLogs:
             guard count <= 3 else { throw .badField("reopen flags \(count)") }
             let expected = (count & 1) + (count >> 1)

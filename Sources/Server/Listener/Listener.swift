@@ -2,7 +2,10 @@ import CSystemShims
 import Glibc
 
 /// A listener process: accepts on the sockets the supervisor bound, in batches, and sends each batch
-/// of fds with peer addresses to the manager in one sendmsg. With `listeners: N` there are N of them,
+/// of fds with peer addresses in one sendmsg to a worker: the one with the fewest of this listener's
+/// connections open, on the worker's connection channel, which the manager gives every listener (and
+/// takes back when the worker retires). A batch no worker can take (none yet, every channel full) goes
+/// to the manager's wait queue instead. With `listeners: N` there are N of them,
 /// each on its own copy of every TCP socket (SO_REUSEPORT, the kernel choosing the copy by the client's
 /// address), sharing the channel to the manager; Unix-domain sockets are listener 0's. Enforces
 /// `max_connections` through the admission counts all of them share (`Admissions`), and
@@ -27,8 +30,13 @@ public final class Listener {
     let index: Int
     let admissions: Admissions
     let startedAt: Int64
-    /// Per worker (pid), the running total of closes it has reported here (see `workerGone`).
-    var reportedBy: [UInt32: UInt32] = [:]
+    /// The workers this listener hands connections to (their connection channels, from the manager).
+    var workers: [DirectWorker] = []
+    /// Per worker (pid): connections this listener handed it, and the running total of closes it has
+    /// reported here (see `workerGone`).
+    var tallies: [UInt32: Tally] = [:]
+    /// Each flush's number, to mark the workers whose channel was full in it.
+    var flushes = 0
 
     var acceptedTotal: UInt32 = 0
     /// Accepted connections not yet taken by the manager's channel; owned here.
@@ -185,7 +193,10 @@ public final class Listener {
         if open <= 1 { perAddress[key] = nil } else { perAddress[key] = open - 1 }
     }
 
-    /// Sends the pending batch to the manager; on a full channel, waits for it to drain.
+    /// Sends the pending batch to the workers, each connection to the one with the fewest of this
+    /// listener's connections open (one sendmsg per worker, a run of the batch each); what no worker can
+    /// take (none yet, every channel full) goes to the manager's wait queue; on a full manager channel
+    /// too, the batch waits for it to drain.
     func flush() {
         guard !pendingFDs.isEmpty else {
             if waitingForManager {
@@ -194,32 +205,84 @@ public final class Listener {
             }
             return
         }
-        let buffer = manager.encodingBuffer
-        Message.encodeConnectionsHeader(count: pendingFDs.count, into: buffer)
-        for (index, info) in pendingInfo.enumerated() {
-            Message.encode(info, into: buffer, at: Message.headerSize + index * Message.connectionEntrySize)
-        }
-        let length = Message.headerSize + pendingFDs.count * Message.connectionEntrySize
-        let sent: Bool
-        do {
-            sent = try pendingFDs.withUnsafeBufferPointer { try manager.sendEncoded(length: length, fds: $0) }
-        } catch {
-            log.error("cannot pass connections to the manager: \(error)")
-            sent = false
-        }
-        if sent {
-            pendingFDs.withUnsafeBufferPointer(closeDescriptors)
-            pendingFDs.removeAll(keepingCapacity: true)
-            admissions.setPending(0, of: index)
-            pendingInfo.removeAll(keepingCapacity: true)
-            if waitingForManager {
-                waitingForManager = false
-                try? poller.modify(manager.fd, events: 0)
-            }
+        flushes &+= 1
+        while !pendingFDs.isEmpty && shareOut() {}
+        if pendingFDs.isEmpty {
+            batchDone()
+        } else if send(count: pendingFDs.count, to: manager) {
+            sent(pendingFDs.count)
+            batchDone()
         } else if !waitingForManager {
             // The manager is slow or being restarted: hold this batch, stop accepting, let the backlog wait.
             waitingForManager = true
             try? poller.modify(manager.fd, events: Poller.writable)
+        }
+    }
+
+    /// One round: shares the pending connections among the workers not yet tried in this flush, the
+    /// least loaded first (filling up the lowest), and sends each its share from the front of the batch.
+    /// False when no worker is left to try.
+    func shareOut() -> Bool {
+        var any = false
+        for worker in workers where worker.triedAt != flushes {
+            worker.share = 0
+            worker.load = tallies[worker.pid]?.open ?? 0
+            any = true
+        }
+        guard any else { return false }
+        for _ in 0..<pendingFDs.count {
+            var best: DirectWorker?
+            for worker in workers where worker.triedAt != flushes && worker.load + worker.share < (best.map { $0.load + $0.share } ?? .max) {
+                best = worker
+            }
+            best?.share += 1
+        }
+        for worker in workers where worker.triedAt != flushes && worker.share > 0 {
+            if send(count: worker.share, to: worker.channel) {
+                tallies[worker.pid, default: Tally()].sent &+= UInt32(worker.share)
+                sent(worker.share)
+            } else {
+                worker.triedAt = flushes  // full (or gone): the rest goes elsewhere
+            }
+        }
+        return true
+    }
+
+    /// The first `count` pending connections are the receiver's: our copies close.
+    func sent(_ count: Int) {
+        pendingFDs.withUnsafeBufferPointer { closeDescriptors(UnsafeBufferPointer(rebasing: $0[0..<count])) }
+        pendingFDs.removeFirst(count)
+        pendingInfo.removeFirst(count)
+    }
+
+    func batchDone() {
+        admissions.setPending(0, of: index)
+        if waitingForManager {
+            waitingForManager = false
+            try? poller.modify(manager.fd, events: 0)
+        }
+    }
+
+    /// One `connections` message of the first `count` pending connections on `channel`; false when its
+    /// queue is full or the receiver is gone (a worker that died: dropped here, its channel closed).
+    func send(count: Int, to channel: Channel) -> Bool {
+        let buffer = channel.encodingBuffer
+        Message.encodeConnectionsHeader(count: count, into: buffer)
+        for position in 0..<count {
+            Message.encode(pendingInfo[position], into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
+        }
+        let length = Message.headerSize + count * Message.connectionEntrySize
+        do {
+            return try pendingFDs.withUnsafeBufferPointer { try channel.sendEncoded(length: length, fds: UnsafeBufferPointer(rebasing: $0[0..<count])) }
+        } catch {
+            if channel === manager {
+                log.error("cannot pass connections to the manager: \(error)")
+            } else if let position = workers.firstIndex(where: { $0.channel === channel }) {
+                // The worker has exited (its manager says so on the release channel, after this).
+                log.info("worker \(workers[position].pid) takes no more connections (\(error)); others get them")
+                workers.remove(at: position).channel.close()
+            }
+            return false
         }
     }
 
@@ -243,12 +306,25 @@ public final class Listener {
             switch message {
             case .released(let count, let worker, let total):
                 admissions.released(Int(count), by: index)
-                reportedBy[worker] = total
+                tallies[worker, default: Tally()].reported = total
             case .releasedPeers(let peers, let worker, let total):
                 admissions.released(peers.count, by: index)
-                reportedBy[worker] = total
+                tallies[worker, default: Tally()].reported = total
                 for peer in peers { releasePeer(peer) }
+            case .workerChannel(let worker):
+                // A new worker, or (after this listener restarted, or a full release channel earlier)
+                // one this listener may already have: the newer copy replaces the older.
+                drop(worker)
+                workers.append(DirectWorker(pid: worker, channel: Channel(fd: fds[0])))
+            case .workerRetired(let worker):
+                drop(worker)
+            case .managerGone:
+                // Its workers drain and exit once nobody can send them more; the next manager's come
+                // with their own channels.
+                for worker in workers { worker.channel.close() }
+                workers.removeAll()
             case .workerGone(let worker, let assigned, let workerStartedAt):
+                drop(worker)
                 workerGone(worker, assigned: assigned, startedAt: workerStartedAt)
             default:
                 Channel.reject(message, fds: fds, from: "workers (release channel)")
@@ -256,21 +332,28 @@ public final class Listener {
         }
     }
 
+    /// Stops handing `worker` connections and closes this listener's copy of its connection channel.
+    func drop(_ worker: UInt32) {
+        guard let position = workers.firstIndex(where: { $0.pid == worker }) else { return }
+        workers.remove(at: position).channel.close()
+    }
+
     /// A worker has exited, and every close it reported is read (they came before this, on the same
-    /// channel): what this listener handed it and it never reported closed died with it. Known exactly
-    /// from its running total, or when it has reported nothing here and started after this listener
-    /// did; a worker that reported only to this listener's predecessor is not known (taken as none).
+    /// channel): what it was handed of this listener's connections (by this listener, and by the
+    /// manager from its wait queue: `assigned`) and never reported closed died with it. Exact while this
+    /// listener has run since before the worker started; what a predecessor handed it is not known here
+    /// (an under-count, never an over-count).
     func workerGone(_ worker: UInt32, assigned: UInt32?, startedAt workerStartedAt: UInt64) {
-        let reported = reportedBy.removeValue(forKey: worker)
-        guard let assigned else { return }
-        let lost: UInt32
-        if let reported {
-            lost = assigned &- reported
+        let tally = tallies.removeValue(forKey: worker)
+        let lost: Int
+        if let tally {
+            lost = Int(Int32(bitPattern: (tally.sent &+ (assigned ?? 0)) &- tally.reported))
         } else {
-            lost = workerStartedAt >= UInt64(max(0, startedAt)) ? assigned : 0
+            lost = workerStartedAt >= UInt64(max(0, startedAt)) ? Int(assigned ?? 0) : 0
         }
-        guard lost > 0 && lost < UInt32.max / 2 else { return }
-        admissions.released(Int(lost), by: index)
+        guard lost > 0 else { return }
+        log.warning("worker \(worker) exited holding \(lost) connections this listener admitted; they are closed")
+        admissions.released(lost, by: index)
         // Which addresses its connections had is not known, so the counts per address start again
         // (lenient until the connections open now close) rather than hold clients back for
         // connections that are gone.
@@ -356,4 +439,31 @@ public final class Listener {
             liveConnections: UInt32(max(0, admissions.liveCount(of: index))), queueDepth: UInt32(pendingFDs.count), acceptedTotal: acceptedTotal, closedTotal: refusedTotal)
         _ = try? supervisor.send(.heartbeat(beat))
     }
+}
+
+/// A worker a listener hands connections to: the listener's copy of the send end of its connection
+/// channel (owned, closed when the worker retires or is gone).
+final class DirectWorker {
+    let pid: UInt32
+    let channel: Channel
+    /// The flush that last found its channel full (tried once per flush).
+    var triedAt = 0
+    /// In a flush: this listener's connections open on it, and how many of the batch it gets.
+    var load = 0
+    var share = 0
+
+    init(pid: UInt32, channel: Channel) {
+        self.pid = pid
+        self.channel = channel
+    }
+}
+
+/// What one listener knows of one worker: the connections it handed it, and the running total of
+/// closes the worker reported (both wrapping).
+struct Tally {
+    var sent: UInt32 = 0
+    var reported: UInt32 = 0
+    /// This listener's connections open on the worker (those the manager handed it and the worker has
+    /// closed are in `reported` too, so it can read low; never below zero).
+    var open: Int { max(0, Int(Int32(bitPattern: sent &- reported))) }
 }

@@ -1,8 +1,11 @@
 import CSystemShims
 import Glibc
 
-/// The manager process: a wait queue of accepted connections, a pool of workers it grows and shrinks,
-/// least-loaded hand-off, reaping and replacing dead or silent workers.
+/// The manager process: a pool of workers it grows and shrinks, reaping and replacing dead or silent
+/// workers, and a wait queue of accepted connections. The listeners hand connections to the workers
+/// themselves (the manager gives each listener every worker's connection channel, and takes it back when
+/// the worker retires); the wait queue takes what a listener could not place (no worker yet, every
+/// worker's channel full), and hands it to the least-loaded worker.
 ///
 /// Fd slots (`ManagerSlot`): its channel to the supervisor, the receive end of the listeners' channel,
 /// the config memfd, the access log when there is one, then the workers' end of each listener's release
@@ -170,7 +173,7 @@ public final class Manager {
 
     /// One `connections` message to `worker`; on success the fds are the worker's and ours are closed.
     func send(_ batch: [(fd: Int32, info: ConnectionInfo)], to worker: WorkerHandle) -> Bool {
-        let buffer = worker.channel.encodingBuffer
+        let buffer = worker.connections.encodingBuffer
         Message.encodeConnectionsHeader(count: batch.count, into: buffer)
         for (position, entry) in batch.enumerated() {
             Message.encode(entry.info, into: buffer, at: Message.headerSize + position * Message.connectionEntrySize)
@@ -179,7 +182,7 @@ public final class Manager {
         }
         let length = Message.headerSize + batch.count * Message.connectionEntrySize
         do {
-            guard try worker.channel.sendEncoded(length: length, fds: UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count])) else {
+            guard try worker.connections.sendEncoded(length: length, fds: UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count])) else {
                 return false
             }
         } catch {
@@ -189,6 +192,7 @@ public final class Manager {
         }
         closeDescriptors(UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count]))
         worker.assigned += UInt64(batch.count)
+        worker.assignedSinceBeat += batch.count
         return true
     }
 
@@ -204,6 +208,10 @@ public final class Manager {
             case .ticketKeys(let keys):
                 ticketKeys = keys
                 for worker in workers where worker.isActive { _ = try? worker.channel.send(.ticketKeys(keys)) }
+            case .listenerStarted(let index):
+                // A new listener process starts with no worker: give it every active one.
+                guard Int(index) < releases.count else { break }
+                for worker in workers where worker.isActive { offer(worker, to: releases[Int(index)]) }
             default:
                 Channel.reject(message, fds: fds, from: "supervisor")
             }
@@ -249,26 +257,51 @@ public final class Manager {
 
     // MARK: Workers
 
+    /// Gives a listener (through its release channel, which only the manager and the workers write) the
+    /// send end of `worker`'s connection channel.
+    func offer(_ worker: WorkerHandle, to listener: Channel) {
+        do {
+            if try !listener.send(.workerChannel(worker: worker.pid), fd: worker.connections.fd) {
+                log.warning("a listener's release channel is full: worker \(worker.id) gets its connections through the wait queue there")
+            }
+        } catch {
+            log.warning("cannot give a listener worker \(worker.id)'s connection channel: \(error)")
+        }
+    }
+
     func spawnWorker() {
         let pair: (Int32, Int32)
+        let connectionPair: (Int32, Int32)
         do {
             pair = try Socket.seqpacketPair()
         } catch {
             log.error("cannot create a worker channel: \(error)")
             return
         }
+        do {
+            connectionPair = try Socket.seqpacketPair()
+        } catch {
+            closeDescriptor(pair.0)
+            closeDescriptor(pair.1)
+            log.error("cannot create a worker's connection channel: \(error)")
+            return
+        }
         let id = nextWorkerID
         nextWorkerID += 1
         let fds = WorkerSlot.arrange(
-            [(.manager, pair.1), (.config, configFD)] + (accessLogFD >= 0 ? [(.accessLog, accessLogFD)] : []), then: releases.map(\.fd))
+            [(.manager, pair.1), (.connections, connectionPair.1), (.config, configFD)] + (accessLogFD >= 0 ? [(.accessLog, accessLogFD)] : []),
+            then: releases.map(\.fd))
         var arguments = ["--id", "\(id)", "--parent", "\(getpid())", "--listeners", "\(releases.count)"]
         if accessLogFD >= 0 { arguments.append("--access-log") }
         do {
             let child = try Spawner.spawn(role: .worker, arguments: arguments, fds: fds)
             closeDescriptor(pair.1)
-            let worker = WorkerHandle(id: id, child: child, channel: Channel(fd: pair.0), now: now, listeners: releases.count)
-            // Before any connection: the worker reads its channel in order.
+            closeDescriptor(connectionPair.1)
+            let worker = WorkerHandle(
+                id: id, child: child, channel: Channel(fd: pair.0), connections: Channel(fd: connectionPair.0), now: now, listeners: releases.count)
+            // Before any connection: the worker reads this channel once before its first batch.
             if !ticketKeys.isEmpty { _ = try? worker.channel.send(.ticketKeys(ticketKeys)) }
+            if !draining { for listener in releases { offer(worker, to: listener) } }
             try poller.add(pair.0, events: Poller.readable)
             if child.pidfd >= 0 { try poller.add(child.pidfd, events: Poller.readable) }
             workers.append(worker)
@@ -279,6 +312,8 @@ public final class Manager {
         } catch {
             closeDescriptor(pair.0)
             closeDescriptor(pair.1)
+            closeDescriptor(connectionPair.0)
+            closeDescriptor(connectionPair.1)
             spawnFailures += 1
             log.error("cannot start worker \(id): \(error)")
         }
@@ -289,6 +324,7 @@ public final class Manager {
             switch message {
             case .heartbeat(let beat):
                 worker.lastBeat = beat
+                worker.assignedSinceBeat = 0
                 worker.lastHeartbeatAt = now
             case .stats(let stats):
                 worker.lastStats = stats
@@ -304,9 +340,14 @@ public final class Manager {
     }
 
     /// Stops giving `worker` connections and asks it to drain; it gets SIGKILL if it outstays the deadline.
+    /// Every listener is told to close its copy of the worker's connection channel, and the manager closes
+    /// its own: once the last copy is closed the worker reads end-of-file there, and with its connections
+    /// done it exits, so no batch already on its way is lost.
     func retire(_ worker: WorkerHandle, reason: String) {
         guard !worker.retiring else { return }
         worker.retiring = true
+        for listener in releases { _ = try? listener.send(.workerRetired(worker: worker.pid)) }
+        worker.connections.close()
         worker.killAt = now + Int64(config.timeouts.shutdownMilliseconds + config.supervisor.killGraceMilliseconds)
         if (try? worker.channel.send(.shutdown(deadlineMilliseconds: UInt32(config.timeouts.shutdownMilliseconds)))) != true {
             worker.child.signal(SIGTERM)
@@ -337,9 +378,8 @@ public final class Manager {
             worker.child.closePidfd()
             let exit = ExitStatus(status)
             let description = exit.description
-            // Handed over and not reported closed: what it held when it died (at most a heartbeat's
-            // worth of closes too many).
-            let unreleased = Int(worker.assigned) - Int(min(worker.lastBeat.closedTotal, worker.assigned))
+            // What it held at its last heartbeat, for the log (the listeners count exactly, below).
+            let unreleased = Int(worker.lastBeat.liveConnections)
             // A crash is an abnormal exit the manager did not cause: only death by a signal the manager
             // sent is its doing. Having sent one is not enough: a worker that died first is retired when
             // a send to it fails, and the SIGTERM then sent to its corpse did not kill it.
@@ -351,17 +391,16 @@ public final class Manager {
             } else {
                 statsOfExited[Stats.workerRestarts] &+= 1
                 log.warning(
-                    "worker \(worker.id) died: \(description); the \(unreleased) connections it held are lost, the pool replaces it")
+                    "worker \(worker.id) died: \(description); the connections it held are lost (\(unreleased) at its last heartbeat), the pool replaces it")
             }
             // What it was handed and never reported closed died with it (the kernel closed them): each
             // listener learns how many of its own it was handed, on the channel the worker's notices
             // came by, after every one of them; else its count of open connections would creep toward
             // max_connections with every crash (and its counts per address hold clients back).
             for (listener, channel) in releases.enumerated() {
-                _ = try? channel.send(.workerGone(
-                    worker: UInt32(truncatingIfNeeded: worker.child.pid), assigned: worker.assignedBy[listener],
-                    startedAt: UInt64(max(0, worker.startedAt))))
+                _ = try? channel.send(.workerGone(worker: worker.pid, assigned: worker.assignedBy[listener], startedAt: UInt64(max(0, worker.startedAt))))
             }
+            worker.connections.close()
         }
         if !draining { dispatch() }
     }
@@ -403,8 +442,8 @@ public final class Manager {
                 worker.sentKill = true
                 worker.killAt = .max
             }
-            if config.workers.recycleAfter > 0 && !worker.retiring && worker.assigned >= UInt64(config.workers.recycleAfter) {
-                retire(worker, reason: "recycled after \(worker.assigned) connections")
+            if config.workers.recycleAfter > 0 && !worker.retiring && Int(worker.lastBeat.acceptedTotal) >= config.workers.recycleAfter {
+                retire(worker, reason: "recycled after \(worker.lastBeat.acceptedTotal) connections")
             }
         }
         if queueHead < queue.count { dispatch() }

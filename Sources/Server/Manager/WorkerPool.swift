@@ -1,11 +1,17 @@
-/// One worker as the manager sees it. Owns the manager's end of the worker's channel and its pidfd.
+/// One worker as the manager sees it. Owns the manager's end of the worker's channel, the manager's
+/// send end of its connection channel (closed at retirement) and its pidfd.
 final class WorkerHandle {
     let id: Int
     let child: ChildProcess
     let channel: Channel
+    /// The send end of the worker's connection channel; each listener holds a copy of it.
+    let connections: Channel
+    var pid: UInt32 { UInt32(truncatingIfNeeded: child.pid) }
     let startedAt: Int64
-    /// Connections handed to this worker so far, in all and per admitting listener (wrapping).
+    /// Connections this manager handed to the worker from its wait queue, in all, since the worker's
+    /// last heartbeat, and per admitting listener (wrapping). The listeners hand it the rest.
     var assigned: UInt64 = 0
+    var assignedSinceBeat = 0
     var assignedBy: [UInt32]
     /// The worker's last heartbeat.
     var lastBeat = Heartbeat()
@@ -28,8 +34,9 @@ final class WorkerHandle {
     /// Connections chosen for this worker in the current dispatch round (at most one message's worth).
     var staged: [(fd: Int32, info: ConnectionInfo)] = []
 
-    init(id: Int, child: ChildProcess, channel: Channel, now: Int64, listeners: Int) {
+    init(id: Int, child: ChildProcess, channel: Channel, connections: Channel, now: Int64, listeners: Int) {
         assignedBy = Array(repeating: 0, count: listeners)
+        self.connections = connections
         self.id = id
         self.child = child
         self.channel = channel
@@ -37,8 +44,8 @@ final class WorkerHandle {
         lastHeartbeatAt = now
     }
 
-    /// Open connections: handed over minus closed as of the last heartbeat (an over-estimate between beats).
-    var load: Int { Int(assigned) - Int(min(lastBeat.closedTotal, assigned)) }
+    /// Open connections: what the worker last reported, plus what this manager handed it since.
+    var load: Int { Int(lastBeat.liveConnections) + assignedSinceBeat }
 }
 
 /// The pool's scaling policy, apart from processes so it can be tested alone.

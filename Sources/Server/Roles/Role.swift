@@ -66,8 +66,11 @@ enum ManagerSlot: Int32, FdSlots {
 }
 
 enum WorkerSlot: Int32, FdSlots {
-    /// Its channel to the manager.
+    /// Its channel to the manager (control, heartbeats and stats).
     case manager = 3
+    /// The receive end of its connection channel: batches from the listeners (and the manager's wait
+    /// queue). It reads end-of-file once every sender has closed its end.
+    case connections
     /// The configuration memfd.
     case config
     /// The access log, when there is one. After the last slot: the workers' end of each listener's

@@ -45,6 +45,11 @@ extension Supervisor {
             }
             let channel = Channel(fd: mine)
             if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys.bytes)) }
+            // A listener started again has no worker yet: the manager gives it every one (a manager
+            // started later gives each listener its workers as it starts them).
+            if slot.role == .listener, let managerChannel = manager.channel {
+                _ = try? managerChannel.send(.listenerStarted(index: UInt32(slot.index)))
+            }
             try poller.add(mine, events: Poller.readable)
             if process.pidfd >= 0 { try poller.add(process.pidfd, events: Poller.readable) }
             slot.process = process
@@ -155,12 +160,8 @@ extension Supervisor {
             guard let slot = children.first(where: { $0.process?.pid == pid }) else {
                 if !upgradeExited(pid, exit) {
                     log.debug("reaped orphan \(pid): \(exit)")
-                    // A worker whose manager died before it: the listeners forget its totals.
-                    for ends in releaseChannels {
-                        let copy = fcntl(ends.workerEnd, F_DUPFD_CLOEXEC, 0)
-                        guard copy >= 0 else { continue }
-                        _ = try? Channel(fd: copy).send(.workerGone(worker: UInt32(truncatingIfNeeded: pid), assigned: nil, startedAt: 0))
-                    }
+                    // A worker whose manager died before it: the listeners settle what they handed it.
+                    tellListeners(.workerGone(worker: UInt32(truncatingIfNeeded: pid), assigned: nil, startedAt: 0))
                 }
                 continue
             }
@@ -168,6 +169,8 @@ extension Supervisor {
                 // A new manager counts from zero: keep what this one had counted.
                 statsOfPastManagers.add(managerStats, gauges: false)
                 managerStats = Stats()
+                // Its workers drain now: the listeners stop handing them connections.
+                tellListeners(.managerGone)
             }
             if let channel = slot.channel {
                 poller.remove(channel.fd)
@@ -196,6 +199,16 @@ extension Supervisor {
                 }
                 scheduleRestart(slot)
             }
+        }
+    }
+
+    /// Sends `message` on every listener's release channel, as the manager and the workers do (so it
+    /// arrives after whatever they sent there before).
+    func tellListeners(_ message: Message) {
+        for ends in releaseChannels {
+            let copy = fcntl(ends.workerEnd, F_DUPFD_CLOEXEC, 0)
+            guard copy >= 0 else { continue }
+            _ = try? Channel(fd: copy).send(message)
         }
     }
 

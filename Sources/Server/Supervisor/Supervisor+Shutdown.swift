@@ -64,6 +64,21 @@ extension Supervisor {
         }
     }
 
+    /// Once no listener will run again: what waits unread on their release channels is dropped. A
+    /// worker's connection channel passed to a listener that never read it is still open in the queue,
+    /// and the worker, which finishes only when every sender has closed its end, would wait for it until
+    /// its deadline. (Done at every tick of the drain: the manager may start a worker until it reads its
+    /// own shutdown.)
+    func discardListenerMail() {
+        for ends in releaseChannels {
+            let copy = fcntl(ends.listenerEnd, F_DUPFD_CLOEXEC, 0)
+            guard copy >= 0 else { continue }
+            _ = Channel(fd: copy).receiveAll(from: "release channel") { _, fds in
+                for fd in fds { closeDescriptor(fd) }
+            }
+        }
+    }
+
     /// A second Ctrl-C: the hard deadline is now.
     func stopNow() {
         guard case .shuttingDown(var shutdown) = lifecycle else { return }
@@ -108,6 +123,7 @@ extension Supervisor {
             }
             shutdown.phase = .drainingManager
         }
+        if shutdown.phase == .drainingManager { discardListenerMail() }
         if now >= shutdown.hardDeadline {
             // Past the deadline: end every process below us, including workers orphaned to us.
             for slot in children { slot.process?.signal(SIGKILL) }

@@ -6,8 +6,9 @@ import Glibc
 /// protocols are `HTTP1Codec` and `HTTP2Codec`, answers come from the `RequestHandler`, lines go to the
 /// `AccessLog`.
 ///
-/// Fd slots (`WorkerSlot`): the manager channel, the config memfd, the access log when there is one,
-/// then one release channel per listener process. The worker owns every connection the manager hands it.
+/// Fd slots (`WorkerSlot`): the manager channel, its connection channel (the listeners and the manager
+/// send it batches), the config memfd, the access log when there is one, then one release channel per
+/// listener process. The worker owns every connection handed to it.
 public final class Worker {
     let id: Int
     let config: ServerConfig
@@ -15,6 +16,13 @@ public final class Worker {
     let ticker: Ticker
     let signals: SignalReader
     let channel: Channel
+    /// Batches of connections, from the listeners and the manager's wait queue; open until every sender
+    /// has closed its end (`connectionsOpen`), which a draining worker waits for before it exits.
+    let connections: Channel
+    var connectionsOpen = true
+    /// The manager channel is read once before the first batch: the ticket keys sent there at the start
+    /// come before any connection.
+    var readControlFirst = true
     /// Per listener process, the channel its close notices go to, and how many it has reported there.
     let releaseChannels: [Channel]
     var releasedTotals: [UInt32]
@@ -47,6 +55,7 @@ public final class Worker {
         ticker = try Ticker(intervalMilliseconds: 250)
         signals = try SignalReader([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGPIPE])
         channel = Channel(fd: WorkerSlot.manager.fd)
+        connections = Channel(fd: WorkerSlot.connections.fd)
         let firstRelease = WorkerSlot.firstRelease(hasAccessLog: hasAccessLog)
         releaseChannels = (0..<config.listenerCount).map { Channel(fd: firstRelease + Int32($0)) }
         releasedTotals = Array(repeating: 0, count: config.listenerCount)
@@ -69,8 +78,10 @@ public final class Worker {
         driver = ConnectionDriver(
             config: config, poller: poller, http1: http1, http2: http2, output: output, stats: stats, tlsSites: tlsSites)
         Socket.setNonBlocking(WorkerSlot.manager.fd)
+        Socket.setNonBlocking(WorkerSlot.connections.fd)
         for release in releaseChannels { Socket.setNonBlocking(release.fd) }
         try poller.add(channel.fd, events: Poller.readable)
+        try poller.add(connections.fd, events: Poller.readable)
         try poller.add(ticker.fd, events: Poller.readable)
         try poller.add(signals.fd, events: Poller.readable)
         if let helper = handler.compressed.helper { try poller.add(helper.eventFD, events: Poller.readable) }
@@ -86,7 +97,9 @@ public final class Worker {
             // `valid` window are measured from it, not from the last 250 ms tick, which could make a
             // changed file be served from the cache for up to `valid` + 250 ms.
             poller.wait(timeoutMilliseconds: 1000, woke: { driver.now = monotonicMilliseconds() }) { fd, events in
-                if fd == channel.fd {
+                if fd == connections.fd {
+                    takeConnections()
+                } else if fd == channel.fd {
                     handleChannel()
                 } else if fd == ticker.fd {
                     ticker.drain()
@@ -103,7 +116,8 @@ public final class Worker {
                 }
             }
             endOfIteration()
-            if driver.draining && (driver.live == 0 || driver.now >= drainDeadline) { break }
+            // Drained: nothing open, and no sender left that could still hand it a connection.
+            if driver.draining && ((driver.live == 0 && !connectionsOpen) || driver.now >= drainDeadline) { break }
         }
         driver.closeAll()
         endOfIteration()
@@ -111,13 +125,26 @@ public final class Worker {
         return 0
     }
 
-    // MARK: Manager channel
+    // MARK: Channels
+
+    func takeConnections() {
+        if readControlFirst {
+            readControlFirst = false
+            handleChannel()
+        }
+        let open = connections.receiveAll(from: "connection channel") { message, fds in
+            guard case .connections(let entries) = message else { return Channel.reject(message, fds: fds, from: "connection channel") }
+            for (entry, fd) in zip(entries, fds) { driver.adopt(fd: fd, info: entry) }
+        }
+        if !open {
+            poller.remove(connections.fd)
+            connectionsOpen = false
+        }
+    }
 
     func handleChannel() {
         let open = channel.receiveAll(from: "manager") { message, fds in
             switch message {
-            case .connections(let entries):
-                for (entry, fd) in zip(entries, fds) { driver.adopt(fd: fd, info: entry) }
             case .shutdown(let deadline):
                 startDrain(deadline: Int(deadline))
             case .ticketKeys(let keys):

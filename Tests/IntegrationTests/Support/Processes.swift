@@ -48,13 +48,14 @@ func run(
     return (process.terminationStatus, String(decoding: outputData, as: UTF8.self), String(decoding: errorData, as: UTF8.self))
 }
 
-/// Counts a worker's client connections: its sockets minus its two channels (manager and release).
-func clientSockets(of pid: Int32) -> Int {
+/// Counts a worker's client connections: its sockets minus its channels (manager, connections, and one
+/// release channel per listener: `listeners`, one unless a test says otherwise).
+func clientSockets(of pid: Int32, listeners: Int = 1) -> Int {
     let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
     let sockets = entries.filter {
         ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("socket:")
     }
-    return sockets.count - 2
+    return sockets.count - 2 - listeners
 }
 
 func waitForOne(_ body: () -> Int32?) -> Int32? {
