@@ -167,4 +167,27 @@ import Testing
         #expect(statuses.allSatisfy { $0 == [200] }, "\(statuses)")
         #expect(perWorker.reduce(0, +) == 8 && perWorker.allSatisfy { $0 >= 2 }, "\(perWorker)")
     }
+
+    /// SO_REUSEPORT would let a second server of the same user share the port silently (half the
+    /// clients to each); the first socket of a group is bound without it, so the second is refused.
+    @Test func aSecondServerOnTheSamePortIsRefusedAsAddressInUse() throws {
+        let first = try TestServer(config: "listeners: 2\n").start()
+        defer { first.stop() }
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("second.yaml")
+        try """
+            root: \(first.directory.appendingPathComponent("site").path)
+            listen: ["127.0.0.1:\(first.port)"]
+            listeners: 2
+            pid_file: \(directory.appendingPathComponent("second.pid").path)
+            admin: {listen: off}
+
+            """.write(to: file, atomically: true, encoding: .utf8)
+        // Bounded: a second server that did start is stopped after 20 seconds (and the test fails).
+        let second = try run("timeout", ["20", webserverBinary, "serve", "--config", file.path])
+        #expect(second.status != 0 && second.status != 124)
+        #expect(second.error.contains("bind 127.0.0.1:\(first.port) (listen, \(file.path):2): Address already in use"), "\(second.error)")
+        #expect(try get(first, from: "127.0.0.1") == [200])
+    }
 }

@@ -158,8 +158,9 @@ extension Message {
             buffer[1] = kind.rawValue
             buffer.storeBytes(of: UInt16(count).littleEndian, toByteOffset: 2, as: UInt16.self)
         }
-        switch self {
-        case .heartbeat(let beat):
+        // What every process sends each second, before the switch: its jump table is in .rodata, and
+        // reading it from an idle process's heartbeat paged 64 KiB of it back in after every trim.
+        if case .heartbeat(let beat) = self {
             header(.heartbeat, 0)
             buffer.storeBytes(of: beat.liveConnections.littleEndian, toByteOffset: 4, as: UInt32.self)
             buffer.storeBytes(of: beat.queueDepth.littleEndian, toByteOffset: 8, as: UInt32.self)
@@ -168,6 +169,17 @@ extension Message {
             buffer.storeBytes(of: beat.requestsTotal.littleEndian, toByteOffset: 20, as: UInt64.self)
             buffer.storeBytes(of: beat.closedTotal.littleEndian, toByteOffset: 28, as: UInt64.self)
             return Message.headerSize + Message.heartbeatPayload
+        }
+        if case .stats(let stats) = self {
+            header(.stats, 0)
+            for (index, value) in stats.values.enumerated() {
+                buffer.storeBytes(of: value.littleEndian, toByteOffset: Message.headerSize + index * 8, as: UInt64.self)
+            }
+            return Message.headerSize + Stats.count * 8
+        }
+        switch self {
+        case .heartbeat, .stats:
+            preconditionFailure("encoded above")
         case .connections(let entries):
             return Message.encode(.connections, entries, into: buffer)
         case .released(let count, let worker, let total):
@@ -220,12 +232,6 @@ extension Message {
             header(.ticketKeys, count)
             for (index, byte) in keys.prefix(count * Message.ticketKeySize).enumerated() { buffer[Message.headerSize + index] = byte }
             return Message.headerSize + count * Message.ticketKeySize
-        case .stats(let stats):
-            header(.stats, 0)
-            for (index, value) in stats.values.enumerated() {
-                buffer.storeBytes(of: value.littleEndian, toByteOffset: Message.headerSize + index * 8, as: UInt64.self)
-            }
-            return Message.headerSize + Stats.count * 8
         }
     }
 
@@ -294,14 +300,23 @@ extension Message {
                 throw .badField("count \(count) on kind \(kind.rawValue)")
             }
         }
-        switch kind {
-        case .heartbeat:
+        // Heartbeats and stats, which every parent reads each second, before the switch (as in `encode`).
+        if kind == .heartbeat {
             try expect(length: headerSize + heartbeatPayload)
-            func u32(_ at: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self)) }
             func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
             return .heartbeat(Heartbeat(
-                liveConnections: u32(4), queueDepth: u32(8), workers: u32(12), acceptedTotal: u32(16),
+                liveConnections: u32(bytes, 4), queueDepth: u32(bytes, 8), workers: u32(bytes, 12), acceptedTotal: u32(bytes, 16),
                 requestsTotal: u64(20), closedTotal: u64(28)))
+        }
+        if kind == .stats {
+            try expect(length: headerSize + Stats.count * 8)
+            return .stats(Stats(values: (0..<Stats.count).map {
+                UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerSize + $0 * 8, as: UInt64.self))
+            }))
+        }
+        switch kind {
+        case .heartbeat, .stats:
+            preconditionFailure("decoded above")
         case .connections:
             guard count >= 1, count <= maxBatch else { throw .badField("connection count \(count)") }
             try expect(length: headerSize + count * connectionEntrySize, fds: count...count)
@@ -359,11 +374,6 @@ extension Message {
             guard count == 1 || count == 2 else { throw .badField("ticket key count \(count)") }
             try expect(length: headerSize + count * ticketKeySize)
             return .ticketKeys(Array(bytes[headerSize...]))
-        case .stats:
-            try expect(length: headerSize + Stats.count * 8)
-            return .stats(Stats(values: (0..<Stats.count).map {
-                UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: headerSize + $0 * 8, as: UInt64.self))
-            }))
         }
     }
 }

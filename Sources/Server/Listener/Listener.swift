@@ -401,8 +401,8 @@ public final class Listener {
     }
 
     /// Accepts every connection the kernel has already queued (past `max_connections`: they were
-    /// accepted by the kernel, and closing the listening sockets would reset them) and hands them to
-    /// the manager, whose draining workers answer them with `Connection: close`.
+    /// accepted by the kernel, and closing the listening sockets would reset them) and hands them on
+    /// like any other (the manager drains the workers only after every listener has stopped).
     func takeTheBacklog() {
         var taken = 0
         defer { admissions.setPending(pendingFDs.count, of: index) }

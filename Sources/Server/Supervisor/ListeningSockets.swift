@@ -74,7 +74,7 @@ final class ListeningSockets {
                 }
             } else {
                 do {
-                    fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: wanted > 1)
+                    fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: wanted > 1 ? .first : .no)
                 } catch {
                     // The shipped configuration listens on [::1] beside 127.0.0.1 (browsers try ::1
                     // first for local names); a machine or container without IPv6 serves on the rest.
@@ -130,7 +130,7 @@ final class ListeningSockets {
                     continue
                 }
                 do {
-                    let fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: true)
+                    let fd = try Socket.listen(on: address, backlog: Int32(config.backlog), reusePort: .join)
                     try ListeningSockets.configure(fd, config)
                     made[copy - 1].append(fd)
                 } catch {

@@ -21,7 +21,7 @@ extension Supervisor {
 
     /// Alive: the supervisor answers, and neither a listener nor the manager has been given up on.
     func liveness() -> (Bool, String) {
-        for slot in listeners + [manager] where slot.state == .failed { return (false, "the \(slot.name) is in a crash loop") }
+        for slot in children where slot !== acme && slot.state == .failed { return (false, "the \(slot.name) is in a crash loop") }
         return (true, "")
     }
 
@@ -30,7 +30,7 @@ extension Supervisor {
     /// `supervisor.restart_intensity` times within `restart_period`).
     func readiness() -> (Bool, String) {
         if lifecycle.isShuttingDown { return (false, "draining") }
-        for slot in listeners + [manager] where slot.state != .running {
+        for slot in children where slot !== acme && slot.state != .running {
             return (false, slot.state == .failed ? "the \(slot.name) is in a crash loop" : "the \(slot.name) is not running")
         }
         if managerStats[Stats.workersTotal] == 0 { return (false, "no worker is running") }

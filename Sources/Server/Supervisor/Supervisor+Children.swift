@@ -3,9 +3,6 @@ import Glibc
 /// Child supervision: starting the listener and the manager with their fd slots, reading their
 /// heartbeats, stopping one that misses them, reaping, and restarting with backoff until a crash loop.
 extension Supervisor {
-    /// The listeners, the manager and the ACME process.
-    var children: [ChildSlot] { listeners + [manager, acme] }
-
     func slot(forChannel fd: Int32) -> ChildSlot? {
         if let listener = listeners.first(where: { $0.channel?.fd == fd }) { return listener }
         if manager.channel?.fd == fd { return manager }

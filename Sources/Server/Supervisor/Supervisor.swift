@@ -53,6 +53,8 @@ public final class Supervisor {
     let manager = ChildSlot(role: .manager)
     /// The ACME process, when a site gets its certificate by ACME (else `.stopped`).
     let acme = ChildSlot(role: .acme, state: .stopped)
+    /// The listeners, the manager and the ACME process (made once: the tick walks it every 100 ms).
+    private(set) var children: [ChildSlot] = []
     var restartPolicy: RestartPolicy
     /// An upgrade under way (SIGUSR2), and whether the new server has taken over.
     var upgrade = Upgrade()
@@ -92,6 +94,7 @@ public final class Supervisor {
         signals = try SignalReader([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGCHLD, SIGPIPE])
         restartPolicy = RestartPolicy(config.supervisor)
         now = monotonicMilliseconds()
+        children = listeners + [manager, acme]
     }
 
     /// The pid file a configuration names (for the commands that signal a running server).
@@ -110,6 +113,7 @@ public final class Supervisor {
         config = sockets.listening(sockets.usable(config))
         if sockets.listenerCount > 1 {
             listeners = (0..<sockets.listenerCount).map { ChildSlot(role: .listener, index: $0, numbered: true) }
+            children = listeners + [manager, acme]
         }
         try openAdmin(inherited: inherited.admin)
         try logs.open(config)

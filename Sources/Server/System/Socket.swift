@@ -77,9 +77,18 @@ enum Socket {
     /// Creates a listening TCP socket bound to `address`, non-blocking and close-on-exec.
     ///
     /// The caller owns the returned fd. IPv6 sockets are IPv6-only so `[::]:80` and `0.0.0.0:80` can coexist.
-    /// With `reusePort`, SO_REUSEPORT: more sockets of this user may bind the same address, and the
-    /// kernel spreads new connections over them (the listeners' copies).
-    static func listen(on address: SocketAddress, backlog: Int32, reusePort: Bool = false) throws(SystemError) -> Int32 {
+    /// SO_REUSEPORT for the listeners' copies of a socket: the kernel spreads new connections over
+    /// sockets of one user bound to the same address.
+    enum ReusePort {
+        case no
+        /// The first of a group: bound without it, so an address anyone holds already (another server
+        /// with SO_REUSEPORT too) is "in use", then set before `listen` so the copies can join.
+        case first
+        /// A copy joining the first.
+        case join
+    }
+
+    static func listen(on address: SocketAddress, backlog: Int32, reusePort: ReusePort = .no) throws(SystemError) -> Int32 {
         let fd = try syscall("socket") {
             Glibc.socket(Int32(address.family), Int32(SOCK_STREAM.rawValue) | cs_SOCK_NONBLOCK | cs_SOCK_CLOEXEC, 0)
         }
@@ -88,11 +97,12 @@ enum Socket {
             try syscall("setsockopt(SO_REUSEADDR)") {
                 setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
             }
-            if reusePort {
+            func setReusePort() throws(SystemError) {
                 try syscall("setsockopt(SO_REUSEPORT)") {
                     setsockopt(fd, SOL_SOCKET, cs_SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size))
                 }
             }
+            if reusePort == .join { try setReusePort() }
             if address.family == UInt8(AF_INET6) {
                 try syscall("setsockopt(IPV6_V6ONLY)") {
                     setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
@@ -101,6 +111,7 @@ enum Socket {
             _ = try address.withSockaddr { (pointer, length) throws(SystemError) in
                 try syscall("bind(\(address))") { Glibc.bind(fd, pointer, length) }
             }
+            if reusePort == .first { try setReusePort() }
             try syscall("listen") { Glibc.listen(fd, backlog) }
             return fd
         } catch {
