@@ -158,6 +158,12 @@ extension Message {
             buffer[1] = kind.rawValue
             buffer.storeBytes(of: UInt16(count).littleEndian, toByteOffset: 2, as: UInt16.self)
         }
+        /// A message whose payload is one u32 (8 bytes).
+        func word(_ kind: Kind, _ value: UInt32) -> Int {
+            header(kind, 0)
+            buffer.storeBytes(of: value.littleEndian, toByteOffset: 4, as: UInt32.self)
+            return 8
+        }
         // What every process sends each second, before the switch: its jump table is in .rodata, and
         // reading it from an idle process's heartbeat paged 64 KiB of it back in after every trim.
         if case .heartbeat(let beat) = self {
@@ -200,30 +206,16 @@ extension Message {
             buffer.storeBytes(of: startedAt.littleEndian, toByteOffset: 12, as: UInt64.self)
             return 20
         case .shutdown(let deadline):
-            header(.shutdown, 0)
-            buffer.storeBytes(of: deadline.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
-        case .reload:
-            header(.reload, 0)
-            return Message.headerSize
-        case .certificateInstalled:
-            header(.certificateInstalled, 0)
-            return Message.headerSize
-        case .managerGone:
-            header(.managerGone, 0)
-            return Message.headerSize
+            return word(.shutdown, deadline)
         case .workerChannel(let worker):
-            header(.workerChannel, 0)
-            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
+            return word(.workerChannel, worker)
         case .workerRetired(let worker):
-            header(.workerRetired, 0)
-            buffer.storeBytes(of: worker.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
+            return word(.workerRetired, worker)
         case .listenerStarted(let index):
-            header(.listenerStarted, 0)
-            buffer.storeBytes(of: index.littleEndian, toByteOffset: 4, as: UInt32.self)
-            return 8
+            return word(.listenerStarted, index)
+        case .reload, .certificateInstalled, .managerGone:
+            header(self == .reload ? .reload : self == .certificateInstalled ? .certificateInstalled : .managerGone, 0)
+            return Message.headerSize
         case .reopenLogs(let access, let error):
             header(.reopenLogs, (access ? 1 : 0) | (error ? 2 : 0))
             return Message.headerSize
