@@ -73,12 +73,16 @@ final class NotifySocket {
     }
 
     /// Socket activation: the socket systemd would pass as fd 3 (here a Python launcher binds it and
-    /// execs the server with LISTEN_FDS=1 and its own pid) is used, not bound again.
-    @Test func socketActivation() throws {
+    /// execs the server with LISTEN_FDS=1 and its own pid) is used, not bound again. With `listeners: 2`,
+    /// a socket passed with SO_REUSEPORT (systemd's ReusePort=yes) gets a copy beside it; one without
+    /// leaves the server with one listener and says why.
+    @Test(arguments: [false, true]) func socketActivation(reusePort: Bool) throws {
         let launcher = FileManager.default.temporaryDirectory.appendingPathComponent("ws-activate-\(UUID().uuidString.prefix(8)).py")
         try """
             import os, socket, sys
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if \(reusePort ? "True" : "False"):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             s.bind(("127.0.0.1", 0))
             s.listen(64)
             port = s.getsockname()[1]
@@ -91,10 +95,12 @@ final class NotifySocket {
             os.execv(args[0], args)
             """.write(to: launcher, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(at: launcher) }
-        let server = try TestServer(launcher: ["python3", launcher.path]).start()
+        let server = try TestServer(config: "listeners: 2\n", launcher: ["python3", launcher.path]).start()
         defer { server.stop() }
         #expect(server.log().contains("socket activation: using the socket passed for 127.0.0.1:"))
         #expect(try status(server.url + "/index.html") == 200)
+        #expect(server.pids(of: "listener").count == (reusePort ? 2 : 1))
+        #expect(server.log().contains("(systemd: ReusePort=yes); running one listener") == !reusePort, "\(server.log())")
         let listener = try #require(server.pids(of: "listener").first)
         let environment = (try? String(contentsOfFile: "/proc/\(listener)/environ", encoding: .utf8)) ?? ""
         #expect(!environment.contains("LISTEN_FDS"))

@@ -5,8 +5,11 @@ import Testing
 @Suite(.serialized) struct UpgradeTests {
     /// `webserver upgrade` under load: the binary on disk starts as a new supervisor on the same
     /// sockets (and admin socket and pid file), the old one drains and exits 0, and no request fails.
-    @Test func anUpgradeUnderLoadLosesNothing() throws {
-        let server = try TestServer(config: "supervisor: {heartbeat_interval: 100ms}\n", flags: ["--admin-listen", "127.0.0.1:0"]).start()
+    /// With two listeners, both copies of the socket are handed over and taken up again.
+    @Test(arguments: [1, 2]) func anUpgradeUnderLoadLosesNothing(listeners: Int) throws {
+        let server = try TestServer(
+            config: "supervisor: {heartbeat_interval: 100ms}\nlisteners: \(listeners)\n", flags: ["--admin-listen", "127.0.0.1:0"]
+        ).start()
         defer { server.stop() }
         let admin = try #require(server.adminPort)
         let old = server.pid
@@ -31,6 +34,15 @@ import Testing
         #expect(try status(server.url + "/index.html") == 200)
         #expect(try adminGet(admin, "/readyz").status == 200)
         #expect(server.log().contains("upgrade: using the socket passed for 127.0.0.1:"))
+        if listeners > 1 {
+            // Both servers ran two listeners on the same two sockets: none bound anew, none left over.
+            #expect(server.log().components(separatedBy: "2 listeners, each with its own copy").count == 3, "\(server.log())")
+            #expect(!server.log().contains("running one listener") && !server.log().contains("not in listen or tls.listen"))
+            let newListeners = descendants(of: new).filter {
+                (try? String(contentsOfFile: "/proc/\($0)/comm", encoding: .utf8))?.hasPrefix("ws-listener") == true
+            }
+            #expect(newListeners.count == 2)
+        }
         #expect(FileManager.default.fileExists(atPath: server.pidFile.path))
         // The new one answers to the usual commands through the same pid file.
         #expect(try run(webserverBinary, ["stop", "--pid-file", server.pidFile.path]).status == 0)
