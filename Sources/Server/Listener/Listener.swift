@@ -226,7 +226,7 @@ public final class Listener {
         var any = false
         for worker in workers where worker.triedAt != flushes {
             worker.share = 0
-            worker.load = tallies[worker.pid]?.open ?? 0
+            worker.load = worker.tally.open
             any = true
         }
         guard any else { return false }
@@ -239,7 +239,7 @@ public final class Listener {
         }
         for worker in workers where worker.triedAt != flushes && worker.share > 0 {
             if send(count: worker.share, to: worker.channel) {
-                tallies[worker.pid, default: Tally()].sent &+= UInt32(worker.share)
+                worker.tally.sent &+= UInt32(worker.share)
                 sent(worker.share)
             } else {
                 worker.triedAt = flushes  // full (or gone): the rest goes elsewhere
@@ -251,8 +251,13 @@ public final class Listener {
     /// The first `count` pending connections are the receiver's: our copies close.
     func sent(_ count: Int) {
         pendingFDs.withUnsafeBufferPointer { closeDescriptors(UnsafeBufferPointer(rebasing: $0[0..<count])) }
-        pendingFDs.removeFirst(count)
-        pendingInfo.removeFirst(count)
+        if count == pendingFDs.count {
+            pendingFDs.removeAll(keepingCapacity: true)
+            pendingInfo.removeAll(keepingCapacity: true)
+        } else {
+            pendingFDs.removeFirst(count)
+            pendingInfo.removeFirst(count)
+        }
     }
 
     func batchDone() {
@@ -306,16 +311,16 @@ public final class Listener {
             switch message {
             case .released(let count, let worker, let total):
                 admissions.released(Int(count), by: index)
-                tallies[worker, default: Tally()].reported = total
+                tally(of: worker).reported = total
             case .releasedPeers(let peers, let worker, let total):
                 admissions.released(peers.count, by: index)
-                tallies[worker, default: Tally()].reported = total
+                tally(of: worker).reported = total
                 for peer in peers { releasePeer(peer) }
             case .workerChannel(let worker):
                 // A new worker, or (after this listener restarted, or a full release channel earlier)
                 // one this listener may already have: the newer copy replaces the older.
                 drop(worker)
-                workers.append(DirectWorker(pid: worker, channel: Channel(fd: fds[0])))
+                workers.append(DirectWorker(pid: worker, channel: Channel(fd: fds[0]), tally: tally(of: worker)))
             case .workerRetired(let worker):
                 drop(worker)
             case .managerGone:
@@ -330,6 +335,14 @@ public final class Listener {
                 Channel.reject(message, fds: fds, from: "workers (release channel)")
             }
         }
+    }
+
+    /// What this listener knows of `worker` (kept until the worker is gone).
+    func tally(of worker: UInt32) -> Tally {
+        if let tally = tallies[worker] { return tally }
+        let tally = Tally()
+        tallies[worker] = tally
+        return tally
     }
 
     /// Stops handing `worker` connections and closes this listener's copy of its connection channel.
@@ -446,21 +459,24 @@ public final class Listener {
 final class DirectWorker {
     let pid: UInt32
     let channel: Channel
+    /// The listener's tally of it (the same object as in `tallies`, reached here without a lookup).
+    let tally: Tally
     /// The flush that last found its channel full (tried once per flush).
     var triedAt = 0
     /// In a flush: this listener's connections open on it, and how many of the batch it gets.
     var load = 0
     var share = 0
 
-    init(pid: UInt32, channel: Channel) {
+    init(pid: UInt32, channel: Channel, tally: Tally) {
         self.pid = pid
         self.channel = channel
+        self.tally = tally
     }
 }
 
 /// What one listener knows of one worker: the connections it handed it, and the running total of
 /// closes the worker reported (both wrapping).
-struct Tally {
+final class Tally {
     var sent: UInt32 = 0
     var reported: UInt32 = 0
     /// This listener's connections open on the worker (those the manager handed it and the worker has
