@@ -67,8 +67,8 @@ extension Supervisor {
     /// Once no listener will run again: what waits unread on their release channels is dropped. A
     /// worker's connection channel passed to a listener that never read it is still open in the queue,
     /// and the worker, which finishes only when every sender has closed its end, would wait for it until
-    /// its deadline. (Done at every tick of the drain: the manager may start a worker until it reads its
-    /// own shutdown.)
+    /// its deadline. (Done at every pass of the loop while the manager drains: it may start a worker
+    /// until it reads its own shutdown.)
     func discardListenerMail() {
         for ends in releaseChannels {
             let copy = fcntl(ends.listenerEnd, F_DUPFD_CLOEXEC, 0)
