@@ -191,7 +191,6 @@ public final class Manager {
             return false
         }
         closeDescriptors(UnsafeBufferPointer(rebasing: sendFDs[0..<batch.count]))
-        worker.assigned += UInt64(batch.count)
         worker.assignedSinceBeat += batch.count
         return true
     }

@@ -8,9 +8,8 @@ final class WorkerHandle {
     let connections: Channel
     var pid: UInt32 { UInt32(truncatingIfNeeded: child.pid) }
     let startedAt: Int64
-    /// Connections this manager handed to the worker from its wait queue, in all, since the worker's
-    /// last heartbeat, and per admitting listener (wrapping). The listeners hand it the rest.
-    var assigned: UInt64 = 0
+    /// Connections this manager handed to the worker from its wait queue since the worker's last
+    /// heartbeat, and in all per admitting listener (wrapping). The listeners hand it the rest.
     var assignedSinceBeat = 0
     var assignedBy: [UInt32]
     /// The worker's last heartbeat.
