@@ -37,6 +37,8 @@ public final class Listener {
     var tallies: [UInt32: Tally] = [:]
     /// Each flush's number, to mark the workers whose channel was full in it.
     var flushes = 0
+    /// Where the next scan for the least-loaded worker starts (ties go round).
+    var rotation = 0
 
     var acceptedTotal: UInt32 = 0
     /// Accepted connections not yet taken by the manager's channel; owned here.
@@ -230,12 +232,16 @@ public final class Listener {
             any = true
         }
         guard any else { return false }
+        // Ties go round: the scan starts one worker further on each time, so sequential connections
+        // (each closed before the next) spread over the workers instead of all going to the first.
         for _ in 0..<pendingFDs.count {
             var best: DirectWorker?
-            for worker in workers where worker.triedAt != flushes && worker.load + worker.share < (best.map { $0.load + $0.share } ?? .max) {
-                best = worker
+            for step in 0..<workers.count {
+                let worker = workers[(rotation + step) % workers.count]
+                if worker.triedAt != flushes && worker.load + worker.share < (best.map { $0.load + $0.share } ?? .max) { best = worker }
             }
             best?.share += 1
+            rotation = rotation &+ 1 < workers.count ? rotation &+ 1 : 0
         }
         for worker in workers where worker.triedAt != flushes && worker.share > 0 {
             if send(count: worker.share, to: worker.channel) {
