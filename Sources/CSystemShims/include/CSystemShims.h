@@ -41,10 +41,6 @@ int cs_malloc_trim(void);
 int cs_prctl_set_child_subreaper(void);
 int cs_openat2(int directory, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 int cs_memfd_create(const char *name, unsigned int flags);
-/* TLS session ticket keys shared by the workers (see CSystemShims.c). */
-#define CS_TICKET_KEY_SIZE 80
-void cs_set_ticket_keys(const unsigned char *keys, int count);
-void cs_use_shared_ticket_keys(void *context);
 
 /* Counters shared between processes through a MAP_SHARED mapping (the listeners' admissions). */
 int64_t cs_atomic_add(int64_t *counter, int64_t delta);

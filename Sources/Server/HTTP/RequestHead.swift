@@ -1,10 +1,5 @@
 // What the parser makes of a request head: offsets into the bytes it was given, never copies.
 
-/// The request methods the parser knows. Others are syntactically valid but answered with 501.
-public enum HTTPMethod: UInt8, Sendable {
-    case get, head, post, put, delete, connect, options, trace, patch
-}
-
 /// A byte range inside the buffer that was parsed; empty when `start == end`.
 ///
 /// Stored as two 32-bit offsets (a head is at most a few dozen KiB), so the request head with its dozen

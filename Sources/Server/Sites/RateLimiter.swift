@@ -7,11 +7,7 @@
 /// connection to the least-loaded worker, so a client's keep-alive connection stays on one. Bounded at
 /// 65,536 addresses: past that, full buckets (idle clients) are forgotten first.
 struct RateLimiter {
-    struct Key: Hashable {
-        var family: UInt8
-        var high: UInt64
-        var low: UInt64
-    }
+    typealias Key = AddressKey
     struct Bucket {
         /// Thousandths of a request.
         var tokens: Int64

@@ -25,20 +25,23 @@ extension Supervisor {
                     fds: ListenerSlot.arrange(
                         [(.supervisor, theirs), (.connections, listenerManager.listenerEnd), (.release, releaseChannels[slot.index].listenerEnd),
                          (.config, configFD), (.admissions, admissionsFD)],
-                        then: own))
+                        then: own),
+                    image: executables?.core)
             case .acme:
                 process = try Spawner.spawn(
                     role: .acme, arguments: ["--parent", "\(getpid())"],
                     fds: AcmeSlot.arrange([(.supervisor, theirs), (.config, configFD)]))
             case .manager, .worker:
+                guard let serverImage = executables?.server else { throw SystemError(call: "open(\(Spawner.executable))", errno: EBADF) }
                 let accessLog = logs.accessLogFD >= 0 ? logs.accessLogFD : nil
                 process = try Spawner.spawn(
                     role: .manager,
                     arguments: ["--parent", "\(getpid())", "--listeners", "\(releaseChannels.count)"] + (accessLog == nil ? [] : ["--access-log"]),
                     fds: ManagerSlot.arrange(
-                        [(.supervisor, theirs), (.connections, listenerManager.managerEnd), (.config, configFD)]
+                        [(.supervisor, theirs), (.connections, listenerManager.managerEnd), (.config, configFD), (.server, serverImage)]
                             + (accessLog.map { [(.accessLog, $0)] } ?? []),
-                        then: releaseChannels.map(\.workerEnd)))
+                        then: releaseChannels.map(\.workerEnd)),
+                    image: executables?.core)
             }
             let channel = Channel(fd: mine)
             if slot === manager && !ticketKeys.isEmpty { _ = try? channel.send(.ticketKeys(ticketKeys.bytes)) }

@@ -37,6 +37,8 @@ public final class Supervisor {
     let pidFile: PidFile
     let logs = ServerLogs()
     var configFD: Int32 = -1
+    /// The executables the children run (`Executables`), open from the start.
+    var executables: Executables?
     var ticketKeys = TicketKeys()
     /// Watches the certificate files so a replaced certificate is reloaded without a signal.
     var certificateWatch: CertificateWatch?
@@ -78,7 +80,7 @@ public final class Supervisor {
     var readyFD: Int32
 
     /// Exit status of a child that found its configuration unusable: never restarted.
-    public static let configErrorExit: Int32 = 78
+    public static let configErrorExit = ChildMain.configErrorExit
     /// Exit status after the listener or the manager crash-looped (EX_SOFTWARE): the server stopped
     /// itself, and a service manager should start it again.
     public static let crashLoopExit: Int32 = 70
@@ -108,6 +110,13 @@ public final class Supervisor {
         _ = cs_prctl_set_name("ws-supervisor")
         try pidFile.lock(inherited: inherited.pidFile)
         Privileges.raiseDescriptorLimit(for: config)
+        let executables = try Executables.open()
+        self.executables = executables
+        if executables.core != nil {
+            log.info("the listener and the manager run from \(executables.coreDescription)")
+        } else {
+            log.warning("the listener and the manager run from this executable, each with about 1 MiB more memory: \(executables.coreDescription)")
+        }
         try sockets.open(config, passed: Systemd.activatedSockets() + inherited.sockets, fromUpgrade: !inherited.sockets.isEmpty)
         listenersAsConfigured = config.listeners
         config = sockets.listening(sockets.usable(config))

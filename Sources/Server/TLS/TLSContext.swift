@@ -1,4 +1,5 @@
 import CSystemShims
+import CTicketKeys
 import COpenSSL
 import Glibc
 

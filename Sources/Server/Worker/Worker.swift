@@ -1,4 +1,5 @@
 import CSystemShims
+import CTicketKeys
 import Glibc
 
 /// A worker process: one epoll loop over its connections, its channel to the manager, a 250 ms ticker
