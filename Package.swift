@@ -109,6 +109,8 @@ let package = Package(
             name: "webserver",
             dependencies: [
                 "Server",
+                // Built with it (`swift run webserver` too): the supervisor runs its listener and manager.
+                "webserver-core",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings + functionSections,
