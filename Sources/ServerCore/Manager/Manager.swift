@@ -8,9 +8,9 @@ import Glibc
 /// worker's channel full), and hands it to the least-loaded worker.
 ///
 /// Fd slots (`ManagerSlot`): its channel to the supervisor, the receive end of the listeners' channel,
-/// the config memfd, the access log when there is one, then the workers' end of each listener's release
-/// channel (passed on to every worker). Owns the connections in its wait queue until a worker's channel
-/// takes them.
+/// the config memfd, the server's executable (workers are started from it), the access log when there
+/// is one, then the workers' end of each listener's release channel (passed on to every worker). Owns
+/// the connections in its wait queue until a worker's channel takes them.
 public final class Manager {
     package var config: ServerConfig
     package let poller: Poller

@@ -1,4 +1,5 @@
-/// The processes below the supervisor, each the same executable started with `--role=ROLE`.
+/// The processes below the supervisor, each started with `--role=ROLE`: the listener and the manager
+/// from webserver-core, the worker and the ACME process from webserver (`Executables`).
 public enum Role: String, Sendable, CaseIterable {
     case listener
     case manager
