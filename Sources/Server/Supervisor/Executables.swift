@@ -78,9 +78,4 @@ struct Executables {
         child.closePidfd()
         return String(decoding: text, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == " " }).first.map(String.init) ?? ""
     }
-
-    func close() {
-        closeDescriptor(server)
-        if let core { closeDescriptor(core) }
-    }
 }
