@@ -5,7 +5,7 @@ import Glibc
 /// upgrade that replaces the files on disk never mixes two builds in one tree.
 ///
 /// The listener and the manager run from webserver-core: a small executable without Foundation and
-/// OpenSSL, so neither process maps, relocates and keeps resident what it never calls (about 1 MiB each
+/// OpenSSL, so neither process maps, relocates and keeps resident what it never calls (about 1.5 MiB each
 /// at rest: docs/performance-log.md, twelfth session). The supervisor, the workers and the ACME process
 /// run from this executable, which the manager starts workers from (it gets an fd of it in
 /// `ManagerSlot.server`). Without a webserver-core of this build, the listener and the manager run from

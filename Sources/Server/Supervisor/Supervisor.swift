@@ -115,7 +115,7 @@ public final class Supervisor {
         if executables.core != nil {
             log.info("the listener and the manager run from \(executables.coreDescription)")
         } else {
-            log.warning("the listener and the manager run from this executable, each with about 1 MiB more memory: \(executables.coreDescription)")
+            log.warning("the listener and the manager run from this executable, each with about 1.5 MiB more memory: \(executables.coreDescription)")
         }
         try sockets.open(config, passed: Systemd.activatedSockets() + inherited.sockets, fromUpgrade: !inherited.sockets.isEmpty)
         listenersAsConfigured = config.listeners

@@ -46,65 +46,59 @@ package enum JSONValue {
     }
 }
 
-/// What an encoder writes into: a scalar's text, or an array's or an object's nodes (in order).
+/// What an encoder writes into: a scalar's text, or an array's or an object's nodes (in order). The
+/// children are stored properties, so adding one does not copy its siblings.
 package final class EncodingNode {
-    package enum Shape {
-        case unset
-        case scalar([UInt8])
-        case array([EncodingNode])
-        case object(keys: [String], members: [String: EncodingNode])
-    }
-    package var shape = Shape.unset
+    package enum Kind { case unset, scalar, array, object }
+    package var kind = Kind.unset
+    package var scalar: [UInt8] = []
+    package var elements: [EncodingNode] = []
+    package var keys: [String] = []
+    package var members: [String: EncodingNode] = [:]
 
-    package func makeObject() {
-        if case .object = shape { return }
-        shape = .object(keys: [], members: [:])
+    package func set(_ text: [UInt8]) {
+        kind = .scalar
+        scalar = text
     }
 
-    package func makeArray() {
-        if case .array = shape { return }
-        shape = .array([])
-    }
+    package func makeObject() { kind = .object }
+
+    package func makeArray() { kind = .array }
 
     /// The member `key` of this object (made, and placed last, when new).
     package func member(_ key: String) -> EncodingNode {
-        guard case .object(var keys, var members) = shape else { preconditionFailure("not an object") }
+        precondition(kind == .object, "not an object")
         if let node = members[key] { return node }
         let node = EncodingNode()
         keys.append(key)
         members[key] = node
-        shape = .object(keys: keys, members: members)
         return node
     }
 
     /// A new last element of this array.
     package func append() -> EncodingNode {
-        guard case .array(var elements) = shape else { preconditionFailure("not an array") }
+        precondition(kind == .array, "not an array")
         let node = EncodingNode()
         elements.append(node)
-        shape = .array(elements)
         return node
     }
 
-    package var count: Int {
-        if case .array(let elements) = shape { return elements.count }
-        return 0
-    }
+    package var count: Int { kind == .array ? elements.count : 0 }
 
     package func write(into out: inout [UInt8]) {
-        switch shape {
+        switch kind {
         case .unset:
             out += "{}".utf8
-        case .scalar(let text):
-            out += text
-        case .array(let elements):
+        case .scalar:
+            out += scalar
+        case .array:
             out.append(UInt8(ascii: "["))
             for (index, element) in elements.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
                 element.write(into: &out)
             }
             out.append(UInt8(ascii: "]"))
-        case .object(let keys, let members):
+        case .object:
             out.append(UInt8(ascii: "{"))
             for (index, key) in keys.enumerated() {
                 if index > 0 { out.append(UInt8(ascii: ",")) }
@@ -164,7 +158,7 @@ package struct KeyedEncoder<Key: CodingKey>: KeyedEncodingContainerProtocol {
     package var codingPath: [any CodingKey]
 
     package mutating func encodeNil(forKey key: Key) throws {
-        node.member(key.stringValue).shape = .scalar(Array("null".utf8))
+        node.member(key.stringValue).set(Array("null".utf8))
     }
 
     package mutating func encode<T: Encodable>(_ value: T, forKey key: Key) throws {
@@ -194,7 +188,7 @@ package struct UnkeyedEncoder: UnkeyedEncodingContainer {
     package var count: Int { node.count }
 
     package mutating func encodeNil() throws {
-        node.append().shape = .scalar(Array("null".utf8))
+        node.append().set(Array("null".utf8))
     }
 
     package mutating func encode<T: Encodable>(_ value: T) throws {
@@ -222,7 +216,7 @@ package struct ScalarEncoder: SingleValueEncodingContainer {
     package let node: EncodingNode
     package var codingPath: [any CodingKey]
 
-    private func set(_ text: String) { node.shape = .scalar(Array(text.utf8)) }
+    private func set(_ text: String) { node.set(Array(text.utf8)) }
     private func integer(_ value: some BinaryInteger) { set(String(value)) }
 
     package mutating func encodeNil() throws { set("null") }
@@ -230,7 +224,7 @@ package struct ScalarEncoder: SingleValueEncodingContainer {
     package mutating func encode(_ value: String) throws {
         var out: [UInt8] = []
         EncodingNode.quote(value, into: &out)
-        node.shape = .scalar(out)
+        node.set(out)
     }
     package mutating func encode(_ value: Double) throws {
         guard value.isFinite else {
