@@ -74,4 +74,114 @@ import Testing
         })
         #expect(held, "the supervisor has no open /proc/\(supervisor)/pagemap")
     }
+
+    /// An idle HTTP/2 connection holds no outbound frame buffer (libnghttp2 allocates 16 KiB for every
+    /// session): its pages go back a few hundred milliseconds after the last frame, come back when the
+    /// connection is used again, and the connection answers as before.
+    @Test func idleHTTP2ConnectionsGiveBackTheirFrameBuffers() throws {
+        let certificates = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: certificates)
+        var body = [UInt8](repeating: 0, count: 40_000)
+        for index in body.indices { body[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
+        let server = try TestServer(
+            config: "workers: {min: 1, max: 1}\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n",
+            site: { site in
+                try TestServer.defaultSite(site)
+                try Data(body).write(to: site.appendingPathComponent("body.bin"))
+            }
+        ).start()
+        defer { server.stop() }
+        let tls = try #require(server.tlsPort)
+        let worker = try #require(server.pids(of: "worker").first)
+        let connections = 200
+        // Each round sends one GET on every connection, then reads every answer and checks its status
+        // and body against the file; "ok" once all are right. A line on stdin starts the next round.
+        let script = """
+            import socket, ssl, sys
+            import h2.config, h2.connection, h2.events
+            port, count, site = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+            ctx.set_alpn_protocols(["h2"])
+            held = []
+            for _ in range(count):
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+                c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+                c.initiate_connection()
+                s.sendall(c.data_to_send())
+                held.append((s, c))
+            def round(path):
+                expected = open(site + path, "rb").read()
+                ids = []
+                for s, c in held:
+                    sid = c.get_next_available_stream_id()
+                    c.send_headers(sid, [(":method", "GET"), (":scheme", "https"), (":path", path), (":authority", "localhost")], end_stream=True)
+                    s.sendall(c.data_to_send())
+                    ids.append(sid)
+                for (s, c), sid in zip(held, ids):
+                    status, body, done = None, b"", False
+                    while not done:
+                        data = s.recv(65536)
+                        if not data:
+                            sys.exit(f"closed before stream {sid} of {path} ended")
+                        for event in c.receive_data(data):
+                            if isinstance(event, h2.events.ResponseReceived):
+                                status = dict(event.headers)[b":status"]
+                            elif isinstance(event, h2.events.DataReceived):
+                                body += event.data
+                                c.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                            elif isinstance(event, h2.events.StreamEnded) and event.stream_id == sid:
+                                done = True
+                        s.sendall(c.data_to_send())
+                    if status != b"200" or body != expected:
+                        sys.exit(f"{path} on stream {sid}: status {status}, {len(body)} bytes, expected {len(expected)}")
+                print("ok", flush=True)
+            round("/index.html")
+            for path in ("/body.bin", "/body.bin"):
+                sys.stdin.readline()
+                round(path)
+            sys.stdin.readline()
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-c", script, String(tls), String(connections), server.site.path]
+        let input = Pipe()
+        let output = Pipe()
+        let errors = try temporaryDirectory().appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = try FileHandle(forWritingTo: errors)
+        try process.run()
+        defer { if process.isRunning { process.terminate() } }
+        func said() -> String { (try? String(contentsOf: errors, encoding: .utf8)) ?? "" }
+        var printed = ""
+        var rounds = 0
+        /// Whether the script said "ok" for one more round (false when it ended first).
+        func roundEnded() -> Bool {
+            rounds += 1
+            while printed.components(separatedBy: "ok\n").count - 1 < rounds {
+                let data = output.fileHandleForReading.availableData
+                if data.isEmpty { return false }
+                printed += String(decoding: data, as: UTF8.self)
+            }
+            return true
+        }
+        func nextRound() { input.fileHandleForWriting.write(Data("\n".utf8)) }
+        #expect(roundEnded(), "the first requests were not all answered: \(said())")
+        // Used, then quiet: the buffers come back with the next frames and go again.
+        for round in 2...3 {
+            usleep(1_500_000)
+            nextRound()
+            #expect(roundEnded(), "round \(round): not every connection answered after its quiet time: \(said())")
+            let used = MemoryTests.anonymousKiB(worker)
+            var quiet = used
+            #expect(waitUntil(seconds: 5) {
+                quiet = MemoryTests.anonymousKiB(worker)
+                return used - quiet >= connections * 2
+            }, "round \(round): \(used) KiB right after \(connections) HTTP/2 connections answered, \(quiet) KiB once they were quiet")
+        }
+        nextRound()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+    }
 }

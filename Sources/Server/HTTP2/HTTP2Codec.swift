@@ -208,6 +208,7 @@ final class HTTP2Codec {
             case .done: session.progressed = true
             }
         }
+        session.frameBuffer.pointee.resident = true
         while true {
             buffered = 0
             while buffered < HTTP2Codec.fillTarget {

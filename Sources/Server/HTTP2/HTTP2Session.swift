@@ -1,4 +1,5 @@
 import CNghttp2
+import Glibc
 
 /// One connection's HTTP/2 state: libnghttp2's session (framing, HPACK, flow control, stream states,
 /// the RFC 9113 message checks), the streams it carries, and the request header block being received.
@@ -47,22 +48,43 @@ final class HTTP2Session {
     var resetRefilled: Int64 = 0
     /// Something finished this turn (a stream, or bytes went out): the phase's deadline starts again.
     var progressed = false
+    /// The library's outbound frame buffer, and whether its pages may be resident (see `FrameBuffer`).
+    let frameBuffer: UnsafeMutablePointer<FrameBuffer>
+    /// How long a connection stays idle before its frame buffer goes (the worker looks every 250 ms, so
+    /// it goes 250-500 ms after the last frame): a browser's next request after a page has loaded
+    /// usually comes later than that, and a busy connection never pays the page faults.
+    static let quietMilliseconds: Int64 = 250
 
     init?(connection: Connection, codec: HTTP2Codec) {
         self.connection = connection
         codecReference = Unmanaged.passUnretained(codec)
         resetTokens = Double(codec.settings.resetBurst)
         resetRefilled = codec.now
+        frameBuffer = .allocate(capacity: 1)
+        frameBuffer.initialize(to: FrameBuffer())
+        var memory = nghttp2_mem(
+            mem_user_data: UnsafeMutableRawPointer(frameBuffer), malloc: FrameBuffer.allocate, free: FrameBuffer.free,
+            calloc: FrameBuffer.allocateZeroed, realloc: FrameBuffer.reallocate)
         var pointer: OpaquePointer?
-        guard nghttp2_session_server_new2(&pointer, codec.callbacks, Unmanaged.passUnretained(self).toOpaque(), codec.options) == 0,
-            let pointer
-        else { return nil }
+        frameBuffer.pointee.creating = true
+        let created = nghttp2_session_server_new3(&pointer, codec.callbacks, Unmanaged.passUnretained(self).toOpaque(), codec.options, &memory)
+        frameBuffer.pointee.creating = false
+        guard created == 0, let pointer else { return nil }
         session = pointer
     }
 
     deinit {
         if let session { nghttp2_session_del(session) }
+        frameBuffer.deallocate()
         for stream in streams { stream.releaseBody() }
+    }
+
+    /// Gives the pages of the library's frame buffer back to the kernel, when nothing is waiting to be
+    /// framed: an idle connection then holds none of its 16 KiB (`HTTP2Codec.send` marks it resident
+    /// again; the next frame written into it costs a page fault or two).
+    func releaseFrameBuffer() {
+        guard frameBuffer.pointee.resident, nghttp2_session_want_write(session) == 0 else { return }
+        frameBuffer.pointee.release()
     }
 
     /// A HEADERS frame begins on client stream `id`: a new id is remembered; one below the last that
@@ -104,5 +126,63 @@ final class HTTP2Session {
     var isDone: Bool {
         (goingAway && streams.isEmpty && nghttp2_session_want_write(session) == 0)
             || (nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0)
+    }
+}
+
+/// libnghttp2's outbound frame buffer, given pages of its own so that an idle connection can give them
+/// back. The library allocates it when the session is made (16,394 bytes: the largest frame it writes,
+/// NGHTTP2_FRAMEBUF_CHUNKLEN in 1.52) and keeps it for the session's life, and it is the bulk of what a
+/// session holds (the rest: about 3 KiB of state, the 4 KiB stream table and the HPACK tables). Every
+/// frame is serialised into it and handed out by `nghttp2_session_mem_send`, which the codec copies at
+/// once; with nothing left to send (`nghttp2_session_want_write` is 0) what it holds is frames already
+/// copied, so its pages can go (MADV_DONTNEED: zeros when next touched).
+///
+/// The session's allocator (`nghttp2_mem`, with this record as its user data) hands the library
+/// glibc's malloc for everything, except the one allocation of at least 16 KiB made while the session
+/// is created: that one is page-aligned, so its whole pages are its own. Should a later library
+/// allocate differently, nothing is found and nothing is given back (the memory test says so).
+struct FrameBuffer {
+    var creating = false
+    var start: UnsafeMutableRawPointer?
+    var size = 0
+    var resident = true
+
+    static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+    static let minimumSize = 16 * 1024
+
+    mutating func release() {
+        resident = false
+        guard let start else { return }
+        let length = size & ~(FrameBuffer.pageSize - 1)
+        if length > 0 { madvise(start, length, MADV_DONTNEED) }
+    }
+
+    static let allocate: nghttp2_malloc = { size, user in
+        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
+        if size >= minimumSize && record.pointee.creating && record.pointee.start == nil {
+            var pointer: UnsafeMutableRawPointer?
+            guard posix_memalign(&pointer, pageSize, size) == 0 else { return nil }
+            record.pointee.start = pointer
+            record.pointee.size = size
+            return pointer
+        }
+        return Glibc.malloc(size)
+    }
+
+    static let allocateZeroed: nghttp2_calloc = { count, size, _ in Glibc.calloc(count, size) }
+
+    static let free: nghttp2_free = { pointer, user in
+        guard let pointer else { return }
+        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
+        if pointer == record.pointee.start { record.pointee.start = nil }
+        Glibc.free(pointer)
+    }
+
+    /// The library allocates its buffers with realloc(NULL, size) (`nghttp2_buf_reserve`).
+    static let reallocate: nghttp2_realloc = { pointer, size, user in
+        guard let pointer else { return allocate(size, user) }
+        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
+        if pointer == record.pointee.start { record.pointee.start = nil }
+        return Glibc.realloc(pointer, size)
     }
 }

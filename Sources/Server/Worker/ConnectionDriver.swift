@@ -486,9 +486,18 @@ final class ConnectionDriver {
     // MARK: Deadlines and draining
 
     /// Ends the phases whose deadline has passed: a head that did not arrive in time gets 408 and a
-    /// lingering close; anything else closes.
+    /// lingering close; anything else closes. HTTP/2 connections idle for at least
+    /// `HTTP2Session.quietMilliseconds` give back libnghttp2's frame buffer.
     func expireDeadlines() {
-        for case let connection? in connections where connection.deadline <= now {
+        for case let connection? in connections {
+            guard connection.deadline <= now else {
+                if let session = connection.http2, connection.phase == .idle, session.frameBuffer.pointee.resident,
+                    now - (connection.deadline - timeouts.idle) >= HTTP2Session.quietMilliseconds
+                {
+                    session.releaseFrameBuffer()
+                }
+                continue
+            }
             if let session = connection.http2 {
                 http2.expire(connection, session, self)
                 continue
