@@ -61,14 +61,11 @@ final class HTTP2Session {
         resetTokens = Double(codec.settings.resetBurst)
         resetRefilled = codec.now
         frameBuffer = .allocate(capacity: 1)
-        frameBuffer.initialize(to: FrameBuffer())
-        var memory = nghttp2_mem(
-            mem_user_data: UnsafeMutableRawPointer(frameBuffer), malloc: FrameBuffer.allocate, free: FrameBuffer.free,
-            calloc: FrameBuffer.allocateZeroed, realloc: FrameBuffer.reallocate)
+        frameBuffer.initialize(to: FrameBuffer(creating: 1, resident: 1, start: nil, size: 0))
+        var memory = cnghttp2_session_memory(frameBuffer)
         var pointer: OpaquePointer?
-        frameBuffer.pointee.creating = true
         let created = nghttp2_session_server_new3(&pointer, codec.callbacks, Unmanaged.passUnretained(self).toOpaque(), codec.options, &memory)
-        frameBuffer.pointee.creating = false
+        frameBuffer.pointee.creating = 0
         guard created == 0, let pointer else { return nil }
         session = pointer
     }
@@ -83,7 +80,7 @@ final class HTTP2Session {
     /// framed: an idle connection then holds none of its 16 KiB (`HTTP2Codec.send` marks it resident
     /// again; the next frame written into it costs a page fault or two).
     func releaseFrameBuffer() {
-        guard frameBuffer.pointee.resident, nghttp2_session_want_write(session) == 0 else { return }
+        guard frameBuffer.pointee.resident != 0, nghttp2_session_want_write(session) == 0 else { return }
         frameBuffer.pointee.release()
     }
 
@@ -137,52 +134,21 @@ final class HTTP2Session {
 /// once; with nothing left to send (`nghttp2_session_want_write` is 0) what it holds is frames already
 /// copied, so its pages can go (MADV_DONTNEED: zeros when next touched).
 ///
-/// The session's allocator (`nghttp2_mem`, with this record as its user data) hands the library
-/// glibc's malloc for everything, except the one allocation of at least 16 KiB made while the session
-/// is created: that one is page-aligned, so its whole pages are its own. Should a later library
-/// allocate differently, nothing is found and nothing is given back (the memory test says so).
-struct FrameBuffer {
-    var creating = false
-    var start: UnsafeMutableRawPointer?
-    var size = 0
-    var resident = true
+/// The session's allocator (`cnghttp2_session_memory`, in C since the library calls it for every
+/// allocation, with this record as its user data) is glibc's malloc for everything except the one
+/// allocation of at least 16 KiB made while the session is created: that one is page-aligned, so its
+/// whole pages are its own. Should a later library allocate differently, nothing is found and nothing
+/// is given back (the memory test says so).
+typealias FrameBuffer = cnghttp2_frame_buffer
 
+extension cnghttp2_frame_buffer {
     static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
-    static let minimumSize = 16 * 1024
 
+    /// Gives the buffer's whole pages back.
     mutating func release() {
-        resident = false
+        resident = 0
         guard let start else { return }
         let length = size & ~(FrameBuffer.pageSize - 1)
         if length > 0 { madvise(start, length, MADV_DONTNEED) }
-    }
-
-    static let allocate: nghttp2_malloc = { size, user in
-        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
-        if size >= minimumSize && record.pointee.creating && record.pointee.start == nil {
-            var pointer: UnsafeMutableRawPointer?
-            guard posix_memalign(&pointer, pageSize, size) == 0 else { return nil }
-            record.pointee.start = pointer
-            record.pointee.size = size
-            return pointer
-        }
-        return Glibc.malloc(size)
-    }
-
-    static let allocateZeroed: nghttp2_calloc = { count, size, _ in Glibc.calloc(count, size) }
-
-    static let free: nghttp2_free = { pointer, user in
-        guard let pointer else { return }
-        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
-        if pointer == record.pointee.start { record.pointee.start = nil }
-        Glibc.free(pointer)
-    }
-
-    /// The library allocates its buffers with realloc(NULL, size) (`nghttp2_buf_reserve`).
-    static let reallocate: nghttp2_realloc = { pointer, size, user in
-        guard let pointer else { return allocate(size, user) }
-        let record = user!.assumingMemoryBound(to: FrameBuffer.self)
-        if pointer == record.pointee.start { record.pointee.start = nil }
-        return Glibc.realloc(pointer, size)
     }
 }

@@ -491,7 +491,7 @@ final class ConnectionDriver {
     func expireDeadlines() {
         for case let connection? in connections {
             guard connection.deadline <= now else {
-                if let session = connection.http2, connection.phase == .idle, session.frameBuffer.pointee.resident,
+                if let session = connection.http2, connection.phase == .idle, session.frameBuffer.pointee.resident != 0,
                     now - (connection.deadline - timeouts.idle) >= HTTP2Session.quietMilliseconds
                 {
                     session.releaseFrameBuffer()
