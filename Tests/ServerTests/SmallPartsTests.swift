@@ -112,3 +112,42 @@ import Glibc
         #expect(walk("a/b/file.txt/x") == ENOTDIR || walk("a/b/file.txt/x") == ELOOP)
     }
 }
+
+/// Response field names go into HPACK in lowercase (RFC 9113 section 8.2.1), lowered eight bytes at a
+/// time: every length and colon position, every byte value, and a limit that ends before the colon.
+@Suite struct LowercaseNameTests {
+    func lowered(_ line: [UInt8], limit: Int? = nil) -> (Int?, [UInt8]) {
+        let target = UnsafeMutablePointer<UInt8>.allocate(capacity: line.count + 8)
+        defer { target.deallocate() }
+        target.initialize(repeating: 0, count: line.count + 8)
+        let length = line.withUnsafeBufferPointer { HTTP2Codec.lowercaseName($0.baseAddress!, limit ?? line.count, into: target) }
+        return (length, Array(UnsafeBufferPointer(start: target, count: length ?? 0)))
+    }
+
+    @Test func everyLengthAndColonPosition() {
+        let letters = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_0123456789@[`{~".utf8)
+        for length in 0...40 {
+            let name = (0..<length).map { letters[($0 * 7 + length) % letters.count] }
+            let line = name + Array(": Value: X\r\n".utf8)
+            let (found, bytes) = lowered(line)
+            #expect(found == length, "length \(length)")
+            #expect(bytes == name.map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }, "length \(length)")
+        }
+    }
+
+    @Test func everyByteValue() {
+        for byte in 0...255 where byte != 0x3a {
+            let line = [UInt8](repeating: UInt8(byte), count: 11) + Array(":x".utf8)
+            let (found, bytes) = lowered(line)
+            let expected: UInt8 = byte >= 65 && byte <= 90 ? UInt8(byte) | 0x20 : UInt8(byte)
+            #expect(found == 11 && bytes == [UInt8](repeating: expected, count: 11), "byte \(byte)")
+        }
+    }
+
+    @Test func noColonWithinTheLimit() {
+        #expect(lowered(Array("Content-Type: text/html".utf8), limit: 12).0 == nil)
+        #expect(lowered(Array("Content-Type: text/html".utf8), limit: 13).0 == 12)
+        #expect(lowered(Array("no colon at all here".utf8)).0 == nil)
+        #expect(lowered(Array(":empty name".utf8)).0 == 0)
+    }
+}

@@ -151,17 +151,11 @@ extension HTTP2Codec {
                 guard let found = memchr(line, 10, end - line) else { break }
                 let lineEnd = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
                 let valueEnd = lineEnd > line && lineEnd[-1] == 13 ? lineEnd - 1 : lineEnd
-                var colon = line
-                while colon < valueEnd && colon.pointee != UInt8(ascii: ":") { colon += 1 }
-                let nameLength = colon - line
-                if colon < valueEnd && nameLength > 0 && lowered + nameLength <= namesEnd
-                    && !HTTP2Codec.isConnectionSpecific(line, nameLength) {
-                    var value = colon + 1
+                if let nameLength = HTTP2Codec.lowercaseName(line, min(valueEnd - line, namesEnd - lowered), into: lowered),
+                    nameLength > 0 && !HTTP2Codec.isConnectionSpecific(lowered, nameLength)
+                {
+                    var value = line + nameLength + 1
                     while value < valueEnd && (value.pointee == 0x20 || value.pointee == 0x09) { value += 1 }
-                    for offset in 0..<nameLength {
-                        let byte = line[offset]
-                        lowered[offset] = byte &- 65 < 26 ? byte | 0x20 : byte
-                    }
                     addField(&count, lowered, nameLength, value, valueEnd - value)
                     lowered += nameLength
                 }
@@ -193,6 +187,34 @@ extension HTTP2Codec {
             name: UnsafeMutablePointer(mutating: name), value: UnsafeMutablePointer(mutating: value), namelen: nameLength,
             valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
         count += 1
+    }
+
+    /// Copies the field name at `line` (the bytes before its colon, within `limit` bytes) into `target`
+    /// in lowercase, eight bytes at a time; its length, or nil when there is no colon within `limit`.
+    /// `target` gets up to `limit` bytes (bytes after the name's are left for the next name to overwrite).
+    @inline(__always)
+    static func lowercaseName(_ line: UnsafePointer<UInt8>, _ limit: Int, into target: UnsafeMutablePointer<UInt8>) -> Int? {
+        var offset = 0
+        while offset + 8 <= limit {
+            let word = UInt64(littleEndian: UnsafeRawPointer(line + offset).loadUnaligned(as: UInt64.self))
+            // A byte from 'A' to 'Z' (high bit clear) gets 0x20: in each byte of `ascii`, adding 0x25
+            // sets the high bit above 'Z' and adding 0x3f from 'A' on, with no carry between bytes.
+            let ascii = word & 0x7f7f_7f7f_7f7f_7f7f
+            let upper = ((ascii &+ 0x3f3f_3f3f_3f3f_3f3f) ^ (ascii &+ 0x2525_2525_2525_2525)) & ~word & 0x8080_8080_8080_8080
+            UnsafeMutableRawPointer(target + offset).storeBytes(of: (word | (upper >> 2)).littleEndian, as: UInt64.self)
+            // The first ':' is the lowest zero byte of `word ^ ':'` (a borrow only marks bytes above it).
+            let colons = word ^ 0x3a3a_3a3a_3a3a_3a3a
+            let zero = (colons &- 0x0101_0101_0101_0101) & ~colons & 0x8080_8080_8080_8080
+            if zero != 0 { return offset + zero.trailingZeroBitCount >> 3 }
+            offset += 8
+        }
+        while offset < limit {
+            let byte = line[offset]
+            if byte == UInt8(ascii: ":") { return offset }
+            target[offset] = byte &- 65 < 26 ? byte | 0x20 : byte
+            offset += 1
+        }
+        return nil
     }
 
     /// Connection, Keep-Alive, Proxy-Connection, Transfer-Encoding and Upgrade: HTTP/1.1's own fields,
