@@ -14,17 +14,27 @@ extension HTTP2Codec {
         Unmanaged<HTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
     }
 
-    /// Runs `body` with the codec, the session of `userData` and the stream `id` of `library` (nil:
-    /// not ours).
+    /// Runs `body` with the codec, the session of `userData` and the stream `id` of `library` (nothing
+    /// when it is not ours). The stream of the last call is at hand (`HTTP2Session.recentStream`): a
+    /// request's callbacks (each of its fields, the end of its header block, its last frame sent) come
+    /// one after another for one stream, and the library's lookup is a hash table search each time.
     @inline(__always)
     static func with(
         _ library: OpaquePointer?, _ id: Int32, _ userData: UnsafeMutableRawPointer?,
         _ body: (HTTP2Codec, HTTP2Session, HTTP2Stream) -> Int32
     ) -> Int32 {
-        guard let pointer = nghttp2_session_get_stream_user_data(library, id) else { return 0 }
-        return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
-            session.codecReference._withUnsafeGuaranteedRef { codec in
-                Unmanaged<HTTP2Stream>.fromOpaque(pointer)._withUnsafeGuaranteedRef { stream in body(codec, session, stream) }
+        Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
+            let stream: Unmanaged<HTTP2Stream>
+            if let recent = session.recentStream, session.recentID == id {
+                stream = recent
+            } else {
+                guard let pointer = nghttp2_session_get_stream_user_data(library, id) else { return 0 }
+                stream = Unmanaged<HTTP2Stream>.fromOpaque(pointer)
+                session.recentStream = stream
+                session.recentID = id
+            }
+            return session.codecReference._withUnsafeGuaranteedRef { codec in
+                stream._withUnsafeGuaranteedRef { stream in body(codec, session, stream) }
             }
         }
     }
@@ -70,6 +80,8 @@ extension HTTP2Codec {
         let stream = pool.popLast() ?? HTTP2Stream()
         stream.reset(id: id)
         session.add(stream)
+        session.recentStream = Unmanaged.passUnretained(stream)
+        session.recentID = id
         nghttp2_session_set_stream_user_data(session.session, id, Unmanaged.passUnretained(stream).toOpaque())
         requestCount = 0
         pseudoCount = 0

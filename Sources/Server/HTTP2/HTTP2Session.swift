@@ -17,6 +17,10 @@ final class HTTP2Session {
     /// Open streams that have a request (each knows its slot here; the library finds them by id
     /// through their stream user data).
     var streams: [HTTP2Stream] = []
+    /// The open stream the last callback was about, and its id (`HTTP2Codec.with`): unretained, as the
+    /// library's stream user data is, and forgotten when the stream closes.
+    var recentStream: Unmanaged<HTTP2Stream>?
+    var recentID: Int32 = 0
     /// A header block has begun and not ended: the header deadline runs.
     var receivingHeaders = false
     /// A header block that did not end in one read: what the codec had gathered of it, kept until the
@@ -112,6 +116,7 @@ final class HTTP2Session {
     /// Removes a stream that closed (the last one takes its slot).
     @inline(__always)
     func remove(_ stream: HTTP2Stream) {
+        if recentStream?.toOpaque() == Unmanaged.passUnretained(stream).toOpaque() { recentStream = nil }
         let last = streams.removeLast()
         if last !== stream {
             streams[stream.slot] = last
