@@ -144,6 +144,15 @@ import Glibc
         }
     }
 
+    @Test func inPlaceOnlyTheNameChanges() {
+        for length in 0...20 {
+            var line = Array(String(repeating: "X", count: length).utf8) + Array(":ABC Def: GHI\r\n".utf8)
+            let found = line.withUnsafeMutableBufferPointer { HTTP2Codec.lowercaseName($0.baseAddress!, $0.count, into: $0.baseAddress!) }
+            #expect(found == length)
+            #expect(String(decoding: line, as: UTF8.self) == String(repeating: "x", count: length) + ":ABC Def: GHI\r\n", "length \(length)")
+        }
+    }
+
     @Test func noColonWithinTheLimit() {
         #expect(lowered(Array("Content-Type: text/html".utf8), limit: 12).0 == nil)
         #expect(lowered(Array("Content-Type: text/html".utf8), limit: 13).0 == 12)

@@ -128,6 +128,12 @@ extension HTTP2Codec {
     /// body as DATA frames read from the stream.
     private func submit(_ session: HTTP2Session, _ stream: HTTP2Stream, _ response: borrowing Response, _ exchange: Exchange) {
         var count = 0
+        // The library takes the fields without copying them (NGHTTP2_NV_FLAG_NO_COPY_*): what is not
+        // static goes into the stream's own storage, which stays until the stream closes, after its
+        // HEADERS frame is made. Names are lowered there, in place.
+        let fields = response.fields
+        let storage = stream.fieldStorage(HTTPDate.length + fields.count)
+        storage.update(from: date, count: HTTPDate.length)
         let statusName: StaticString = ":status"
         let statusLine = response.status.statusLine
         addField(&count, statusName.utf8Start, 7, statusLine.utf8Start + 9, 3)
@@ -135,29 +141,27 @@ extension HTTP2Codec {
         let serverValue: StaticString = "webserver"
         addField(&count, serverName.utf8Start, 6, serverValue.utf8Start, 9)
         let dateName: StaticString = "date"
-        addField(&count, dateName.utf8Start, 4, date, HTTPDate.length)
+        addField(&count, dateName.utf8Start, 4, storage, HTTPDate.length)
         let hstsName: StaticString = "strict-transport-security"
         if hstsLength > 0 && exchange.secure && !exchange.hostIsLocal {
             addField(&count, hstsName.utf8Start, 25, hstsValue, hstsLength)
         }
-        // Field lines "Name: value" CRLF, split and the names lowercased into `names`.
-        let fields = response.fields
-        if let start = fields.baseAddress?.assumingMemoryBound(to: UInt8.self) {
+        // Field lines "Name: value" CRLF, split, the connection-specific ones left out.
+        if let base = fields.baseAddress, fields.count > 0 {
+            let start = storage + HTTPDate.length
+            start.update(from: base.assumingMemoryBound(to: UInt8.self), count: fields.count)
             let end = start + fields.count
             var line = start
-            var lowered = names
-            let namesEnd = names + HTTP2Codec.namesCapacity
             while line < end {
                 guard let found = memchr(line, 10, end - line) else { break }
-                let lineEnd = UnsafePointer(found.assumingMemoryBound(to: UInt8.self))
+                let lineEnd = found.assumingMemoryBound(to: UInt8.self)
                 let valueEnd = lineEnd > line && lineEnd[-1] == 13 ? lineEnd - 1 : lineEnd
-                if let nameLength = HTTP2Codec.lowercaseName(line, min(valueEnd - line, namesEnd - lowered), into: lowered),
-                    nameLength > 0 && !HTTP2Codec.isConnectionSpecific(lowered, nameLength)
+                if let nameLength = HTTP2Codec.lowercaseName(line, valueEnd - line, into: line),
+                    nameLength > 0 && !HTTP2Codec.isConnectionSpecific(line, nameLength)
                 {
                     var value = line + nameLength + 1
                     while value < valueEnd && (value.pointee == 0x20 || value.pointee == 0x09) { value += 1 }
-                    addField(&count, lowered, nameLength, value, valueEnd - value)
-                    lowered += nameLength
+                    addField(&count, line, nameLength, value, valueEnd - value)
                 }
                 line = lineEnd + 1
             }
@@ -179,19 +183,21 @@ extension HTTP2Codec {
         }
     }
 
-    /// Adds a field to the response's header list (the library copies names and values).
+    /// Adds a field to the response's header list: a lowercase name and a value that stay as they are
+    /// until the stream closes (the library does not copy them).
     @inline(__always)
     func addField(_ count: inout Int, _ name: UnsafePointer<UInt8>, _ nameLength: Int, _ value: UnsafePointer<UInt8>, _ valueLength: Int) {
         guard count < HTTP2Codec.fieldListCapacity else { return }
         fieldList[count] = nghttp2_nv(
             name: UnsafeMutablePointer(mutating: name), value: UnsafeMutablePointer(mutating: value), namelen: nameLength,
-            valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            valuelen: valueLength, flags: UInt8(NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue))
         count += 1
     }
 
     /// Copies the field name at `line` (the bytes before its colon, within `limit` bytes) into `target`
     /// in lowercase, eight bytes at a time; its length, or nil when there is no colon within `limit`.
-    /// `target` gets up to `limit` bytes (bytes after the name's are left for the next name to overwrite).
+    /// `target` gets up to `limit` bytes: the bytes after the name are copied unchanged, so `target`
+    /// may be `line` itself.
     @inline(__always)
     static func lowercaseName(_ line: UnsafePointer<UInt8>, _ limit: Int, into target: UnsafeMutablePointer<UInt8>) -> Int? {
         var offset = 0
@@ -200,11 +206,13 @@ extension HTTP2Codec {
             // A byte from 'A' to 'Z' (high bit clear) gets 0x20: in each byte of `ascii`, adding 0x25
             // sets the high bit above 'Z' and adding 0x3f from 'A' on, with no carry between bytes.
             let ascii = word & 0x7f7f_7f7f_7f7f_7f7f
-            let upper = ((ascii &+ 0x3f3f_3f3f_3f3f_3f3f) ^ (ascii &+ 0x2525_2525_2525_2525)) & ~word & 0x8080_8080_8080_8080
-            UnsafeMutableRawPointer(target + offset).storeBytes(of: (word | (upper >> 2)).littleEndian, as: UInt64.self)
-            // The first ':' is the lowest zero byte of `word ^ ':'` (a borrow only marks bytes above it).
+            var upper = ((ascii &+ 0x3f3f_3f3f_3f3f_3f3f) ^ (ascii &+ 0x2525_2525_2525_2525)) & ~word & 0x8080_8080_8080_8080
+            // The first ':' is the lowest zero byte of `word ^ ':'` (a borrow only marks bytes above it);
+            // only the bytes below it are the name's.
             let colons = word ^ 0x3a3a_3a3a_3a3a_3a3a
             let zero = (colons &- 0x0101_0101_0101_0101) & ~colons & 0x8080_8080_8080_8080
+            if zero != 0 { upper &= (zero & (0 &- zero)) &- 1 }
+            UnsafeMutableRawPointer(target + offset).storeBytes(of: (word | (upper >> 2)).littleEndian, as: UInt64.self)
             if zero != 0 { return offset + zero.trailingZeroBitCount >> 3 }
             offset += 8
         }

@@ -47,11 +47,9 @@ final class HTTP2Codec {
     /// The values of :method, :path, :authority and Host of the header block being received.
     let pseudo: UnsafeMutablePointer<UInt8>
     var pseudoCount = 0
-    /// A response's header list, and its names in lowercase.
+    /// A response's header list (the library copies the list, not the names and values it points to).
     let fieldList: UnsafeMutablePointer<nghttp2_nv>
     static let fieldListCapacity = 160
-    let names: UnsafeMutablePointer<UInt8>
-    static let namesCapacity = FieldBuffer.capacity
     /// Streams closed and ready for reuse.
     var pool: [HTTP2Stream] = []
     /// The clock as of this wake-up (the driver's), for the handler.
@@ -67,7 +65,6 @@ final class HTTP2Codec {
         pseudo.deallocate()
         hstsValue.deallocate()
         fieldList.deallocate()
-        names.deallocate()
     }
 
     init(
@@ -91,7 +88,6 @@ final class HTTP2Codec {
         request = .allocate(capacity: requestCapacity)
         pseudo = .allocate(capacity: requestCapacity)
         fieldList = .allocate(capacity: HTTP2Codec.fieldListCapacity)
-        names = .allocate(capacity: HTTP2Codec.namesCapacity)
 
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)

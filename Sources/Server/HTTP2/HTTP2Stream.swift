@@ -56,6 +56,22 @@ final class HTTP2Stream {
     /// A body compressed as it is sent: `memory` holds its current piece.
     var compression: CompressionStream?
 
+    /// The response's date and field lines, where its header list points (`HTTP2Codec.submit`): kept
+    /// until the stream closes, and reused by the stream's next life in the pool.
+    private var fields: UnsafeMutablePointer<UInt8>?
+    private var fieldsCapacity = 0
+
+    /// The field storage, with room for `count` bytes (what it held is not kept when it grows).
+    @inline(__always)
+    func fieldStorage(_ count: Int) -> UnsafeMutablePointer<UInt8> {
+        if let fields, count <= fieldsCapacity { return fields }
+        fields?.deallocate()
+        fieldsCapacity = max(count, 512)
+        let storage = UnsafeMutablePointer<UInt8>.allocate(capacity: fieldsCapacity)
+        fields = storage
+        return storage
+    }
+
     /// Ready for a new stream `id`.
     func reset(id: Int32) {
         self.id = id
@@ -135,7 +151,10 @@ final class HTTP2Stream {
         memoryOffset = 0
     }
 
-    deinit { owned?.deallocate() }
+    deinit {
+        owned?.deallocate()
+        fields?.deallocate()
+    }
 
     /// Moves to the next multipart part: its prefix in memory, then its range of the file.
     func nextPart() {
