@@ -39,11 +39,12 @@ extension HTTP2Codec {
         }
     }
 
-    /// A frame's header, before its payload and whatever its stream's state: empty DATA frames are
-    /// counted here, so those sent on closed streams (which the library drops unseen) count too; and a
-    /// HEADERS frame on a stream the client skipped (a lower id than one it opened) is the connection
-    /// error RFC 9113 section 5.1.1 names, which the library leaves to the application: it cannot tell
-    /// a skipped stream from one long closed. The last 64 client stream ids are remembered for that.
+    /// A frame's header, before its payload: empty DATA frames are counted here (the library does not
+    /// call this for DATA it drops unread, on a stream reset by either side before the client ended it
+    /// or closed too long ago to be kept: those cost only their 9-byte header, as an unknown frame type
+    /// does); and a HEADERS frame on a stream the client skipped (a lower id than one it opened) is the
+    /// connection error RFC 9113 section 5.1.1 names, which the library leaves to the application: it
+    /// cannot tell a skipped stream from one long closed. The last 64 client stream ids are remembered.
     static let onBeginFrame: nghttp2_on_begin_frame_callback = { _, header, userData in
         guard let header else { return 0 }
         let type = header.pointee.type
