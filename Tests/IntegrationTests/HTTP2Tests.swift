@@ -185,10 +185,14 @@ import Testing
         // content-length that disagrees with the DATA is malformed (RFC 9113 section 8.1.1).
         #expect(stream(try probe(port, "content_length_mismatch"), 1)["rst"] as? Int == 1)
         // Frames on a stream the client ended and the server answered: STREAM_CLOSED (5) (section 5.1).
-        for scenario in ["data_after_end_stream", "headers_after_end_stream"] {
+        for scenario in ["data_after_end_stream", "headers_after_end_stream", "data_after_client_reset", "data_after_many_streams"] {
             let result = try probe(port, scenario)
             #expect(result["goaway"] as? Int == 5 && stream(result, 1)["status"] as? Int == 200, "\(scenario): \(result)")
         }
+        // DATA on a stream the server reset before the client ended it is ignored (section 5.1).
+        let afterReset = try probe(port, "data_after_reset")
+        #expect(stream(afterReset, 1)["status"] as? Int == 413 && stream(afterReset, 3)["status"] as? Int == 200 && afterReset["goaway"] is NSNull,
+                "\(afterReset)")
         // Unknown frame types are ignored; DATA on an idle stream is a connection error.
         #expect(stream(try probe(port, "garbage"), 1)["status"] as? Int == 200)
         let idle = try probe(port, "data_on_idle_stream")

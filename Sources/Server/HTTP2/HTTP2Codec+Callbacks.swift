@@ -52,7 +52,11 @@ extension HTTP2Codec {
             let id = header.pointee.stream_id
             guard id > 0 && id & 1 == 1 else { return 0 }
             return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
-                session.noteHeaders(on: id)
+                if session.isClosedByClient(id) {
+                    session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "HEADERS on a stream the client had ended")
+                    return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
+                }
+                return session.noteHeaders(on: id)
             }
         }
         guard type == UInt8(NGHTTP2_DATA.rawValue), header.pointee.length == 0,
@@ -139,6 +143,11 @@ extension HTTP2Codec {
     static let onFrameReceived: nghttp2_on_frame_recv_callback = { library, frame, userData in
         guard let frame else { return 0 }
         let header = frame.pointee.hd
+        if header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            && (header.type == UInt8(NGHTTP2_HEADERS.rawValue) || header.type == UInt8(NGHTTP2_DATA.rawValue))
+        {
+            HTTP2Codec.session(userData).noteEnded(header.stream_id)
+        }
         switch header.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
             guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }

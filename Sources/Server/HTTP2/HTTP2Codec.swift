@@ -109,8 +109,10 @@ final class HTTP2Codec {
         // The library's own rapid-reset limit stays behind ours (which says ENHANCE_YOUR_CALM), as a backstop.
         nghttp2_option_set_stream_reset_rate_limit(options, UInt64(settings.resetBurst) * 2, UInt64(settings.resetsPerSecond) * 2)
         nghttp2_option_set_max_outbound_ack(options, settings.maxQueuedAcks)
-        // Closed streams stay known to the library (a bounded number of them): a frame on a stream the
-        // client ended is then the STREAM_CLOSED error RFC 9113 section 5.1 asks for, not silence.
+        // The library keeps no closed streams (by default up to max_concurrent_streams of them, about
+        // 330 bytes each, for its priority tree, for the connection's life): a frame on a stream the
+        // client ended is told apart by the session (`HTTP2Session.isClosedByClient`).
+        nghttp2_option_set_no_closed_streams(options, 1)
         // The limit the library enforces on a stream's header list before the callbacks see it (a
         // second, looser line; `limits` decides the 431).
         nghttp2_option_set_max_send_header_block_length(options, 65_536)
@@ -138,10 +140,18 @@ final class HTTP2Codec {
     /// then sends what it has to send.
     func process(_ connection: Connection, _ session: HTTP2Session, _ input: UnsafeRawBufferPointer, _ driver: ConnectionDriver) {
         now = driver.now
+        // DATA on a stream the client ended and that has closed: what comes before it is read, then the
+        // connection ends with STREAM_CLOSED (RFC 9113 section 5.1).
+        let closedAt = session.findDataOnClosedStream(input)
+        let readable = closedAt.map { UnsafeRawBufferPointer(rebasing: input[..<$0]) } ?? input
         if session.receivingHeaders { restoreBlock(session) }
-        let result = nghttp2_session_mem_recv(session.session, input.baseAddress?.assumingMemoryBound(to: UInt8.self), input.count)
+        let result = nghttp2_session_mem_recv(session.session, readable.baseAddress?.assumingMemoryBound(to: UInt8.self), readable.count)
         if session.receivingHeaders { saveBlock(session) }
         if result < 0 { return fail(connection, session, Int32(result), driver) }
+        if closedAt != nil {
+            session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "DATA on a stream the client had ended")
+            return fail(connection, session, NGHTTP2_ERR_CALLBACK_FAILURE.rawValue, driver)
+        }
         // A connection that began while the worker drains: its first requests are answered, then GOAWAY.
         if driver.draining { goAway(session) }
         send(connection, session, driver)

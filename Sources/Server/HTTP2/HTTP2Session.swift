@@ -29,10 +29,18 @@ final class HTTP2Session {
     var savedPseudo: [UInt8] = []
     /// Streams whose response body has not all gone (waiting for the client's flow-control windows).
     var sending = 0
-    /// The highest stream id a client HEADERS frame used, and which of the 64 odd ids up to it were
-    /// opened (bit n: `lastStreamID - 2n`).
+    /// The highest stream id a client HEADERS frame used, which of the 64 odd ids up to it were opened,
+    /// and which of those the client ended (END_STREAM received) (bit n: `lastStreamID - 2n`).
     var lastStreamID: Int32 = 0
     var openedStreams: UInt64 = 0
+    var endedStreams: UInt64 = 0
+    /// Where the client's byte stream is, as the library reads it (`findDataOnClosedStream`): bytes of
+    /// the preface or of a frame's payload still to pass, and a frame header split across reads.
+    private var framesSkip = 24
+    private var headerFill = 0
+    private var headerLength = 0
+    private var headerType: UInt8 = 0
+    private var headerID: UInt32 = 0
     /// Requests on this connection (against `keepalive.requests`).
     var requests = 0
     /// DATA frames with no payload and no END_STREAM.
@@ -95,6 +103,7 @@ final class HTTP2Session {
         if id > lastStreamID {
             let shift = Int((id - lastStreamID) / 2)
             openedStreams = (shift >= 64 ? 0 : openedStreams << UInt64(shift)) | 1
+            endedStreams = shift >= 64 ? 0 : endedStreams << UInt64(shift)
             lastStreamID = id
         } else if id < lastStreamID {
             let back = Int((lastStreamID - id) / 2)
@@ -104,6 +113,73 @@ final class HTTP2Session {
             }
         }
         return 0
+    }
+
+    /// The client ended stream `id` (a HEADERS or DATA frame with END_STREAM).
+    @inline(__always)
+    func noteEnded(_ id: Int32) {
+        guard id <= lastStreamID else { return }
+        let back = Int((lastStreamID - id) / 2)
+        if back < 64 { endedStreams |= 1 << UInt64(back) }
+    }
+
+    /// Whether a DATA or HEADERS frame on client stream `id` comes after the stream closed, the client
+    /// having ended it: the connection error STREAM_CLOSED of RFC 9113 section 5.1 ("closed": any frame
+    /// after END_STREAM other than PRIORITY, WINDOW_UPDATE or RST_STREAM). The library keeps no closed
+    /// streams (`nghttp2_option_set_no_closed_streams`: by default it keeps up to
+    /// `max_concurrent_streams` of them, about 330 bytes each, for as long as the connection lives), so
+    /// this side remembers the last 64 ids. A frame on a stream reset before the client ended it is
+    /// ignored, as the RFC asks after a RST_STREAM, and so is one further back than 64 ids (the RFC lets
+    /// an endpoint limit how long it remembers).
+    @inline(__always)
+    func isClosedByClient(_ id: Int32) -> Bool {
+        guard id > 0 && id & 1 == 1 && id <= lastStreamID else { return false }
+        let back = Int((lastStreamID - id) / 2)
+        return back < 64 && endedStreams & (1 << UInt64(back)) != 0 && nghttp2_session_find_stream(session, id) == nil
+    }
+
+    /// Follows the client's frames through `input`, the bytes the library is about to read (it drops
+    /// DATA on a stream it no longer knows without a callback): where a DATA frame on a stream the
+    /// client had ended begins (0 when its header began in an earlier read), or nil. A frame header
+    /// costs a few instructions; payloads are skipped whole.
+    func findDataOnClosedStream(_ input: UnsafeRawBufferPointer) -> Int? {
+        var index = 0
+        let count = input.count
+        while index < count {
+            if framesSkip > 0 {
+                let step = min(framesSkip, count - index)
+                framesSkip -= step
+                index += step
+                continue
+            }
+            if headerFill == 0 && count - index >= 9 {
+                let length = Int(input[index]) << 16 | Int(input[index + 1]) << 8 | Int(input[index + 2])
+                let id = Int32(bitPattern: (UInt32(input[index + 5]) << 24 | UInt32(input[index + 6]) << 16
+                    | UInt32(input[index + 7]) << 8 | UInt32(input[index + 8])) & 0x7fff_ffff)
+                if input[index + 3] == UInt8(NGHTTP2_DATA.rawValue) && isClosedByClient(id) { return index }
+                framesSkip = length
+                index += 9
+                continue
+            }
+            let byte = input[index]
+            switch headerFill {
+            case 0...2: headerLength = headerLength << 8 | Int(byte)
+            case 3: headerType = byte
+            case 4: break
+            default: headerID = headerID << 8 | UInt32(byte)
+            }
+            headerFill += 1
+            index += 1
+            if headerFill == 9 {
+                let id = Int32(bitPattern: headerID & 0x7fff_ffff)
+                if headerType == UInt8(NGHTTP2_DATA.rawValue) && isClosedByClient(id) { return 0 }
+                framesSkip = headerLength
+                headerFill = 0
+                headerLength = 0
+                headerID = 0
+            }
+        }
+        return nil
     }
 
     /// Adds a stream that begins.

@@ -301,6 +301,25 @@ elif scenario == "never_reads":
 elif scenario == "body_ignored":
     # A request declaring a body past limits.body (1m): answered, then RST_STREAM(NO_ERROR).
     send(request(1, [("content-length", "2000000")], end_stream=False, method="POST"))
+elif scenario == "data_after_reset":
+    # The server refuses a body (413, then RST_STREAM(NO_ERROR)) before the client ended the stream:
+    # DATA the client had in flight is ignored (RFC 9113 section 5.1, closed), and stream 3 is answered.
+    send(request(1, [("content-length", "2000000")], end_stream=False, method="POST"))
+    time.sleep(0.3)
+    send(DataFrame(1, data=b"x" * 100).serialize() + request(3))
+elif scenario == "data_after_client_reset":
+    # The client ends stream 1, gets its answer, resets it, then sends DATA on it: STREAM_CLOSED.
+    send(request(1))
+    time.sleep(0.3)
+    send(RstStreamFrame(1, error_code=8).serialize())
+    send(DataFrame(1, data=b"x").serialize())
+    awaited.clear()
+elif scenario == "data_after_many_streams":
+    # Sixty streams ended and answered, then DATA on the first, the oldest the server remembers: STREAM_CLOSED.
+    send(b"".join(request(1 + 2 * index) for index in range(60)))
+    time.sleep(0.5)
+    send(DataFrame(1, data=b"x").serialize())
+    awaited.clear()
 elif scenario == "lower_stream_id":
     send(request(5))
     time.sleep(0.2)
