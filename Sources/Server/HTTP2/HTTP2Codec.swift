@@ -214,7 +214,7 @@ final class HTTP2Codec {
             case .done: session.progressed = true
             }
         }
-        session.frameBuffer.pointee.resident = 1
+        session.pages.pointee.resident = 1
         while true {
             buffered = 0
             while buffered < HTTP2Codec.fillTarget {

@@ -60,11 +60,12 @@ final class HTTP2Session {
     var resetRefilled: Int64 = 0
     /// Something finished this turn (a stream, or bytes went out): the phase's deadline starts again.
     var progressed = false
-    /// The library's outbound frame buffer, and whether its pages may be resident (see `FrameBuffer`).
-    let frameBuffer: UnsafeMutablePointer<FrameBuffer>
-    /// How long a connection stays idle before its frame buffer goes (the worker looks every 250 ms, so
-    /// it goes 250-500 ms after the last frame): a browser's next request after a page has loaded
-    /// usually comes later than that, and a busy connection never pays the page faults.
+    /// The library's frame buffer and stream table, and whether their pages may be resident (see
+    /// `SessionPages`).
+    let pages: UnsafeMutablePointer<SessionPages>
+    /// How long a connection stays idle before those pages go (the worker looks every 250 ms, so they
+    /// go 250-500 ms after the last frame): a browser's next request after a page has loaded usually
+    /// comes later than that, and a busy connection never pays the page faults.
     static let quietMilliseconds: Int64 = 250
 
     init?(connection: Connection, codec: HTTP2Codec) {
@@ -72,28 +73,29 @@ final class HTTP2Session {
         codecReference = Unmanaged.passUnretained(codec)
         resetTokens = Double(codec.settings.resetBurst)
         resetRefilled = codec.now
-        frameBuffer = .allocate(capacity: 1)
-        frameBuffer.initialize(to: FrameBuffer(creating: 1, resident: 1, start: nil, size: 0))
-        var memory = cnghttp2_session_memory(frameBuffer)
+        pages = .allocate(capacity: 1)
+        pages.initialize(to: SessionPages(creating: 1, resident: 1, start: nil, size: 0, table: nil, tableSize: 0))
+        var memory = cnghttp2_session_memory(pages)
         var pointer: OpaquePointer?
         let created = nghttp2_session_server_new3(&pointer, codec.callbacks, Unmanaged.passUnretained(self).toOpaque(), codec.options, &memory)
-        frameBuffer.pointee.creating = 0
+        pages.pointee.creating = 0
         guard created == 0, let pointer else { return nil }
         session = pointer
     }
 
     deinit {
         if let session { nghttp2_session_del(session) }
-        frameBuffer.deallocate()
+        pages.deallocate()
         for stream in streams { stream.releaseBody() }
     }
 
-    /// Gives the pages of the library's frame buffer back to the kernel, when nothing is waiting to be
-    /// framed: an idle connection then holds none of its 16 KiB (`HTTP2Codec.send` marks it resident
-    /// again; the next frame written into it costs a page fault or two).
-    func releaseFrameBuffer() {
-        guard frameBuffer.pointee.resident != 0, nghttp2_session_want_write(session) == 0 else { return }
-        frameBuffer.pointee.release()
+    /// Gives the pages of the library's frame buffer and empty stream table back to the kernel, when
+    /// nothing is waiting to be framed: an idle connection then holds none of their 20 KiB
+    /// (`HTTP2Codec.send` marks them resident again; the next frame, or the next stream, costs a page
+    /// fault).
+    func releasePages() {
+        guard pages.pointee.resident != 0, nghttp2_session_want_write(session) == 0 else { return }
+        pages.pointee.release()
     }
 
     /// A HEADERS frame begins on client stream `id`: a new id is remembered; one below the last that
@@ -207,29 +209,42 @@ final class HTTP2Session {
     }
 }
 
-/// libnghttp2's outbound frame buffer, given pages of its own so that an idle connection can give them
-/// back. The library allocates it when the session is made (16,394 bytes: the largest frame it writes,
-/// NGHTTP2_FRAMEBUF_CHUNKLEN in 1.52) and keeps it for the session's life, and it is the bulk of what a
-/// session holds (the rest: about 3 KiB of state, the 4 KiB stream table and the HPACK tables). Every
-/// frame is serialised into it and handed out by `nghttp2_session_mem_send`, which the codec copies at
-/// once; with nothing left to send (`nghttp2_session_want_write` is 0) what it holds is frames already
-/// copied, so its pages can go (MADV_DONTNEED: zeros when next touched).
+/// Two of libnghttp2's allocations, given pages of their own so that an idle connection can give them
+/// back; with them, an idle session holds about 9 KiB instead of 25.
+///
+/// - The outbound frame buffer: the library allocates it when the session is made (16,394 bytes: the
+///   largest frame it writes, NGHTTP2_FRAMEBUF_CHUNKLEN in 1.52) and keeps it for the session's life.
+///   Every frame is serialised into it and handed out by `nghttp2_session_mem_send`, which the codec
+///   copies at once; with nothing left to send (`nghttp2_session_want_write` is 0) what it holds is
+///   frames already copied, so its whole pages can go (MADV_DONTNEED: zeros when next touched).
+/// - The stream table: a hash table of 256 16-byte buckets, calloc'd when the session is made and
+///   kept (it only grows). The library zeroes a bucket when its stream goes, so a table with no stream
+///   in it is all zeros, as it was made: its pages can go when they read all zeros, which is checked
+///   each time, whatever the library version (a page given back reads as zeros again).
 ///
 /// The session's allocator (`cnghttp2_session_memory`, in C since the library calls it for every
-/// allocation, with this record as its user data) is glibc's malloc for everything except the one
-/// allocation of at least 16 KiB made while the session is created: that one is page-aligned, so its
-/// whole pages are its own. Should a later library allocate differently, nothing is found and nothing
-/// is given back (the memory test says so).
-typealias FrameBuffer = cnghttp2_frame_buffer
+/// allocation, with this record as its user data) is glibc's malloc for everything except, while the
+/// session is created, the first allocation of at least 16 KiB and the first zeroed one of whole
+/// pages: those are page-aligned, so their whole pages are their own. The record forgets one the library
+/// frees or moves. Should a later library allocate differently, nothing is found and nothing is given
+/// back (the memory test says so).
+typealias SessionPages = cnghttp2_pages
 
-extension cnghttp2_frame_buffer {
+extension cnghttp2_pages {
     static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
-    /// Gives the buffer's whole pages back.
+    /// Gives the frame buffer's whole pages back, and the stream table's if it is empty.
     mutating func release() {
         resident = 0
-        guard let start else { return }
-        let length = size & ~(FrameBuffer.pageSize - 1)
-        if length > 0 { madvise(start, length, MADV_DONTNEED) }
+        if let start {
+            let length = size & ~(SessionPages.pageSize - 1)
+            if length > 0 { madvise(start, length, MADV_DONTNEED) }
+        }
+        if let table {
+            let words = UnsafeBufferPointer(start: table.assumingMemoryBound(to: UInt64.self), count: tableSize / 8)
+            var any: UInt64 = 0
+            for word in words { any |= word }
+            if any == 0 { madvise(table, tableSize, MADV_DONTNEED) }
+        }
     }
 }

@@ -487,14 +487,14 @@ final class ConnectionDriver {
 
     /// Ends the phases whose deadline has passed: a head that did not arrive in time gets 408 and a
     /// lingering close; anything else closes. HTTP/2 connections idle for at least
-    /// `HTTP2Session.quietMilliseconds` give back libnghttp2's frame buffer.
+    /// `HTTP2Session.quietMilliseconds` give back libnghttp2's frame buffer and empty stream table.
     func expireDeadlines() {
         for case let connection? in connections {
             guard connection.deadline <= now else {
-                if let session = connection.http2, connection.phase == .idle, session.frameBuffer.pointee.resident != 0,
+                if let session = connection.http2, connection.phase == .idle, session.pages.pointee.resident != 0,
                     now - (connection.deadline - timeouts.idle) >= HTTP2Session.quietMilliseconds
                 {
-                    session.releaseFrameBuffer()
+                    session.releasePages()
                 }
                 continue
             }
