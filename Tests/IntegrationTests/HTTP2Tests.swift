@@ -189,6 +189,15 @@ import Testing
             let result = try probe(port, scenario)
             #expect(result["goaway"] as? Int == 5 && stream(result, 1)["status"] as? Int == 200, "\(scenario): \(result)")
         }
+        // Frames on a stream the client opened and reset, in the same write: STREAM_CLOSED too.
+        for scenario in ["data_after_client_reset_open", "headers_after_client_reset_open"] {
+            let result = try probe(port, scenario)
+            #expect(result["goaway"] as? Int == 5, "\(scenario): \(result)")
+        }
+        // Bodies of two streams in one read, the first ending before the second's DATA: both answered.
+        let bodies = try probe(port, "bodies_in_one_read", ["--timeout", "1.5"])
+        #expect(stream(bodies, 1)["status"] as? Int == 405 && stream(bodies, 129)["status"] as? Int == 405
+                && stream(bodies, 129)["rst"] is NSNull && bodies["goaway"] is NSNull, "\(bodies)")
         // DATA on a stream the server reset before the client ended it is ignored (section 5.1).
         let afterReset = try probe(port, "data_after_reset")
         #expect(stream(afterReset, 1)["status"] as? Int == 413 && stream(afterReset, 3)["status"] as? Int == 200 && afterReset["goaway"] is NSNull,

@@ -40,8 +40,8 @@ extension HTTP2Codec {
     }
 
     /// A frame's header, before its payload: empty DATA frames are counted here (the library does not
-    /// call this for DATA it drops unread, on a stream reset by either side before the client ended it
-    /// or closed too long ago to be kept: those cost only their 9-byte header, as an unknown frame type
+    /// call this for DATA it drops unread, on a stream the server reset before the client closed it or
+    /// closed too long ago to be kept: those cost only their 9-byte header, as an unknown frame type
     /// does); and a HEADERS frame on a stream the client skipped (a lower id than one it opened) is the
     /// connection error RFC 9113 section 5.1.1 names, which the library leaves to the application: it
     /// cannot tell a skipped stream from one long closed. The last 64 client stream ids are remembered.
@@ -53,7 +53,7 @@ extension HTTP2Codec {
             guard id > 0 && id & 1 == 1 else { return 0 }
             return Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef { session in
                 if session.isClosedByClient(id) {
-                    session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "HEADERS on a stream the client had ended")
+                    session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "HEADERS on a stream the client had ended or reset")
                     return NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
                 }
                 return session.noteHeaders(on: id)
@@ -146,7 +146,7 @@ extension HTTP2Codec {
         if header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
             && (header.type == UInt8(NGHTTP2_HEADERS.rawValue) || header.type == UInt8(NGHTTP2_DATA.rawValue))
         {
-            HTTP2Codec.session(userData).noteEnded(header.stream_id)
+            HTTP2Codec.session(userData).noteClosedByClient(header.stream_id)
         }
         switch header.type {
         case UInt8(NGHTTP2_HEADERS.rawValue):
@@ -157,6 +157,9 @@ extension HTTP2Codec {
             }
         case UInt8(NGHTTP2_RST_STREAM.rawValue):
             let session = HTTP2Codec.session(userData)
+            // Reset while the server still had it: any frame but PRIORITY on it now is STREAM_CLOSED
+            // (a stream the server reset first is gone from the library, and frames on it are ignored).
+            if nghttp2_session_find_stream(library, header.stream_id) != nil { session.noteClosedByClient(header.stream_id) }
             // Rapid reset (CVE-2023-44487): each reset stream was a request answered for nothing.
             let codec = session.codec
             let elapsed = Double(max(0, codec.now - session.resetRefilled))

@@ -140,18 +140,24 @@ final class HTTP2Codec {
     /// then sends what it has to send.
     func process(_ connection: Connection, _ session: HTTP2Session, _ input: UnsafeRawBufferPointer, _ driver: ConnectionDriver) {
         now = driver.now
-        // DATA on a stream the client ended and that has closed: what comes before it is read, then the
-        // connection ends with STREAM_CLOSED (RFC 9113 section 5.1).
-        let closedAt = session.findDataOnClosedStream(input)
-        let readable = closedAt.map { UnsafeRawBufferPointer(rebasing: input[..<$0]) } ?? input
+        // DATA on a stream the client closed and that has closed: what comes before it is read, then the
+        // connection ends with STREAM_CLOSED (RFC 9113 section 5.1). DATA after a frame of the same read
+        // that may close its stream: what comes before it is read first, then it is looked at again.
         if session.receivingHeaders { restoreBlock(session) }
-        let result = nghttp2_session_mem_recv(session.session, readable.baseAddress?.assumingMemoryBound(to: UInt8.self), readable.count)
-        if session.receivingHeaders { saveBlock(session) }
-        if result < 0 { return fail(connection, session, Int32(result), driver) }
-        if closedAt != nil {
-            session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "DATA on a stream the client had ended")
-            return fail(connection, session, NGHTTP2_ERR_CALLBACK_FAILURE.rawValue, driver)
+        var rest = input
+        while true {
+            let stop = session.findDataOnClosedStream(rest)
+            let readable = stop.map { UnsafeRawBufferPointer(rebasing: rest[..<$0.index]) } ?? rest
+            let result = nghttp2_session_mem_recv(session.session, readable.baseAddress?.assumingMemoryBound(to: UInt8.self), readable.count)
+            if result < 0 { return fail(connection, session, Int32(result), driver) }
+            guard let stop else { break }
+            if stop.closed {
+                session.abuse = (NGHTTP2_STREAM_CLOSED.rawValue, "DATA on a stream the client had ended or reset")
+                return fail(connection, session, NGHTTP2_ERR_CALLBACK_FAILURE.rawValue, driver)
+            }
+            rest = UnsafeRawBufferPointer(rebasing: rest[stop.index...])
         }
+        if session.receivingHeaders { saveBlock(session) }
         // A connection that began while the worker drains: its first requests are answered, then GOAWAY.
         if driver.draining { goAway(session) }
         send(connection, session, driver)

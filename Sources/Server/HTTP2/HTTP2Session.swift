@@ -30,16 +30,18 @@ final class HTTP2Session {
     /// Streams whose response body has not all gone (waiting for the client's flow-control windows).
     var sending = 0
     /// The highest stream id a client HEADERS frame used, which of the 64 odd ids up to it were opened,
-    /// and which of those the client ended (END_STREAM received) (bit n: `lastStreamID - 2n`).
+    /// and which of those the client closed (END_STREAM or RST_STREAM received) (bit n:
+    /// `lastStreamID - 2n`).
     var lastStreamID: Int32 = 0
     var openedStreams: UInt64 = 0
-    var endedStreams: UInt64 = 0
+    var clientClosedStreams: UInt64 = 0
     /// Where the client's byte stream is, as the library reads it (`findDataOnClosedStream`): bytes of
     /// the preface or of a frame's payload still to pass, and a frame header split across reads.
     private var framesSkip = 24
     private var headerFill = 0
     private var headerLength = 0
     private var headerType: UInt8 = 0
+    private var headerFlags: UInt8 = 0
     private var headerID: UInt32 = 0
     /// Requests on this connection (against `keepalive.requests`).
     var requests = 0
@@ -105,7 +107,7 @@ final class HTTP2Session {
         if id > lastStreamID {
             let shift = Int((id - lastStreamID) / 2)
             openedStreams = (shift >= 64 ? 0 : openedStreams << UInt64(shift)) | 1
-            endedStreams = shift >= 64 ? 0 : endedStreams << UInt64(shift)
+            clientClosedStreams = shift >= 64 ? 0 : clientClosedStreams << UInt64(shift)
             lastStreamID = id
         } else if id < lastStreamID {
             let back = Int((lastStreamID - id) / 2)
@@ -117,36 +119,56 @@ final class HTTP2Session {
         return 0
     }
 
-    /// The client ended stream `id` (a HEADERS or DATA frame with END_STREAM).
+    /// The client closed stream `id`: it ended it (a HEADERS or DATA frame with END_STREAM), or reset
+    /// it while the server still had it open.
     @inline(__always)
-    func noteEnded(_ id: Int32) {
+    func noteClosedByClient(_ id: Int32) {
         guard id <= lastStreamID else { return }
         let back = Int((lastStreamID - id) / 2)
-        if back < 64 { endedStreams |= 1 << UInt64(back) }
+        if back < 64 { clientClosedStreams |= 1 << UInt64(back) }
     }
 
     /// Whether a DATA or HEADERS frame on client stream `id` comes after the stream closed, the client
-    /// having ended it: the connection error STREAM_CLOSED of RFC 9113 section 5.1 ("closed": any frame
-    /// after END_STREAM other than PRIORITY, WINDOW_UPDATE or RST_STREAM). The library keeps no closed
-    /// streams (`nghttp2_option_set_no_closed_streams`: by default it keeps up to
-    /// `max_concurrent_streams` of them, about 330 bytes each, for as long as the connection lives), so
-    /// this side remembers the last 64 ids. A frame on a stream reset before the client ended it is
-    /// ignored, as the RFC asks after a RST_STREAM, and so is one further back than 64 ids (the RFC lets
-    /// an endpoint limit how long it remembers).
+    /// having closed it: the STREAM_CLOSED error of RFC 9113 section 5.1 ("closed": any frame after
+    /// END_STREAM other than PRIORITY, WINDOW_UPDATE or RST_STREAM is a connection error; any frame
+    /// but PRIORITY after receiving RST_STREAM is a stream error, which the RFC lets an endpoint treat
+    /// as a connection error). The library keeps no closed streams
+    /// (`nghttp2_option_set_no_closed_streams`: by default it keeps up to `max_concurrent_streams` of
+    /// them, about 330 bytes each, for as long as the connection lives), so this side remembers the
+    /// last 64 ids. A frame on a stream the server reset first is ignored, as the RFC asks after
+    /// sending RST_STREAM, and so is one further back than 64 ids (the RFC lets an endpoint limit how
+    /// long it remembers).
     @inline(__always)
     func isClosedByClient(_ id: Int32) -> Bool {
         guard id > 0 && id & 1 == 1 && id <= lastStreamID else { return false }
         let back = Int((lastStreamID - id) / 2)
-        return back < 64 && endedStreams & (1 << UInt64(back)) != 0 && nghttp2_session_find_stream(session, id) == nil
+        return back < 64 && clientClosedStreams & (1 << UInt64(back)) != 0 && nghttp2_session_find_stream(session, id) == nil
     }
 
+    /// Whether a frame of `type` with `flags` closes its stream from the client's side.
+    @inline(__always)
+    static func closesStream(_ type: UInt8, _ flags: UInt8) -> Bool {
+        type == UInt8(NGHTTP2_RST_STREAM.rawValue)
+            || (flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+                && (type == UInt8(NGHTTP2_DATA.rawValue) || type == UInt8(NGHTTP2_HEADERS.rawValue)))
+    }
+
+    /// A stream's bit among those a read's frames close (ids 128 apart share one: a false match only
+    /// costs one more call into the library).
+    @inline(__always)
+    static func closingBit(_ id: Int32) -> UInt64 { 1 << UInt64((id >> 1) & 63) }
+
     /// Follows the client's frames through `input`, the bytes the library is about to read (it drops
-    /// DATA on a stream it no longer knows without a callback): where a DATA frame on a stream the
-    /// client had ended begins (0 when its header began in an earlier read), or nil. A frame header
-    /// costs a few instructions; payloads are skipped whole.
-    func findDataOnClosedStream(_ input: UnsafeRawBufferPointer) -> Int? {
+    /// DATA on a stream it no longer knows without a callback), to the first DATA frame it must not read
+    /// as it comes: `closed` when that frame's stream is one the client closed and that has closed (0
+    /// when its header began in an earlier read), else one that a frame earlier in `input` may close
+    /// (the codec hands the library what comes before it, then looks again from there, the library
+    /// having said by then). Nil when there is none. A frame header costs a few instructions; payloads
+    /// are skipped whole.
+    func findDataOnClosedStream(_ input: UnsafeRawBufferPointer) -> (index: Int, closed: Bool)? {
         var index = 0
         let count = input.count
+        var closing: UInt64 = 0
         while index < count {
             if framesSkip > 0 {
                 let step = min(framesSkip, count - index)
@@ -158,7 +180,12 @@ final class HTTP2Session {
                 let length = Int(input[index]) << 16 | Int(input[index + 1]) << 8 | Int(input[index + 2])
                 let id = Int32(bitPattern: (UInt32(input[index + 5]) << 24 | UInt32(input[index + 6]) << 16
                     | UInt32(input[index + 7]) << 8 | UInt32(input[index + 8])) & 0x7fff_ffff)
-                if input[index + 3] == UInt8(NGHTTP2_DATA.rawValue) && isClosedByClient(id) { return index }
+                let type = input[index + 3]
+                if type == UInt8(NGHTTP2_DATA.rawValue) {
+                    if isClosedByClient(id) { return (index, true) }
+                    if closing & HTTP2Session.closingBit(id) != 0 { return (index, false) }
+                }
+                if HTTP2Session.closesStream(type, input[index + 4]) { closing |= HTTP2Session.closingBit(id) }
                 framesSkip = length
                 index += 9
                 continue
@@ -167,14 +194,16 @@ final class HTTP2Session {
             switch headerFill {
             case 0...2: headerLength = headerLength << 8 | Int(byte)
             case 3: headerType = byte
-            case 4: break
+            case 4: headerFlags = byte
             default: headerID = headerID << 8 | UInt32(byte)
             }
             headerFill += 1
             index += 1
             if headerFill == 9 {
                 let id = Int32(bitPattern: headerID & 0x7fff_ffff)
-                if headerType == UInt8(NGHTTP2_DATA.rawValue) && isClosedByClient(id) { return 0 }
+                // Begun in an earlier read: no frame of this read comes before it.
+                if headerType == UInt8(NGHTTP2_DATA.rawValue) && isClosedByClient(id) { return (0, true) }
+                if HTTP2Session.closesStream(headerType, headerFlags) { closing |= HTTP2Session.closingBit(id) }
                 framesSkip = headerLength
                 headerFill = 0
                 headerLength = 0

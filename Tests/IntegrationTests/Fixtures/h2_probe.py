@@ -314,6 +314,24 @@ elif scenario == "data_after_client_reset":
     send(RstStreamFrame(1, error_code=8).serialize())
     send(DataFrame(1, data=b"x").serialize())
     awaited.clear()
+elif scenario == "data_after_client_reset_open":
+    # The client opens stream 1 without ending it, resets it, then sends DATA on it, all in one write:
+    # STREAM_CLOSED (RFC 9113 section 5.1: any frame but PRIORITY after receiving RST_STREAM).
+    send(request(1, end_stream=False) + RstStreamFrame(1, error_code=8).serialize()
+         + DataFrame(1, data=b"test", flags=["END_STREAM"]).serialize())
+    awaited.clear()
+elif scenario == "headers_after_client_reset_open":
+    # The same with HEADERS on the reset stream.
+    send(request(1, end_stream=False) + RstStreamFrame(1, error_code=8).serialize() + request(1))
+    awaited.clear()
+elif scenario == "bodies_in_one_read":
+    # Two uploads whose streams (1 and 129) share the bit the server marks a closing stream with, their
+    # headers and bodies in one write: the first body's END_STREAM must not make the second one's DATA
+    # look like DATA on a closed stream. Both are answered (405), nothing reset.
+    fields = [("content-length", "5")]
+    send(request(1, fields, end_stream=False, method="POST") + request(129, fields, end_stream=False, method="POST")
+         + DataFrame(1, data=b"hello", flags=["END_STREAM"]).serialize()
+         + DataFrame(129, data=b"hello", flags=["END_STREAM"]).serialize())
 elif scenario == "data_after_many_streams":
     # Sixty streams ended and answered, then DATA on the first, the oldest the server remembers: STREAM_CLOSED.
     send(b"".join(request(1 + 2 * index) for index in range(60)))
