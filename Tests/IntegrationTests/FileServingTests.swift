@@ -142,6 +142,50 @@ import Testing
         }
     }
 
+    /// Paths whose hashes pick the same set of the open-file cache all stay open, up to its four slots,
+    /// and one more evicts the least recently used of them. (With one slot per hash, two busy paths
+    /// that shared it reopened their files on every request.)
+    @Test func pathsThatShareACacheSetStayOpen() throws {
+        // The cache's hash of a path: FNV-1a over the path beneath the root, then the directory flag (0).
+        func hash(_ path: String) -> UInt64 {
+            var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+            for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+            return hash &* 0x100_0000_01b3
+        }
+        // Five names in one slot of eight, so in one set whatever the layout.
+        var names: [String] = []
+        var candidate = 0
+        while names.count < 5 {
+            let name = "shared\(candidate).txt"
+            if hash(name) % 8 == hash("shared0.txt") % 8 { names.append(name) }
+            candidate += 1
+        }
+        func body(_ name: String) -> String { String(repeating: name, count: 20) }
+        let server = try TestServer(config: "file_cache: {entries: 8, inline_max: 4}\n", site: { site in
+            try TestServer.defaultSite(site)
+            for name in names { try body(name).write(to: site.appendingPathComponent(name), atomically: false, encoding: .utf8) }
+        }).start()
+        defer { server.stop() }
+        let worker = try #require(server.pids(of: "worker").first)
+        // The files the worker holds open (larger than inline_max, a cached file keeps its descriptor).
+        func held() -> Set<String> {
+            let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(worker)/fd")) ?? []
+            return Set(fds.compactMap { fd in
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(worker)/fd/\(fd)"))
+                    .map { ($0 as NSString).lastPathComponent }
+            }.filter { names.contains($0) })
+        }
+        for round in 0..<2 {
+            for name in names.prefix(4) { #expect(try curl([server.url + "/" + name]) == body(name), "round \(round)") }
+        }
+        var open = Set<String>()
+        #expect(waitUntil(seconds: 2) { open = held(); return open == Set(names.prefix(4)) }, "held open: \(open)")
+        // The first is used again, so the second is the least recently used when the fifth comes.
+        #expect(try curl([server.url + "/" + names[0]]) == body(names[0]))
+        #expect(try curl([server.url + "/" + names[4]]) == body(names[4]))
+        #expect(waitUntil(seconds: 2) { open = held(); return open == [names[0], names[2], names[3], names[4]] }, "held open: \(open)")
+    }
+
     /// `valid` is a bound, not an average: the first request once `valid` has passed since a change
     /// gets the new file, every time (the worker's clock is read at each wake-up, not only at its
     /// 250 ms tick, which let a stale copy through for up to `valid` + 250 ms).
