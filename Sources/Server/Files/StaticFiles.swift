@@ -87,6 +87,9 @@ final class StaticFiles {
     /// While a `try_files` candidate is answered: set when it names nothing, so the next is tried.
     var answeringCandidate = false
     var missed = false
+    /// Whether files of a media type are compressed (`gzip.types` and `.never`, a walk over patterns
+    /// with Strings), decided once per type a file was opened with: keyed by the type's static text.
+    private var compressibleTypes: [UnsafeRawPointer: Bool] = [:]
 
     init(site: SiteSettings, config: ServerConfig, fields: FieldBuffer, scratch: FileScratch, compressed: CompressedCache) throws {
         root = try SiteRoot(path: site.root, now: monotonicMilliseconds())
@@ -186,7 +189,7 @@ final class StaticFiles {
         let opened = Array(UnsafeBufferPointer(start: pathBuffer, count: length + 1))
         let type = MediaTypes.forPath(pathBuffer, length: length)
         let extra = headerRules.lines(forPath: pathBuffer, length: length)
-        let compressible = gzip.enabled && Int64(info.st_size) >= Int64(gzip.minLength) && gzip.compresses(type.description)
+        let compressible = gzip.enabled && Int64(info.st_size) >= Int64(gzip.minLength) && compresses(type)
         var sidecars: [CachedFile?] = []
         if gzip.precompressed {
             for coding in ContentCoding.allCases {
@@ -205,6 +208,16 @@ final class StaticFiles {
         file.sidecars = sidecars
         fileCache.insert(file, hash: hash)
         return answer(file, head, bytes, now: now)
+    }
+
+    /// Whether files of media type `type` are compressed (`compressibleTypes`).
+    func compresses(_ type: StaticString) -> Bool {
+        guard type.hasPointerRepresentation else { return gzip.compresses(type.description) }
+        let key = UnsafeRawPointer(type.utf8Start)
+        if let known = compressibleTypes[key] { return known }
+        let decided = gzip.compresses(type.description)
+        compressibleTypes[key] = decided
+        return decided
     }
 
     /// A path that names nothing (`pathBuffer[0..<length]`, the normalized path asked for): 404, or
