@@ -11,13 +11,28 @@ import Testing
         return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? -1
     }
 
+    /// A started server with one worker and a TLS listener (its site the default one, with what `site`
+    /// adds): the server, its TLS port, and the worker's pid.
+    static func tlsServer(site: (URL) throws -> Void = { _ in }) throws -> (TestServer, Int, Int32) {
+        let (cert, key) = try makeTestCertificate(in: try temporaryDirectory())
+        let server = try TestServer(
+            config: "workers: {min: 1, max: 1}\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n",
+            site: { directory in
+                try TestServer.defaultSite(directory)
+                try site(directory)
+            }
+        ).start()
+        do {
+            return (server, try #require(server.tlsPort), try #require(server.pids(of: "worker").first))
+        } catch {
+            server.stop()
+            throw error
+        }
+    }
+
     @Test func aWorkerGivesBackWhatABurstOfTLSConnectionsUsed() throws {
-        let certificates = try temporaryDirectory()
-        let (cert, key) = try makeTestCertificate(in: certificates)
-        let server = try TestServer(config: "workers: {min: 1, max: 1}\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n").start()
+        let (server, tls, worker) = try MemoryTests.tlsServer()
         defer { server.stop() }
-        let tls = try #require(server.tlsPort)
-        let worker = try #require(server.pids(of: "worker").first)
         #expect(try status("https://127.0.0.1:\(tls)/", ["-k"]) == 200)
         let before = MemoryTests.anonymousKiB(worker)
         // 600 TLS connections, each with a request answered, held while the test looks, then closed.
@@ -82,20 +97,12 @@ import Testing
     /// the buffer for its frames, the table's for its stream): about 8 KiB per connection come back,
     /// about 4 with the buffer alone.
     @Test func idleHTTP2ConnectionsGiveBackTheirFrameBufferAndStreamTable() throws {
-        let certificates = try temporaryDirectory()
-        let (cert, key) = try makeTestCertificate(in: certificates)
         var body = [UInt8](repeating: 0, count: 40_000)
         for index in body.indices { body[index] = UInt8(truncatingIfNeeded: index &* 2_654_435_761 >> 13) }
-        let server = try TestServer(
-            config: "workers: {min: 1, max: 1}\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n",
-            site: { site in
-                try TestServer.defaultSite(site)
-                try Data(body).write(to: site.appendingPathComponent("body.bin"))
-            }
-        ).start()
+        let (server, tls, worker) = try MemoryTests.tlsServer { site in
+            try Data(body).write(to: site.appendingPathComponent("body.bin"))
+        }
         defer { server.stop() }
-        let tls = try #require(server.tlsPort)
-        let worker = try #require(server.pids(of: "worker").first)
         let connections = 200
         // A 40 KB body stops at the client's 1,024-byte window: while "held", every connection has a
         // response waiting (not idle, however long the round took).
@@ -124,12 +131,8 @@ import Testing
     /// up to `http2.max_concurrent_streams` of them, about 330 bytes each, for the connection's life):
     /// sixty requests on each of 100 connections leave them holding what one request did.
     @Test func idleHTTP2ConnectionsKeepNoClosedStreams() throws {
-        let certificates = try temporaryDirectory()
-        let (cert, key) = try makeTestCertificate(in: certificates)
-        let server = try TestServer(config: "workers: {min: 1, max: 1}\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n").start()
+        let (server, tls, worker) = try MemoryTests.tlsServer()
         defer { server.stop() }
-        let tls = try #require(server.tlsPort)
-        let worker = try #require(server.pids(of: "worker").first)
         let connections = 100
         let client = try HTTP2Rounds(port: tls, connections: connections, site: server.site)
         defer { client.stop() }
