@@ -26,12 +26,34 @@ func makeTestCertificate(in directory: URL, days: Int = 30, encrypted: Bool = fa
 }
 
 /// A fresh directory for a test's files; run as root, it is the server's user's, so the server can
-/// remove what it makes there (a Unix socket, a pid file) after it stopped being root.
+/// remove what it makes there (a Unix socket, a pid file) after it stopped being root. It is removed
+/// when the test process exits, with everything in it.
 func temporaryDirectory() throws -> URL {
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("ws-tls-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     readableByTheServer(directory.path)
+    MadeDirectories.shared.add(directory.path)
     return directory
+}
+
+/// The directories `temporaryDirectory` made, removed at exit: most tests give theirs to a server or
+/// to several helpers and keep no handle to remove it by, and each run used to leave a few dozen in /tmp.
+private final class MadeDirectories: @unchecked Sendable {
+    static let shared: MadeDirectories = {
+        atexit { MadeDirectories.shared.removeAll() }
+        return MadeDirectories()
+    }()
+    private let lock = NSLock()
+    private var paths: [String] = []
+
+    func add(_ path: String) {
+        lock.withLock { paths.append(path) }
+    }
+
+    private func removeAll() {
+        let made = lock.withLock { paths }
+        for path in made { try? FileManager.default.removeItem(atPath: path) }
+    }
 }
 
 /// A certificate for `name` with the given key type ("ec" P-256 or "rsa" 2048), self-signed.
