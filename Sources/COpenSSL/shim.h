@@ -8,6 +8,10 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/opensslv.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 /* OpenSSL turns much of its API into macros; Swift cannot call those, so each one used gets a
    static inline function here, named cossl_ plus the exact C name. */
@@ -181,5 +185,198 @@ static const long cossl_SSL_SESS_CACHE_SERVER = SSL_SESS_CACHE_SERVER;
 static const int cossl_TLS1_3_VERSION = TLS1_3_VERSION;
 static const uint64_t cossl_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
 static const int cossl_TLS1_2_VERSION = TLS1_2_VERSION;
+
+/* The connection's socket as OpenSSL's BIO, with a response's records gathered into one send.
+
+   A socket BIO sends each TLS record (16 KiB at most) as it is made: one send(2) per record, and on
+   loopback or with segmentation offload each send is also a segment to push. While the server writes
+   (between cossl_out_gather_begin and _end) this one appends the records to the worker's gather buffer
+   instead, and _end sends them together. Records the socket does not take then wait in the
+   connection's own `pending` (allocated then, freed once sent): OpenSSL has counted them written, so
+   they go before anything else (cossl_out_flush), and the server treats them as queued output.
+   Outside a gathered write (handshake, alerts, close_notify) it behaves as OpenSSL's socket BIO, except
+   that what it writes goes after any pending records. Reading is recv(2), as the socket BIO's. */
+typedef struct {
+    int fd;
+    int gathering;
+    int failed;              /* a send failed other than EAGAIN: the connection is over */
+    int eof;                 /* recv saw the end of the stream (BIO_eof) */
+    unsigned char *gather;   /* the worker's buffer, shared by its connections: one writes at a time */
+    size_t gatherCapacity;
+    size_t gathered;
+    unsigned char *pending;  /* records the socket has not taken yet, from pendingOffset to pendingSize */
+    size_t pendingOffset;
+    size_t pendingSize;
+    size_t pendingCapacity;
+} cossl_out;
+
+/* Sends as much of `data` as the socket takes: the count, or -1 after an error (`failed` set). */
+static long cossl_out_send(cossl_out *out, const unsigned char *data, size_t length) {
+    size_t sent = 0;
+    while (sent < length) {
+        ssize_t count = send(out->fd, data + sent, length - sent, MSG_NOSIGNAL);
+        if (count > 0) { sent += (size_t)count; continue; }
+        if (count < 0 && errno == EINTR) continue;
+        if (count < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+        out->failed = 1;
+        return -1;
+    }
+    return (long)sent;
+}
+
+/* Appends to `pending`: 0, or -1 when memory runs out (`failed` set). */
+static int cossl_out_keep(cossl_out *out, const unsigned char *data, size_t length) {
+    if (length == 0) return 0;
+    if (out->pendingOffset > 0 && out->pendingOffset == out->pendingSize) out->pendingOffset = out->pendingSize = 0;
+    if (out->pendingSize + length > out->pendingCapacity) {
+        if (out->pendingOffset > 0) {
+            memmove(out->pending, out->pending + out->pendingOffset, out->pendingSize - out->pendingOffset);
+            out->pendingSize -= out->pendingOffset;
+            out->pendingOffset = 0;
+        }
+        if (out->pendingSize + length > out->pendingCapacity) {
+            size_t capacity = out->pendingSize + length;
+            unsigned char *grown = realloc(out->pending, capacity);
+            if (grown == NULL) { out->failed = 1; return -1; }
+            out->pending = grown;
+            out->pendingCapacity = capacity;
+        }
+    }
+    memcpy(out->pending + out->pendingSize, data, length);
+    out->pendingSize += length;
+    return 0;
+}
+
+static inline int cossl_out_has_pending(const cossl_out *out) { return out->pendingSize > out->pendingOffset; }
+
+/* Sends pending records: 1 when none is left (the buffer is freed), 0 when the socket is full, -1 on an
+   error. */
+static int cossl_out_flush(cossl_out *out) {
+    if (out->failed) return -1;
+    if (cossl_out_has_pending(out)) {
+        long sent = cossl_out_send(out, out->pending + out->pendingOffset, out->pendingSize - out->pendingOffset);
+        if (sent < 0) return -1;
+        out->pendingOffset += (size_t)sent;
+        if (cossl_out_has_pending(out)) return 0;
+    }
+    free(out->pending);
+    out->pending = NULL;
+    out->pendingOffset = out->pendingSize = out->pendingCapacity = 0;
+    return 1;
+}
+
+/* Sends the gathered records; what the socket does not take is kept. 0, or -1 on an error. */
+static int cossl_out_push(cossl_out *out) {
+    size_t gathered = out->gathered;
+    out->gathered = 0;
+    if (gathered == 0) return 0;
+    if (cossl_out_has_pending(out)) return cossl_out_keep(out, out->gather, gathered);
+    long sent = cossl_out_send(out, out->gather, gathered);
+    if (sent < 0) return -1;
+    return cossl_out_keep(out, out->gather + sent, gathered - (size_t)sent);
+}
+
+static inline void cossl_out_gather_begin(cossl_out *out) {
+    out->gathering = 1;
+    out->gathered = 0;
+}
+
+static inline int cossl_out_gather_end(cossl_out *out) {
+    out->gathering = 0;
+    return cossl_out_push(out);
+}
+
+static int cossl_out_bio_write(BIO *bio, const char *bytes, int length) {
+    cossl_out *out = BIO_get_data(bio);
+    const unsigned char *data = (const unsigned char *)bytes;
+    BIO_clear_retry_flags(bio);
+    if (out->failed || length < 0) return -1;
+    if (out->gathering) {
+        if (out->gathered + (size_t)length > out->gatherCapacity && cossl_out_push(out) < 0) return -1;
+        if (cossl_out_has_pending(out)) return cossl_out_keep(out, data, (size_t)length) < 0 ? -1 : length;
+        if ((size_t)length <= out->gatherCapacity) {
+            memcpy(out->gather + out->gathered, data, (size_t)length);
+            out->gathered += (size_t)length;
+            return length;
+        }
+        long sent = cossl_out_send(out, data, (size_t)length);
+        if (sent < 0 || cossl_out_keep(out, data + sent, (size_t)length - (size_t)sent) < 0) return -1;
+        return length;
+    }
+    /* After records that wait, in order; else as a socket BIO: what the socket takes, or a retry. */
+    if (cossl_out_has_pending(out)) {
+        int flushed = cossl_out_flush(out);
+        if (flushed < 0) return -1;
+        if (flushed == 0) return cossl_out_keep(out, data, (size_t)length) < 0 ? -1 : length;
+    }
+    while (1) {
+        ssize_t count = send(out->fd, data, (size_t)length, MSG_NOSIGNAL);
+        if (count >= 0) return (int)count;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(bio); else out->failed = 1;
+        return -1;
+    }
+}
+
+static int cossl_out_bio_read(BIO *bio, char *buffer, int length) {
+    cossl_out *out = BIO_get_data(bio);
+    BIO_clear_retry_flags(bio);
+    while (1) {
+        ssize_t count = recv(out->fd, buffer, (size_t)length, 0);
+        if (count > 0) return (int)count;
+        if (count == 0) { out->eof = 1; return 0; }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(bio);
+        return -1;
+    }
+}
+
+static long cossl_out_bio_ctrl(BIO *bio, int command, long number, void *pointer) {
+    (void)number; (void)pointer;
+    cossl_out *out = BIO_get_data(bio);
+    switch (command) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_EOF: return out != NULL && out->eof;
+    case BIO_CTRL_WPENDING: return out != NULL ? (long)(out->pendingSize - out->pendingOffset) : 0;
+    default: return 0;
+    }
+}
+
+static int cossl_out_bio_create(BIO *bio) {
+    BIO_set_init(bio, 1);
+    return 1;
+}
+
+/* The method, made once per process (a worker's TLS runs on one thread). */
+static BIO_METHOD *cossl_out_method(void) {
+    static BIO_METHOD *method = NULL;
+    if (method == NULL) {
+        BIO_METHOD *made = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "webserver socket");
+        if (made == NULL) return NULL;
+        BIO_meth_set_write(made, cossl_out_bio_write);
+        BIO_meth_set_read(made, cossl_out_bio_read);
+        BIO_meth_set_ctrl(made, cossl_out_bio_ctrl);
+        BIO_meth_set_create(made, cossl_out_bio_create);
+        method = made;
+    }
+    return method;
+}
+
+/* Gives `ssl` the BIO over `out` for both directions: 1, or 0 when it cannot be made. */
+static int cossl_out_attach(SSL *ssl, cossl_out *out) {
+    BIO_METHOD *method = cossl_out_method();
+    BIO *bio = method != NULL ? BIO_new(method) : NULL;
+    if (bio == NULL) return 0;
+    BIO_set_data(bio, out);
+    SSL_set_bio(ssl, bio, bio);
+    return 1;
+}
+
+/* Frees what `out` holds (after SSL_free, which freed the BIO). */
+static inline void cossl_out_release(cossl_out *out) {
+    free(out->pending);
+    out->pending = NULL;
+    out->pendingOffset = out->pendingSize = out->pendingCapacity = 0;
+}
 
 #endif

@@ -269,6 +269,20 @@ import Testing
         #expect(idle["goaway"] as? Int == 0 && idle["closed"] as? Bool == true, "\(idle)")
     }
 
+    /// A client that opened its windows wide and then only reads, slowly: it sends nothing that would
+    /// wake the server, so the TLS records a write made and the socket did not take (notsent_lowat and
+    /// a small receive buffer make that frequent) must go at EPOLLOUT, in order, the last ones included.
+    @Test func aReaderThatSendsNothingGetsTheWholeBody() throws {
+        let (server, _, port) = try h2Server("notsent_lowat: 16k\n", site: { site in
+            try richSite(site)
+            try Data(repeating: 7, count: 1 << 20).write(to: site.appendingPathComponent("big.bin"))
+        })
+        defer { server.stop() }
+        let result = try probe(port, "get", ["--path", "/big.bin", "--slow", "--wide-open", "--small-buffer", "--timeout", "10"])
+        #expect(stream(result, 1)["status"] as? Int == 200 && stream(result, 1)["body"] as? Int == 1 << 20, "\(result)")
+        #expect(stream(result, 1)["ended"] as? Bool == true, "\(result)")
+    }
+
     @Test func aDrainSendsGOAWAYAndStreamsInFlightFinish() throws {
         let (server, _, port) = try h2Server(site: { site in
             try richSite(site)

@@ -38,6 +38,34 @@ import Testing
         #expect(try status(server.url + "/style.css") == 200)
     }
 
+    /// Clients that read slower than the server writes, over HTTP/1.1 and HTTP/2: the socket fills in
+    /// the middle of the TLS records one write makes, the rest waits in the session for EPOLLOUT, and
+    /// each body arrives whole and in order, with a second response on the same connection after it.
+    @Test func slowReadersGetEveryByteOverTLS() throws {
+        // With notsent_lowat the socket takes little beyond what the client has room for, so most
+        // gathered writes are taken in part.
+        let certificates = try temporaryDirectory()
+        let (cert, key) = try makeTestCertificate(in: certificates)
+        let server = try TestServer(config: "notsent_lowat: 16k\ntls: {listen: ['127.0.0.1:0'], cert: \(cert), key: \(key)}\n", site: richSite).start()
+        defer { server.stop() }
+        let port = try #require(server.tlsPort)
+        // 64 whole chunks of 64 KiB (the server reads a file through TLS 64 KiB at a time): the body's
+        // last write is four records gathered, as full as the others.
+        var bytes = [UInt8](repeating: 0, count: 64 * 65_536)
+        for index in bytes.indices { bytes[index] = UInt8(truncatingIfNeeded: index &* 13 &+ index >> 11) }
+        try Data(bytes).write(to: server.site.appendingPathComponent("big.bin"))
+        let url = "https://localhost:\(port)"
+        let resolve = "localhost:\(port):127.0.0.1"
+        for version in ["--http1.1", "--http2"] {
+            let download = server.directory.appendingPathComponent("slow\(version).bin")
+            let result = try run("curl", ["-s", version, "--limit-rate", "3M", "--max-time", "20", "--cacert", cert, "--resolve", resolve,
+                                          "-o", download.path, "-w", "%{http_code} %{http_version}\n", url + "/big.bin",
+                                          "-o", "/dev/null", url + "/style.css"])
+            #expect(result.output == "200 \(version == "--http2" ? "2" : "1.1")\n200 \(version == "--http2" ? "2" : "1.1")\n", "\(version): \(result.output) \(result.error)")
+            #expect(try Data(contentsOf: download) == Data(bytes), "\(version)")
+        }
+    }
+
     @Test func protocolsAndALPN() throws {
         let (server, _, port) = try tlsServer()
         defer { server.stop() }

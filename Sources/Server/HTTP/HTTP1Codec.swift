@@ -83,7 +83,7 @@ final class HTTP1Codec {
             case .invalid(let status):
                 requestsTotal += 1
                 answerUnparsed(connection, status, bytes: bytes, driver)
-                if driver.isOpen(connection) && connection.output.isEmpty { driver.finish(connection) }
+                if driver.isOpen(connection) && connection.outputIsEmpty { driver.finish(connection) }
                 return
             case .complete:
                 // The next request's head gets its own header deadline, from its own first byte.
@@ -92,7 +92,7 @@ final class HTTP1Codec {
                 offset += head.headLength + respond(connection, head, bytes, driver)
                 if !driver.isOpen(connection) { return }  // closed while answering
                 if head.hasBody && connection.closeAfterResponse { connection.lingerOnClose = true }
-                if !connection.output.isEmpty {
+                if !connection.outputIsEmpty {
                     if !connection.closeAfterResponse && offset < length {
                         connection.stash = Array(UnsafeRawBufferPointer(rebasing: input[offset..<length]))
                     }

@@ -194,7 +194,7 @@ final class HTTP2Codec {
         if driver.isOpen(connection) && connection.phase != .lingering {
             connection.lingerOnClose = true
             // A full socket: the GOAWAY goes out first (`ConnectionDriver.onWritable`), then the close.
-            if connection.output.isEmpty { driver.finish(connection) } else { session.closeWhenFlushed = true }
+            if connection.outputIsEmpty { driver.finish(connection) } else { session.closeWhenFlushed = true }
         }
     }
 
@@ -213,7 +213,7 @@ final class HTTP2Codec {
     /// when done, waiting for the socket, for the peer (a header block, a request body, or window for a
     /// response body) or idle.
     func send(_ connection: Connection, _ session: HTTP2Session, _ driver: ConnectionDriver) {
-        if !connection.output.isEmpty {
+        if !connection.outputIsEmpty {
             switch output.flush(connection) {
             case .failed: return driver.close(connection)
             case .blocked: return driver.waitForSocket(connection)
@@ -271,15 +271,23 @@ final class HTTP2Codec {
             if let extra { rest.append(contentsOf: extra) }
             return queue(connection, rest, driver)
         }
-        guard let extra else { return true }
+        guard let extra else { return recordsWent(connection, driver) }
         var offset = 0
         while offset < extra.count {
             let count = connection.transport.write(connection.fd, extra.baseAddress! + offset, extra.count - offset, more: false)
             if count > 0 { offset += count } else if count < 0 && errno == EINTR { continue } else { break }
         }
         stats[Stats.bytesSent] &+= UInt64(offset)
-        if offset == extra.count { return true }
+        if offset == extra.count { return recordsWent(connection, driver) }
         return queue(connection, Array(UnsafeRawBufferPointer(rebasing: extra[offset...])), driver)
+    }
+
+    /// Whether the TLS records made of what was written all went; if some wait in the session (the
+    /// socket took part of them), false, for `write`'s caller, and the rest goes at EPOLLOUT.
+    private func recordsWent(_ connection: Connection, _ driver: ConnectionDriver) -> Bool {
+        guard connection.transport.session?.hasPendingOutput == true else { return true }
+        driver.waitForSocket(connection)
+        return false
     }
 
     /// Keeps `rest` for EPOLLOUT (the socket is full); false, for `write`'s caller.

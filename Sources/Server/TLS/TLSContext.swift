@@ -184,18 +184,49 @@ public final class TLSContext: @unchecked Sendable {
 }
 
 /// One TLS connection's OpenSSL state, freed with it.
+///
+/// Its socket is OpenSSL's through `cossl_out` (Sources/COpenSSL/shim.h): the records one `write` makes
+/// are gathered into the worker's `gather` buffer and leave in one send(2), where a socket BIO sends
+/// each 16 KiB record on its own. Records the socket does not take wait here (`hasPendingOutput`) and
+/// go first at the next `write` or `flushPending`; the connection counts them as queued output.
 final class TLSSession {
     let ssl: OpaquePointer
     var handshakeDone = false
+    private let out: UnsafeMutablePointer<cossl_out>
 
-    init?(context: TLSContext, fd: Int32) {
+    init?(context: TLSContext, fd: Int32, gather: UnsafeMutableRawBufferPointer) {
         guard let ssl = SSL_new(context.context) else { return nil }
+        out = .allocate(capacity: 1)
+        out.initialize(to: cossl_out())
+        out.pointee.fd = fd
+        out.pointee.gather = gather.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        out.pointee.gatherCapacity = gather.count
         self.ssl = ssl
-        SSL_set_fd(ssl, fd)
+        guard cossl_out_attach(ssl, out) == 1 else {
+            SSL_free(ssl)
+            out.deallocate()
+            return nil
+        }
         SSL_set_accept_state(ssl)
     }
 
-    deinit { SSL_free(ssl) }
+    deinit {
+        SSL_free(ssl)
+        cossl_out_release(out)
+        out.deallocate()
+    }
+
+    /// Records OpenSSL made that the socket has not taken yet.
+    var hasPendingOutput: Bool { cossl_out_has_pending(out) != 0 }
+
+    /// Sends the records that wait: `.done` when none is left, `.wantWrite` when the socket is full.
+    func flushPending() -> Progress {
+        switch cossl_out_flush(out) {
+        case 1: return .done
+        case 0: return .wantWrite
+        default: return .failed
+        }
+    }
 
     enum Progress {
         case done
@@ -241,20 +272,57 @@ final class TLSSession {
         }
     }
 
-    /// Like send(2): bytes written (maybe fewer), -1 with errno EAGAIN when the socket is full.
+    /// Like send(2): bytes taken (maybe fewer), -1 with errno EAGAIN when the socket is full (records from
+    /// before still wait). Past one record's worth, the records are gathered and leave in one send, and
+    /// all of `count` is taken: what the socket does not take waits in `hasPendingOutput`.
     func write(_ buffer: UnsafeRawPointer, _ count: Int) -> Int {
         guard count > 0 else { return 0 }
-        let result = SSL_write(ssl, buffer, Int32(min(count, Int(Int32.max))))
-        if result > 0 { return Int(result) }
-        switch SSL_get_error(ssl, result) {
-        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-            errno = EAGAIN
-            return -1
-        default:
-            ERR_clear_error()
-            errno = EPIPE
-            return -1
+        if hasPendingOutput {
+            switch flushPending() {
+            case .done: break
+            case .failed:
+                errno = EPIPE
+                return -1
+            default:
+                errno = EAGAIN
+                return -1
+            }
         }
+        // One record: sent as it is made, as OpenSSL's socket BIO would (nothing to gather).
+        if count <= Transport.recordSize {
+            let result = SSL_write(ssl, buffer, Int32(count))
+            if result > 0 { return Int(result) }
+            switch SSL_get_error(ssl, result) {
+            case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+                errno = EAGAIN
+                return -1
+            default:
+                ERR_clear_error()
+                errno = EPIPE
+                return -1
+            }
+        }
+        cossl_out_gather_begin(out)
+        var taken = 0
+        while taken < count {
+            let result = SSL_write(ssl, buffer + taken, Int32(min(count - taken, Int(Int32.max))))
+            if result > 0 {
+                taken += Int(result)
+                continue
+            }
+            let error = SSL_get_error(ssl, result)
+            if cossl_out_gather_end(out) < 0 { break }
+            if taken > 0 { return taken }
+            if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE {
+                errno = EAGAIN
+                return -1
+            }
+            break
+        }
+        if taken == count && cossl_out_gather_end(out) == 0 { return taken }
+        ERR_clear_error()
+        errno = EPIPE
+        return -1
     }
 
     /// Sends close_notify if it can go at once; the TCP close follows either way.

@@ -52,6 +52,8 @@ final class Connection {
     var stash: [UInt8] = []
     /// The response bytes still to send.
     var output = OutputQueue()
+    /// Nothing is waiting to be sent: not in `output`, nor as TLS records the socket has not taken.
+    var outputIsEmpty: Bool { output.isEmpty && !(transport.session?.hasPendingOutput ?? false) }
     /// Monotonic microseconds when the request being answered was parsed; 0 once it is counted.
     var startedAt: UInt64 = 0
     /// Closed: whoever still holds the object (a caller up the stack) must leave it alone.

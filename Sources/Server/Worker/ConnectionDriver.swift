@@ -110,7 +110,7 @@ final class ConnectionDriver {
     /// Starts a connection's protocol: the TLS handshake on a TLS socket, else the request.
     func begin(_ connection: Connection) {
         if Int(connection.listenerID) >= plainListeners, let context = tlsSites?.defaultContext {
-            guard let session = TLSSession(context: context, fd: connection.fd) else {
+            guard let session = TLSSession(context: context, fd: connection.fd, gather: output.gather) else {
                 log.error("cannot start a TLS session: \(TLSContext.lastError("SSL_new"))")
                 return close(connection)
             }
@@ -225,7 +225,7 @@ final class ConnectionDriver {
         }
         connection.lingerOnClose = true
         http1.answerPlainHTTPOnTLS(connection, UnsafeRawBufferPointer(rebasing: readBuffer[0..<length]), self)
-        if isOpen(connection) && connection.output.isEmpty { finish(connection) }
+        if isOpen(connection) && connection.outputIsEmpty { finish(connection) }
     }
 
     // MARK: Reading and writing
@@ -282,7 +282,7 @@ final class ConnectionDriver {
         }
         if ended { return inputEnded(connection) }
         // A full buffer can leave part of a TLS record inside OpenSSL, where epoll cannot see it.
-        if case .tls(let session) = connection.transport, session.hasBufferedInput, connection.output.isEmpty,
+        if case .tls(let session) = connection.transport, session.hasBufferedInput, connection.outputIsEmpty,
            connection.phase != .lingering {
             onReadable(connection)
         }
@@ -317,11 +317,11 @@ final class ConnectionDriver {
         guard isOpen(connection) else { return }
         if let session = connection.http2 {
             // No more frames can come: what is queued goes, then the connection closes.
-            if connection.output.isEmpty { return finish(connection) }
+            if connection.outputIsEmpty { return finish(connection) }
             session.closeWhenFlushed = true
             return
         }
-        if !connection.output.isEmpty {
+        if !connection.outputIsEmpty {
             connection.closeAfterResponse = true
             connection.stash = []
             return
@@ -511,7 +511,7 @@ final class ConnectionDriver {
                     http1.answerUnparsed(connection, .requestTimeout, bytes: nil, self)
                     connection.lingerOnClose = true
                 }
-                if isOpen(connection) && connection.output.isEmpty { finish(connection) }
+                if isOpen(connection) && connection.outputIsEmpty { finish(connection) }
             case .writing, .readingBody, .lingering, .handshake, .proxyHeader:
                 close(connection)
             }

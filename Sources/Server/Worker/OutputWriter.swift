@@ -5,7 +5,8 @@ import Glibc
 /// send loop is written once for plain and TLS connections alike. What the socket does not take waits in
 /// the connection's `OutputQueue`.
 ///
-/// Owns the record buffer TLS output is assembled in (one per worker).
+/// Owns the record buffer TLS output is assembled in and the buffer TLS records are gathered in (one of
+/// each per worker).
 final class OutputWriter {
     enum Progress {
         /// Everything went.
@@ -16,18 +17,25 @@ final class OutputWriter {
         case failed
     }
 
-    /// Where a TLS response's head and small body are joined into one record, and file bytes are read
+    /// Where a TLS response's head and small body are joined into one write, and file bytes are read
     /// into on their way through TLS.
     let record: UnsafeMutableRawBufferPointer
+    /// Where the records of one TLS write are gathered to leave in one send (see `TLSSession`): room for
+    /// the largest write, HTTP/2's 96 KiB of frames, as records.
+    let gather: UnsafeMutableRawBufferPointer
     /// This worker's figures (`Stats` slots): bytes written to sockets.
     let stats: UnsafeMutablePointer<UInt64>
     /// Where a body compressed as it is sent takes its pending line from.
     let accessLog: AccessLog?
 
-    deinit { record.deallocate() }
+    deinit {
+        record.deallocate()
+        gather.deallocate()
+    }
 
     init(headCapacity: Int, stats: UnsafeMutablePointer<UInt64>, accessLog: AccessLog?) {
-        record = .allocate(byteCount: Transport.recordSize + headCapacity, alignment: 16)
+        record = .allocate(byteCount: max(Transport.fileChunk, Transport.recordSize + headCapacity), alignment: 16)
+        gather = .allocate(byteCount: 128 * 1024, alignment: 16)
         self.stats = stats
         self.accessLog = accessLog
     }
@@ -85,13 +93,23 @@ final class OutputWriter {
             connection.output.pendingOffset = 0
             return .blocked
         }
-        return connection.output.isEmpty ? .done : flush(connection)
+        return connection.outputIsEmpty ? .done : flush(connection)
     }
 
     /// Pushes what is queued: pending bytes, then the file's range, then each further part, or the
     /// next chunks of a compressed body (at most 256 KiB of file per call, so one large download does
     /// not stall the worker's other connections; level-triggered EPOLLOUT brings the next turn).
     func flush(_ connection: Connection) -> Progress {
+        guard let session = connection.transport.session else { return flushQueue(connection) }
+        // TLS records made before go first; those the queue's writes make and the socket does not take
+        // wait in the session, so the queue is done only when they went too.
+        if session.hasPendingOutput, let blocked = Progress(session.flushPending()) { return blocked }
+        let progress = flushQueue(connection)
+        guard progress == .done, session.hasPendingOutput else { return progress }
+        return Progress(session.flushPending()) ?? .done
+    }
+
+    private func flushQueue(_ connection: Connection) -> Progress {
         let transport = connection.transport
         let fd = connection.fd
         var compressedNow = 0
@@ -139,6 +157,9 @@ final class OutputWriter {
                     connection.output.pendingOffset = 0
                     return .blocked
                 }
+                // Through TLS, all was taken but the socket filled: its records wait in the session, and
+                // the file is read again only once they went.
+                if transport.session?.hasPendingOutput == true { return .blocked }
             }
             if connection.output.parts.isEmpty {
                 connection.output.file = nil
@@ -151,6 +172,18 @@ final class OutputWriter {
             connection.output.fileEnd = part.end
             // The closing boundary has no range: nothing follows it, so it goes without MSG_MORE.
             if part.start == part.end && connection.output.parts.isEmpty { connection.output.file = nil }
+        }
+    }
+}
+
+extension OutputWriter.Progress {
+    /// What a TLS session's flush of its waiting records means for the connection's output: nil when
+    /// they all went (the rest can follow).
+    init?(_ flushed: TLSSession.Progress) {
+        switch flushed {
+        case .done: return nil
+        case .failed: self = .failed
+        default: self = .blocked
         }
     }
 }

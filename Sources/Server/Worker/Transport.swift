@@ -74,8 +74,8 @@ enum Transport {
         }
     }
 
-    /// Up to `count` bytes of `file` from `offset`: sendfile; over TLS, a record's worth read with pread
-    /// into `record` and written with SSL_write. Returns the bytes taken from the file and how many of
+    /// Up to `count` bytes of `file` from `offset`: sendfile; over TLS, up to `fileChunk` read with pread
+    /// into `record` and written with SSL_write (its records leave in one send). Returns the bytes taken from the file and how many of
     /// them went (over TLS the rest wait in `record[written..<taken]`, for the caller to keep), or
     /// taken -1 with errno (EAGAIN: the socket is full; 0 taken and errno 0: the file shrank).
     func writeFile(
@@ -91,7 +91,7 @@ enum Transport {
                 return (sent, max(sent, 0))
             }
         case .tls(let session):
-            let want = Int(min(count, Int64(Transport.recordSize)))
+            let want = Int(min(count, Int64(min(Transport.fileChunk, record.count))))
             var read = 0
             while true {
                 read = pread(file, record.baseAddress!, want, off_t(offset))
@@ -123,6 +123,8 @@ enum Transport {
         return offset
     }
 
-    /// The TLS plaintext record size: file bytes go through TLS a record at a time.
+    /// The TLS plaintext record size (the most a record carries).
     static let recordSize = 16_384
+    /// File bytes go through TLS this many at a time: four records, sent together.
+    static let fileChunk = 4 * recordSize
 }

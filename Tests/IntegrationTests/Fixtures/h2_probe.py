@@ -8,6 +8,8 @@ body length, and whether the server closed the connection.
 usage: h2_probe.py PORT SCENARIO [--plain] [--timeout SECONDS] [--path PATH] [--slow] [--proxy HEADER] [--seed N]
 
 --slow opens the flow-control windows 20 ms after each DATA frame: a download that takes a while.
+--wide-open opens the windows as wide as they go at the start and sends no WINDOW_UPDATE after (with
+--slow, a reader that only reads); --small-buffer gives the socket a 32 KiB receive buffer.
 --proxy sends HEADER (escapes such as \\r\\n decoded) first, as a load balancer's PROXY protocol.
 
 Uses the `hyperframe` and `hpack` packages (with the `h2` package from PyPI) to encode and decode
@@ -32,8 +34,15 @@ plain = "--plain" in args
 timeout = float(args[args.index("--timeout") + 1]) if "--timeout" in args else 5.0
 path = args[args.index("--path") + 1] if "--path" in args else "/index.html"
 slow = "--slow" in args
+wide_open = "--wide-open" in args
 
-raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+if "--small-buffer" in args:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    raw.settimeout(timeout)
+    raw.connect(("127.0.0.1", port))
+else:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
 if "--proxy" in args:
     raw.sendall(args[args.index("--proxy") + 1].encode().decode("unicode_escape").encode("latin-1"))
 if plain:
@@ -163,13 +172,17 @@ def record(frame):
         if frame.flow_controlled_length and scenario not in ("never_reads",):
             if slow:
                 time.sleep(0.02)
-            send(WindowUpdateFrame(0, frame.flow_controlled_length).serialize()
-                 + WindowUpdateFrame(frame.stream_id, frame.flow_controlled_length).serialize())
+            if not wide_open:
+                send(WindowUpdateFrame(0, frame.flow_controlled_length).serialize()
+                     + WindowUpdateFrame(frame.stream_id, frame.flow_controlled_length).serialize())
     elif isinstance(frame, RstStreamFrame):
         stream["rst"] = frame.error_code
 
 
-send(PREFACE + settings(initial_window_size=65535))
+if wide_open:
+    send(PREFACE + settings(initial_window_size=2**31 - 1) + WindowUpdateFrame(0, 2**31 - 1 - 65535).serialize())
+else:
+    send(PREFACE + settings(initial_window_size=65535))
 
 if scenario == "get":
     send(request(1))
