@@ -277,51 +277,35 @@ final class TLSSession {
     /// all of `count` is taken: what the socket does not take waits in `hasPendingOutput`.
     func write(_ buffer: UnsafeRawPointer, _ count: Int) -> Int {
         guard count > 0 else { return 0 }
-        if hasPendingOutput {
-            switch flushPending() {
-            case .done: break
-            case .failed:
-                errno = EPIPE
-                return -1
-            default:
-                errno = EAGAIN
-                return -1
-            }
-        }
+        if hasPendingOutput, let failed = TLSSession.failure(flushPending()) { return failed }
         // One record: sent as it is made, as OpenSSL's socket BIO would (nothing to gather).
         if count <= Transport.recordSize {
             let result = SSL_write(ssl, buffer, Int32(count))
-            if result > 0 { return Int(result) }
-            switch SSL_get_error(ssl, result) {
-            case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-                errno = EAGAIN
-                return -1
-            default:
-                ERR_clear_error()
-                errno = EPIPE
-                return -1
-            }
+            return result > 0 ? Int(result) : TLSSession.failure(progress(result)) ?? -1
         }
         cossl_out_gather_begin(out)
         var taken = 0
+        var stopped = Progress.done
         while taken < count {
             let result = SSL_write(ssl, buffer + taken, Int32(min(count - taken, Int(Int32.max))))
-            if result > 0 {
-                taken += Int(result)
-                continue
+            guard result > 0 else {
+                stopped = progress(result)
+                break
             }
-            let error = SSL_get_error(ssl, result)
-            if cossl_out_gather_end(out) < 0 { break }
-            if taken > 0 { return taken }
-            if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE {
-                errno = EAGAIN
-                return -1
-            }
-            break
+            taken += Int(result)
         }
-        if taken == count && cossl_out_gather_end(out) == 0 { return taken }
-        ERR_clear_error()
-        errno = EPIPE
+        if cossl_out_gather_end(out) < 0 { return TLSSession.failure(.failed)! }
+        return taken > 0 ? taken : TLSSession.failure(stopped) ?? 0
+    }
+
+    /// What a write that did not go on returns: -1 with errno EAGAIN (the socket is full) or EPIPE (the
+    /// connection is over); nil when it did go on.
+    private static func failure(_ progress: Progress) -> Int? {
+        switch progress {
+        case .done: return nil
+        case .failed: errno = EPIPE
+        case .wantRead, .wantWrite: errno = EAGAIN
+        }
         return -1
     }
 

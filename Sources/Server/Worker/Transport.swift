@@ -35,7 +35,8 @@ enum Transport {
     }
 
     /// A response head and a body in memory, in as few writes as the transport allows: one sendmsg of
-    /// two iovecs, or over TLS both copied into `record` and written as one record when they fit.
+    /// two iovecs, or over TLS both copied into `record` and written with one `TLSSession.write` when they
+    /// fit.
     /// Returns how many bytes of head-then-body went (0 when the socket took nothing), or -1 with errno
     /// on an error that ends the connection.
     func write(
